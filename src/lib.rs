@@ -1,0 +1,12 @@
+//! uringfetch: an HTTP fetcher and load generator whose network I/O runs on
+//! Linux io_uring, with readiness-model and blocking variants of the same
+//! workload so that the I/O model is the only thing a comparison changes.
+//!
+//! ```text
+//! URL(s) + flags ──cli──▶ Target(s) + Plan ──▶ Backend worker(s) ──▶ Recorder(s) ──merge──▶ Report
+//! ```
+//! Data flows one way. A backend does I/O and nothing else: the [`plan`]
+//! decides when to stop and at what rate, [`http`] parses, [`stats`] counts.
+
+pub mod http;
+pub mod server;
