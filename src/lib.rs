@@ -6,7 +6,18 @@
 //! URL(s) + flags ──cli──▶ Target(s) + Plan ──▶ Backend worker(s) ──▶ Recorder(s) ──merge──▶ Report
 //! ```
 //! Data flows one way. A backend does I/O and nothing else: the [`plan`]
-//! decides when to stop and at what rate, [`http`] parses, [`stats`] counts.
+//! decides when to stop and at what rate, [`http`] parses, [`stats`] counts,
+//! [`report`] formats. [`runner`] wires one run together; [`cmd`] holds the
+//! subcommands.
 
+pub mod backend;
+pub mod cli;
+pub mod cmd;
+pub mod error;
 pub mod http;
+pub mod plan;
+pub mod report;
+pub mod runner;
 pub mod server;
+pub mod stats;
+pub mod target;

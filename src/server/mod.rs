@@ -35,3 +35,9 @@ pub fn start(opts: ServeOptions) -> std::io::Result<ServerHandle> {
     let _ = opts;
     todo!("helper implements")
 }
+
+/// Runs the server until Ctrl-C.
+pub fn run_foreground(opts: ServeOptions) -> anyhow::Result<()> {
+    let _ = opts;
+    todo!("helper implements")
+}

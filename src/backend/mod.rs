@@ -1,0 +1,162 @@
+//! The I/O models, one file each, behind one worker contract.
+//!
+//! A backend does I/O and nothing else. A load worker gets a [`WorkerCtx`]:
+//! its share of the connections, the shared [`Plan`] it asks for tickets, and
+//! the encoded targets; it returns the [`Recorder`] it filled. It never
+//! decides when to stop, how fast to go, how to parse HTTP or how to count.
+
+pub mod threads;
+pub mod uring_async;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use crate::error::FetchError;
+use crate::http::Response;
+use crate::plan::Plan;
+use crate::stats::Recorder;
+use crate::target::Target;
+
+/// Which I/O model runs the workload. The names say what each one is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// Completion model: tokio-uring futures (connect, send, recv through io_uring).
+    UringAsync,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 1] = [BackendKind::UringAsync];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::UringAsync => "uring-async",
+        }
+    }
+
+    /// Whether this backend needs io_uring from the kernel.
+    pub fn uses_io_uring(self) -> bool {
+        matches!(self, BackendKind::UringAsync)
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Connection-level settings of a load run, the same for every worker.
+#[derive(Debug, Clone)]
+pub struct ConnOptions {
+    /// Whole-request limit: connect (if any), send and the full response.
+    pub timeout: Option<Duration>,
+    pub connect_timeout: Option<Duration>,
+    /// `false`: a new connection for every request.
+    pub keep_alive: bool,
+    /// Source addresses to spread connections over (`--bind`); empty: the kernel picks.
+    pub bind: Vec<IpAddr>,
+}
+
+impl Default for ConnOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Some(Duration::from_secs(30)),
+            connect_timeout: Some(Duration::from_secs(10)),
+            keep_alive: true,
+            bind: Vec::new(),
+        }
+    }
+}
+
+/// Live counters the progress bar reads while workers run.
+#[derive(Debug, Default)]
+pub struct Live {
+    pub completed: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// Everything one load worker thread needs.
+#[derive(Debug, Clone)]
+pub struct WorkerCtx {
+    /// 0-based worker index (also picks this worker's `--bind` addresses).
+    pub index: usize,
+    /// Connections this worker owns.
+    pub connections: usize,
+    /// Index of this worker's first connection over the whole run.
+    pub first_connection: usize,
+    pub plan: Arc<Plan>,
+    pub targets: Arc<Vec<Target>>,
+    pub conn: Arc<ConnOptions>,
+    pub live: Arc<Live>,
+}
+
+impl WorkerCtx {
+    /// The target of ticket `seq`: URLs are used round-robin.
+    #[inline]
+    pub fn target(&self, seq: u64) -> &Target {
+        &self.targets[(seq % self.targets.len() as u64) as usize]
+    }
+
+    /// The source address for connection slot `slot` of this worker, if `--bind` was given.
+    pub fn bind_addr(&self, slot: usize) -> Option<IpAddr> {
+        let list = &self.conn.bind;
+        (!list.is_empty()).then(|| list[(self.first_connection + slot) % list.len()])
+    }
+}
+
+/// A fetched response with its raw head and decoded body (for `get`).
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub response: Response,
+    pub head: Vec<u8>,
+    pub body: Vec<u8>,
+    pub peer: SocketAddr,
+}
+
+/// Runs one load worker to completion on the chosen backend.
+pub fn run_worker(kind: BackendKind, ctx: WorkerCtx) -> Result<Recorder, FetchError> {
+    match kind {
+        BackendKind::UringAsync => uring_async::run_worker(ctx),
+    }
+}
+
+/// Fetches every target concurrently, one connection each; results in target order.
+pub fn fetch_all(
+    kind: BackendKind,
+    targets: &[Target],
+    conn: &ConnOptions,
+) -> Result<Vec<Result<Fetched, FetchError>>, FetchError> {
+    match kind {
+        BackendKind::UringAsync => uring_async::fetch_all(targets, conn),
+    }
+}
+
+/// A TCP socket for `peer`, bound to source address `ip` with the port left
+/// to connect time (`IP_BIND_ADDRESS_NO_PORT`), so one source address can
+/// reach many destinations and `--bind` ranges multiply the usable ports.
+pub(crate) fn bound_socket(peer: SocketAddr, ip: IpAddr) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::AsRawFd;
+    let socket = Socket::new(Domain::for_address(peer), Type::STREAM, Some(Protocol::TCP))?;
+    if ip.is_ipv4() {
+        let one: libc::c_int = 1;
+        // SAFETY: the descriptor is a live socket owned by `socket`, and the
+        // option value points to a c_int of the size we pass.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        // Without the option binding still works, it just reserves ports early.
+        let _ = rc;
+    }
+    socket.bind(&SocketAddr::new(ip, 0).into())?;
+    Ok(socket)
+}

@@ -1,0 +1,218 @@
+//! Command-line arguments (clap derive). Turned into validated configuration
+//! by the commands in [`crate::cmd`]; nothing here does I/O.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::backend::BackendKind;
+
+/// An HTTP fetcher and load generator whose network I/O runs on Linux io_uring.
+#[derive(Debug, Parser)]
+#[command(name = "uringfetch", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fetch URLs concurrently over io_uring and print the responses.
+    Get(GetArgs),
+    /// Load-test URLs: count or duration, connections, threads, open-loop rate.
+    Load(LoadArgs),
+    /// Run the demo server: /foo and /bar answer after --delay.
+    Serve(ServeArgs),
+    /// Reproduce the article's experiment: two 1 s requests, one after the other, then concurrently.
+    Demo(DemoArgs),
+}
+
+/// `2s`, `150ms`, `1m`, or a plain number of seconds (`0.5`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+        return Err(format!("invalid duration '{s}'"));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("invalid duration '{s}': {e} (e.g. 10s, 250ms, 1m)"))
+}
+
+/// Options that shape every request, shared by `get` and `load`.
+#[derive(Debug, Clone, Args)]
+pub struct RequestArgs {
+    /// Add a request header (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "'Name: value'", value_parser = crate::target::parse_header)]
+    pub headers: Vec<(String, String)>,
+    /// Send HTTP/1.0 instead of HTTP/1.1.
+    #[arg(long = "http1.0")]
+    pub http10: bool,
+    /// Give up on a request after this long (connect, send and the whole response).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub timeout: Duration,
+    /// Give up on a connection attempt after this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    pub connect_timeout: Duration,
+    /// I/O model to run on.
+    #[arg(long, value_enum, default_value_t = BackendKind::UringAsync)]
+    pub backend: BackendKind,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// URLs to fetch (http:// only).
+    #[arg(required = true, value_name = "URL")]
+    pub urls: Vec<String>,
+    /// Show the status line and headers before the body.
+    #[arg(short = 'i', long)]
+    pub include: bool,
+    /// Write the body to FILE instead of stdout (a single URL only).
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Fetch one URL after another with blocking sockets (the article's synchronous client).
+    #[arg(long)]
+    pub sequential: bool,
+    /// Request method [default: GET, or POST with -d].
+    #[arg(short = 'X', long = "request", value_name = "METHOD")]
+    pub method: Option<String>,
+    /// Request body (sent with Content-Length; the method defaults to POST).
+    #[arg(short = 'd', long = "data", value_name = "BODY")]
+    pub data: Option<String>,
+    #[command(flatten)]
+    pub request: RequestArgs,
+}
+
+/// How a load report is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+    /// The per-second series of completed responses.
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// URLs to load, used round-robin.
+    #[arg(value_name = "URL")]
+    pub urls: Vec<String>,
+    /// Read more URLs from a file, one per line (# comments allowed).
+    #[arg(long, value_name = "FILE")]
+    pub urls_file: Option<PathBuf>,
+    /// Total number of requests [default: 200 unless -z is given].
+    #[arg(
+        short = 'n',
+        long = "requests",
+        value_name = "N",
+        conflicts_with = "duration"
+    )]
+    pub requests: Option<u64>,
+    /// Run for this long instead (10s, 1m); requests still running at the end are reported as in flight.
+    #[arg(short = 'z', long = "duration", value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Concurrent connections.
+    #[arg(
+        short = 'c',
+        long = "connections",
+        value_name = "N",
+        default_value_t = 50
+    )]
+    pub connections: usize,
+    /// Worker threads, one io_uring each [default: all cores].
+    #[arg(short = 't', long = "threads", value_name = "N")]
+    pub threads: Option<usize>,
+    /// Open loop: this many requests per second over all connections, latency
+    /// measured from each request's intended start (coordinated omission corrected).
+    #[arg(short = 'q', long = "rate", value_name = "RATE")]
+    pub rate: Option<f64>,
+    /// Request method.
+    #[arg(
+        short = 'm',
+        long = "method",
+        value_name = "METHOD",
+        default_value = "GET"
+    )]
+    pub method: String,
+    /// Request body.
+    #[arg(
+        short = 'd',
+        long = "body",
+        value_name = "BODY",
+        conflicts_with = "body_file"
+    )]
+    pub body: Option<String>,
+    /// Request body from a file.
+    #[arg(long, value_name = "FILE")]
+    pub body_file: Option<PathBuf>,
+    /// Open a new connection for every request.
+    #[arg(long)]
+    pub disable_keepalive: bool,
+    /// Source addresses to spread connections over: `127.0.0.2`, `127.0.0.2-127.0.0.9` or a comma list.
+    #[arg(long, value_name = "ADDRS")]
+    pub bind: Option<String>,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// No progress bar even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub request: RequestArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (never all interfaces unless you say so).
+    #[arg(long, default_value = "127.0.0.1:5555")]
+    pub addr: SocketAddr,
+    /// How long /foo and /bar wait before answering (0 allowed).
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub delay: Duration,
+    /// Threads, each with its own io_uring and SO_REUSEPORT listener [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Largest request head accepted; larger gets 431.
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub max_head_bytes: usize,
+    /// Close connections idle (or still sending their head) this long.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Concurrent requests in the concurrent part (half /bar, half /foo).
+    #[arg(long, default_value_t = 2)]
+    pub requests: usize,
+    /// How long the demo server's routes wait.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub delay: Duration,
+    /// I/O model for the concurrent part.
+    #[arg(long, value_enum, default_value_t = BackendKind::UringAsync)]
+    pub backend: BackendKind,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,132 @@
+//! `uringfetch demo`: the article's experiment with no arguments.
+//!
+//! Starts the demo server in-process on a free loopback port, fetches `/bar`
+//! then `/foo` with blocking sockets (about two delays), then runs the same
+//! requests concurrently on the chosen backend (about one delay), and prints
+//! both times and the speed-up.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::backend::{ConnOptions, Live, threads};
+use crate::cli::DemoArgs;
+use crate::plan::{Rate, Stop};
+use crate::report::text::{fmt_bytes, fmt_us};
+use crate::runner::{self, LoadConfig};
+use crate::server::{self, ServeOptions};
+use crate::target::{RequestOptions, Target};
+
+/// Runs the demo; returns the exit code.
+pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
+    if args.requests == 0 {
+        anyhow::bail!("--requests must be at least 1");
+    }
+    runner::check_fd_limit(args.requests * 2).map_err(anyhow::Error::msg)?;
+    let handle = server::start(ServeOptions {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        delay: args.delay,
+        threads: runner::default_threads(),
+        max_head_bytes: 16 * 1024,
+        idle_timeout: Duration::from_secs(30),
+    })
+    .context("cannot start the demo server")?;
+    let base = format!("http://{}", handle.addr);
+    println!(
+        "demo server on {base} (/bar and /foo answer after {})",
+        crate::error::fmt_duration(args.delay)
+    );
+    let result = experiment(&args, &base);
+    handle.shutdown();
+    result
+}
+
+fn experiment(args: &DemoArgs, base: &str) -> anyhow::Result<i32> {
+    let opts = RequestOptions::default();
+    let urls = [format!("{base}/bar"), format!("{base}/foo")];
+    let targets = urls
+        .iter()
+        .map(|u| Target::new(u, &opts))
+        .collect::<Result<Vec<_>, _>>()?;
+    let conn = ConnOptions::default();
+
+    let t0 = Instant::now();
+    let mut bodies = Vec::new();
+    for t in &targets {
+        let f = threads::fetch_one(t, &conn).with_context(|| format!("GET {t} failed"))?;
+        bodies.push(format!(
+            "GET {} -> {} {}",
+            t.path,
+            f.response.status,
+            String::from_utf8_lossy(&f.body)
+        ));
+    }
+    let sequential = t0.elapsed();
+    println!(
+        "sequential (blocking):   {:.2} s   {}",
+        sequential.as_secs_f64(),
+        bodies.join(", ")
+    );
+
+    let config = LoadConfig {
+        backend: args.backend,
+        targets: Arc::new(targets),
+        connections: args.requests,
+        threads: runner::default_threads(),
+        stop: Stop::Count(args.requests as u64),
+        rate: Rate::Closed,
+        conn: Arc::new(conn),
+    };
+    let outcome = runner::run(&config, Arc::new(Live::default()), |_| {})?;
+    let r = &outcome.recorder;
+    let concurrent = outcome.elapsed;
+    let label = if args.backend.uses_io_uring() {
+        "io_uring"
+    } else {
+        "readiness/blocking"
+    };
+    println!(
+        "concurrent ({label}, {}): {:.2} s   {} requests, {} ok, {} errors, p50 {}, max {}",
+        args.backend,
+        concurrent.as_secs_f64(),
+        r.issued,
+        r.status.get(&200).copied().unwrap_or(0),
+        r.error_count(),
+        fmt_us(if r.latency.is_empty() {
+            0
+        } else {
+            r.latency.value_at_quantile(0.5)
+        }),
+        fmt_us(if r.latency.is_empty() {
+            0
+        } else {
+            r.latency.max()
+        }),
+    );
+    let cpu = r.cpu;
+    println!(
+        "  client cost: {:.1} ms CPU ({:.0} µs/request), {} context switches, peak RSS {}",
+        (cpu.user + cpu.sys).as_secs_f64() * 1e3,
+        (cpu.user + cpu.sys).as_secs_f64() * 1e6 / r.issued.max(1) as f64,
+        cpu.voluntary_ctx + cpu.involuntary_ctx,
+        fmt_bytes(outcome.usage.max_rss_kb * 1024),
+    );
+    if args.requests == 2 {
+        println!(
+            "speed-up {:.1}x",
+            sequential.as_secs_f64() / concurrent.as_secs_f64().max(1e-9)
+        );
+    } else {
+        println!(
+            "speed-up {:.1}x over 2 sequential requests, for {}x the requests",
+            sequential.as_secs_f64() / concurrent.as_secs_f64().max(1e-9),
+            args.requests
+        );
+    }
+    for (kind, msg) in &r.error_examples {
+        eprintln!("uringfetch: {kind}: {msg}");
+    }
+    Ok(if r.error_count() > 0 { 1 } else { 0 })
+}

@@ -1,0 +1,118 @@
+//! `uringfetch get`: fetch URLs (concurrently over the chosen backend, or one
+//! after another with blocking sockets) and print what the servers sent.
+
+use std::io::Write;
+use std::time::Instant;
+
+use crate::backend::{self, ConnOptions, Fetched, threads};
+use crate::cli::GetArgs;
+use crate::error::FetchError;
+use crate::http::Version;
+use crate::target::{RequestOptions, Target};
+
+/// Builds the request options shared by `get`'s targets.
+fn request_options(args: &GetArgs) -> RequestOptions {
+    let method = args
+        .method
+        .clone()
+        .unwrap_or_else(|| if args.data.is_some() { "POST" } else { "GET" }.to_string());
+    RequestOptions {
+        method,
+        headers: args.request.headers.clone(),
+        body: args.data.as_ref().map(|d| d.as_bytes().to_vec()),
+        version: if args.request.http10 {
+            Version::Http10
+        } else {
+            Version::Http11
+        },
+        // One request per connection: say so, and the server may close at once.
+        keep_alive: false,
+    }
+}
+
+/// Writes one fetched response the way curl does (`-i` adds the head).
+fn print_response(out: &mut impl Write, f: &Fetched, include: bool) -> std::io::Result<()> {
+    if include {
+        out.write_all(&f.head)?;
+    }
+    out.write_all(&f.body)
+}
+
+/// Runs `get`; returns the process exit code.
+pub fn run(args: GetArgs) -> anyhow::Result<i32> {
+    if args.output.is_some() && args.urls.len() != 1 {
+        anyhow::bail!("-o FILE takes exactly one URL ({} given)", args.urls.len());
+    }
+    let opts = request_options(&args);
+    let conn = ConnOptions {
+        timeout: Some(args.request.timeout),
+        connect_timeout: Some(args.request.connect_timeout),
+        keep_alive: false,
+        bind: Vec::new(),
+    };
+    let started = Instant::now();
+    // Bad URLs are reported in place; the good ones are still fetched.
+    let targets: Vec<Result<Target, String>> = args
+        .urls
+        .iter()
+        .map(|u| Target::new(u, &opts).map_err(|e| e.to_string()))
+        .collect();
+    let good: Vec<Target> = targets
+        .iter()
+        .filter_map(|t| t.as_ref().ok().cloned())
+        .collect();
+    let mut fetched: Vec<Result<Fetched, FetchError>> = if args.sequential {
+        good.iter().map(|t| threads::fetch_one(t, &conn)).collect()
+    } else if good.is_empty() {
+        Vec::new()
+    } else {
+        backend::fetch_all(args.request.backend, &good, &conn)?
+    };
+    let elapsed = started.elapsed();
+    let mut failures = 0;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut results = fetched.drain(..);
+    for (url, target) in args.urls.iter().zip(&targets) {
+        let result = match target {
+            Err(msg) => Err(msg.clone()),
+            Ok(_) => results
+                .next()
+                .unwrap_or_else(|| {
+                    Err(FetchError::new(crate::error::ErrorKind::Other, "no result"))
+                })
+                .map_err(|e| e.message),
+        };
+        match result {
+            Ok(f) => {
+                if let Some(path) = &args.output {
+                    if args.include {
+                        out.write_all(&f.head)?;
+                    }
+                    std::fs::write(path, &f.body)
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                } else {
+                    print_response(&mut out, &f, args.include)?;
+                }
+            }
+            Err(msg) => {
+                failures += 1;
+                out.flush()?;
+                eprintln!("uringfetch: {msg} ({url})");
+            }
+        }
+    }
+    out.flush()?;
+    eprintln!(
+        "{} URL{} in {:.3} s{}",
+        args.urls.len(),
+        if args.urls.len() == 1 { "" } else { "s" },
+        elapsed.as_secs_f64(),
+        if args.sequential {
+            " (sequential, blocking)".to_string()
+        } else {
+            format!(" (concurrent, {})", args.request.backend)
+        }
+    );
+    Ok(if failures > 0 { 1 } else { 0 })
+}

@@ -1,0 +1,240 @@
+//! `uringfetch load`: turns arguments into a validated [`LoadConfig`], runs
+//! it with a progress bar and Ctrl-C handling, and prints the report.
+
+use std::io::IsTerminal;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::backend::{ConnOptions, Live};
+use crate::cli::{LoadArgs, OutputFormat};
+use crate::http::Version;
+use crate::plan::{Plan, Rate, Stop};
+use crate::report::{Summary, text};
+use crate::runner::{self, LoadConfig, LoadOutcome};
+use crate::target::{RequestOptions, Target};
+
+/// Parses `--bind`: one address, a comma list, or an IPv4 range `a-b`.
+pub fn parse_bind(s: &str) -> anyhow::Result<Vec<IpAddr>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if let Some((a, b)) = part.split_once('-') {
+            let a: Ipv4Addr = a
+                .trim()
+                .parse()
+                .with_context(|| format!("invalid --bind range '{part}'"))?;
+            let b: Ipv4Addr = b
+                .trim()
+                .parse()
+                .with_context(|| format!("invalid --bind range '{part}'"))?;
+            let (a, b) = (u32::from(a), u32::from(b));
+            if b < a || b - a > 65_535 {
+                bail!(
+                    "invalid --bind range '{part}': the end must follow the start, at most 65536 addresses"
+                );
+            }
+            out.extend((a..=b).map(|x| IpAddr::V4(Ipv4Addr::from(x))));
+        } else {
+            out.push(
+                part.parse()
+                    .with_context(|| format!("invalid --bind address '{part}'"))?,
+            );
+        }
+    }
+    if out.is_empty() {
+        bail!("--bind needs at least one address");
+    }
+    Ok(out)
+}
+
+/// All URLs of the run: arguments first, then the file's lines.
+fn collect_urls(args: &LoadArgs) -> anyhow::Result<Vec<String>> {
+    let mut urls = args.urls.clone();
+    if let Some(path) = &args.urls_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --urls-file {}", path.display()))?;
+        urls.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    if urls.is_empty() {
+        bail!("no URL given: pass one or more URLs, or --urls-file FILE");
+    }
+    Ok(urls)
+}
+
+/// Validates arguments into a config; every mistake is caught here, before any I/O.
+pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
+    let urls = collect_urls(args)?;
+    let body = match (&args.body, &args.body_file) {
+        (Some(b), _) => Some(b.as_bytes().to_vec()),
+        (None, Some(p)) => Some(
+            std::fs::read(p).with_context(|| format!("cannot read --body-file {}", p.display()))?,
+        ),
+        (None, None) => None,
+    };
+    let opts = RequestOptions {
+        method: args.method.clone(),
+        headers: args.request.headers.clone(),
+        body,
+        version: if args.request.http10 {
+            Version::Http10
+        } else {
+            Version::Http11
+        },
+        keep_alive: !args.disable_keepalive,
+    };
+    let targets = urls
+        .iter()
+        .map(|u| Target::new(u, &opts))
+        .collect::<Result<Vec<_>, _>>()?;
+    if args.connections == 0 {
+        bail!("-c must be at least 1");
+    }
+    if args.threads == Some(0) {
+        bail!("-t must be at least 1");
+    }
+    let stop = match (args.requests, args.duration) {
+        (_, Some(d)) if d.is_zero() => bail!("-z must be longer than 0"),
+        (_, Some(d)) => Stop::Duration(d),
+        (Some(n), None) => Stop::Count(n),
+        (None, None) => Stop::Count(200),
+    };
+    let rate = match args.rate {
+        None => Rate::Closed,
+        Some(q) if q.is_finite() && q > 0.0 => Rate::Open(q),
+        Some(q) => bail!("-q must be a positive number of requests per second, not {q}"),
+    };
+    runner::check_fd_limit(args.connections).map_err(anyhow::Error::msg)?;
+    let bind = args
+        .bind
+        .as_deref()
+        .map(parse_bind)
+        .transpose()?
+        .unwrap_or_default();
+    Ok(LoadConfig {
+        backend: args.request.backend,
+        targets: Arc::new(targets),
+        connections: args.connections,
+        threads: args.threads.unwrap_or_else(runner::default_threads),
+        stop,
+        rate,
+        conn: Arc::new(ConnOptions {
+            timeout: Some(args.request.timeout),
+            connect_timeout: Some(args.request.connect_timeout),
+            keep_alive: !args.disable_keepalive,
+            bind,
+        }),
+    })
+}
+
+/// Installs the Ctrl-C handling for a run: the first SIGINT ends the run and
+/// still prints its report; a second one exits at once.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        130,
+        flag.clone(),
+    );
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, flag.clone());
+    flag
+}
+
+/// Runs a config with progress and Ctrl-C; shared by `load` and `compare`.
+pub fn run_config(config: &LoadConfig, progress: bool) -> anyhow::Result<LoadOutcome> {
+    let live = Arc::new(Live::default());
+    let interrupted = interrupt_flag();
+    let done = Arc::new(AtomicBool::new(false));
+    let mut watcher = None;
+    let outcome = runner::run(config, live.clone(), |plan: Arc<Plan>| {
+        let (done, interrupted, live) = (done.clone(), interrupted.clone(), live.clone());
+        let total = match config.stop {
+            Stop::Count(n) => Some(n),
+            Stop::Duration(_) => None,
+        };
+        let duration = match config.stop {
+            Stop::Duration(d) => Some(d),
+            Stop::Count(_) => None,
+        };
+        watcher = Some(std::thread::spawn(move || {
+            let bar = progress.then(|| progress_bar(total, duration));
+            while !done.load(Ordering::Acquire) {
+                if interrupted.load(Ordering::Relaxed) {
+                    plan.cancel();
+                }
+                if let Some(bar) = &bar {
+                    let n = live.completed.load(Ordering::Relaxed)
+                        + live.errors.load(Ordering::Relaxed);
+                    match duration {
+                        Some(_) => bar.set_position(plan.start().elapsed().as_millis() as u64),
+                        None => bar.set_position(n),
+                    }
+                    bar.set_message(format!("{n} done"));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+        }));
+    });
+    done.store(true, Ordering::Release);
+    if let Some(w) = watcher {
+        let _ = w.join();
+    }
+    Ok(outcome?)
+}
+
+fn progress_bar(total: Option<u64>, duration: Option<Duration>) -> indicatif::ProgressBar {
+    let len = match (total, duration) {
+        (Some(n), _) => n,
+        (None, Some(d)) => d.as_millis() as u64,
+        (None, None) => 0,
+    };
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] [{wide_bar}] {percent}% {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+/// Runs `load`; returns the exit code.
+pub fn run(args: LoadArgs) -> anyhow::Result<i32> {
+    let config = config_from_args(&args)?;
+    let progress = !args.no_progress && std::io::stderr().is_terminal();
+    let outcome = run_config(&config, progress)?;
+    let summary = Summary::new(&outcome, &args.method, Err("not measured".into()));
+    match args.output {
+        OutputFormat::Text => print!("{}", text::render(&summary, &outcome.recorder.latency)),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+        OutputFormat::Csv => print!("{}", summary.to_csv()),
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_ranges() {
+        let v = parse_bind("127.0.0.2-127.0.0.9").unwrap();
+        assert_eq!(v.len(), 8);
+        assert_eq!(v[0].to_string(), "127.0.0.2");
+        assert_eq!(parse_bind("127.0.0.1, ::1").unwrap().len(), 2);
+        assert!(parse_bind("127.0.0.9-127.0.0.2").is_err());
+        assert!(parse_bind("nope").is_err());
+    }
+}

@@ -1,0 +1,19 @@
+//! The subcommands: each turns its parsed arguments into configuration,
+//! runs it, and says what happened. `main` only dispatches here.
+
+pub mod demo;
+pub mod get;
+pub mod load;
+pub mod serve;
+
+use crate::cli::{Cli, Command};
+
+/// Runs the parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Get(args) => get::run(args),
+        Command::Load(args) => load::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Demo(args) => demo::run(args),
+    }
+}

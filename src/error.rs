@@ -1,0 +1,250 @@
+//! Failure classes of a request, shared by every backend, `get` and the report.
+//!
+//! A load test is pointed at failing servers on purpose, so a failure is data:
+//! each one is classified into a [`ErrorKind`] and counted, and the message a
+//! user sees says what happened and what to do.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::http::HttpError;
+
+/// Why a request got no response. The names are stable: they are JSON keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The peer refused the connection (nothing listening).
+    Refused,
+    /// The peer reset the connection, or the write hit a closed socket.
+    Reset,
+    /// The request took longer than `--timeout`.
+    Timeout,
+    /// The connection took longer than `--connect-timeout`.
+    ConnectTimeout,
+    /// The response broke HTTP framing.
+    BadResponse,
+    /// The peer closed the connection before the response was complete.
+    EarlyEof,
+    /// No local address or port was free (ephemeral ports exhausted).
+    AddressUnavailable,
+    /// The process or system ran out of file descriptors.
+    TooManyOpenFiles,
+    /// The network or host could not be reached.
+    Unreachable,
+    /// io_uring could not be used (old kernel, seccomp, sysctl).
+    UringUnavailable,
+    /// Anything else the OS reported.
+    Other,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 11] = [
+        ErrorKind::Refused,
+        ErrorKind::Reset,
+        ErrorKind::Timeout,
+        ErrorKind::ConnectTimeout,
+        ErrorKind::BadResponse,
+        ErrorKind::EarlyEof,
+        ErrorKind::AddressUnavailable,
+        ErrorKind::TooManyOpenFiles,
+        ErrorKind::Unreachable,
+        ErrorKind::UringUnavailable,
+        ErrorKind::Other,
+    ];
+
+    /// The stable name used in reports and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Refused => "refused",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::ConnectTimeout => "connect_timeout",
+            ErrorKind::BadResponse => "bad_response",
+            ErrorKind::EarlyEof => "early_eof",
+            ErrorKind::AddressUnavailable => "address_unavailable",
+            ErrorKind::TooManyOpenFiles => "too_many_open_files",
+            ErrorKind::Unreachable => "unreachable",
+            ErrorKind::UringUnavailable => "uring_unavailable",
+            ErrorKind::Other => "other",
+        }
+    }
+
+    /// What to do about it, for the report's footnotes.
+    pub fn advice(self) -> Option<&'static str> {
+        match self {
+            ErrorKind::Refused => Some("is the server running and listening on that port?"),
+            ErrorKind::AddressUnavailable => Some(
+                "ephemeral ports ran out: spread connections with --bind 127.0.0.2-127.0.0.9, \
+                 widen net.ipv4.ip_local_port_range, set net.ipv4.tcp_tw_reuse=1, or use keep-alive",
+            ),
+            ErrorKind::TooManyOpenFiles => {
+                Some("raise the open-file limit (ulimit -n) or lower -c")
+            }
+            ErrorKind::UringUnavailable => {
+                Some("io_uring is disabled or blocked here; try --backend epoll-loop")
+            }
+            _ => None,
+        }
+    }
+
+    /// Classifies an OS error.
+    pub fn from_io(e: &io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::ECONNREFUSED) => ErrorKind::Refused,
+            Some(libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED) => ErrorKind::Reset,
+            Some(libc::ETIMEDOUT) => ErrorKind::Timeout,
+            Some(libc::EADDRNOTAVAIL | libc::EADDRINUSE) => ErrorKind::AddressUnavailable,
+            Some(libc::EMFILE | libc::ENFILE) => ErrorKind::TooManyOpenFiles,
+            Some(libc::ENETUNREACH | libc::EHOSTUNREACH) => ErrorKind::Unreachable,
+            _ => match e.kind() {
+                io::ErrorKind::ConnectionRefused => ErrorKind::Refused,
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => ErrorKind::Reset,
+                io::ErrorKind::TimedOut => ErrorKind::Timeout,
+                io::ErrorKind::UnexpectedEof => ErrorKind::EarlyEof,
+                _ => ErrorKind::Other,
+            },
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One failed request: its class and a line a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl FetchError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// An OS error while connecting to `addr`.
+    pub fn connect(e: &io::Error, addr: SocketAddr) -> Self {
+        let kind = ErrorKind::from_io(e);
+        let message = match kind {
+            ErrorKind::Refused => format!("connection refused: {addr}"),
+            ErrorKind::AddressUnavailable => {
+                format!("no local address/port available to connect to {addr}: {e}")
+            }
+            ErrorKind::TooManyOpenFiles => format!("too many open files connecting to {addr}"),
+            _ => format!("cannot connect to {addr}: {e}"),
+        };
+        Self { kind, message }
+    }
+
+    /// An OS error on an established connection.
+    pub fn io(e: &io::Error, addr: SocketAddr) -> Self {
+        let kind = ErrorKind::from_io(e);
+        let message = match kind {
+            ErrorKind::Reset => format!("connection reset by {addr}"),
+            _ => format!("i/o error with {addr}: {e}"),
+        };
+        Self { kind, message }
+    }
+
+    /// The response broke framing.
+    pub fn http(e: &HttpError, addr: SocketAddr) -> Self {
+        let kind = match e {
+            HttpError::UnexpectedEof(_) => ErrorKind::EarlyEof,
+            _ => ErrorKind::BadResponse,
+        };
+        Self {
+            kind,
+            message: format!("bad response from {addr}: {e}"),
+        }
+    }
+
+    pub fn timeout(after: Duration) -> Self {
+        Self::new(
+            ErrorKind::Timeout,
+            format!("timed out after {}", fmt_duration(after)),
+        )
+    }
+
+    /// io_uring could not be set up: say why and what to do instead.
+    pub fn uring_setup(e: &io::Error) -> Self {
+        let why = match e.raw_os_error() {
+            Some(libc::ENOSYS) => {
+                "the kernel is too old or built without io_uring (Linux 5.10+ needed)"
+            }
+            Some(libc::EPERM) | Some(libc::EACCES) => {
+                "it is disabled by sysctl kernel.io_uring_disabled or blocked by a seccomp profile (e.g. Docker's default)"
+            }
+            Some(libc::ENOMEM) | Some(libc::ENOBUFS) => {
+                "RLIMIT_MEMLOCK is too low for the ring (kernels before 5.12): raise ulimit -l"
+            }
+            _ => "the kernel refused io_uring_setup",
+        };
+        Self::new(
+            ErrorKind::UringUnavailable,
+            format!(
+                "io_uring is unavailable: {why} ({e}); use --backend epoll-loop or --backend threads"
+            ),
+        )
+    }
+
+    pub fn connect_timeout(after: Duration, addr: SocketAddr) -> Self {
+        Self::new(
+            ErrorKind::ConnectTimeout,
+            format!("connect to {addr} timed out after {}", fmt_duration(after)),
+        )
+    }
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for FetchError {}
+
+/// `2s`, `1.5s`, `250ms`: how durations are shown to people.
+pub fn fmt_duration(d: Duration) -> String {
+    if d.as_millis() < 1000 {
+        format!("{}ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.3}s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_os_errors() {
+        let e = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert_eq!(ErrorKind::from_io(&e), ErrorKind::Refused);
+        let e = io::Error::from_raw_os_error(libc::EADDRNOTAVAIL);
+        assert_eq!(ErrorKind::from_io(&e), ErrorKind::AddressUnavailable);
+        let e = io::Error::from_raw_os_error(libc::EMFILE);
+        assert_eq!(ErrorKind::from_io(&e), ErrorKind::TooManyOpenFiles);
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let e = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert_eq!(
+            FetchError::connect(&e, addr).message,
+            "connection refused: 127.0.0.1:9"
+        );
+        assert_eq!(
+            FetchError::timeout(Duration::from_secs(2)).message,
+            "timed out after 2s"
+        );
+    }
+}

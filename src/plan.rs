@@ -1,0 +1,208 @@
+//! When requests start and when the run stops, decided in one place.
+//!
+//! Every backend loop asks [`Plan::next_ticket`] for permission to start a
+//! request and never decides on its own when to stop or how fast to go, so a
+//! new mode (a rate, a stop rule) changes this file and not five backends.
+//!
+//! In the open loop (`-q RATE`) ticket `i` is intended to start at
+//! `start + i / RATE`, computed from the start rather than accumulated (no
+//! drift). Latency is measured from that intended time, so a server that
+//! stalls shows up in the percentiles instead of silently delaying the
+//! requests that would have seen the stall (coordinated omission, as in wrk2).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// When the run ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stop {
+    /// After this many requests have been started.
+    Count(u64),
+    /// When this much time has passed since the start; requests still
+    /// running then are reported as in flight.
+    Duration(Duration),
+}
+
+/// How fast requests start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    /// Each connection starts its next request as soon as the previous ends.
+    Closed,
+    /// Requests per second over all connections, on a fixed schedule.
+    Open(f64),
+}
+
+/// Permission to start one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    /// 0-based sequence number over the whole run (selects the URL round-robin).
+    pub seq: u64,
+    /// When the request should start; latency is measured from here.
+    pub intended: Instant,
+}
+
+/// The shared schedule of a run; cheap to call from every worker thread.
+#[derive(Debug)]
+pub struct Plan {
+    stop: Stop,
+    rate: Rate,
+    start: Instant,
+    handed_out: AtomicU64,
+    cancelled: AtomicBool,
+}
+
+impl Plan {
+    /// A plan starting now.
+    pub fn new(stop: Stop, rate: Rate) -> Arc<Self> {
+        Self::starting_at(stop, rate, Instant::now())
+    }
+
+    /// A plan with a given start, for runs that share one start across threads.
+    pub fn starting_at(stop: Stop, rate: Rate, start: Instant) -> Arc<Self> {
+        Arc::new(Self {
+            stop,
+            rate,
+            start,
+            handed_out: AtomicU64::new(0),
+            cancelled: AtomicBool::new(false),
+        })
+    }
+
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    pub fn stop_rule(&self) -> Stop {
+        self.stop
+    }
+
+    pub fn rate(&self) -> Rate {
+        self.rate
+    }
+
+    /// When a duration run ends; `None` for a count run.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.stop {
+            Stop::Duration(d) => Some(self.start + d),
+            Stop::Count(_) => None,
+        }
+    }
+
+    /// Ends the run early (Ctrl-C): no further tickets.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Whether the run is over: cancelled, or past its deadline.
+    pub fn is_over(&self, now: Instant) -> bool {
+        self.is_cancelled() || self.deadline().is_some_and(|d| now >= d)
+    }
+
+    /// The next request's ticket, or `None` when the run is over.
+    pub fn next_ticket(&self) -> Option<Ticket> {
+        if self.is_cancelled() {
+            return None;
+        }
+        let seq = match self.stop {
+            Stop::Count(n) => self
+                .handed_out
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |i| {
+                    (i < n).then_some(i + 1)
+                })
+                .ok()?,
+            Stop::Duration(_) => self.handed_out.fetch_add(1, Ordering::Relaxed),
+        };
+        let intended = match self.rate {
+            Rate::Closed => Instant::now(),
+            Rate::Open(rate) => self.start + Duration::from_secs_f64(seq as f64 / rate),
+        };
+        if let Some(deadline) = self.deadline() {
+            if intended >= deadline {
+                return None;
+            }
+        }
+        Some(Ticket { seq, intended })
+    }
+
+    /// Tickets handed out so far (the open loop may hand out some that end
+    /// unused when the run stops before their time).
+    pub fn handed_out(&self) -> u64 {
+        self.handed_out.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_plan_hands_out_exactly_n() {
+        let plan = Plan::new(Stop::Count(5), Rate::Closed);
+        let seqs: Vec<u64> = std::iter::from_fn(|| plan.next_ticket())
+            .map(|t| t.seq)
+            .collect();
+        assert_eq!(seqs, vec![0, 1, 2, 3, 4]);
+        assert!(plan.next_ticket().is_none());
+        assert_eq!(plan.handed_out(), 5);
+    }
+
+    #[test]
+    fn count_plan_is_exact_across_threads() {
+        let plan = Plan::new(Stop::Count(10_000), Rate::Closed);
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let plan = plan.clone();
+                std::thread::spawn(move || std::iter::from_fn(|| plan.next_ticket()).count())
+            })
+            .collect();
+        let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(total, 10_000);
+    }
+
+    #[test]
+    fn open_loop_schedule_does_not_drift() {
+        let start = Instant::now();
+        let plan = Plan::starting_at(Stop::Count(1001), Rate::Open(1000.0), start);
+        let last = std::iter::from_fn(|| plan.next_ticket()).last().unwrap();
+        assert_eq!(last.seq, 1000);
+        assert_eq!(last.intended - start, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn open_loop_with_duration_stops_at_deadline() {
+        let start = Instant::now();
+        let plan = Plan::starting_at(
+            Stop::Duration(Duration::from_secs(5)),
+            Rate::Open(1000.0),
+            start,
+        );
+        let n = std::iter::from_fn(|| plan.next_ticket()).count();
+        assert_eq!(
+            n, 5000,
+            "ticket i is due at i ms, the last one before 5 s is 4999"
+        );
+    }
+
+    #[test]
+    fn duration_closed_loop_stops_after_deadline() {
+        let plan = Plan::new(Stop::Duration(Duration::from_millis(30)), Rate::Closed);
+        assert!(plan.next_ticket().is_some());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(plan.next_ticket().is_none());
+        assert!(plan.is_over(Instant::now()));
+    }
+
+    #[test]
+    fn cancel_stops_tickets() {
+        let plan = Plan::new(Stop::Count(100), Rate::Closed);
+        assert!(plan.next_ticket().is_some());
+        plan.cancel();
+        assert!(plan.next_ticket().is_none());
+        assert!(plan.is_over(Instant::now()));
+    }
+}

@@ -1,0 +1,247 @@
+//! From a finished run to what people and machines read.
+//!
+//! [`Summary`] is the JSON schema (documented in `docs/json-schema.md`; its
+//! field names are stable). The text and CSV forms are rendered from it, so
+//! every output says the same thing.
+
+pub mod text;
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::plan::{Rate, Stop};
+use crate::runner::LoadOutcome;
+use crate::stats::histogram_to_base64;
+
+/// Version of the JSON schema; bumped only on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Requests {
+    /// Requests started.
+    pub issued: u64,
+    /// Responses received, whatever their status.
+    pub completed: u64,
+    /// Requests that got no response.
+    pub errors: u64,
+    /// Requests cut off by the end of a duration run or by Ctrl-C.
+    pub in_flight: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub min: u64,
+    pub mean: f64,
+    pub p50: u64,
+    pub p75: u64,
+    pub p90: u64,
+    pub p95: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub p9999: u64,
+    pub max: u64,
+    /// The whole histogram, HdrHistogram V2 compressed, base64.
+    pub hdr: String,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let q = |x: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(x)
+            }
+        };
+        Self {
+            count: h.len(),
+            min: if h.is_empty() { 0 } else { h.min() },
+            mean: if h.is_empty() { 0.0 } else { h.mean() },
+            p50: q(0.50),
+            p75: q(0.75),
+            p90: q(0.90),
+            p95: q(0.95),
+            p99: q(0.99),
+            p999: q(0.999),
+            p9999: q(0.9999),
+            max: if h.is_empty() { 0 } else { h.max() },
+            hdr: histogram_to_base64(h),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Mode {
+    /// `count` or `duration`.
+    pub stop: &'static str,
+    pub count: Option<u64>,
+    pub duration_s: Option<f64>,
+    /// Open-loop requests/s, or null for a closed loop.
+    pub rate: Option<f64>,
+    /// Latency is measured from each request's intended start (open loop).
+    pub coordinated_omission_corrected: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Bytes {
+    pub read: u64,
+    pub written: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Resources {
+    /// CPU time of the threads that did the client's I/O.
+    pub cpu_user_s: f64,
+    pub cpu_sys_s: f64,
+    pub cpu_us_per_request: f64,
+    pub ctx_switches_per_request: f64,
+    pub voluntary_ctx_switches: u64,
+    pub involuntary_ctx_switches: u64,
+    /// Peak resident set size of the whole process.
+    pub max_rss_kb: u64,
+    pub syscalls: Option<u64>,
+    pub syscalls_per_request: Option<f64>,
+    /// Why `syscalls` is null, when it is.
+    pub syscalls_note: Option<String>,
+}
+
+/// One run, as JSON and as the source of every other output.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub schema: u32,
+    pub tool: String,
+    pub backend: String,
+    pub urls: Vec<String>,
+    pub method: String,
+    pub connections: usize,
+    pub threads: usize,
+    pub mode: Mode,
+    pub requests: Requests,
+    pub success_rate: f64,
+    pub status: BTreeMap<String, u64>,
+    pub errors: BTreeMap<String, u64>,
+    /// One example message per error kind.
+    pub error_examples: BTreeMap<String, String>,
+    pub duration_s: f64,
+    /// Responses per second over `duration_s`.
+    pub rps: f64,
+    pub bytes: Bytes,
+    pub connections_opened: u64,
+    pub reconnects: u64,
+    pub latency_us: Percentiles,
+    pub connect_us: Percentiles,
+    /// Responses completed in each second of the run.
+    pub per_second: Vec<u64>,
+    pub resources: Resources,
+    /// Ctrl-C ended the run early.
+    pub cancelled: bool,
+}
+
+fn per(total: f64, n: u64) -> f64 {
+    if n == 0 { 0.0 } else { total / n as f64 }
+}
+
+impl Summary {
+    /// Builds the summary; `syscalls` is the count for the run, or why not.
+    pub fn new(o: &LoadOutcome, method: &str, syscalls: Result<u64, String>) -> Self {
+        let r = &o.recorder;
+        let completed = r.completed();
+        let errors = r.error_count();
+        let duration_s = o.elapsed.as_secs_f64();
+        let cpu = r.cpu;
+        let cpu_s = (cpu.user + cpu.sys).as_secs_f64();
+        let ctx = cpu.voluntary_ctx + cpu.involuntary_ctx;
+        let (syscalls, syscalls_note) = match syscalls {
+            Ok(n) => (Some(n), None),
+            Err(why) => (None, Some(why)),
+        };
+        let (stop, rate) = (o.config.stop, o.config.rate);
+        let mode = Mode {
+            stop: match stop {
+                Stop::Count(_) => "count",
+                Stop::Duration(_) => "duration",
+            },
+            count: match stop {
+                Stop::Count(n) => Some(n),
+                Stop::Duration(_) => None,
+            },
+            duration_s: match stop {
+                Stop::Duration(d) => Some(d.as_secs_f64()),
+                Stop::Count(_) => None,
+            },
+            rate: match rate {
+                Rate::Open(q) => Some(q),
+                Rate::Closed => None,
+            },
+            coordinated_omission_corrected: matches!(rate, Rate::Open(_)),
+        };
+        Summary {
+            schema: SCHEMA_VERSION,
+            tool: format!("uringfetch {}", env!("CARGO_PKG_VERSION")),
+            backend: o.config.backend.name().to_string(),
+            urls: o.config.targets.iter().map(|t| t.url.clone()).collect(),
+            method: method.to_string(),
+            connections: o.config.connections,
+            threads: crate::runner::split_connections(o.config.connections, o.config.threads).len(),
+            mode,
+            requests: Requests {
+                issued: r.issued,
+                completed,
+                errors,
+                in_flight: r.in_flight,
+            },
+            success_rate: per(completed as f64, completed + errors),
+            status: r.status.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            errors: r
+                .errors
+                .iter()
+                .map(|(k, v)| (k.name().to_string(), *v))
+                .collect(),
+            error_examples: r
+                .error_examples
+                .iter()
+                .map(|(k, v)| (k.name().to_string(), v.clone()))
+                .collect(),
+            duration_s,
+            rps: if duration_s > 0.0 {
+                completed as f64 / duration_s
+            } else {
+                0.0
+            },
+            bytes: Bytes {
+                read: r.bytes_read,
+                written: r.bytes_written,
+            },
+            connections_opened: r.connects,
+            reconnects: r.reconnects,
+            latency_us: Percentiles::of(&r.latency),
+            connect_us: Percentiles::of(&r.connect),
+            per_second: r.per_second.clone(),
+            resources: Resources {
+                cpu_user_s: cpu.user.as_secs_f64(),
+                cpu_sys_s: cpu.sys.as_secs_f64(),
+                cpu_us_per_request: per(cpu_s * 1e6, completed + errors),
+                ctx_switches_per_request: per(ctx as f64, completed + errors),
+                voluntary_ctx_switches: cpu.voluntary_ctx,
+                involuntary_ctx_switches: cpu.involuntary_ctx,
+                max_rss_kb: o.usage.max_rss_kb,
+                syscalls,
+                syscalls_per_request: syscalls.map(|n| per(n as f64, completed + errors)),
+                syscalls_note,
+            },
+            cancelled: o.cancelled,
+        }
+    }
+
+    /// The per-second series as CSV: `second,responses`.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::from("second,responses\n");
+        for (i, n) in self.per_second.iter().enumerate() {
+            out.push_str(&format!("{i},{n}\n"));
+        }
+        out
+    }
+}

@@ -1,0 +1,202 @@
+//! The text report people read after a load test: the numbers that matter
+//! first, then the latency distribution, failures and what the run cost.
+
+use std::fmt::Write;
+
+use hdrhistogram::Histogram;
+
+use super::Summary;
+use crate::error::ErrorKind;
+
+/// `812µs`, `12.3ms`, `1.004s`.
+pub fn fmt_us(us: u64) -> String {
+    if us < 1_000 {
+        format!("{us}µs")
+    } else if us < 1_000_000 {
+        format!("{:.2}ms", us as f64 / 1e3)
+    } else {
+        format!("{:.3}s", us as f64 / 1e6)
+    }
+}
+
+/// `1.2 KiB`, `3.4 MiB`.
+pub fn fmt_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+/// A bar chart of the latency distribution in `buckets` equal-width bins.
+fn histogram_bars(h: &Histogram<u64>, buckets: u64, out: &mut String) {
+    if h.is_empty() {
+        return;
+    }
+    let (lo, hi) = (h.min(), h.max());
+    let width = ((hi - lo) / buckets).max(1);
+    let mut counts = vec![0u64; buckets as usize];
+    for v in h.iter_recorded() {
+        let i =
+            (((v.value_iterated_to().saturating_sub(lo)) / width) as usize).min(counts.len() - 1);
+        counts[i] += v.count_at_value();
+    }
+    let most = counts.iter().copied().max().unwrap_or(1).max(1);
+    for (i, c) in counts.iter().enumerate() {
+        let upper = lo + width * (i as u64 + 1);
+        let bar = "■".repeat(((c * 40).div_ceil(most)) as usize);
+        let _ = writeln!(out, "  {:>10} [{c:>8}] |{bar}", fmt_us(upper.min(hi)));
+    }
+}
+
+/// Renders the text report. `latency` is the merged histogram the summary was made from.
+pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
+    let mut o = String::new();
+    let mode = match s.mode.rate {
+        Some(q) => format!("open loop at {q} req/s"),
+        None => "closed loop".to_string(),
+    };
+    let _ = writeln!(
+        o,
+        "Summary ({}, {} connection{}, {} thread{}, {mode}{})",
+        s.backend,
+        s.connections,
+        if s.connections == 1 { "" } else { "s" },
+        s.threads,
+        if s.threads == 1 { "" } else { "s" },
+        if s.cancelled {
+            ", stopped by Ctrl-C"
+        } else {
+            ""
+        },
+    );
+    let r = &s.requests;
+    let _ = writeln!(o, "  Success rate:   {:.2}%", s.success_rate * 100.0);
+    let _ = writeln!(o, "  Total time:     {:.4} s", s.duration_s);
+    let _ = writeln!(
+        o,
+        "  Requests:       {} issued, {} completed, {} errors, {} in flight at the end",
+        r.issued, r.completed, r.errors, r.in_flight
+    );
+    let _ = writeln!(o, "  Requests/sec:   {:.2}", s.rps);
+    let secs = s.duration_s.max(1e-9);
+    let _ = writeln!(
+        o,
+        "  Transfer:       {} read ({}/s), {} written",
+        fmt_bytes(s.bytes.read),
+        fmt_bytes((s.bytes.read as f64 / secs) as u64),
+        fmt_bytes(s.bytes.written)
+    );
+    let _ = writeln!(
+        o,
+        "  Connections:    {} opened, {} reopened",
+        s.connections_opened, s.reconnects
+    );
+    let l = &s.latency_us;
+    let _ = writeln!(
+        o,
+        "\nLatency{}",
+        if s.mode.coordinated_omission_corrected {
+            " (from each request's intended start: coordinated omission corrected)"
+        } else {
+            ""
+        }
+    );
+    if l.count == 0 {
+        let _ = writeln!(o, "  no responses");
+    } else {
+        let _ = writeln!(
+            o,
+            "  min {}  mean {}  max {}",
+            fmt_us(l.min),
+            fmt_us(l.mean as u64),
+            fmt_us(l.max)
+        );
+        for (name, v) in [
+            ("p50", l.p50),
+            ("p75", l.p75),
+            ("p90", l.p90),
+            ("p95", l.p95),
+            ("p99", l.p99),
+            ("p99.9", l.p999),
+            ("p99.99", l.p9999),
+        ] {
+            let _ = writeln!(o, "  {name:>7}  {}", fmt_us(v));
+        }
+        let _ = writeln!(o, "\nLatency histogram");
+        histogram_bars(latency, 10, &mut o);
+    }
+    let c = &s.connect_us;
+    if c.count > 0 {
+        let _ = writeln!(
+            o,
+            "\nConnect time: p50 {}  p99 {}  max {}",
+            fmt_us(c.p50),
+            fmt_us(c.p99),
+            fmt_us(c.max)
+        );
+    }
+    if !s.status.is_empty() {
+        let _ = writeln!(o, "\nStatus codes");
+        for (code, n) in &s.status {
+            let _ = writeln!(o, "  [{code}] {n} responses");
+        }
+    }
+    if !s.errors.is_empty() {
+        let _ = writeln!(o, "\nErrors");
+        for kind in ErrorKind::ALL {
+            let Some(n) = s.errors.get(kind.name()) else {
+                continue;
+            };
+            let example = s.error_examples.get(kind.name()).map_or("", String::as_str);
+            let _ = writeln!(o, "  {:<20} {n:>8}   e.g. {example}", kind.name());
+            if let Some(advice) = kind.advice() {
+                let _ = writeln!(o, "  {:<20} {:>8}   -> {advice}", "", "");
+            }
+        }
+    }
+    let res = &s.resources;
+    let _ = writeln!(o, "\nResources (client I/O threads)");
+    let _ = writeln!(
+        o,
+        "  CPU:            {:.3} s user + {:.3} s sys = {:.2} µs/request",
+        res.cpu_user_s, res.cpu_sys_s, res.cpu_us_per_request
+    );
+    let _ = writeln!(
+        o,
+        "  Ctx switches:   {:.3}/request ({} voluntary, {} involuntary)",
+        res.ctx_switches_per_request, res.voluntary_ctx_switches, res.involuntary_ctx_switches
+    );
+    let _ = writeln!(o, "  Peak RSS:       {}", fmt_bytes(res.max_rss_kb * 1024));
+    match (res.syscalls_per_request, &res.syscalls_note) {
+        (Some(per), _) => {
+            let _ = writeln!(o, "  Syscalls:       {per:.2}/request");
+        }
+        (None, Some(why)) => {
+            let _ = writeln!(o, "  Syscalls:       n/a ({why})");
+        }
+        (None, None) => {}
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_units() {
+        assert_eq!(fmt_us(812), "812µs");
+        assert_eq!(fmt_us(12_345), "12.35ms");
+        assert_eq!(fmt_us(1_004_000), "1.004s");
+        assert_eq!(fmt_bytes(10), "10 B");
+        assert_eq!(fmt_bytes(2048), "2.0 KiB");
+    }
+}

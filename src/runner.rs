@@ -1,0 +1,177 @@
+//! Runs a load test: splits the connections over worker threads, starts one
+//! backend worker per thread on a shared [`Plan`], and merges what they
+//! recorded. Used by `load`, `compare` and `demo` alike.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::{self, BackendKind, ConnOptions, Live, WorkerCtx};
+use crate::error::FetchError;
+use crate::plan::{Plan, Rate, Stop};
+use crate::stats::Recorder;
+use crate::stats::resources::Usage;
+use crate::target::Target;
+
+/// A fully validated load test.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub backend: BackendKind,
+    pub targets: Arc<Vec<Target>>,
+    pub connections: usize,
+    pub threads: usize,
+    pub stop: Stop,
+    pub rate: Rate,
+    pub conn: Arc<ConnOptions>,
+}
+
+/// What a run produced, before formatting.
+#[derive(Debug, Clone)]
+pub struct LoadOutcome {
+    pub config: LoadConfig,
+    pub recorder: Recorder,
+    /// Wall time from the plan's start to the last worker's end.
+    pub elapsed: Duration,
+    /// The whole process's cost (includes an in-process server, if any);
+    /// the client's own cost is `recorder.cpu`.
+    pub usage: Usage,
+    /// Ctrl-C ended the run early.
+    pub cancelled: bool,
+}
+
+/// Splits `total` connections over `threads` as evenly as possible; a
+/// thread with no connection is not started.
+pub fn split_connections(total: usize, threads: usize) -> Vec<usize> {
+    let threads = threads.clamp(1, total.max(1));
+    (0..threads)
+        .map(|i| total / threads + usize::from(i < total % threads))
+        .filter(|&n| n > 0)
+        .collect()
+}
+
+/// The number of worker threads to use by default: all cores.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Refuses a run that cannot open its connections, before starting it.
+pub fn check_fd_limit(connections: usize) -> Result<(), String> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the valid pointer we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Ok(());
+    }
+    // Descriptors for the rings, stdio, the binary and a margin.
+    const RESERVED: u64 = 64;
+    let needed = connections as u64 + RESERVED;
+    if lim.rlim_cur != libc::RLIM_INFINITY && needed > lim.rlim_cur {
+        return Err(format!(
+            "-c {connections} needs about {needed} open files but the limit (RLIMIT_NOFILE) is {}: \
+             raise it with `ulimit -n {}` (hard limit {}) or lower -c",
+            lim.rlim_cur,
+            needed,
+            if lim.rlim_max == libc::RLIM_INFINITY {
+                "unlimited".to_string()
+            } else {
+                lim.rlim_max.to_string()
+            },
+        ));
+    }
+    Ok(())
+}
+
+/// Runs the test with a plan starting now. `live` lets a progress bar
+/// watch; `plan_hook` receives the plan so Ctrl-C can cancel it.
+pub fn run(
+    config: &LoadConfig,
+    live: Arc<Live>,
+    plan_hook: impl FnOnce(Arc<Plan>),
+) -> Result<LoadOutcome, FetchError> {
+    let split = split_connections(config.connections, config.threads);
+    let usage_before = Usage::now();
+    let plan = Plan::new(config.stop, config.rate);
+    plan_hook(plan.clone());
+    let mut first = 0;
+    let handles: Vec<_> = split
+        .iter()
+        .enumerate()
+        .map(|(index, &connections)| {
+            let ctx = WorkerCtx {
+                index,
+                connections,
+                first_connection: first,
+                plan: plan.clone(),
+                targets: config.targets.clone(),
+                conn: config.conn.clone(),
+                live: live.clone(),
+            };
+            first += connections;
+            let kind = config.backend;
+            std::thread::Builder::new()
+                .name(format!("uringfetch-w{index}"))
+                .spawn(move || {
+                    let before = Usage::thread_now();
+                    let mut rec = backend::run_worker(kind, ctx)?;
+                    rec.cpu += Usage::thread_now().since(&before);
+                    Ok(rec)
+                })
+        })
+        .collect();
+    let mut merged = Recorder::new(plan.start());
+    let mut failure = None;
+    for h in handles {
+        let result = match h {
+            Ok(h) => h.join().unwrap_or_else(|_| {
+                Err(FetchError::new(
+                    crate::error::ErrorKind::Other,
+                    "a worker thread panicked",
+                ))
+            }),
+            Err(e) => Err(FetchError::new(
+                crate::error::ErrorKind::Other,
+                format!("cannot start a worker thread: {e}"),
+            )),
+        };
+        match result {
+            Ok(r) => merged.merge(&r),
+            Err(e) => {
+                // Other workers must not run on alone.
+                plan.cancel();
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    let elapsed = plan.start().elapsed();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(LoadOutcome {
+        config: config.clone(),
+        recorder: merged,
+        elapsed,
+        usage: Usage::now().since(&usage_before),
+        cancelled: plan.is_cancelled(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_split_evenly() {
+        assert_eq!(split_connections(50, 2), vec![25, 25]);
+        assert_eq!(split_connections(5, 2), vec![3, 2]);
+        assert_eq!(split_connections(1, 4), vec![1]);
+        assert_eq!(split_connections(10_000, 3).iter().sum::<usize>(), 10_000);
+    }
+
+    #[test]
+    fn fd_limit_check_explains() {
+        let err = check_fd_limit(100_000_000).unwrap_err();
+        assert!(err.contains("ulimit -n"), "{err}");
+        assert!(check_fd_limit(10).is_ok());
+    }
+}

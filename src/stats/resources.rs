@@ -1,0 +1,102 @@
+//! What a run cost the machine: CPU time, context switches and peak memory of
+//! this process (getrusage), taken before and after the run.
+
+use std::time::Duration;
+
+/// One getrusage(RUSAGE_SELF) reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub user: Duration,
+    pub sys: Duration,
+    pub voluntary_ctx: u64,
+    pub involuntary_ctx: u64,
+    /// Peak resident set size of the process so far, KiB.
+    pub max_rss_kb: u64,
+}
+
+fn timeval(tv: libc::timeval) -> Duration {
+    Duration::from_secs(tv.tv_sec.max(0) as u64) + Duration::from_micros(tv.tv_usec.max(0) as u64)
+}
+
+impl Usage {
+    /// Reads this process's usage (all threads, live and joined).
+    pub fn now() -> Self {
+        Self::read(libc::RUSAGE_SELF)
+    }
+
+    /// Reads the calling thread's usage only (peak RSS is still the
+    /// process's). Summing worker threads' usage keeps an in-process demo
+    /// server's CPU out of the client's figures.
+    pub fn thread_now() -> Self {
+        Self::read(libc::RUSAGE_THREAD)
+    }
+
+    fn read(who: libc::c_int) -> Self {
+        // SAFETY: `rusage` is plain old data for which all-zero bytes are a
+        // valid value, and getrusage only writes into the struct we pass.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `who` is RUSAGE_SELF or RUSAGE_THREAD and the pointer is
+        // valid and writable for one rusage.
+        let rc = unsafe { libc::getrusage(who, &mut ru) };
+        if rc != 0 {
+            return Self::default();
+        }
+        Self {
+            user: timeval(ru.ru_utime),
+            sys: timeval(ru.ru_stime),
+            voluntary_ctx: ru.ru_nvcsw.max(0) as u64,
+            involuntary_ctx: ru.ru_nivcsw.max(0) as u64,
+            max_rss_kb: ru.ru_maxrss.max(0) as u64,
+        }
+    }
+
+    /// The cost between `before` and `self`; peak RSS is the process's peak.
+    pub fn since(&self, before: &Usage) -> Usage {
+        Usage {
+            user: self.user.saturating_sub(before.user),
+            sys: self.sys.saturating_sub(before.sys),
+            voluntary_ctx: self.voluntary_ctx.saturating_sub(before.voluntary_ctx),
+            involuntary_ctx: self.involuntary_ctx.saturating_sub(before.involuntary_ctx),
+            max_rss_kb: self.max_rss_kb,
+        }
+    }
+}
+
+impl std::ops::AddAssign for Usage {
+    /// Sums costs; the peak RSS is a peak, so it takes the larger.
+    fn add_assign(&mut self, o: Usage) {
+        self.user += o.user;
+        self.sys += o.sys;
+        self.voluntary_ctx += o.voluntary_ctx;
+        self.involuntary_ctx += o.involuntary_ctx;
+        self.max_rss_kb = self.max_rss_kb.max(o.max_rss_kb);
+    }
+}
+
+/// Current resident set size of this process in KiB, from /proc/self/statm.
+pub fn current_rss_kb() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * page.max(4096) as u64 / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_grows_with_work() {
+        let before = Usage::now();
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        let d = Usage::now().since(&before);
+        assert!(d.user + d.sys > Duration::ZERO);
+        assert!(d.max_rss_kb > 0);
+        assert!(current_rss_kb().unwrap() > 0);
+    }
+}

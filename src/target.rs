@@ -1,0 +1,252 @@
+//! What to fetch: a URL turned into a resolved socket address and the
+//! request bytes to send there, encoded once and shared by every connection.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use bytes::Bytes;
+
+use crate::http::{RequestSpec, Version, encode_request};
+
+/// Why a URL cannot be fetched; each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("invalid URL '{url}': {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("https is not supported yet: {0} (use http://)")]
+    Https(String),
+    #[error("cannot resolve host '{host}': {reason}")]
+    Resolve { host: String, reason: String },
+}
+
+/// How every request of a run is built.
+#[derive(Debug, Clone)]
+pub struct RequestOptions {
+    pub method: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    pub version: Version,
+    pub keep_alive: bool,
+}
+
+impl Default for RequestOptions {
+    fn default() -> Self {
+        Self {
+            method: "GET".into(),
+            headers: Vec::new(),
+            body: None,
+            version: Version::Http11,
+            keep_alive: true,
+        }
+    }
+}
+
+/// One resolved URL and its encoded request.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The URL as the user wrote it (normalised), for messages and reports.
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    /// Path and query.
+    pub path: String,
+    pub addr: SocketAddr,
+    /// The request's wire bytes; cloning is a reference-count bump.
+    pub request: Bytes,
+    /// HEAD responses have no body whatever their headers say.
+    pub head_request: bool,
+}
+
+/// The parts of an `http://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl HttpUrl {
+    /// `Host` header value: the port is added when it is not 80.
+    pub fn host_header(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == 80 {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// Parses an `http://` URL; a URL without a scheme is taken as `http://`, as curl does.
+pub fn parse_url(input: &str) -> Result<HttpUrl, TargetError> {
+    let trimmed = input.trim();
+    let with_scheme = if trimmed.contains("://") {
+        trimmed.to_string()
+    } else {
+        format!("http://{trimmed}")
+    };
+    let invalid = |reason: String| TargetError::InvalidUrl {
+        url: input.to_string(),
+        reason,
+    };
+    let parsed = url::Url::parse(&with_scheme).map_err(|e| invalid(e.to_string()))?;
+    match parsed.scheme() {
+        "http" => {}
+        "https" => return Err(TargetError::Https(input.to_string())),
+        other => {
+            return Err(invalid(format!(
+                "unsupported scheme '{other}' (only http://)"
+            )));
+        }
+    }
+    let host = match parsed.host() {
+        Some(url::Host::Domain(d)) => d.to_string(),
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        None => return Err(invalid("no host".into())),
+    };
+    if host.is_empty() {
+        return Err(invalid("no host".into()));
+    }
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let mut path = parsed.path().to_string();
+    if path.is_empty() {
+        path.push('/');
+    }
+    if let Some(q) = parsed.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    Ok(HttpUrl {
+        url: parsed.to_string(),
+        host,
+        port,
+        path,
+    })
+}
+
+/// Resolves a host name; IPv4 addresses are preferred, as most servers listen there.
+pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, TargetError> {
+    let err = |reason: String| TargetError::Resolve {
+        host: host.to_string(),
+        reason,
+    };
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| err(e.to_string()))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| err("no address found".into()))
+}
+
+impl Target {
+    /// Parses, resolves and encodes; all the work that must not happen per request.
+    pub fn new(input: &str, opts: &RequestOptions) -> Result<Self, TargetError> {
+        let url = parse_url(input)?;
+        let addr = resolve(&url.host, url.port)?;
+        let host_header = url.host_header();
+        let request = encode_request(&RequestSpec {
+            method: &opts.method,
+            host: &host_header,
+            path: &url.path,
+            headers: &opts.headers,
+            body: opts.body.as_deref(),
+            version: opts.version,
+            keep_alive: opts.keep_alive,
+        });
+        Ok(Self {
+            url: url.url,
+            host: url.host,
+            port: url.port,
+            path: url.path,
+            addr,
+            request: Bytes::from(request),
+            head_request: opts.method.eq_ignore_ascii_case("HEAD"),
+        })
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// Parses a `Name: value` header argument.
+pub fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("invalid header '{s}': expected 'Name: value'"))?;
+    let name = name.trim();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+        return Err(format!("invalid header name in '{s}'"));
+    }
+    let value = value.trim();
+    if value.bytes().any(|b| b == b'\r' || b == b'\n') {
+        return Err(format!("invalid header value in '{s}'"));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_urls() {
+        let u = parse_url("http://127.0.0.1:5555/bar?x=1").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("127.0.0.1", 5555, "/bar?x=1")
+        );
+        assert_eq!(u.host_header(), "127.0.0.1:5555");
+        let u = parse_url("localhost").unwrap();
+        assert_eq!(
+            (u.port, u.path.as_str(), u.host_header().as_str()),
+            (80, "/", "localhost")
+        );
+        let u = parse_url("http://[::1]:8080/").unwrap();
+        assert_eq!(u.host_header(), "[::1]:8080");
+    }
+
+    #[test]
+    fn rejects_bad_urls() {
+        assert!(matches!(
+            parse_url("http://[::1"),
+            Err(TargetError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            parse_url("https://example.com/"),
+            Err(TargetError::Https(_))
+        ));
+        assert!(matches!(
+            parse_url("ftp://x/"),
+            Err(TargetError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            parse_url("http://:80/"),
+            Err(TargetError::InvalidUrl { .. })
+        ));
+        let msg = parse_url("http://[::1").unwrap_err().to_string();
+        assert!(msg.starts_with("invalid URL 'http://[::1'"), "{msg}");
+    }
+
+    #[test]
+    fn parses_headers() {
+        assert_eq!(
+            parse_header("X-A: b c").unwrap(),
+            ("X-A".into(), "b c".into())
+        );
+        assert!(parse_header("nocolon").is_err());
+        assert!(parse_header(": v").is_err());
+    }
+}
