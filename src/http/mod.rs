@@ -5,8 +5,11 @@
 //! backend and the demo server share this code, so a comparison of backends
 //! measures I/O models, not parsers.
 
+mod chunked;
 mod request;
 mod response;
+#[cfg(test)]
+mod tests;
 
 pub use request::{RequestSpec, Version, encode_request};
 pub use response::{HttpError, Progress, Response, ResponseParser};
