@@ -1,0 +1,253 @@
+//! `uringfetch get` end to end: the demo server, nginx, Python's
+//! http.server, and raw servers that misbehave.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+#[test]
+fn concurrent_get_overlaps_and_sequential_does_not() {
+    let server = demo_server(Duration::from_millis(300));
+    let bar = format!("http://{}/bar", server.addr);
+    let foo = format!("http://{}/foo", server.addr);
+
+    let t = Instant::now();
+    let out = uringfetch(&["get", &bar, &foo], LIMIT);
+    let concurrent = t.elapsed();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "<h1>bar!</h1><h1>foo!</h1>");
+    assert!(
+        concurrent < Duration::from_millis(580),
+        "both waited in parallel: {concurrent:?}"
+    );
+
+    let t = Instant::now();
+    let out = uringfetch(&["get", "--sequential", &bar, &foo], LIMIT);
+    let sequential = t.elapsed();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "<h1>bar!</h1><h1>foo!</h1>");
+    assert!(
+        sequential >= Duration::from_millis(600),
+        "one after the other: {sequential:?}"
+    );
+    assert!(stderr(&out).contains("sequential"), "{}", stderr(&out));
+    server.shutdown();
+}
+
+#[test]
+fn include_shows_status_line_and_headers() {
+    let server = demo_server(Duration::ZERO);
+    let out = uringfetch(
+        &["get", "-i", &format!("http://{}/bar", server.addr)],
+        LIMIT,
+    );
+    let text = stdout(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\r\n\r\n<h1>bar!</h1>"), "{text}");
+    server.shutdown();
+}
+
+#[test]
+fn output_file_gets_the_body() {
+    let server = demo_server(Duration::ZERO);
+    let dir = temp_dir("get-o");
+    let file = dir.join("body.html");
+    let out = uringfetch(
+        &[
+            "get",
+            "-o",
+            file.to_str().unwrap(),
+            &format!("http://{}/foo", server.addr),
+        ],
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&file).unwrap(), b"<h1>foo!</h1>");
+    let _ = std::fs::remove_dir_all(dir);
+    server.shutdown();
+}
+
+#[test]
+fn nginx_static_big_and_chunked_match_curl_byte_for_byte() {
+    let nginx = nginx();
+    for path in ["/bar", "/big", "/chunked"] {
+        let url = format!("http://{}{path}", nginx.addr);
+        let out = uringfetch(&["get", &url], LIMIT);
+        assert!(out.status.success(), "{path}: {}", stderr(&out));
+        let expected = curl(&url, false);
+        assert!(!expected.is_empty(), "curl got {path}");
+        assert_eq!(out.stdout, expected, "{path}");
+    }
+}
+
+#[test]
+fn python_http_server_http10_close_delimited_matches_curl() {
+    let py = python_http_server();
+    let url = format!("http://{}/hello.txt", py.addr);
+    let out = uringfetch(&["get", &url], LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"hello from python\n");
+    assert_eq!(out.stdout, curl(&url, false));
+    let out = uringfetch(&["get", "-i", &url], LIMIT);
+    assert!(
+        stdout(&out).starts_with("HTTP/1.0 200 OK\r\n"),
+        "{}",
+        stdout(&out)
+    );
+    // A directory listing has no Content-Length: the body ends when the server closes.
+    let listing = format!("http://{}/", py.addr);
+    let out = uringfetch(&["get", &listing], LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, curl(&listing, false));
+}
+
+#[test]
+fn method_headers_and_body_reach_the_server() {
+    let server = RawServer::start(|mut s| {
+        let Some(head) = read_head(&mut s) else {
+            return;
+        };
+        // Echo the head back as the body so the test can look at it.
+        let mut body = head.clone().into_bytes();
+        if head.contains("Content-Length: 5") {
+            let mut extra = [0u8; 5];
+            let _ = std::io::Read::read_exact(&mut s, &mut extra);
+            body.extend_from_slice(&extra);
+        }
+        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+        send(&mut s, resp.as_bytes());
+        send(&mut s, &body);
+    });
+    let out = uringfetch(
+        &[
+            "get",
+            "-X",
+            "PUT",
+            "-H",
+            "X-Test: yes",
+            "-d",
+            "hello",
+            "--http1.0",
+            &server.url("/p?q=1"),
+        ],
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("PUT /p?q=1 HTTP/1.0\r\n"), "{text}");
+    assert!(
+        text.contains(&format!("Host: {}\r\n", server.addr)),
+        "{text}"
+    );
+    assert!(text.contains("X-Test: yes\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nhello"), "{text}");
+}
+
+#[test]
+fn refused_bad_url_and_https_each_give_one_clear_line() {
+    let out = uringfetch(
+        &[
+            "get",
+            "http://127.0.0.1:9/",
+            "http://[::1",
+            "https://127.0.0.1/",
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("connection refused: 127.0.0.1:9"), "{err}");
+    assert!(err.contains("invalid URL 'http://[::1'"), "{err}");
+    assert!(err.contains("https is not supported yet"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn garbage_response_is_a_bad_response() {
+    let server = RawServer::start(|mut s| {
+        let _ = read_head(&mut s);
+        send(&mut s, b"SSH-2.0-OpenSSH_9.2\r\n\r\n");
+    });
+    let out = uringfetch(&["get", &server.url("/")], LIMIT);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("bad response"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn close_mid_body_is_an_early_eof() {
+    let server = RawServer::start(|mut s| {
+        let _ = read_head(&mut s);
+        send(
+            &mut s,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part",
+        );
+    });
+    let out = uringfetch(&["get", &server.url("/")], LIMIT);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("connection closed inside a response"), "{err}");
+}
+
+#[test]
+fn a_stalled_server_times_out_after_timeout() {
+    let server = RawServer::start(|mut s| {
+        let _ = read_head(&mut s);
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let t = Instant::now();
+    let out = uringfetch(&["get", "--timeout", "500ms", &server.url("/")], LIMIT);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("timed out after 500ms"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    let out = uringfetch(
+        &[
+            "get",
+            "--sequential",
+            "--timeout",
+            "500ms",
+            &server.url("/"),
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("timed out after 500ms"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn demo_prints_both_timings_and_a_speedup() {
+    let out = uringfetch(&["demo", "--delay", "200ms"], LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("sequential (blocking):"), "{text}");
+    assert!(
+        text.contains("concurrent (io_uring, uring-async):"),
+        "{text}"
+    );
+    assert!(
+        text.contains("<h1>bar!</h1>") && text.contains("<h1>foo!</h1>"),
+        "{text}"
+    );
+    assert!(text.contains("speed-up"), "{text}");
+}

@@ -1,0 +1,291 @@
+//! `uringfetch load` end to end: counts that add up, reconnects, errors by
+//! kind, in-flight requests at the deadline, the open-loop rate, Ctrl-C.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `load ... --output json` and returns the parsed report.
+pub fn load_json(args: &[&str]) -> Value {
+    let mut all = vec!["load", "--output", "json"];
+    all.extend_from_slice(args);
+    let out = uringfetch(&all, LIMIT);
+    assert!(
+        out.status.success(),
+        "load {args:?} failed: {}",
+        stderr(&out)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("JSON report ({e}): {}", stdout(&out)))
+}
+
+fn n(v: &Value, path: &str) -> u64 {
+    v.pointer(path)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("{path} in {v}"))
+}
+
+/// issued == responses + errors + in flight, and the status map sums to completed.
+pub fn assert_counts_add_up(v: &Value) {
+    let issued = n(v, "/requests/issued");
+    let completed = n(v, "/requests/completed");
+    let errors = n(v, "/requests/errors");
+    let in_flight = n(v, "/requests/in_flight");
+    let by_status: u64 = v["status"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|x| x.as_u64().unwrap())
+        .sum();
+    let by_kind: u64 = v["errors"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|x| x.as_u64().unwrap())
+        .sum();
+    assert_eq!(issued, completed + errors + in_flight, "{v}");
+    assert_eq!(by_status, completed, "{v}");
+    assert_eq!(by_kind, errors, "{v}");
+    assert_eq!(n(v, "/latency_us/count"), completed, "{v}");
+}
+
+#[test]
+fn counts_add_up_against_nginx() {
+    let nginx = nginx();
+    let v = load_json(&[
+        "-n",
+        "2000",
+        "-c",
+        "8",
+        &format!("http://{}/bar", nginx.addr),
+    ]);
+    assert_counts_add_up(&v);
+    assert_eq!(n(&v, "/requests/completed"), 2000);
+    assert_eq!(n(&v, "/requests/errors"), 0);
+    assert_eq!(n(&v, "/status/200"), 2000);
+    assert_eq!(
+        n(&v, "/connections_opened"),
+        8,
+        "keep-alive reuses the 8 connections"
+    );
+    assert!(
+        v["latency_us"]["hdr"]
+            .as_str()
+            .unwrap()
+            .starts_with("HISTFAAA")
+    );
+    assert!(v["resources"]["cpu_us_per_request"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn server_closing_connections_is_reconnected_not_an_error() {
+    let nginx = nginx();
+    // nginx closes each connection after 3 requests on /limited.
+    let v = load_json(&[
+        "-n",
+        "300",
+        "-c",
+        "4",
+        &format!("http://{}/limited", nginx.addr),
+    ]);
+    assert_counts_add_up(&v);
+    assert_eq!(n(&v, "/requests/completed"), 300);
+    assert_eq!(n(&v, "/requests/errors"), 0, "{v}");
+    assert!(n(&v, "/reconnects") >= 90, "{v}");
+}
+
+#[test]
+fn disable_keepalive_opens_a_connection_per_request() {
+    let server = demo_server(Duration::ZERO);
+    let url = format!("http://{}/bar", server.addr);
+    let v = load_json(&["-n", "200", "-c", "4", "--disable-keepalive", &url]);
+    assert_counts_add_up(&v);
+    assert_eq!(n(&v, "/requests/completed"), 200);
+    assert_eq!(n(&v, "/connections_opened"), 200);
+    server.shutdown();
+}
+
+#[test]
+fn statuses_are_counted_and_urls_used_round_robin() {
+    let server = demo_server(Duration::ZERO);
+    let a = format!("http://{}/status/503", server.addr);
+    let b = format!("http://{}/bar", server.addr);
+    let v = load_json(&[
+        "-n", "100", "-c", "2", "-m", "POST", "-d", "payload", &a, &b,
+    ]);
+    assert_counts_add_up(&v);
+    assert_eq!(n(&v, "/status/503"), 50);
+    assert_eq!(n(&v, "/status/200"), 50);
+    assert_eq!(
+        n(&v, "/requests/errors"),
+        0,
+        "a 503 is a response, not an error"
+    );
+    server.shutdown();
+}
+
+#[test]
+fn urls_file_and_chunked_responses() {
+    let nginx = nginx();
+    let dir = temp_dir("urls");
+    let file = dir.join("urls.txt");
+    std::fs::write(
+        &file,
+        format!(
+            "# two URLs\nhttp://{0}/chunked\n\nhttp://{0}/bar\n",
+            nginx.addr
+        ),
+    )
+    .unwrap();
+    let v = load_json(&[
+        "-n",
+        "400",
+        "-c",
+        "4",
+        "--urls-file",
+        file.to_str().unwrap(),
+    ]);
+    assert_counts_add_up(&v);
+    assert_eq!(n(&v, "/status/200"), 400);
+    assert_eq!(v["urls"].as_array().unwrap().len(), 2);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn refused_connections_are_counted_by_kind() {
+    let v = load_json(&["-n", "50", "-c", "2", "http://127.0.0.1:9/"]);
+    assert_counts_add_up(&v);
+    assert_eq!(n(&v, "/errors/refused"), 50);
+    assert_eq!(n(&v, "/requests/completed"), 0);
+}
+
+#[test]
+fn stalled_requests_time_out() {
+    let server = RawServer::start(|mut s| {
+        let _ = read_head(&mut s);
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let t = Instant::now();
+    let v = load_json(&["-n", "4", "-c", "2", "--timeout", "300ms", &server.url("/")]);
+    assert_counts_add_up(&v);
+    assert_eq!(n(&v, "/errors/timeout"), 4, "{v}");
+    assert!(
+        t.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn requests_running_at_the_deadline_are_in_flight_not_errors() {
+    let server = demo_server(Duration::from_secs(2));
+    let t = Instant::now();
+    let v = load_json(&[
+        "-z",
+        "500ms",
+        "-c",
+        "5",
+        &format!("http://{}/bar", server.addr),
+    ]);
+    assert!(
+        t.elapsed() < Duration::from_millis(1800),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_counts_add_up(&v);
+    assert_eq!(n(&v, "/requests/in_flight"), 5, "{v}");
+    assert_eq!(n(&v, "/requests/errors"), 0, "{v}");
+    server.shutdown();
+}
+
+#[test]
+fn open_loop_rate_issues_the_scheduled_requests() {
+    let server = demo_server(Duration::ZERO);
+    let v = load_json(&[
+        "-q",
+        "200",
+        "-z",
+        "1s",
+        "-c",
+        "4",
+        &format!("http://{}/bar", server.addr),
+    ]);
+    assert_counts_add_up(&v);
+    let issued = n(&v, "/requests/issued");
+    assert!(
+        (198..=200).contains(&issued),
+        "200 scheduled before 1 s, issued {issued}"
+    );
+    assert_eq!(
+        v["mode"]["coordinated_omission_corrected"],
+        Value::Bool(true)
+    );
+    server.shutdown();
+}
+
+#[test]
+fn sigint_ends_the_run_and_still_prints_the_report() {
+    let server = demo_server(Duration::ZERO);
+    let url = format!("http://{}/bar", server.addr);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_uringfetch"))
+        .args(["load", "-z", "30s", "-q", "100", "-c", "2", &url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    // SAFETY: sending a signal to our own child, whose pid we hold.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = wait_limited(&mut child, Duration::from_secs(5), "load after SIGINT");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("stopped by Ctrl-C"), "{text}");
+    assert!(text.contains("[200]"), "{text}");
+    server.shutdown();
+}
+
+#[test]
+fn too_many_connections_for_the_fd_limit_fails_early_with_advice() {
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "ulimit -n 256 && exec {} load -c 1000 -n 1000 http://127.0.0.1:9/",
+                env!("CARGO_BIN_EXE_uringfetch")
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("RLIMIT_NOFILE") && err.contains("ulimit -n"),
+        "{err}"
+    );
+}
+
+#[test]
+fn json_histograms_merge_exactly() {
+    let server = demo_server(Duration::ZERO);
+    let url = format!("http://{}/bar", server.addr);
+    let a = load_json(&["-n", "300", "-c", "3", &url]);
+    let b = load_json(&["-n", "500", "-c", "5", &url]);
+    let ha =
+        uringfetch::stats::histogram_from_base64(a["latency_us"]["hdr"].as_str().unwrap()).unwrap();
+    let hb =
+        uringfetch::stats::histogram_from_base64(b["latency_us"]["hdr"].as_str().unwrap()).unwrap();
+    assert_eq!(ha.len(), 300);
+    assert_eq!(hb.len(), 500);
+    assert_eq!(ha.max(), n(&a, "/latency_us/max"));
+    let mut merged = ha.clone();
+    merged.add(&hb).unwrap();
+    assert_eq!(merged.len(), 800);
+    assert_eq!(merged.max(), ha.max().max(hb.max()));
+    server.shutdown();
+}

@@ -1,0 +1,336 @@
+//! Shared helpers: real peers on loopback (our demo server in-process, nginx
+//! from Debian, Python's http.server, small hand-rolled raw servers) and a
+//! way to run the built binary. A missing peer fails the test with the line
+//! that installs it; nothing passes silently.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use uringfetch::server::{self, ServeOptions, ServerHandle};
+
+pub const INSTALL_NGINX: &str =
+    "apt-get update && apt-get install -y nginx-light libnginx-mod-http-echo";
+pub const INSTALL_PYTHON: &str = "apt-get install -y python3";
+
+/// The demo server in-process on 127.0.0.1, port 0.
+pub fn demo_server(delay: Duration) -> ServerHandle {
+    server::start(ServeOptions {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        delay,
+        threads: 2,
+        max_head_bytes: 16 * 1024,
+        idle_timeout: Duration::from_secs(10),
+    })
+    .expect("demo server starts")
+}
+
+/// Runs the uringfetch binary with a time limit; kills it if it overruns.
+pub fn uringfetch(args: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_uringfetch"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    wait_limited(&mut child, limit, &format!("uringfetch {}", args.join(" ")))
+}
+
+/// Waits for a child, killing it and failing the test past `limit`.
+pub fn wait_limited(child: &mut Child, limit: Duration, what: &str) -> Output {
+    let start = Instant::now();
+    // Drain pipes in threads so a chatty child cannot block on a full pipe.
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(o) = out.as_mut() {
+            let _ = o.read_to_end(&mut v);
+        }
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(e) = err.as_mut() {
+            let _ = e.read_to_end(&mut v);
+        }
+        v
+    });
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Output {
+                status,
+                stdout: t_out.join().unwrap(),
+                stderr: t_err.join().unwrap(),
+            };
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what} did not finish within {limit:?}; stderr: {}",
+                String::from_utf8_lossy(&t_err.join().unwrap())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A port that was free a moment ago (for servers that cannot bind port 0).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when dropped.
+pub struct Peer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub dir: Option<PathBuf>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+fn wait_listening(addr: SocketAddr, what: &str) {
+    let start = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{what} did not start listening on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+static DIRS: AtomicUsize = AtomicUsize::new(0);
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "uringfetch-{tag}-{}-{}",
+        std::process::id(),
+        DIRS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn find_nginx() -> PathBuf {
+    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("nginx is not installed: install it with `{INSTALL_NGINX}`");
+}
+
+const ECHO_MODULE: &str = "/usr/lib/nginx/modules/ngx_http_echo_module.so";
+
+/// nginx from Debian on a free loopback port, one worker, serving:
+/// `/bar` (static, 4 bytes), `/big` (static, 100000 bytes), `/chunked`
+/// (echo module, chunked), `/sleep` (echo_sleep 1 s), `/close` (no keep-alive).
+pub fn nginx() -> Peer {
+    let bin = find_nginx();
+    assert!(
+        Path::new(ECHO_MODULE).exists(),
+        "nginx's echo module is not installed: install it with `{INSTALL_NGINX}`"
+    );
+    let dir = temp_dir("nginx");
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("bar"), b"bar\n").unwrap();
+    let big: Vec<u8> = (0..100_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    std::fs::write(root.join("big"), big).unwrap();
+    let port = free_port();
+    let conf = format!(
+        r#"load_module {ECHO_MODULE};
+daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {root};
+        location = /chunked {{ default_type text/plain; echo "hello"; echo_flush; echo "chunked world"; }}
+        location = /sleep {{ echo_sleep 1; echo "slept"; }}
+        location = /close {{ keepalive_timeout 0; alias {root}/bar; }}
+        location = /limited {{ keepalive_requests 3; alias {root}/bar; }}
+    }}
+}}
+"#,
+        dir = dir.display(),
+        root = root.display(),
+    );
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-p")
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx starts");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let peer = Peer {
+        child,
+        addr,
+        dir: Some(dir.clone()),
+    };
+    wait_listening(addr, "nginx");
+    peer
+}
+
+/// `python3 -m http.server` on a free loopback port, serving a directory
+/// with `hello.txt` (HTTP/1.0, close-delimited bodies).
+pub fn python_http_server() -> Peer {
+    let dir = temp_dir("py");
+    std::fs::write(dir.join("hello.txt"), b"hello from python\n").unwrap();
+    let port = free_port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("python3 is missing ({e}): install it with `{INSTALL_PYTHON}`"));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let peer = Peer {
+        child,
+        addr,
+        dir: Some(dir),
+    };
+    wait_listening(addr, "python3 -m http.server");
+    peer
+}
+
+/// A raw TCP server: every accepted connection is handed to `handle` on its
+/// own thread. It stops accepting when dropped.
+pub struct RawServer {
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RawServer {
+    pub fn start(handle: impl Fn(TcpStream) + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handle = std::sync::Arc::new(handle);
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let h = handle.clone();
+                        std::thread::spawn(move || h(stream));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads one request head (up to the blank line); `None` on EOF.
+pub fn read_head(stream: &mut TcpStream) -> Option<String> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            return Some(head);
+        }
+    }
+}
+
+/// Writes all bytes, ignoring a client that went away.
+pub fn send(stream: &mut TcpStream, bytes: &[u8]) {
+    let _ = stream.write_all(bytes);
+    let _ = stream.flush();
+}
+
+/// curl's view of a URL's body, for byte-exact comparisons.
+pub fn curl(url: &str, include: bool) -> Vec<u8> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "--max-time", "10"]);
+    if include {
+        cmd.arg("-i");
+    }
+    let out = cmd
+        .arg(url)
+        .output()
+        .expect("curl is installed (apt-get install -y curl)");
+    out.stdout
+}
