@@ -121,10 +121,8 @@ impl Plan {
             Rate::Closed => Instant::now(),
             Rate::Open(rate) => self.start + Duration::from_secs_f64(seq as f64 / rate),
         };
-        if let Some(deadline) = self.deadline() {
-            if intended >= deadline {
-                return None;
-            }
+        if self.deadline().is_some_and(|deadline| intended >= deadline) {
+            return None;
         }
         Some(Ticket { seq, intended })
     }

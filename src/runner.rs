@@ -10,6 +10,7 @@ use crate::error::FetchError;
 use crate::plan::{Plan, Rate, Stop};
 use crate::stats::Recorder;
 use crate::stats::resources::Usage;
+use crate::stats::syscalls::SyscallCounter;
 use crate::target::Target;
 
 /// A fully validated load test.
@@ -112,9 +113,14 @@ pub fn run(
             std::thread::Builder::new()
                 .name(format!("uringfetch-w{index}"))
                 .spawn(move || {
+                    let mut counter = SyscallCounter::start();
                     let before = Usage::thread_now();
                     let mut rec = backend::run_worker(kind, ctx)?;
                     rec.cpu += Usage::thread_now().since(&before);
+                    rec.syscalls = counter
+                        .as_mut()
+                        .map_err(|e| e.clone())
+                        .and_then(|c| c.read());
                     Ok(rec)
                 })
         })

@@ -48,17 +48,36 @@ pub(crate) fn connect(
     Ok(stream)
 }
 
-/// Sends one request and reads its response before `deadline`. Returns the
-/// response and how many bytes followed it in the last read.
+/// The per-connection state an exchange works with, kept across requests.
+pub(crate) struct SlotIo {
+    pub parser: ResponseParser,
+    pub buf: Vec<u8>,
+    /// Bytes read and written, counted as they go.
+    pub read: u64,
+    pub written: u64,
+}
+
+impl SlotIo {
+    pub fn new(collect: bool, capacity: usize) -> Self {
+        Self {
+            parser: ResponseParser::new(collect),
+            buf: vec![0; capacity],
+            read: 0,
+            written: 0,
+        }
+    }
+}
+
+/// Sends one request and reads its response before `deadline` (the instant
+/// and the limit it came from). Returns the response and how many bytes
+/// followed it in the last read; on failure, the error and whether any
+/// response byte had arrived.
 pub(crate) fn exchange(
     stream: &mut TcpStream,
     peer: SocketAddr,
-    request: &[u8],
-    head_request: bool,
-    buf: &mut [u8],
-    parser: &mut ResponseParser,
+    target: &Target,
+    io: &mut SlotIo,
     deadline: Option<(Instant, Duration)>,
-    io_bytes: &mut (u64, u64),
 ) -> Result<(Response, usize), (FetchError, bool)> {
     let remaining =
         |deadline: Option<(Instant, Duration)>| -> Result<Option<Duration>, (FetchError, bool)> {
@@ -82,19 +101,19 @@ pub(crate) fn exchange(
     };
     let limit = deadline.map(|(_, l)| l);
     let _ = stream.set_write_timeout(remaining(deadline)?);
-    if let Err(e) = stream.write_all(request) {
+    if let Err(e) = stream.write_all(&target.request) {
         let err = match (timed_out(&e), limit) {
             (true, Some(l)) => FetchError::timeout(l),
             _ => FetchError::io(&e, peer),
         };
         return Err((err, false));
     }
-    io_bytes.1 += request.len() as u64;
-    parser.reset(head_request);
+    io.written += target.request.len() as u64;
+    io.parser.reset(target.head_request);
     loop {
-        let _ =
-            stream.set_read_timeout(remaining(deadline).map_err(|(e, _)| (e, parser.started()))?);
-        let n = match stream.read(buf) {
+        let left = remaining(deadline).map_err(|(e, _)| (e, io.parser.started()))?;
+        let _ = stream.set_read_timeout(left);
+        let n = match stream.read(&mut io.buf) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -102,18 +121,19 @@ pub(crate) fn exchange(
                     (true, Some(l)) => FetchError::timeout(l),
                     _ => FetchError::io(&e, peer),
                 };
-                return Err((err, parser.started()));
+                return Err((err, io.parser.started()));
             }
         };
-        io_bytes.0 += n as u64;
+        io.read += n as u64;
         if n == 0 {
-            let started = parser.started();
-            return parser
+            let started = io.parser.started();
+            return io
+                .parser
                 .feed_eof()
                 .map(|r| (r, 0))
                 .map_err(|e| (FetchError::http(&e, peer), started));
         }
-        match parser.feed(&buf[..n]) {
+        match io.parser.feed(&io.buf[..n]) {
             Ok(Progress::NeedMore) => {}
             Ok(Progress::Done(r)) => {
                 let trailing = n.saturating_sub(r.consumed);
@@ -129,21 +149,10 @@ pub fn fetch_one(target: &Target, opts: &ConnOptions) -> Result<Fetched, FetchEr
     let start = Instant::now();
     let peer = target.addr;
     let mut stream = connect(peer, opts.bind.first().copied(), opts.connect_timeout)?;
-    let mut parser = ResponseParser::new(true);
-    let mut buf = vec![0u8; FETCH_BUF];
+    let mut io = SlotIo::new(true, FETCH_BUF);
     let deadline = opts.timeout.map(|t| (start + t, t));
-    let mut io_bytes = (0, 0);
-    let (response, trailing) = exchange(
-        &mut stream,
-        peer,
-        &target.request,
-        target.head_request,
-        &mut buf,
-        &mut parser,
-        deadline,
-        &mut io_bytes,
-    )
-    .map_err(|(e, _)| e)?;
+    let (response, trailing) =
+        exchange(&mut stream, peer, target, &mut io, deadline).map_err(|(e, _)| e)?;
     if trailing > 0 {
         return Err(FetchError::new(
             ErrorKind::BadResponse,
@@ -154,8 +163,8 @@ pub fn fetch_one(target: &Target, opts: &ConnOptions) -> Result<Fetched, FetchEr
     }
     Ok(Fetched {
         response,
-        head: parser.head().to_vec(),
-        body: parser.body().to_vec(),
+        head: io.parser.head().to_vec(),
+        body: io.parser.body().to_vec(),
         peer,
     })
 }

@@ -94,12 +94,28 @@ pub(crate) fn connect_bound(addr: SocketAddr, ip: IpAddr) -> io::Result<std::net
     Ok(socket.into())
 }
 
-/// Bytes moved on one connection, counted as they go so a request that is
-/// cut off still counts what it sent and received.
-#[derive(Debug, Default)]
-struct IoBytes {
+/// The per-connection-slot state an exchange works with, kept across
+/// requests so the steady state allocates nothing.
+struct SlotIo {
+    parser: ResponseParser,
+    /// Receive buffer, lent to the kernel for each read.
+    buf: Vec<u8>,
+    capacity: usize,
+    /// Bytes moved, counted as they go so a cut-off request still counts.
     read: u64,
     written: u64,
+}
+
+impl SlotIo {
+    fn new(collect: bool, capacity: usize) -> Self {
+        Self {
+            parser: ResponseParser::new(collect),
+            buf: Vec::with_capacity(capacity),
+            capacity,
+            read: 0,
+            written: 0,
+        }
+    }
 }
 
 /// A response and whether bytes followed it in the same read (a peer that
@@ -122,10 +138,7 @@ async fn exchange(
     peer: SocketAddr,
     request: Bytes,
     head_request: bool,
-    buf: &mut Vec<u8>,
-    capacity: usize,
-    parser: &mut ResponseParser,
-    io: &mut IoBytes,
+    io: &mut SlotIo,
 ) -> Result<Exchanged, ExchangeError> {
     let len = request.len() as u64;
     let (res, _) = stream.write_all(request).await;
@@ -134,29 +147,29 @@ async fn exchange(
         started: false,
     })?;
     io.written += len;
-    parser.reset(head_request);
+    io.parser.reset(head_request);
     loop {
-        let mut owned = std::mem::take(buf);
+        let mut owned = std::mem::take(&mut io.buf);
         owned.clear();
         // A read cut off by a timeout keeps its buffer; start a fresh one.
-        if owned.capacity() < capacity {
-            owned.reserve(capacity);
+        if owned.capacity() < io.capacity {
+            owned.reserve(io.capacity);
         }
         let (res, owned) = stream.read(owned).await;
-        *buf = owned;
+        io.buf = owned;
         let n = res.map_err(|e| ExchangeError {
             error: FetchError::io(&e, peer),
-            started: parser.started(),
+            started: io.parser.started(),
         })?;
         io.read += n as u64;
         let progress = if n == 0 {
-            let started = parser.started();
-            parser
+            let started = io.parser.started();
+            io.parser
                 .feed_eof()
                 .map(Progress::Done)
                 .map_err(|e| (e, started))
         } else {
-            parser.feed(&buf[..n]).map_err(|e| (e, true))
+            io.parser.feed(&io.buf[..n]).map_err(|e| (e, true))
         };
         match progress {
             Ok(Progress::NeedMore) => {}
@@ -197,11 +210,9 @@ struct Worker {
 /// One connection slot: takes tickets until the plan says stop.
 async fn connection(w: Rc<Worker>, slot: usize) {
     let mut conn: Option<Conn> = None;
-    let mut parser = ResponseParser::new(false);
-    let mut buf = Vec::with_capacity(READ_BUF);
+    let mut io = SlotIo::new(false, READ_BUF);
     let mut stop = w.stop.clone();
     let mut ever_connected = false;
-    let mut io = IoBytes::default();
     while let Some(ticket) = w.ctx.plan.next_ticket() {
         if ticket.intended > Instant::now() {
             let sleep = tokio::time::sleep_until(ticket.intended.into());
@@ -218,16 +229,7 @@ async fn connection(w: Rc<Worker>, slot: usize) {
         }
         let target = w.ctx.target(ticket.seq);
         w.rec.borrow_mut().issue();
-        let request = one_request(
-            &w,
-            slot,
-            &mut conn,
-            &mut ever_connected,
-            target,
-            &mut parser,
-            &mut buf,
-            &mut io,
-        );
+        let request = one_request(&w, slot, &mut conn, &mut ever_connected, target, &mut io);
         let outcome = tokio::select! {
             biased;
             r = with_limit(w.ctx.conn.timeout, FetchError::timeout, request) => Some(r),
@@ -270,16 +272,13 @@ async fn connection(w: Rc<Worker>, slot: usize) {
 /// Runs one request on the slot's connection, opening one if needed. A
 /// reused connection that the server had already closed (no response byte
 /// at all) is reopened and the request sent once more, as HTTP clients do.
-#[allow(clippy::too_many_arguments)]
 async fn one_request(
     w: &Worker,
     slot: usize,
     conn: &mut Option<Conn>,
     ever_connected: &mut bool,
     target: &Target,
-    parser: &mut ResponseParser,
-    buf: &mut Vec<u8>,
-    io: &mut IoBytes,
+    io: &mut SlotIo,
 ) -> Result<u16, FetchError> {
     for attempt in 0..2 {
         let reused = matches!(conn, Some(c) if c.peer == target.addr);
@@ -309,18 +308,15 @@ async fn one_request(
             c.peer,
             target.request.clone(),
             target.head_request,
-            buf,
-            READ_BUF,
-            parser,
             io,
         )
         .await;
         match result {
             Ok(done) => {
-                if !done.response.keep_alive || !w.ctx.conn.keep_alive || done.trailing > 0 {
-                    if let Some(c) = conn.take() {
-                        c.abort();
-                    }
+                let reusable =
+                    done.response.keep_alive && w.ctx.conn.keep_alive && done.trailing == 0;
+                if !reusable && let Some(c) = conn.take() {
+                    c.abort();
                 }
                 return Ok(done.response.status);
             }
@@ -390,17 +386,12 @@ pub fn run_worker(ctx: WorkerCtx) -> Result<Recorder, FetchError> {
 async fn fetch_one(target: Target, opts: ConnOptions) -> Result<Fetched, FetchError> {
     let peer = target.addr;
     let stream = connect(peer, opts.bind.first().copied(), opts.connect_timeout).await?;
-    let mut parser = ResponseParser::new(true);
-    let mut buf = Vec::with_capacity(FETCH_BUF);
-    let mut io = IoBytes::default();
+    let mut io = SlotIo::new(true, FETCH_BUF);
     let done = exchange(
         &stream,
         peer,
         target.request.clone(),
         target.head_request,
-        &mut buf,
-        FETCH_BUF,
-        &mut parser,
         &mut io,
     )
     .await
@@ -416,8 +407,8 @@ async fn fetch_one(target: Target, opts: ConnOptions) -> Result<Fetched, FetchEr
     }
     Ok(Fetched {
         response: done.response,
-        head: parser.head().to_vec(),
-        body: parser.body().to_vec(),
+        head: io.parser.head().to_vec(),
+        body: io.parser.body().to_vec(),
         peer,
     })
 }

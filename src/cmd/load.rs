@@ -215,7 +215,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<i32> {
     let config = config_from_args(&args)?;
     let progress = !args.no_progress && std::io::stderr().is_terminal();
     let outcome = run_config(&config, progress)?;
-    let summary = Summary::new(&outcome, &args.method, Err("not measured".into()));
+    let summary = Summary::new(&outcome, &args.method);
     match args.output {
         OutputFormat::Text => print!("{}", text::render(&summary, &outcome.recorder.latency)),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&summary)?),

@@ -145,8 +145,8 @@ fn per(total: f64, n: u64) -> f64 {
 }
 
 impl Summary {
-    /// Builds the summary; `syscalls` is the count for the run, or why not.
-    pub fn new(o: &LoadOutcome, method: &str, syscalls: Result<u64, String>) -> Self {
+    /// Builds the summary of a finished run.
+    pub fn new(o: &LoadOutcome, method: &str) -> Self {
         let r = &o.recorder;
         let completed = r.completed();
         let errors = r.error_count();
@@ -154,7 +154,7 @@ impl Summary {
         let cpu = r.cpu;
         let cpu_s = (cpu.user + cpu.sys).as_secs_f64();
         let ctx = cpu.voluntary_ctx + cpu.involuntary_ctx;
-        let (syscalls, syscalls_note) = match syscalls {
+        let (syscalls, syscalls_note) = match r.syscalls.clone() {
             Ok(n) => (Some(n), None),
             Err(why) => (None, Some(why)),
         };

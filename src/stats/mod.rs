@@ -3,6 +3,7 @@
 //! Each worker owns a [`Recorder`]; they are merged once at the end.
 
 pub mod resources;
+pub mod syscalls;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -73,6 +74,8 @@ pub struct Recorder {
     pub per_second: Vec<u64>,
     /// CPU time and context switches of the threads that did the I/O.
     pub cpu: resources::Usage,
+    /// System calls of those threads, or why they could not be counted.
+    pub syscalls: Result<u64, String>,
     /// The first error's message, for the report (one example per kind).
     pub error_examples: BTreeMap<ErrorKind, String>,
     start: Instant,
@@ -95,6 +98,7 @@ impl Recorder {
             per_second: Vec::new(),
             error_examples: BTreeMap::new(),
             cpu: resources::Usage::default(),
+            syscalls: Ok(0),
             start,
         }
     }
@@ -171,6 +175,10 @@ impl Recorder {
         self.connects += other.connects;
         self.reconnects += other.reconnects;
         self.cpu += other.cpu;
+        self.syscalls = match (&self.syscalls, &other.syscalls) {
+            (Ok(a), Ok(b)) => Ok(a + b),
+            (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+        };
         // Series are aligned on the run's start; a later-starting recorder
         // is shifted by the whole seconds between the starts.
         let offset = other.start.saturating_duration_since(self.start).as_secs() as usize;
