@@ -1,0 +1,570 @@
+//! One connection: read request heads, discard bodies, answer in order.
+//!
+//! Written as one straight-line async loop per connection (the point of the
+//! article: the switch between requests happens in user space, here in the
+//! tokio-uring executor, without splitting the code into callbacks).
+//!
+//! tokio-uring works on *owned* buffers: a read takes the buffer and gives it
+//! back on completion, and if the future is dropped first (a timeout) the
+//! buffer and a reference to the fd stay with the kernel operation until it
+//! completes. Two consequences shape this file:
+//! - the read buffer lives in `Conn::buf` and is moved in and out of each
+//!   read; after a timeout it is gone, so a timeout always ends the
+//!   connection;
+//! - before giving up on a connection with a read in flight we call
+//!   `shutdown(Both)`, which completes that read at once so the fd is really
+//!   closed (dropping the stream alone would leave it open until the peer
+//!   sends something).
+//!
+//! Memory per idle connection is one 4 KiB read buffer (grown only while a
+//! head larger than that is being received, up to `max_head_bytes + 1`, and
+//! shrunk back once consumed) plus an output buffer that is empty between
+//! answers. Large bodies are written from a static pattern, never allocated.
+
+use std::net::Shutdown;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_uring::buf::BoundedBuf;
+use tokio_uring::net::TcpStream;
+
+use super::request::{self, Parsed, ReqBody, Request};
+use super::routes::{self, Body, Plan};
+
+/// Per-thread copy of the options a connection needs.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnConfig {
+    pub delay: Duration,
+    pub max_head_bytes: usize,
+    pub idle_timeout: Duration,
+}
+
+/// Read buffer size a connection starts with and shrinks back to.
+const INITIAL_BUF: usize = 4096;
+
+/// Largest single `write_all`; each one gets its own `idle_timeout`, so a
+/// peer that stops reading is dropped, while a slow but steady one is not.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// Bodies up to this size are copied into the output buffer (one write
+/// with the head); larger ones are written straight from [`FILL`].
+const INLINE_BODY: u64 = 16 * 1024;
+
+/// At most this much is read and thrown away when closing after an error.
+const LINGER_BYTES: usize = 1 << 20;
+/// And for at most this long (also bounded by `idle_timeout`).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+const FILL_LEN: usize = WRITE_CHUNK;
+
+/// Body pattern for `/bytes/N` and `/chunked/N`: `abc...xyzabc...`. Static so
+/// it can be handed to the kernel as an owned `&'static [u8]` buffer.
+static FILL: [u8; FILL_LEN] = {
+    let mut a = [0u8; FILL_LEN];
+    let mut i = 0;
+    while i < FILL_LEN {
+        a[i] = b'a' + (i % 26) as u8;
+        i += 1;
+    }
+    a
+};
+
+/// How a connection ends.
+enum End {
+    /// Everything answered; close normally.
+    Graceful,
+    /// Closing after an error answer while the peer may still be sending:
+    /// half-close, then drain for a moment so the kernel does not reset the
+    /// connection and destroy the answer before the peer reads it.
+    Linger,
+    /// Timeout or I/O error: shut down both directions (completing any
+    /// in-flight read so the fd is released) and drop.
+    Abort,
+}
+
+/// The connection cannot continue (I/O error, timeout, peer gone).
+struct Abort;
+
+struct Conn {
+    stream: TcpStream,
+    cfg: Rc<ConnConfig>,
+    /// Received bytes; `buf[start..]` is not yet consumed. Invariant:
+    /// `start <= buf.len()`.
+    buf: Vec<u8>,
+    start: usize,
+    /// Answers not yet written. Flushed before every read or sleep, so a
+    /// pipelined batch of requests gets its answers in one write, and no
+    /// answer waits behind a blocking step.
+    out: Vec<u8>,
+}
+
+/// Serves one accepted connection until it ends; never panics on input and
+/// swallows all I/O errors (a vanished client only ends its own task).
+pub(crate) async fn serve(stream: TcpStream, cfg: Rc<ConnConfig>) {
+    let mut conn = Conn {
+        stream,
+        cfg,
+        buf: Vec::with_capacity(INITIAL_BUF),
+        start: 0,
+        out: Vec::new(),
+    };
+    let end = match conn.run().await {
+        Ok(end) => end,
+        Err(Abort) => End::Abort,
+    };
+    conn.finish(end).await;
+}
+
+impl Conn {
+    async fn run(&mut self) -> Result<End, Abort> {
+        loop {
+            let req = match self.next_head().await? {
+                Ok(req) => req,
+                Err(end) => return Ok(end),
+            };
+            self.start += req.head_len;
+
+            match req.body {
+                ReqBody::None => {}
+                ReqBody::Length(n) => {
+                    let buffered = (self.buf.len() - self.start) as u64;
+                    if req.expect_continue && req.minor >= 1 && buffered < n {
+                        self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                        self.flush().await?;
+                    }
+                    self.discard_body(n).await?;
+                }
+                ReqBody::Chunked => {
+                    self.push_error(411, req.minor);
+                    self.flush().await?;
+                    return Ok(End::Linger);
+                }
+            }
+            self.compact_if_empty();
+
+            let keep_alive = req.keep_alive && !req.plan.close;
+            if !req.plan.delay.is_zero() {
+                self.flush().await?;
+                tokio::time::sleep(req.plan.delay).await;
+            }
+            self.respond(&req, keep_alive).await?;
+            if !keep_alive {
+                self.flush().await?;
+                // Unconsumed pipelined bytes mean the peer may still be
+                // sending: linger so the close does not turn into a reset.
+                return Ok(if self.start < self.buf.len() {
+                    End::Linger
+                } else {
+                    End::Graceful
+                });
+            }
+            if self.out.len() >= WRITE_CHUNK {
+                self.flush().await?;
+            }
+        }
+    }
+
+    /// Waits for the next complete head. `Ok(Err(end))` means the connection
+    /// is over (peer closed between requests, or an error was answered).
+    async fn next_head(&mut self) -> Result<Result<Request, End>, Abort> {
+        // The idle clock starts when we first have to wait, i.e. after our
+        // pending answers are flushed, and covers the whole head: a client
+        // dribbling one byte at a time cannot hold the connection forever.
+        let mut deadline: Option<Instant> = None;
+        loop {
+            let pending = &self.buf[self.start..];
+            match request::parse(pending, self.cfg.max_head_bytes, self.cfg.delay) {
+                Parsed::Complete(req) => return Ok(Ok(req)),
+                Parsed::Invalid(status) => {
+                    self.push_error(status, 1);
+                    self.flush().await?;
+                    return Ok(Err(End::Linger));
+                }
+                Parsed::Partial => {
+                    if pending.len() > self.cfg.max_head_bytes {
+                        self.push_error(431, 1);
+                        self.flush().await?;
+                        return Ok(Err(End::Linger));
+                    }
+                }
+            }
+            self.flush().await?;
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.cfg.idle_timeout);
+            self.make_room_for_head();
+            if self.read_more(deadline).await? == 0 {
+                // Peer closed, possibly mid-head: nobody to answer.
+                return Ok(Err(End::Graceful));
+            }
+        }
+    }
+
+    /// Reads `n` body bytes (some may already be buffered) and drops them.
+    async fn discard_body(&mut self, n: u64) -> Result<(), Abort> {
+        let buffered = (self.buf.len() - self.start) as u64;
+        let take = buffered.min(n);
+        self.start += take as usize;
+        let mut remaining = n - take;
+        while remaining > 0 {
+            // `take < n` means the buffer was fully consumed.
+            self.compact_if_empty();
+            let deadline = Instant::now() + self.cfg.idle_timeout;
+            let got = self.read_more(deadline).await? as u64;
+            if got == 0 {
+                return Err(Abort);
+            }
+            let take = got.min(remaining);
+            self.start += take as usize;
+            remaining -= take;
+        }
+        Ok(())
+    }
+
+    /// Appends one read to `buf`. Requires spare capacity in `buf`.
+    async fn read_more(&mut self, deadline: Instant) -> Result<usize, Abort> {
+        let len = self.buf.len();
+        if len >= self.buf.capacity() {
+            // Callers guarantee room; reserve rather than panic in `slice`.
+            self.buf.reserve(INITIAL_BUF);
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let read = self.stream.read(buf.slice(len..));
+        // On timeout the buffer stays with the in-flight read; we abort.
+        let (res, slice) = timeout_at(deadline, read).await.map_err(|_| Abort)?;
+        self.buf = slice.into_inner();
+        res.map_err(|_| Abort)
+    }
+
+    /// Moves unconsumed bytes to the front and makes sure there is room for
+    /// at least one more byte, growing (by doubling) only up to
+    /// `max_head_bytes + 1`, enough to detect an oversized head.
+    fn make_room_for_head(&mut self) {
+        if self.start > 0 {
+            self.buf.copy_within(self.start.., 0);
+            self.buf.truncate(self.buf.len() - self.start);
+            self.start = 0;
+        }
+        let (len, cap) = (self.buf.len(), self.buf.capacity());
+        if len == cap {
+            let target = (cap * 2)
+                .min(self.cfg.max_head_bytes.saturating_add(1))
+                .max(cap + 1);
+            self.buf.reserve_exact(target - len);
+        }
+    }
+
+    /// When everything received is consumed, reset the buffer (and give back
+    /// memory a large head made it grow to).
+    fn compact_if_empty(&mut self) {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+            if self.buf.capacity() > INITIAL_BUF {
+                self.buf = Vec::with_capacity(INITIAL_BUF);
+            }
+        }
+    }
+
+    /// Queues (and for big bodies, writes) the answer to `req`.
+    async fn respond(&mut self, req: &Request, keep_alive: bool) -> Result<(), Abort> {
+        let plan: &Plan = &req.plan;
+        let conn = if !keep_alive {
+            ConnHeader::Close
+        } else if req.minor == 0 {
+            ConnHeader::KeepAlive
+        } else {
+            ConnHeader::Default
+        };
+        let head_only = req.head_only;
+        match plan.body {
+            Body::Empty => {
+                self.push_head(req.minor, plan.status, None, Framing::None, conn);
+            }
+            Body::Static(body) => {
+                let framing = Framing::Length(body.len() as u64);
+                self.push_head(
+                    req.minor,
+                    plan.status,
+                    Some(plan.content_type),
+                    framing,
+                    conn,
+                );
+                if !head_only {
+                    self.out.extend_from_slice(body);
+                }
+            }
+            Body::Status => {
+                let reason = routes::reason(plan.status);
+                // "NNN Reason\n": three digits, a space, the reason, newline.
+                let framing = Framing::Length(3 + 1 + reason.len() as u64 + 1);
+                self.push_head(
+                    req.minor,
+                    plan.status,
+                    Some(plan.content_type),
+                    framing,
+                    conn,
+                );
+                if !head_only {
+                    push_dec(&mut self.out, plan.status.into());
+                    self.out.push(b' ');
+                    self.out.extend_from_slice(reason.as_bytes());
+                    self.out.push(b'\n');
+                }
+            }
+            Body::Fill(n) => {
+                self.push_head(
+                    req.minor,
+                    plan.status,
+                    Some(plan.content_type),
+                    Framing::Length(n),
+                    conn,
+                );
+                if !head_only {
+                    self.write_fill(n).await?;
+                }
+            }
+            // HTTP/1.0 has no chunked encoding: send it Content-Length framed.
+            Body::Chunked(n) if req.minor == 0 => {
+                self.push_head(
+                    req.minor,
+                    plan.status,
+                    Some(plan.content_type),
+                    Framing::Length(n),
+                    conn,
+                );
+                if !head_only {
+                    self.write_fill(n).await?;
+                }
+            }
+            Body::Chunked(n) => {
+                self.push_head(
+                    req.minor,
+                    plan.status,
+                    Some(plan.content_type),
+                    Framing::Chunked,
+                    conn,
+                );
+                if !head_only {
+                    self.write_chunked(n).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `n` pattern bytes: small ones inline, large ones straight from
+    /// the static pattern after flushing the head.
+    async fn write_fill(&mut self, n: u64) -> Result<(), Abort> {
+        if n <= INLINE_BODY {
+            self.out.extend_from_slice(&FILL[..n as usize]);
+            return Ok(());
+        }
+        self.flush().await?;
+        let mut remaining = n;
+        while remaining > 0 {
+            let k = remaining.min(FILL_LEN as u64) as usize;
+            let chunk: &'static [u8] = &FILL[..k];
+            self.write_timed(chunk).await?;
+            remaining -= k as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes `n` pattern bytes as chunks of at most [`routes::CHUNK`] bytes,
+    /// then the last chunk; flushed every [`WRITE_CHUNK`] bytes.
+    async fn write_chunked(&mut self, n: u64) -> Result<(), Abort> {
+        let mut remaining = n;
+        while remaining > 0 {
+            let k = remaining.min(routes::CHUNK as u64) as usize;
+            push_hex(&mut self.out, k);
+            self.out.extend_from_slice(b"\r\n");
+            self.out.extend_from_slice(&FILL[..k]);
+            self.out.extend_from_slice(b"\r\n");
+            remaining -= k as u64;
+            if self.out.len() >= WRITE_CHUNK {
+                self.flush().await?;
+            }
+        }
+        self.out.extend_from_slice(b"0\r\n\r\n");
+        Ok(())
+    }
+
+    /// Queues a short error answer that closes the connection.
+    fn push_error(&mut self, status: u16, minor: u8) {
+        let reason = routes::reason(status);
+        let framing = Framing::Length(reason.len() as u64 + 1);
+        self.push_head(
+            minor,
+            status,
+            Some("text/plain"),
+            framing,
+            ConnHeader::Close,
+        );
+        self.out.extend_from_slice(reason.as_bytes());
+        self.out.push(b'\n');
+    }
+
+    fn push_head(
+        &mut self,
+        minor: u8,
+        status: u16,
+        content_type: Option<&str>,
+        framing: Framing,
+        conn: ConnHeader,
+    ) {
+        let out = &mut self.out;
+        out.extend_from_slice(if minor == 0 {
+            b"HTTP/1.0 "
+        } else {
+            b"HTTP/1.1 "
+        });
+        push_dec(out, status.into());
+        out.push(b' ');
+        out.extend_from_slice(routes::reason(status).as_bytes());
+        out.extend_from_slice(b"\r\nServer: uringfetch\r\n");
+        if let Some(ct) = content_type {
+            out.extend_from_slice(b"Content-Type: ");
+            out.extend_from_slice(ct.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        match framing {
+            Framing::None => {}
+            Framing::Length(n) => {
+                out.extend_from_slice(b"Content-Length: ");
+                push_dec(out, n);
+                out.extend_from_slice(b"\r\n");
+            }
+            Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        }
+        match conn {
+            ConnHeader::Default => {}
+            ConnHeader::Close => out.extend_from_slice(b"Connection: close\r\n"),
+            ConnHeader::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Writes and clears `out`, keeping its allocation for the next answer
+    /// unless a big body made it large.
+    async fn flush(&mut self) -> Result<(), Abort> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        let mut out = self.write_timed(out).await?;
+        out.clear();
+        if out.capacity() <= 2 * WRITE_CHUNK {
+            self.out = out;
+        }
+        Ok(())
+    }
+
+    /// `write_all` bounded by `idle_timeout`; gives the buffer back.
+    async fn write_timed<B: BoundedBuf>(&mut self, buf: B) -> Result<B, Abort> {
+        let (res, buf) = timeout(self.cfg.idle_timeout, self.stream.write_all(buf))
+            .await
+            .map_err(|_| Abort)?;
+        res.map_err(|_| Abort)?;
+        Ok(buf)
+    }
+
+    async fn finish(self, end: End) {
+        match end {
+            End::Graceful => {
+                let _ = self.stream.shutdown(Shutdown::Write);
+            }
+            End::Linger => {
+                let _ = self.stream.shutdown(Shutdown::Write);
+                let limit = self.cfg.idle_timeout.min(LINGER_TIME);
+                let mut buf = vec![0u8; INITIAL_BUF];
+                let mut drained = 0;
+                let drain = async {
+                    while drained < LINGER_BYTES {
+                        let (res, b) = self.stream.read(buf).await;
+                        buf = b;
+                        match res {
+                            Ok(n) if n > 0 => drained += n,
+                            _ => break,
+                        }
+                    }
+                };
+                let _ = timeout(limit, drain).await;
+                // Completes a read still in flight if the drain timed out.
+                let _ = self.stream.shutdown(Shutdown::Both);
+            }
+            End::Abort => {
+                let _ = self.stream.shutdown(Shutdown::Both);
+            }
+        }
+        // Dropping `self.stream` closes the fd (once no op holds it).
+    }
+}
+
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+enum ConnHeader {
+    /// HTTP/1.1 keep-alive: nothing to say.
+    Default,
+    Close,
+    /// HTTP/1.0 client asked for keep-alive and gets it.
+    KeepAlive,
+}
+
+fn push_dec(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+fn push_hex(out: &mut Vec<u8>, mut n: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = HEX[n % 16];
+        n /= 16;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn number_formatting() {
+        let mut v = Vec::new();
+        push_dec(&mut v, 0);
+        v.push(b' ');
+        push_dec(&mut v, 16777216);
+        v.push(b' ');
+        push_hex(&mut v, 1000);
+        v.push(b' ');
+        push_hex(&mut v, 0);
+        assert_eq!(v, b"0 16777216 3e8 0");
+        push_dec(&mut v, u64::MAX);
+        assert!(v.ends_with(b"18446744073709551615"));
+    }
+
+    #[test]
+    fn fill_pattern() {
+        assert_eq!(&FILL[..3], b"abc");
+        assert_eq!(FILL[26], b'a');
+    }
+}

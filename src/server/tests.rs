@@ -1,0 +1,681 @@
+//! End-to-end tests of the server over real loopback sockets.
+//!
+//! The client side is deliberately plain `std::net::TcpStream` plus a tiny
+//! response reader written here, independent of the server code and of the
+//! crate's (unfinished) HTTP core, so a bug in one cannot hide a bug in the
+//! other. Each test starts its own server on 127.0.0.1, port 0.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use super::{ServeOptions, ServerHandle, start};
+
+fn server_with(delay_ms: u64, idle_ms: u64) -> ServerHandle {
+    start(ServeOptions {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        delay: Duration::from_millis(delay_ms),
+        threads: 2,
+        max_head_bytes: 8192,
+        idle_timeout: Duration::from_millis(idle_ms),
+    })
+    .expect("server starts")
+}
+
+fn server() -> ServerHandle {
+    server_with(100, 5_000)
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+#[derive(Debug)]
+struct Resp {
+    version: u8,
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response from `s`; `buf` carries bytes read past it (pipelining).
+/// Handles Content-Length, chunked, and no body (HEAD, 204, 304).
+fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, head_request: bool) -> Resp {
+    let mut chunk = [0u8; 8192];
+    let (version, status, headers, head_len) = loop {
+        let mut hs = [httparse::EMPTY_HEADER; 32];
+        let mut r = httparse::Response::new(&mut hs);
+        if let httparse::Status::Complete(n) = r.parse(buf).expect("valid response head") {
+            let headers = r
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect::<Vec<_>>();
+            break (r.version.unwrap(), r.code.unwrap(), headers, n);
+        }
+        let n = s.read(&mut chunk).expect("read head");
+        assert!(
+            n > 0,
+            "EOF before a complete head; got {:?}",
+            String::from_utf8_lossy(buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    buf.drain(..head_len);
+    let mut resp = Resp {
+        version,
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    let mut fill = |buf: &mut Vec<u8>, want: usize| {
+        while buf.len() < want {
+            let n = s.read(&mut chunk).expect("read body");
+            assert!(n > 0, "EOF in body");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    if head_request || status == 204 || status == 304 {
+        return resp;
+    }
+    if resp.header("transfer-encoding").is_some() {
+        loop {
+            let line_end = loop {
+                if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                let have = buf.len();
+                fill(buf, have + 1);
+            };
+            let size = usize::from_str_radix(std::str::from_utf8(&buf[..line_end]).unwrap(), 16)
+                .expect("hex chunk size");
+            buf.drain(..line_end + 2);
+            fill(buf, size + 2);
+            assert_eq!(&buf[size..size + 2], b"\r\n");
+            resp.body.extend_from_slice(&buf[..size]);
+            buf.drain(..size + 2);
+            if size == 0 {
+                return resp;
+            }
+        }
+    }
+    let len: usize = resp
+        .header("content-length")
+        .expect("content-length")
+        .parse()
+        .unwrap();
+    fill(buf, len);
+    resp.body = buf.drain(..len).collect();
+    resp
+}
+
+fn get(s: &mut TcpStream, path: &str) -> Resp {
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    read_response(s, &mut Vec::new(), false)
+}
+
+/// Writes `raw`, reads to EOF, returns everything.
+fn exchange(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
+    let mut s = connect(addr);
+    s.write_all(raw).unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).expect("read to EOF");
+    all
+}
+
+fn assert_eof(s: &mut TcpStream) {
+    let mut b = [0u8; 16];
+    match s.read(&mut b) {
+        Ok(0) => {}
+        // A reset is also a close (can happen if we still had unread data).
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("expected EOF, got {other:?}"),
+    }
+}
+
+#[test]
+fn bar_and_foo_after_delay() {
+    let srv = server();
+    let mut s = connect(srv.addr);
+    let t = Instant::now();
+    let r = get(&mut s, "/bar");
+    let took = t.elapsed();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"<h1>bar!</h1>");
+    assert_eq!(r.header("content-type"), Some("text/html"));
+    assert_eq!(r.header("content-length"), Some("13"));
+    assert_eq!(r.header("server"), Some("uringfetch"));
+    assert!(
+        took >= Duration::from_millis(100),
+        "answered after {took:?}"
+    );
+    let r = get(&mut s, "/foo");
+    assert_eq!(r.body, b"<h1>foo!</h1>");
+    srv.shutdown();
+}
+
+#[test]
+fn keep_alive_two_requests() {
+    let srv = server();
+    let mut s = connect(srv.addr);
+    for _ in 0..2 {
+        let r = get(&mut s, "/bar?delay=0");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.version, 1);
+        assert_eq!(r.header("connection"), None);
+        assert_eq!(r.body, b"<h1>bar!</h1>");
+    }
+    srv.shutdown();
+}
+
+#[test]
+fn http10_closes_like_the_article() {
+    let srv = server();
+    let all = exchange(srv.addr, b"GET /bar HTTP/1.0\r\n\r\n");
+    let text = String::from_utf8(all).unwrap();
+    assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
+    assert!(text.contains("Content-Length: 13\r\n"));
+    assert!(text.contains("Connection: close\r\n"));
+    assert!(text.ends_with("\r\n\r\n<h1>bar!</h1>"));
+
+    // HTTP/1.0 with keep-alive stays open.
+    let mut s = connect(srv.addr);
+    s.write_all(b"GET /foo?delay=0 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut s, &mut Vec::new(), false);
+    assert_eq!(r.header("connection"), Some("keep-alive"));
+    assert_eq!(get(&mut s, "/foo?delay=0").status, 200);
+    srv.shutdown();
+}
+
+#[test]
+fn connection_close_honoured() {
+    let srv = server();
+    let all = exchange(
+        srv.addr,
+        b"GET /foo?delay=0 HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    let text = String::from_utf8(all).unwrap();
+    assert!(text.contains("Connection: close\r\n"));
+    assert!(text.ends_with("<h1>foo!</h1>"));
+    srv.shutdown();
+}
+
+#[test]
+fn pipelined_answered_in_order() {
+    let srv = server();
+    let mut s = connect(srv.addr);
+    s.write_all(
+        b"GET /foo HTTP/1.1\r\nHost: t\r\n\r\nGET /bar?delay=0 HTTP/1.1\r\nHost: t\r\n\r\nGET /status/503 HTTP/1.1\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(
+        read_response(&mut s, &mut buf, false).body,
+        b"<h1>foo!</h1>"
+    );
+    assert_eq!(
+        read_response(&mut s, &mut buf, false).body,
+        b"<h1>bar!</h1>"
+    );
+    assert_eq!(read_response(&mut s, &mut buf, false).status, 503);
+    assert!(buf.is_empty());
+    srv.shutdown();
+}
+
+#[test]
+fn head_has_no_body() {
+    let srv = server();
+    let all = exchange(srv.addr, b"HEAD /bar HTTP/1.1\r\nConnection: close\r\n\r\n");
+    let text = String::from_utf8(all).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("Content-Length: 13\r\n"));
+    assert!(text.ends_with("\r\n\r\n"), "{text}");
+    // And keep-alive continues cleanly after a HEAD of a big body.
+    let mut s = connect(srv.addr);
+    s.write_all(b"HEAD /bytes/100000 HTTP/1.1\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let r = read_response(&mut s, &mut buf, true);
+    assert_eq!(r.header("content-length"), Some("100000"));
+    assert_eq!(get(&mut s, "/status/201").status, 201);
+    srv.shutdown();
+}
+
+#[test]
+fn not_found_and_index() {
+    let srv = server();
+    let mut s = connect(srv.addr);
+    let r = get(&mut s, "/nope");
+    assert_eq!(r.status, 404);
+    let r = get(&mut s, "/");
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8(r.body).unwrap().contains("/chunked/N"));
+    srv.shutdown();
+}
+
+#[test]
+fn oversized_head_gets_431() {
+    let srv = server();
+    let mut req = b"GET /bar HTTP/1.1\r\nX-Big: ".to_vec();
+    req.extend(std::iter::repeat_n(b'a', 20_000));
+    req.extend_from_slice(b"\r\n\r\n");
+    let all = exchange(srv.addr, &req);
+    let text = String::from_utf8(all).unwrap();
+    assert!(
+        text.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("Connection: close\r\n"));
+    srv.shutdown();
+}
+
+#[test]
+fn garbage_gets_400() {
+    let srv = server();
+    let all = exchange(srv.addr, b"\x16\x03\x01garbage\r\n\r\n");
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+    srv.shutdown();
+}
+
+#[test]
+fn idle_connection_is_closed() {
+    let srv = server_with(100, 300);
+    let mut s = connect(srv.addr);
+    let t = Instant::now();
+    assert_eof(&mut s);
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(250), "closed after {took:?}");
+    assert!(took < Duration::from_secs(3), "closed after {took:?}");
+
+    // A head dribbled byte by byte is bounded by the same clock.
+    let mut s = connect(srv.addr);
+    let t = Instant::now();
+    for b in b"GET /bar HTTP/1.1\r\n".iter().cycle() {
+        if s.write_all(&[*b]).is_err() || t.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "dribbler kept for {:?}",
+        t.elapsed()
+    );
+    srv.shutdown();
+}
+
+#[test]
+fn chunked_2500_framing() {
+    let srv = server();
+    let all = exchange(
+        srv.addr,
+        b"GET /chunked/2500 HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&all[..split]);
+    assert!(head.contains("Transfer-Encoding: chunked\r\n"), "{head}");
+    assert!(!head.contains("Content-Length"));
+    let body = &all[split..];
+    let mut expect = Vec::new();
+    for size in [1000usize, 1000, 500] {
+        expect.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+        expect.extend((0..size).map(|i| b'a' + (i % 26) as u8));
+        expect.extend_from_slice(b"\r\n");
+    }
+    expect.extend_from_slice(b"0\r\n\r\n");
+    assert_eq!(body, &expect[..]);
+
+    // Decoded through the reader, on a keep-alive connection, then a follow-up.
+    let mut s = connect(srv.addr);
+    assert_eq!(get(&mut s, "/chunked/2500").body.len(), 2500);
+    assert_eq!(get(&mut s, "/chunked/0").body.len(), 0);
+    assert_eq!(get(&mut s, "/chunked/70000").body.len(), 70000);
+    assert_eq!(get(&mut s, "/bar?delay=0").status, 200);
+    srv.shutdown();
+}
+
+#[test]
+fn status_and_bytes_routes() {
+    let srv = server();
+    let mut s = connect(srv.addr);
+    let r = get(&mut s, "/status/503");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.body, b"503 Service Unavailable\n");
+    let r = get(&mut s, "/status/204");
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("content-length"), None);
+    assert_eq!(get(&mut s, "/status/100").status, 400);
+    let r = get(&mut s, "/bytes/5");
+    assert_eq!(r.body, b"abcde");
+    assert_eq!(get(&mut s, "/bytes/1000000").body.len(), 1_000_000);
+    assert_eq!(get(&mut s, "/bytes/16777217").status, 400);
+    let t = Instant::now();
+    assert_eq!(get(&mut s, "/bytes/3?delay=150").status, 200);
+    assert!(t.elapsed() >= Duration::from_millis(150));
+    srv.shutdown();
+}
+
+#[test]
+fn close_route_closes() {
+    let srv = server();
+    let all = exchange(srv.addr, b"GET /close HTTP/1.1\r\n\r\n");
+    let text = String::from_utf8(all).unwrap();
+    assert!(text.contains("Connection: close\r\n"));
+    assert!(text.ends_with("<h1>bar!</h1>"));
+    srv.shutdown();
+}
+
+#[test]
+fn request_bodies_are_discarded() {
+    let srv = server();
+    let mut s = connect(srv.addr);
+    s.write_all(b"POST /bar?delay=0 HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
+        .unwrap();
+    assert_eq!(read_response(&mut s, &mut Vec::new(), false).status, 200);
+    // Body arriving later than its head, in pieces.
+    s.write_all(b"POST /foo?delay=0 HTTP/1.1\r\nContent-Length: 10000\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    s.write_all(&[b'x'; 6000]).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    s.write_all(&[b'x'; 4000]).unwrap();
+    assert_eq!(
+        read_response(&mut s, &mut Vec::new(), false).body,
+        b"<h1>foo!</h1>"
+    );
+    // Expect: 100-continue gets its interim answer first.
+    s.write_all(b"PUT /bar?delay=0 HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(read_response(&mut s, &mut buf, true).status, 100);
+    s.write_all(b"abc").unwrap();
+    assert_eq!(read_response(&mut s, &mut buf, false).status, 200);
+    // Chunked request bodies are refused with 411 and a close.
+    let all = exchange(
+        srv.addr,
+        b"POST /bar HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    );
+    assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 411 Length Required\r\n"));
+    srv.shutdown();
+}
+
+#[test]
+fn client_vanishing_mid_answer_is_harmless() {
+    let srv = server();
+    for _ in 0..5 {
+        let mut s = connect(srv.addr);
+        s.write_all(b"GET /bytes/16777216 HTTP/1.1\r\n\r\n")
+            .unwrap();
+        let mut b = [0u8; 1000];
+        let _ = s.read(&mut b);
+        drop(s);
+        let mut s = connect(srv.addr);
+        s.write_all(b"GET /bar HTTP/1.1\r\n\r\n").unwrap();
+        drop(s); // gone while the server sleeps
+    }
+    let mut s = connect(srv.addr);
+    assert_eq!(get(&mut s, "/foo?delay=0").status, 200);
+    srv.shutdown();
+}
+
+#[test]
+fn concurrent_200_bar() {
+    let srv = server();
+    let t = Instant::now();
+    let mut conns: Vec<TcpStream> = (0..200).map(|_| connect(srv.addr)).collect();
+    for s in &mut conns {
+        s.write_all(b"GET /bar?delay=200 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+    }
+    for s in &mut conns {
+        let r = read_response(s, &mut Vec::new(), false);
+        assert_eq!(r.body, b"<h1>bar!</h1>");
+    }
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(200));
+    assert!(
+        took < Duration::from_secs(3),
+        "200 concurrent took {took:?}"
+    );
+    srv.shutdown();
+}
+
+#[test]
+fn shutdown_is_prompt_with_idle_connections() {
+    let srv = server_with(100, 60_000);
+    let addr = srv.addr;
+    let mut idle: Vec<TcpStream> = (0..20).map(|_| connect(addr)).collect();
+    // One mid-delay, one mid-head.
+    idle[0]
+        .write_all(b"GET /bar?delay=30000 HTTP/1.1\r\n\r\n")
+        .unwrap();
+    idle[1].write_all(b"GET /bar HTT").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    srv.shutdown();
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(1), "shutdown took {took:?}");
+    for s in &mut idle {
+        assert_eof(s);
+    }
+    assert!(TcpStream::connect(addr).is_err(), "listener still open");
+}
+
+#[test]
+fn run_foreground_stops_on_sigterm() {
+    // run_foreground prints a port-0 address we cannot read from here, so
+    // pick a free port first (tiny reuse race, acceptable on loopback).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let opts = ServeOptions {
+        addr,
+        delay: Duration::from_millis(10),
+        threads: 1,
+        max_head_bytes: 8192,
+        idle_timeout: Duration::from_secs(5),
+    };
+    let fg = std::thread::spawn(move || super::run_foreground(opts));
+    // Accepting implies the signal handlers are installed (they come first),
+    // so the SIGTERM below cannot kill the test process.
+    let t = Instant::now();
+    let mut s = loop {
+        match TcpStream::connect(addr) {
+            Ok(s) => break s,
+            Err(_) if t.elapsed() < Duration::from_secs(5) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("server never came up: {e}"),
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(get(&mut s, "/foo").body, b"<h1>foo!</h1>");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let t = Instant::now();
+    fg.join().unwrap().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert_eof(&mut s);
+}
+
+/// Manual load check (not run by default): 10,000 concurrent `/bar` with a
+/// one-second delay. The client runs in a child process (this same test
+/// binary, running [`ten_thousand_client`]) so that server and client each
+/// need only ~10,000 fds. Needs `ulimit -n` >= 10100. Run with
+/// `cargo test --release --lib server::tests::ten_thousand_bar -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn ten_thousand_bar() {
+    let srv = start(ServeOptions {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        delay: Duration::from_secs(1),
+        threads: 2,
+        max_head_bytes: 8192,
+        idle_timeout: Duration::from_secs(60),
+    })
+    .unwrap();
+    let rss_before = vm_hwm_kib();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "server::tests::ten_thousand_client",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("URINGFETCH_LOAD_ADDR", srv.addr.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in stdout.lines().filter(|l| l.starts_with("load:")) {
+        println!("{line}");
+    }
+    println!("server threads CPU time: {:?}", server_threads_cpu());
+    println!(
+        "server process peak RSS: {} KiB before, {} KiB after",
+        rss_before,
+        vm_hwm_kib()
+    );
+    let t = Instant::now();
+    srv.shutdown();
+    println!("shutdown took {:?}", t.elapsed());
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Peak resident set size of this process (VmHWM), KiB.
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// utime + stime of this process's `uringfetch-server-*` threads, from /proc
+/// (in clock ticks, 100 Hz on Linux), for the manual load report.
+fn server_threads_cpu() -> Duration {
+    let mut ticks = 0u64;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ..." then utime, stime are fields 14 and 15.
+        let Some((comm, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        if !comm.contains("uringfetch-serv") {
+            continue;
+        }
+        let f: Vec<&str> = rest.split(' ').collect();
+        ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        ticks += f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Duration::from_millis(ticks * 10)
+}
+
+/// Client half of [`ten_thousand_bar`]; does nothing unless that test set
+/// `URINGFETCH_LOAD_ADDR`.
+#[test]
+#[ignore]
+fn ten_thousand_client() {
+    const N: usize = 10_000;
+    let Ok(addr) = std::env::var("URINGFETCH_LOAD_ADDR") else {
+        return;
+    };
+    let addr: SocketAddr = addr.parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let t0 = Instant::now();
+        let mut tasks = Vec::with_capacity(N);
+        for _ in 0..N {
+            tasks.push(tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| format!("connect: {e}"))?;
+                let sent = Instant::now();
+                s.write_all(b"GET /bar HTTP/1.0\r\n\r\n")
+                    .await
+                    .map_err(|e| format!("write: {e}"))?;
+                let mut v = Vec::new();
+                s.read_to_end(&mut v)
+                    .await
+                    .map_err(|e| format!("read: {e}"))?;
+                if v.starts_with(b"HTTP/1.0 200") && v.ends_with(b"<h1>bar!</h1>") {
+                    Ok((sent - t0, sent.elapsed()))
+                } else {
+                    Err(format!("bad answer: {:?}", String::from_utf8_lossy(&v)))
+                }
+            }));
+        }
+        let (mut ok, mut last_sent) = (0, Duration::ZERO);
+        let mut latencies = Vec::with_capacity(N);
+        let mut errors = std::collections::BTreeMap::<String, usize>::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok((sent, latency)) => {
+                    ok += 1;
+                    last_sent = last_sent.max(sent);
+                    latencies.push(latency);
+                }
+                Err(e) => *errors.entry(e).or_default() += 1,
+            }
+        }
+        latencies.sort();
+        let pct = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
+        println!(
+            "load: {ok}/{N} answered; last request sent at {last_sent:?}; total {:?}",
+            t0.elapsed()
+        );
+        println!(
+            "load: latency min {:?} p50 {:?} p99 {:?} max {:?}",
+            pct(0.0),
+            pct(0.5),
+            pct(0.99),
+            pct(1.0)
+        );
+        println!("load: errors {errors:?}");
+        assert_eq!(ok, N);
+    });
+}
