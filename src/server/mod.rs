@@ -306,9 +306,3 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
         }
     }
 }
-
-/// Runs the server until Ctrl-C.
-pub fn run_foreground(opts: ServeOptions) -> anyhow::Result<()> {
-    let _ = opts;
-    todo!("helper implements")
-}
