@@ -10,8 +10,8 @@
 //! stalls shows up in the percentiles instead of silently delaying the
 //! requests that would have seen the stall (coordinated omission, as in wrk2).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// When the run ends.
@@ -38,7 +38,7 @@ pub enum Rate {
 pub struct Ticket {
     /// 0-based sequence number over the whole run (selects the URL round-robin).
     pub seq: u64,
-    /// When the request should start; latency is measured from here.
+    /// When the request should start (see [`Plan::latency_origin`]).
     pub intended: Instant,
 }
 
@@ -47,30 +47,37 @@ pub struct Ticket {
 pub struct Plan {
     stop: Stop,
     rate: Rate,
-    start: Instant,
+    /// Set once, by the first caller after the workers are ready (or at
+    /// construction), so setup time never counts as run time.
+    start: OnceLock<Instant>,
     handed_out: AtomicU64,
     cancelled: AtomicBool,
 }
 
 impl Plan {
-    /// A plan starting now.
+    /// A plan that starts at the first call to [`Plan::start`] (or to
+    /// anything that needs the start): the runner makes that call once every
+    /// worker has finished its setup.
     pub fn new(stop: Stop, rate: Rate) -> Arc<Self> {
-        Self::starting_at(stop, rate, Instant::now())
-    }
-
-    /// A plan with a given start, for runs that share one start across threads.
-    pub fn starting_at(stop: Stop, rate: Rate, start: Instant) -> Arc<Self> {
         Arc::new(Self {
             stop,
             rate,
-            start,
+            start: OnceLock::new(),
             handed_out: AtomicU64::new(0),
             cancelled: AtomicBool::new(false),
         })
     }
 
+    /// A plan with a given start.
+    pub fn starting_at(stop: Stop, rate: Rate, start: Instant) -> Arc<Self> {
+        let plan = Self::new(stop, rate);
+        let _ = plan.start.set(start);
+        plan
+    }
+
+    /// The run's start; fixed by the first call.
     pub fn start(&self) -> Instant {
-        self.start
+        *self.start.get_or_init(Instant::now)
     }
 
     pub fn stop_rule(&self) -> Stop {
@@ -84,7 +91,7 @@ impl Plan {
     /// When a duration run ends; `None` for a count run.
     pub fn deadline(&self) -> Option<Instant> {
         match self.stop {
-            Stop::Duration(d) => Some(self.start + d),
+            Stop::Duration(d) => Some(self.start() + d),
             Stop::Count(_) => None,
         }
     }
@@ -119,12 +126,24 @@ impl Plan {
         };
         let intended = match self.rate {
             Rate::Closed => Instant::now(),
-            Rate::Open(rate) => self.start + Duration::from_secs_f64(seq as f64 / rate),
+            Rate::Open(rate) => self.start() + Duration::from_secs_f64(seq as f64 / rate),
         };
         if self.deadline().is_some_and(|deadline| intended >= deadline) {
             return None;
         }
         Some(Ticket { seq, intended })
+    }
+
+    /// Where a request's latency is measured from. Open loop: the ticket's
+    /// intended start, so time spent waiting for a connection or behind a
+    /// stalled server counts (coordinated omission corrected). Closed loop:
+    /// the moment the request was sent on an open connection, as wrk does;
+    /// the time to open connections is reported on its own as connect time.
+    pub fn latency_origin(&self, ticket: &Ticket, sent_at: Instant) -> Instant {
+        match self.rate {
+            Rate::Closed => sent_at,
+            Rate::Open(_) => ticket.intended,
+        }
     }
 
     /// Tickets handed out so far (the open loop may hand out some that end

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{self, BackendKind, ConnOptions, Live, WorkerCtx};
+use crate::backend::{self, BackendKind, ConnOptions, Live, StartGate, WorkerCtx};
 use crate::error::FetchError;
 use crate::plan::{Plan, Rate, Stop};
 use crate::stats::Recorder;
@@ -94,6 +94,7 @@ pub fn run(
     let usage_before = Usage::now();
     let plan = Plan::new(config.stop, config.rate);
     plan_hook(plan.clone());
+    let gate = Arc::new(StartGate::default());
     let mut first = 0;
     let handles: Vec<_> = split
         .iter()
@@ -107,34 +108,52 @@ pub fn run(
                 targets: config.targets.clone(),
                 conn: config.conn.clone(),
                 live: live.clone(),
+                gate: gate.clone(),
             };
             first += connections;
             let kind = config.backend;
+            let plan = plan.clone();
             std::thread::Builder::new()
                 .name(format!("uringfetch-w{index}"))
                 .spawn(move || {
                     let mut counter = SyscallCounter::start();
                     let before = Usage::thread_now();
-                    let mut rec = backend::run_worker(kind, ctx)?;
-                    rec.cpu += Usage::thread_now().since(&before);
-                    rec.syscalls = counter
-                        .as_mut()
-                        .map_err(|e| e.clone())
-                        .and_then(|c| c.read());
-                    Ok(rec)
+                    let result = backend::run_worker(kind, ctx).map(|mut rec| {
+                        rec.cpu += Usage::thread_now().since(&before);
+                        rec.syscalls = counter
+                            .as_mut()
+                            .map_err(|e| e.clone())
+                            .and_then(|c| c.read());
+                        rec
+                    });
+                    if result.is_err() {
+                        // The other workers must not run on alone.
+                        plan.cancel();
+                    }
+                    // Closing a tracepoint counter takes tens of milliseconds:
+                    // hand it back so it is closed after the run is timed.
+                    (result, counter.ok())
                 })
         })
         .collect();
-    let mut merged = Recorder::new(plan.start());
+    let spawned = handles.iter().filter(|h| h.is_ok()).count();
+    gate.open_when_ready(spawned);
+    let start = plan.start();
+    let mut merged = Recorder::new(start);
     let mut failure = None;
+    let mut counters = Vec::new();
     for h in handles {
         let result = match h {
-            Ok(h) => h.join().unwrap_or_else(|_| {
-                Err(FetchError::new(
+            Ok(h) => match h.join() {
+                Ok((result, counter)) => {
+                    counters.extend(counter);
+                    result
+                }
+                Err(_) => Err(FetchError::new(
                     crate::error::ErrorKind::Other,
                     "a worker thread panicked",
-                ))
-            }),
+                )),
+            },
             Err(e) => Err(FetchError::new(
                 crate::error::ErrorKind::Other,
                 format!("cannot start a worker thread: {e}"),
@@ -149,7 +168,8 @@ pub fn run(
             }
         }
     }
-    let elapsed = plan.start().elapsed();
+    let elapsed = start.elapsed();
+    std::thread::spawn(move || drop(counters));
     if let Some(e) = failure {
         return Err(e);
     }

@@ -71,6 +71,36 @@ impl Default for ConnOptions {
     }
 }
 
+/// Holds the workers until all of them are set up, so that setup (rings,
+/// runtimes, a thousand threads) is not measured as part of the run.
+#[derive(Debug, Default)]
+pub struct StartGate {
+    state: std::sync::Mutex<(usize, bool)>,
+    cv: std::sync::Condvar,
+}
+
+impl StartGate {
+    /// A worker is ready; blocks until the runner opens the gate.
+    pub fn ready_and_wait(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.0 += 1;
+        self.cv.notify_all();
+        while !st.1 {
+            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Waits until `workers` are ready, then lets them all go.
+    pub fn open_when_ready(&self, workers: usize) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while st.0 < workers {
+            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.1 = true;
+        self.cv.notify_all();
+    }
+}
+
 /// Live counters the progress bar reads while workers run.
 #[derive(Debug, Default)]
 pub struct Live {
@@ -91,6 +121,7 @@ pub struct WorkerCtx {
     pub targets: Arc<Vec<Target>>,
     pub conn: Arc<ConnOptions>,
     pub live: Arc<Live>,
+    pub gate: Arc<StartGate>,
 }
 
 impl WorkerCtx {
@@ -98,6 +129,13 @@ impl WorkerCtx {
     #[inline]
     pub fn target(&self, seq: u64) -> &Target {
         &self.targets[(seq % self.targets.len() as u64) as usize]
+    }
+
+    /// Every backend calls this exactly once, after its setup (ring,
+    /// runtime, threads) and before its first ticket, whether the setup
+    /// worked or not: the run's clock starts when every worker is ready.
+    pub fn ready(&self) {
+        self.gate.ready_and_wait();
     }
 
     /// The source address for connection slot `slot` of this worker, if `--bind` was given.

@@ -245,8 +245,8 @@ async fn connection(w: Rc<Worker>, slot: usize) {
                 }
                 break;
             }
-            Some(Ok(status)) => {
-                rec.response(status, ticket.intended, now);
+            Some(Ok((status, sent_at))) => {
+                rec.response(status, w.ctx.plan.latency_origin(&ticket, sent_at), now);
                 w.ctx
                     .live
                     .completed
@@ -269,7 +269,8 @@ async fn connection(w: Rc<Worker>, slot: usize) {
     rec.bytes_written += io.written;
 }
 
-/// Runs one request on the slot's connection, opening one if needed. A
+/// Runs one request on the slot's connection, opening one if needed;
+/// returns the status and when the request was sent. A
 /// reused connection that the server had already closed (no response byte
 /// at all) is reopened and the request sent once more, as HTTP clients do.
 async fn one_request(
@@ -279,7 +280,7 @@ async fn one_request(
     ever_connected: &mut bool,
     target: &Target,
     io: &mut SlotIo,
-) -> Result<u16, FetchError> {
+) -> Result<(u16, Instant), FetchError> {
     for attempt in 0..2 {
         let reused = matches!(conn, Some(c) if c.peer == target.addr);
         if !reused {
@@ -303,6 +304,7 @@ async fn one_request(
         let Some(c) = conn.as_ref() else {
             continue;
         };
+        let sent_at = Instant::now();
         let result = exchange(
             &c.stream,
             c.peer,
@@ -318,7 +320,7 @@ async fn one_request(
                 if !reusable && let Some(c) = conn.take() {
                     c.abort();
                 }
-                return Ok(done.response.status);
+                return Ok((done.response.status, sent_at));
             }
             Err(e) => {
                 if let Some(c) = conn.take() {
@@ -361,7 +363,9 @@ async fn watch_stop(w: Rc<Worker>, tx: watch::Sender<bool>) {
 
 /// Runs one load worker thread's connections on its own ring.
 pub fn run_worker(ctx: WorkerCtx) -> Result<Recorder, FetchError> {
-    let rt = runtime(ctx.connections)?;
+    let rt = runtime(ctx.connections);
+    ctx.ready();
+    let rt = rt?;
     rt.block_on(async move {
         let (tx, rx) = watch::channel(false);
         let start = ctx.plan.start();

@@ -178,7 +178,7 @@ pub fn run_config(config: &LoadConfig, progress: bool) -> anyhow::Result<LoadOut
                     }
                     bar.set_message(format!("{n} done"));
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::park_timeout(Duration::from_millis(50));
             }
             if let Some(bar) = bar {
                 bar.finish_and_clear();
@@ -187,6 +187,7 @@ pub fn run_config(config: &LoadConfig, progress: bool) -> anyhow::Result<LoadOut
     });
     done.store(true, Ordering::Release);
     if let Some(w) = watcher {
+        w.thread().unpark();
         let _ = w.join();
     }
     Ok(outcome?)

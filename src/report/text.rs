@@ -106,7 +106,7 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
         if s.mode.coordinated_omission_corrected {
             " (from each request's intended start: coordinated omission corrected)"
         } else {
-            ""
+            " (from sending the request; connection setup is under Connect time)"
         }
     );
     if l.count == 0 {

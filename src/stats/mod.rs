@@ -52,7 +52,7 @@ fn micros(d: Duration) -> u64 {
 /// of both runs exactly: histograms add, counters sum.
 #[derive(Debug, Clone)]
 pub struct Recorder {
-    /// Request latency in µs, from the ticket's intended start to the last byte.
+    /// Request latency in µs, to the last byte of the response.
     pub latency: Histogram<u64>,
     /// TCP connect time in µs.
     pub connect: Histogram<u64>,
