@@ -361,3 +361,19 @@ pub fn curl(url: &str, include: bool) -> Vec<u8> {
         .expect("curl is installed (apt-get install -y curl)");
     out.stdout
 }
+
+/// A keep-alive HTTP/1.1 server that answers `ok` at once, except that every
+/// response due in `[stall_from, stall_from + stall_for)` after its start is
+/// held until the stall ends: the whole server stops for a while.
+pub fn stalling_server(stall_from: Duration, stall_for: Duration) -> RawServer {
+    let t0 = Instant::now();
+    RawServer::start(move |mut s| {
+        while read_request(&mut s).is_some() {
+            let now = t0.elapsed();
+            if now >= stall_from && now < stall_from + stall_for {
+                std::thread::sleep(stall_from + stall_for - now);
+            }
+            send(&mut s, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    })
+}
