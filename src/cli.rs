@@ -27,6 +27,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Reproduce the article's experiment: two 1 s requests, one after the other, then concurrently.
     Demo(DemoArgs),
+    /// Run the same workload on each backend and print them side by side.
+    Compare(CompareArgs),
 }
 
 /// `2s`, `150ms`, `1m`, or a plain number of seconds (`0.5`).
@@ -57,9 +59,6 @@ pub struct RequestArgs {
     /// Give up on a connection attempt after this long.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub connect_timeout: Duration,
-    /// I/O model to run on.
-    #[arg(long, value_enum, default_value_t = BackendKind::UringAsync)]
-    pub backend: BackendKind,
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +81,9 @@ pub struct GetArgs {
     /// Request body (sent with Content-Length; the method defaults to POST).
     #[arg(short = 'd', long = "data", value_name = "BODY")]
     pub data: Option<String>,
+    /// I/O model for the concurrent fetch.
+    #[arg(long, value_enum, default_value_t = BackendKind::UringAsync)]
+    pub backend: BackendKind,
     #[command(flatten)]
     pub request: RequestArgs,
 }
@@ -160,6 +162,9 @@ pub struct LoadArgs {
     /// No progress bar even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// I/O model to run on.
+    #[arg(long, value_enum, default_value_t = BackendKind::UringAsync)]
+    pub backend: BackendKind,
     #[command(flatten)]
     pub request: RequestArgs,
 }
@@ -215,4 +220,51 @@ mod tests {
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("soon").is_err());
     }
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// URL to compare on [default: start the demo server in-process and compare
+    /// on /bar with no delay, then with a 1 s delay at 1000 connections].
+    #[arg(value_name = "URL")]
+    pub url: Option<String>,
+    /// Backends to run, in this order [default: all].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub backends: Vec<BackendKind>,
+    /// Connection counts to sweep, e.g. 1,64,1024.
+    #[arg(
+        short = 'c',
+        long = "connections",
+        value_delimiter = ',',
+        default_value = "1,64"
+    )]
+    pub connections: Vec<usize>,
+    /// Requests per run [default: 20000 unless -z is given].
+    #[arg(
+        short = 'n',
+        long = "requests",
+        value_name = "N",
+        conflicts_with = "duration"
+    )]
+    pub requests: Option<u64>,
+    /// Duration of each run instead.
+    #[arg(short = 'z', long = "duration", value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Worker threads per run [default: all cores].
+    #[arg(short = 't', long = "threads", value_name = "N")]
+    pub threads: Option<usize>,
+    /// Open loop at this many requests per second.
+    #[arg(short = 'q', long = "rate", value_name = "RATE")]
+    pub rate: Option<f64>,
+    /// Pause between runs, so one run's closing connections do not burden the next.
+    #[arg(long, value_parser = parse_duration, default_value = "500ms")]
+    pub pause: Duration,
+    /// Table as text, or an array of load reports as JSON.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Also draw req/s and CPU µs/request against connections, one line per backend.
+    #[arg(long, value_name = "FILE.svg")]
+    pub chart: Option<PathBuf>,
+    #[command(flatten)]
+    pub request: RequestArgs,
 }

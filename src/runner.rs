@@ -9,7 +9,7 @@ use crate::backend::{self, BackendKind, ConnOptions, Live, StartGate, WorkerCtx}
 use crate::error::FetchError;
 use crate::plan::{Plan, Rate, Stop};
 use crate::stats::Recorder;
-use crate::stats::resources::Usage;
+use crate::stats::resources::{self, Usage};
 use crate::stats::syscalls::SyscallCounter;
 use crate::target::Target;
 
@@ -33,7 +33,8 @@ pub struct LoadOutcome {
     /// Wall time from the plan's start to the last worker's end.
     pub elapsed: Duration,
     /// The whole process's cost (includes an in-process server, if any);
-    /// the client's own cost is `recorder.cpu`.
+    /// the client's own cost is `recorder.cpu`. `max_rss_kb` is this run's
+    /// peak where the kernel lets the mark be reset, else the process's.
     pub usage: Usage,
     /// Ctrl-C ended the run early.
     pub cancelled: bool,
@@ -91,6 +92,7 @@ pub fn run(
     plan_hook: impl FnOnce(Arc<Plan>),
 ) -> Result<LoadOutcome, FetchError> {
     let split = split_connections(config.connections, config.threads);
+    let peak_reset = resources::reset_peak_rss();
     let usage_before = Usage::now();
     let plan = Plan::new(config.stop, config.rate);
     plan_hook(plan.clone());
@@ -173,11 +175,15 @@ pub fn run(
     if let Some(e) = failure {
         return Err(e);
     }
+    let mut usage = Usage::now().since(&usage_before);
+    if peak_reset && let Some(peak) = resources::peak_rss_kb() {
+        usage.max_rss_kb = peak;
+    }
     Ok(LoadOutcome {
         config: config.clone(),
         recorder: merged,
         elapsed,
-        usage: Usage::now().since(&usage_before),
+        usage,
         cancelled: plan.is_cancelled(),
     })
 }

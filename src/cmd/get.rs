@@ -66,7 +66,7 @@ pub fn run(args: GetArgs) -> anyhow::Result<i32> {
     } else if good.is_empty() {
         Vec::new()
     } else {
-        backend::fetch_all(args.request.backend, &good, &conn)?
+        backend::fetch_all(args.backend, &good, &conn)?
     };
     let elapsed = started.elapsed();
     let mut failures = 0;
@@ -111,7 +111,7 @@ pub fn run(args: GetArgs) -> anyhow::Result<i32> {
         if args.sequential {
             " (sequential, blocking)".to_string()
         } else {
-            format!(" (concurrent, {})", args.request.backend)
+            format!(" (concurrent, {})", args.backend)
         }
     );
     Ok(if failures > 0 { 1 } else { 0 })

@@ -69,6 +69,48 @@ fn collect_urls(args: &LoadArgs) -> anyhow::Result<Vec<String>> {
     Ok(urls)
 }
 
+/// `-n`, `-z` and `-q` into the plan's stop rule and rate.
+pub fn stop_and_rate(
+    requests: Option<u64>,
+    duration: Option<Duration>,
+    rate: Option<f64>,
+    default_count: u64,
+) -> anyhow::Result<(Stop, Rate)> {
+    let stop = match (requests, duration) {
+        (_, Some(d)) if d.is_zero() => bail!("-z must be longer than 0"),
+        (_, Some(d)) => Stop::Duration(d),
+        (Some(0), None) => bail!("-n must be at least 1"),
+        (Some(n), None) => Stop::Count(n),
+        (None, None) => Stop::Count(default_count),
+    };
+    let rate = match rate {
+        None => Rate::Closed,
+        Some(q) if q.is_finite() && q > 0.0 => Rate::Open(q),
+        Some(q) => bail!("-q must be a positive number of requests per second, not {q}"),
+    };
+    Ok((stop, rate))
+}
+
+/// Request options from the shared request arguments.
+pub fn request_options(
+    method: &str,
+    req: &crate::cli::RequestArgs,
+    body: Option<Vec<u8>>,
+    keep_alive: bool,
+) -> RequestOptions {
+    RequestOptions {
+        method: method.to_string(),
+        headers: req.headers.clone(),
+        body,
+        version: if req.http10 {
+            Version::Http10
+        } else {
+            Version::Http11
+        },
+        keep_alive,
+    }
+}
+
 /// Validates arguments into a config; every mistake is caught here, before any I/O.
 pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
     let urls = collect_urls(args)?;
@@ -100,17 +142,7 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
     if args.threads == Some(0) {
         bail!("-t must be at least 1");
     }
-    let stop = match (args.requests, args.duration) {
-        (_, Some(d)) if d.is_zero() => bail!("-z must be longer than 0"),
-        (_, Some(d)) => Stop::Duration(d),
-        (Some(n), None) => Stop::Count(n),
-        (None, None) => Stop::Count(200),
-    };
-    let rate = match args.rate {
-        None => Rate::Closed,
-        Some(q) if q.is_finite() && q > 0.0 => Rate::Open(q),
-        Some(q) => bail!("-q must be a positive number of requests per second, not {q}"),
-    };
+    let (stop, rate) = stop_and_rate(args.requests, args.duration, args.rate, 200)?;
     runner::check_fd_limit(args.connections).map_err(anyhow::Error::msg)?;
     let bind = args
         .bind
@@ -119,7 +151,7 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
         .transpose()?
         .unwrap_or_default();
     Ok(LoadConfig {
-        backend: args.request.backend,
+        backend: args.backend,
         targets: Arc::new(targets),
         connections: args.connections,
         threads: args.threads.unwrap_or_else(runner::default_threads),

@@ -1,6 +1,7 @@
 //! The subcommands: each turns its parsed arguments into configuration,
 //! runs it, and says what happened. `main` only dispatches here.
 
+pub mod compare;
 pub mod demo;
 pub mod get;
 pub mod load;
@@ -15,5 +16,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Load(args) => load::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Compare(args) => compare::run(args),
     }
 }

@@ -4,6 +4,8 @@
 //! field names are stable). The text and CSV forms are rendered from it, so
 //! every output says the same thing.
 
+pub mod chart;
+pub mod compare;
 pub mod text;
 
 use std::collections::BTreeMap;

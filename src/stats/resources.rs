@@ -73,6 +73,26 @@ impl std::ops::AddAssign for Usage {
     }
 }
 
+/// Resets the process's peak-RSS mark (`VmHWM`), so that a run in a
+/// process that already ran others (`compare`) reports its own peak.
+/// Returns whether the kernel took it (Linux 4.0+).
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// The process's peak RSS since start or the last [`reset_peak_rss`], KiB.
+pub fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Current resident set size of this process in KiB, from /proc/self/statm.
 pub fn current_rss_kb() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;

@@ -296,12 +296,18 @@ fn open_loop_latency_shows_a_server_stall() {
     let v = load_json(&["-q", "1000", "-z", "5s", "-c", "50", &server.url("/")]);
     assert_counts_add_up(&v);
     let issued = n(&v, "/requests/issued");
-    assert!((4950..=5000).contains(&issued), "within 1% of 5000: {issued}");
+    assert!(
+        (4950..=5000).contains(&issued),
+        "within 1% of 5000: {issued}"
+    );
     assert_eq!(n(&v, "/requests/errors"), 0, "{v}");
     // A fifth of the requests were scheduled during the 1 s stall and waited
     // for it: corrected latency must show that, not the server's ~0 ms.
     let p99 = n(&v, "/latency_us/p99");
     assert!(p99 >= 500_000, "p99 {p99} µs does not show the stall");
     let p50 = n(&v, "/latency_us/p50");
-    assert!(p50 < 100_000, "p50 {p50} µs: most requests were not stalled");
+    assert!(
+        p50 < 100_000,
+        "p50 {p50} µs: most requests were not stalled"
+    );
 }

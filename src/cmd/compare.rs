@@ -1,0 +1,148 @@
+//! `uringfetch compare`: the same workload on each backend in turn, side by
+//! side. Only the I/O model changes between rows: the targets, plan, HTTP
+//! code and statistics are the same objects.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::backend::{BackendKind, ConnOptions};
+use crate::cli::{CompareArgs, OutputFormat};
+use crate::cmd::load::{request_options, run_config, stop_and_rate};
+use crate::plan::Stop;
+use crate::report::{Summary, chart, compare as table};
+use crate::runner::{self, LoadConfig};
+use crate::server::{self, ServeOptions};
+use crate::target::Target;
+
+/// One URL and the connection counts to sweep on it.
+struct Scenario {
+    label: String,
+    url: String,
+    connections: Vec<usize>,
+    stop: Stop,
+}
+
+/// Runs `compare`; returns the exit code.
+pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
+    let backends = if args.backends.is_empty() {
+        BackendKind::ALL.to_vec()
+    } else {
+        args.backends.clone()
+    };
+    if args.connections.contains(&0) {
+        bail!("-c values must be at least 1");
+    }
+    if args.output == OutputFormat::Csv {
+        bail!("compare writes text or json (--output csv is for load)");
+    }
+    let (stop, rate) = stop_and_rate(args.requests, args.duration, args.rate, 20_000)?;
+    let max_c = args
+        .connections
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1000);
+    runner::check_fd_limit(max_c * 2).map_err(anyhow::Error::msg)?;
+
+    // With no URL, compare on our own demo server: the article's point.
+    let server = match &args.url {
+        Some(_) => None,
+        None => Some(
+            server::start(ServeOptions {
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                delay: Duration::ZERO,
+                threads: runner::default_threads(),
+                max_head_bytes: 16 * 1024,
+                idle_timeout: Duration::from_secs(30),
+            })
+            .context("cannot start the demo server")?,
+        ),
+    };
+    let scenarios = match (&args.url, &server) {
+        (Some(url), _) => vec![Scenario {
+            label: url.clone(),
+            url: url.clone(),
+            connections: args.connections.clone(),
+            stop,
+        }],
+        (None, Some(s)) => vec![
+            Scenario {
+                label: "demo /bar, no delay".into(),
+                url: format!("http://{}/bar", s.addr),
+                connections: args.connections.clone(),
+                stop,
+            },
+            Scenario {
+                label: "demo /bar, 1 s delay (the article's workload)".into(),
+                url: format!("http://{}/bar?delay=1000", s.addr),
+                connections: vec![1000],
+                stop: Stop::Count(1000),
+            },
+        ],
+        (None, None) => Vec::new(),
+    };
+    let opts = request_options("GET", &args.request, None, true);
+    let conn = Arc::new(ConnOptions {
+        timeout: Some(args.request.timeout),
+        connect_timeout: Some(args.request.connect_timeout),
+        keep_alive: true,
+        bind: Vec::new(),
+    });
+    let mut groups = Vec::new();
+    let mut first = true;
+    for sc in &scenarios {
+        let targets = Arc::new(vec![Target::new(&sc.url, &opts)?]);
+        let mut rows = Vec::new();
+        for &c in &sc.connections {
+            for &backend in &backends {
+                if !first {
+                    std::thread::sleep(args.pause);
+                }
+                first = false;
+                let config = LoadConfig {
+                    backend,
+                    targets: targets.clone(),
+                    connections: c,
+                    threads: args.threads.unwrap_or_else(runner::default_threads),
+                    stop: sc.stop,
+                    rate,
+                    conn: conn.clone(),
+                };
+                eprintln!("running {backend} -c {c} on {}", sc.label);
+                match run_config(&config, false) {
+                    Ok(outcome) => rows.push(Summary::new(&outcome, "GET")),
+                    Err(e) => eprintln!("uringfetch: {backend} -c {c}: {e:#}"),
+                }
+            }
+        }
+        groups.push((sc.label.clone(), rows));
+    }
+    if let Some(s) = server {
+        s.shutdown();
+    }
+    match args.output {
+        OutputFormat::Json => {
+            let all: Vec<&Summary> = groups.iter().flat_map(|(_, r)| r).collect();
+            println!("{}", serde_json::to_string_pretty(&all)?);
+        }
+        _ => {
+            for (label, rows) in &groups {
+                print!("{}", table::render(label, rows));
+            }
+        }
+    }
+    if let Some(path) = &args.chart {
+        chart::write_svg(path, &groups)
+            .map_err(|e| anyhow::anyhow!("cannot write the chart to {}: {e}", path.display()))?;
+        eprintln!("chart written to {}", path.display());
+    }
+    let failed = groups
+        .iter()
+        .flat_map(|(_, r)| r)
+        .any(|s| s.requests.errors > 0);
+    Ok(if failed { 1 } else { 0 })
+}
