@@ -28,9 +28,9 @@ fn load(backend: &str, args: &[&str]) -> Value {
 pub fn get_fetches_concurrently(backend: &str) {
     let server = demo_server(Duration::from_millis(300));
     let bar = format!("http://{}/bar", server.addr);
-    let foo = format!("http://{}/foo", server.addr);
+    let foo_url = format!("http://{}/foo", server.addr);
     let t = Instant::now();
-    let out = uringfetch(&["get", "--backend", backend, &bar, &foo], LIMIT);
+    let out = uringfetch(&["get", "--backend", backend, &bar, &foo_url], LIMIT);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "<h1>bar!</h1><h1>foo!</h1>");
     assert!(

@@ -11,10 +11,10 @@ const LIMIT: Duration = Duration::from_secs(20);
 fn concurrent_get_overlaps_and_sequential_does_not() {
     let server = demo_server(Duration::from_millis(300));
     let bar = format!("http://{}/bar", server.addr);
-    let foo = format!("http://{}/foo", server.addr);
+    let foo_url = format!("http://{}/foo", server.addr);
 
     let t = Instant::now();
-    let out = uringfetch(&["get", &bar, &foo], LIMIT);
+    let out = uringfetch(&["get", &bar, &foo_url], LIMIT);
     let concurrent = t.elapsed();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "<h1>bar!</h1><h1>foo!</h1>");
@@ -24,7 +24,7 @@ fn concurrent_get_overlaps_and_sequential_does_not() {
     );
 
     let t = Instant::now();
-    let out = uringfetch(&["get", "--sequential", &bar, &foo], LIMIT);
+    let out = uringfetch(&["get", "--sequential", &bar, &foo_url], LIMIT);
     let sequential = t.elapsed();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "<h1>bar!</h1><h1>foo!</h1>");
