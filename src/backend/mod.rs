@@ -7,6 +7,7 @@
 
 pub mod threads;
 pub mod uring_async;
+pub mod uring_loop;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -23,22 +24,25 @@ use crate::target::Target;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendKind {
+    /// Completion model: a hand-written loop on the io-uring crate, batched, multishot.
+    UringLoop,
     /// Completion model: tokio-uring futures (connect, send, recv through io_uring).
     UringAsync,
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 1] = [BackendKind::UringAsync];
+    pub const ALL: [BackendKind; 2] = [BackendKind::UringLoop, BackendKind::UringAsync];
 
     pub fn name(self) -> &'static str {
         match self {
+            BackendKind::UringLoop => "uring-loop",
             BackendKind::UringAsync => "uring-async",
         }
     }
 
     /// Whether this backend needs io_uring from the kernel.
     pub fn uses_io_uring(self) -> bool {
-        matches!(self, BackendKind::UringAsync)
+        matches!(self, BackendKind::UringAsync | BackendKind::UringLoop)
     }
 }
 
@@ -58,6 +62,10 @@ pub struct ConnOptions {
     pub keep_alive: bool,
     /// Source addresses to spread connections over (`--bind`); empty: the kernel picks.
     pub bind: Vec<IpAddr>,
+    /// Requests written at once per connection (`--pipeline`, uring-loop only).
+    pub pipeline: usize,
+    /// io_uring feature set for `uring-loop` (`--uring-profile`).
+    pub uring_profile: uring_loop::ring::Profile,
 }
 
 impl Default for ConnOptions {
@@ -67,6 +75,8 @@ impl Default for ConnOptions {
             connect_timeout: Some(Duration::from_secs(10)),
             keep_alive: true,
             bind: Vec::new(),
+            pipeline: 1,
+            uring_profile: uring_loop::ring::Profile::Auto,
         }
     }
 }
@@ -157,6 +167,7 @@ pub struct Fetched {
 /// Runs one load worker to completion on the chosen backend.
 pub fn run_worker(kind: BackendKind, ctx: WorkerCtx) -> Result<Recorder, FetchError> {
     match kind {
+        BackendKind::UringLoop => uring_loop::run_worker(ctx),
         BackendKind::UringAsync => uring_async::run_worker(ctx),
     }
 }
@@ -168,6 +179,7 @@ pub fn fetch_all(
     conn: &ConnOptions,
 ) -> Result<Vec<Result<Fetched, FetchError>>, FetchError> {
     match kind {
+        BackendKind::UringLoop => uring_loop::fetch_all(targets, conn),
         BackendKind::UringAsync => uring_async::fetch_all(targets, conn),
     }
 }

@@ -91,6 +91,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
         connect_timeout: Some(args.request.connect_timeout),
         keep_alive: true,
         bind: Vec::new(),
+        pipeline: 1,
+        uring_profile: args.request.uring_profile,
     });
     let mut groups = Vec::new();
     let mut first = true;
