@@ -5,6 +5,8 @@
 //! the encoded targets; it returns the [`Recorder`] it filled. It never
 //! decides when to stop, how fast to go, how to parse HTTP or how to count.
 
+pub mod epoll_async;
+pub mod epoll_loop;
 pub mod threads;
 pub mod uring_async;
 
@@ -25,14 +27,28 @@ use crate::target::Target;
 pub enum BackendKind {
     /// Completion model: tokio-uring futures (connect, send, recv through io_uring).
     UringAsync,
+    /// Readiness model, futures: tokio's epoll reactor, one task per connection.
+    EpollAsync,
+    /// Readiness model, hand-written: a mio event loop with per-connection state machines.
+    EpollLoop,
+    /// Blocking model: std::net, one OS thread per connection.
+    Threads,
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 1] = [BackendKind::UringAsync];
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::UringAsync,
+        BackendKind::EpollAsync,
+        BackendKind::EpollLoop,
+        BackendKind::Threads,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::UringAsync => "uring-async",
+            BackendKind::EpollAsync => "epoll-async",
+            BackendKind::EpollLoop => "epoll-loop",
+            BackendKind::Threads => "threads",
         }
     }
 
@@ -158,6 +174,9 @@ pub struct Fetched {
 pub fn run_worker(kind: BackendKind, ctx: WorkerCtx) -> Result<Recorder, FetchError> {
     match kind {
         BackendKind::UringAsync => uring_async::run_worker(ctx),
+        BackendKind::EpollAsync => epoll_async::run_worker(ctx),
+        BackendKind::EpollLoop => epoll_loop::run_worker(ctx),
+        BackendKind::Threads => threads::run_worker(ctx),
     }
 }
 
@@ -169,7 +188,20 @@ pub fn fetch_all(
 ) -> Result<Vec<Result<Fetched, FetchError>>, FetchError> {
     match kind {
         BackendKind::UringAsync => uring_async::fetch_all(targets, conn),
+        BackendKind::EpollAsync => epoll_async::fetch_all(targets, conn),
+        BackendKind::EpollLoop => epoll_loop::fetch_all(targets, conn),
+        BackendKind::Threads => Ok(threads::fetch_all(targets, conn)),
     }
+}
+
+/// The error `get` reports for a response followed by bytes it did not frame.
+pub(crate) fn trailing_error(peer: SocketAddr, trailing: usize) -> FetchError {
+    FetchError::new(
+        crate::error::ErrorKind::BadResponse,
+        format!(
+            "bad response from {peer}: {trailing} bytes after the end of the response (body longer than its Content-Length?)"
+        ),
+    )
 }
 
 /// A TCP socket for `peer`, bound to source address `ip` with the port left
