@@ -10,6 +10,9 @@ pub mod epoll_loop;
 pub mod threads;
 pub mod uring_async;
 
+#[cfg(test)]
+mod tests;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
