@@ -5,9 +5,14 @@
 //! the encoded targets; it returns the [`Recorder`] it filled. It never
 //! decides when to stop, how fast to go, how to parse HTTP or how to count.
 
+pub mod epoll_async;
+pub mod epoll_loop;
 pub mod threads;
 pub mod uring_async;
 pub mod uring_loop;
+
+#[cfg(test)]
+mod tests;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -28,15 +33,30 @@ pub enum BackendKind {
     UringLoop,
     /// Completion model: tokio-uring futures (connect, send, recv through io_uring).
     UringAsync,
+    /// Readiness model, futures: tokio's epoll reactor, one task per connection.
+    EpollAsync,
+    /// Readiness model, hand-written: a mio event loop with per-connection state machines.
+    EpollLoop,
+    /// Blocking model: std::net, one OS thread per connection.
+    Threads,
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 2] = [BackendKind::UringLoop, BackendKind::UringAsync];
+    pub const ALL: [BackendKind; 5] = [
+        BackendKind::UringLoop,
+        BackendKind::UringAsync,
+        BackendKind::EpollLoop,
+        BackendKind::EpollAsync,
+        BackendKind::Threads,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::UringLoop => "uring-loop",
             BackendKind::UringAsync => "uring-async",
+            BackendKind::EpollAsync => "epoll-async",
+            BackendKind::EpollLoop => "epoll-loop",
+            BackendKind::Threads => "threads",
         }
     }
 
@@ -169,6 +189,9 @@ pub fn run_worker(kind: BackendKind, ctx: WorkerCtx) -> Result<Recorder, FetchEr
     match kind {
         BackendKind::UringLoop => uring_loop::run_worker(ctx),
         BackendKind::UringAsync => uring_async::run_worker(ctx),
+        BackendKind::EpollAsync => epoll_async::run_worker(ctx),
+        BackendKind::EpollLoop => epoll_loop::run_worker(ctx),
+        BackendKind::Threads => threads::run_worker(ctx),
     }
 }
 
@@ -181,7 +204,20 @@ pub fn fetch_all(
     match kind {
         BackendKind::UringLoop => uring_loop::fetch_all(targets, conn),
         BackendKind::UringAsync => uring_async::fetch_all(targets, conn),
+        BackendKind::EpollAsync => epoll_async::fetch_all(targets, conn),
+        BackendKind::EpollLoop => epoll_loop::fetch_all(targets, conn),
+        BackendKind::Threads => Ok(threads::fetch_all(targets, conn)),
     }
+}
+
+/// The error `get` reports for a response followed by bytes it did not frame.
+pub(crate) fn trailing_error(peer: SocketAddr, trailing: usize) -> FetchError {
+    FetchError::new(
+        crate::error::ErrorKind::BadResponse,
+        format!(
+            "bad response from {peer}: {trailing} bytes after the end of the response (body longer than its Content-Length?)"
+        ),
+    )
 }
 
 /// A TCP socket for `peer`, bound to source address `ip` with the port left

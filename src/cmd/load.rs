@@ -263,9 +263,9 @@ pub fn run(args: LoadArgs) -> anyhow::Result<i32> {
     let outcome = run_config(&config, progress)?;
     let summary = Summary::new(&outcome, &args.method);
     match args.output {
-        OutputFormat::Text => print!("{}", text::render(&summary, &outcome.recorder.latency)),
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
-        OutputFormat::Csv => print!("{}", summary.to_csv()),
+        OutputFormat::Text => super::emit(&text::render(&summary, &outcome.recorder.latency)),
+        OutputFormat::Json => super::emit(&(serde_json::to_string_pretty(&summary)? + "\n")),
+        OutputFormat::Csv => super::emit(&summary.to_csv()),
     }
     Ok(0)
 }

@@ -239,4 +239,7 @@ backend_suite! {
     uring_loop => ["uring-loop"],
     uring_loop_510 => ["uring-loop", "--uring-profile", "5.10"],
     uring_async => ["uring-async"],
+    epoll_loop => ["epoll-loop"],
+    epoll_async => ["epoll-async"],
+    threads => ["threads"],
 }
