@@ -164,6 +164,8 @@ impl WorkerCtx {
     /// Every backend calls this exactly once, after its setup (ring,
     /// runtime, threads) and before its first ticket, whether the setup
     /// worked or not: the run's clock starts when every worker is ready.
+    /// Nothing may ask the plan for its start (or a ticket) before this
+    /// returns, or the clock would start during setup.
     pub fn ready(&self) {
         self.gate.ready_and_wait();
     }

@@ -4,8 +4,8 @@
 //! request blocks its thread in connect, write and read. `get --sequential`
 //! is the article's synchronous client on the same code.
 //!
-//! A load worker thread spawns one small-stack thread per connection, each
-//! with its own [`Recorder`], and merges them at the end. Blocked threads
+//! A load worker thread spawns one small-stack thread per connection; they
+//! record into one shared [`Recorder`] per worker. Blocked threads
 //! cannot see the deadline, so the worker keeps a handle on every open
 //! connection and shuts them all down when the run is over; a request cut
 //! off that way counts as in flight, not as an error.
@@ -220,9 +220,19 @@ struct Shared {
     /// Each slot's open connection, so the worker can shut it down when the
     /// run is over. The socket closes when both the slot and this drop it.
     open: Vec<Mutex<Option<Arc<TcpStream>>>>,
+    /// One recorder for all of this worker's connection threads: a recorder
+    /// per thread would cost each thread two full histograms, and that
+    /// memory would be charged to the blocking model.
+    rec: Mutex<Option<Recorder>>,
 }
 
 impl Shared {
+    /// Runs `f` on the worker's recorder (created at the run's start).
+    fn record<R>(&self, f: impl FnOnce(&mut Recorder) -> R) -> R {
+        let mut guard = self.rec.lock().unwrap_or_else(|e| e.into_inner());
+        f(guard.get_or_insert_with(|| Recorder::new(self.ctx.plan.start())))
+    }
+
     fn lock(&self) -> MutexGuard<'_, GateState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -311,6 +321,7 @@ pub fn run_worker(ctx: WorkerCtx) -> Result<Recorder, FetchError> {
         state: Mutex::new(GateState::default()),
         cv: Condvar::new(),
         open: (0..n).map(|_| Mutex::new(None)).collect(),
+        rec: Mutex::new(None),
     });
     let mut handles = Vec::with_capacity(n);
     let mut failure = None;
@@ -332,11 +343,9 @@ pub fn run_worker(ctx: WorkerCtx) -> Result<Recorder, FetchError> {
     if failure.is_none() {
         sh.supervise(n);
     }
-    let mut rec = Recorder::new(ctx.plan.start());
     for h in handles {
         match h.join() {
-            Ok(Some(r)) => rec.merge(&r),
-            Ok(None) => {}
+            Ok(()) => {}
             Err(_) => {
                 failure.get_or_insert(FetchError::new(
                     ErrorKind::Other,
@@ -347,7 +356,7 @@ pub fn run_worker(ctx: WorkerCtx) -> Result<Recorder, FetchError> {
     }
     match failure {
         Some(e) => Err(e),
-        None => Ok(rec),
+        None => Ok(sh.record(|r| std::mem::replace(r, Recorder::new(ctx.plan.start())))),
     }
 }
 
@@ -363,16 +372,15 @@ fn thread_limit_error(e: &io::Error, index: usize, n: usize) -> FetchError {
     )
 }
 
-/// One connection: takes tickets until the plan says stop; returns what it
-/// counted, `None` if the run never started.
-fn connection_thread(sh: &Shared, index: usize) -> Option<Recorder> {
+/// One connection: takes tickets until the plan says stop, recording into
+/// the worker's recorder.
+fn connection_thread(sh: &Shared, index: usize) {
     let _finished = Finished(sh);
     if !sh.wait_gate() {
-        return None;
+        return;
     }
     let before = Usage::thread_now();
     let plan = &sh.ctx.plan;
-    let mut rec = Recorder::new(plan.start());
     let mut slot = Slot {
         index,
         conn: None,
@@ -383,33 +391,36 @@ fn connection_thread(sh: &Shared, index: usize) -> Option<Recorder> {
         if !sleep_until(plan, ticket.intended) || plan.is_over(Instant::now()) {
             break;
         }
-        rec.issue();
+        sh.record(Recorder::issue);
         let target = sh.ctx.target(ticket.seq);
-        let result = one_request(sh, &mut slot, &mut rec, target);
+        let result = one_request(sh, &mut slot, target);
         let now = Instant::now();
         match result {
             Ok((status, sent_at)) => {
-                rec.response(status, plan.latency_origin(&ticket, sent_at), now);
+                let origin = plan.latency_origin(&ticket, sent_at);
+                sh.record(|r| r.response(status, origin, now));
                 sh.ctx.live.completed.fetch_add(1, Ordering::Relaxed);
             }
             Err(_) if plan.is_over(now) => {
                 // Cut off by the deadline or Ctrl-C (the worker shut the socket down).
-                rec.in_flight += 1;
+                sh.record(|r| r.in_flight += 1);
                 slot.close(sh);
                 break;
             }
             Err(e) => {
-                rec.error(e.kind, &e.message);
+                sh.record(|r| r.error(e.kind, &e.message));
                 sh.ctx.live.errors.fetch_add(1, Ordering::Relaxed);
                 slot.close(sh);
             }
         }
     }
     slot.close(sh);
-    rec.bytes_read += slot.io.read;
-    rec.bytes_written += slot.io.written;
-    rec.cpu += Usage::thread_now().since(&before);
-    Some(rec)
+    let cpu = Usage::thread_now().since(&before);
+    sh.record(|r| {
+        r.bytes_read += slot.io.read;
+        r.bytes_written += slot.io.written;
+        r.cpu += cpu;
+    });
 }
 
 /// Sleeps until `at` in short slices; `false` if the run ended first.
@@ -433,7 +444,6 @@ fn sleep_until(plan: &Plan, at: Instant) -> bool {
 fn one_request(
     sh: &Shared,
     slot: &mut Slot,
-    rec: &mut Recorder,
     target: &Target,
 ) -> Result<(u16, Instant), FetchError> {
     let opts = &sh.ctx.conn;
@@ -445,7 +455,8 @@ fn one_request(
             let t0 = Instant::now();
             let bind = sh.ctx.bind_addr(slot.index);
             let stream = connect_until(&sh.ctx.plan, target.addr, bind, opts, deadline)?;
-            rec.connected(t0.elapsed(), slot.ever_connected);
+            let (took, again) = (t0.elapsed(), slot.ever_connected);
+            sh.record(|r| r.connected(took, again));
             slot.ever_connected = true;
             let stream = Arc::new(stream);
             sh.register(slot.index, Some(stream.clone()));

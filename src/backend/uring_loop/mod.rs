@@ -73,6 +73,8 @@ struct Loop<'a> {
     timer_op: Option<Instant>,
     timespec: types::Timespec,
     cqes: Vec<(u64, i32, u32)>,
+    /// Completions handled in the last pass (batching only while they flow).
+    last_completions: usize,
     /// Responses completed by one receive, reused across receives.
     responses: Vec<Response>,
     /// `get`: the response of each ticket, by sequence number.
@@ -84,6 +86,7 @@ pub fn run_worker(ctx: WorkerCtx) -> Result<Recorder, FetchError> {
     let setup = Loop::new(&ctx, false);
     ctx.ready();
     let mut lp = setup?;
+    lp.rec = Recorder::new(ctx.plan.start());
     lp.run();
     Ok(lp.finish().0)
 }
@@ -159,7 +162,8 @@ impl<'a> Loop<'a> {
             features,
             bufs,
             slots,
-            rec: Recorder::new(ctx.plan.start()),
+            // Replaced once the run starts: the plan's clock must not start during setup.
+            rec: Recorder::new(Instant::now()),
             timers: BinaryHeap::new(),
             free: (0..n).rev().collect(),
             pipeline,
@@ -171,6 +175,7 @@ impl<'a> Loop<'a> {
             timespec: types::Timespec::new(),
             cqes: Vec::with_capacity(1024),
             responses: Vec::with_capacity(pipeline),
+            last_completions: 0,
             collect: collect.then(|| (0..n).map(|_| None).collect()),
         })
     }
@@ -407,18 +412,28 @@ impl<'a> Loop<'a> {
         }
         let wait = until.map(|u| u.saturating_duration_since(now));
         let result = if self.features.ext_arg {
-            let batch = want > 1;
-            let limit = match (wait, batch) {
-                (Some(w), true) => Some(w.min(BATCH_WAIT)),
-                (Some(w), false) => Some(w),
-                (None, true) => Some(BATCH_WAIT),
-                (None, false) => None,
-            };
+            // Batching: wait for `want` completions, but never sleep through
+            // a quiet spell on a batch timer. With the kernel's minimum-wait
+            // (6.12) it returns on the first completion after BATCH_WAIT; else
+            // a short timeout is used only while completions are flowing.
+            let mut limit = wait;
+            let mut min_wait = 0;
+            if want > 1 {
+                if self.features.min_wait {
+                    min_wait = BATCH_WAIT.as_micros() as u32;
+                } else if self.last_completions > 0 {
+                    limit = Some(limit.map_or(BATCH_WAIT, |w| w.min(BATCH_WAIT)));
+                } else {
+                    want = 1;
+                }
+            }
             let want = want.max(1);
             match limit {
                 Some(d) => {
                     self.timespec = types::Timespec::from(d);
-                    let args = types::SubmitArgs::new().timespec(&self.timespec);
+                    let args = types::SubmitArgs::new()
+                        .timespec(&self.timespec)
+                        .min_wait_usec(min_wait);
                     self.ring.submitter().submit_with_args(want, &args)
                 }
                 None => self.ring.submit_and_wait(want),
@@ -460,6 +475,7 @@ impl<'a> Loop<'a> {
                 .completion()
                 .map(|c| (c.user_data(), c.result(), c.flags())),
         );
+        self.last_completions = cqes.len();
         let now = Instant::now();
         for &(ud, res, flags) in &cqes {
             let (i, generation, kind) = decode(ud);
