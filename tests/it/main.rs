@@ -2,6 +2,8 @@
 //! kernel's io_uring, our demo server, nginx and Python's http.server.
 
 mod backends;
+mod fault_server;
+mod faults;
 mod get;
 mod load;
 mod support;

@@ -20,6 +20,8 @@ struct FetchSlot {
     phase: Phase,
     written: usize,
     io: SlotIo,
+    /// An event reported the peer's close or an error (see `read_some`).
+    peer_closed: bool,
     result: Option<Result<Fetched, FetchError>>,
 }
 
@@ -41,6 +43,7 @@ pub fn fetch_all(
                 phase: Phase::Connecting,
                 written: 0,
                 io: SlotIo::new(true, FETCH_BUF),
+                peer_closed: false,
                 result: None,
             };
             let opened = start_connect(t.addr, opts.bind.first().copied()).and_then(|mut s| {
@@ -108,6 +111,7 @@ fn fetch_loop(
             if let (Some(f), Some(t)) = (fetches.get_mut(i), targets.get(i))
                 && f.result.is_none()
             {
+                f.peer_closed |= event.is_read_closed() || event.is_error();
                 f.advance(t);
             }
         }
@@ -139,7 +143,7 @@ impl FetchSlot {
                         Err(e) => break Err(FetchError::io(&e, peer)),
                     }
                 }
-                _ => match read_some(stream, peer, &mut self.io) {
+                _ => match read_some(stream, peer, &mut self.io, self.peer_closed) {
                     Ok(None) => return,
                     Ok(Some(done)) if done.trailing > 0 => {
                         break Err(crate::backend::trailing_error(peer, done.trailing));

@@ -12,7 +12,9 @@
 //!   that was closed (even one reported in the same batch) is ignored.
 //! - Edges are never lost: a socket is registered once for both directions,
 //!   a readable edge is remembered (`readable`) whatever the slot is doing,
-//!   and is only forgotten when a read comes back short or WouldBlock.
+//!   and is only forgotten when a read comes back short or WouldBlock, or,
+//!   once an event reported the peer's close or an error, only at EOF or
+//!   WouldBlock (the close queued behind the data gets no edge of its own).
 //!   Writes go on until WouldBlock; a connected socket is written at once.
 //! - A slot has at most one live timer entry (`armed`); an entry whose
 //!   deadline no longer matches is stale and skipped, and the heap is
@@ -105,6 +107,9 @@ struct Slot {
     ever_connected: bool,
     /// A readable edge (or error) came that no read has consumed yet.
     readable: bool,
+    /// An event reported this socket's peer closed or failed: short reads
+    /// no longer mean drained (see `read_some`).
+    peer_closed: bool,
     job: Job,
     /// Deadline of this slot's live timer entry.
     armed: Option<Instant>,
@@ -119,6 +124,7 @@ impl Slot {
             io: SlotIo::new(false, READ_BUF),
             ever_connected: false,
             readable: false,
+            peer_closed: false,
             job: Job {
                 ticket: Ticket {
                     seq: 0,
@@ -310,6 +316,7 @@ impl EventLoop {
             )?;
             slot.generation = generation;
             slot.readable = false;
+            slot.peer_closed = false;
             Ok(stream)
         });
         match opened {
@@ -341,6 +348,7 @@ impl EventLoop {
         if event.is_readable() || event.is_read_closed() || event.is_error() {
             slot.readable = true;
         }
+        slot.peer_closed |= event.is_read_closed() || event.is_error();
         match slot.phase {
             Phase::Connecting => {
                 // Writable without an error on a connecting socket means
@@ -436,10 +444,11 @@ impl EventLoop {
         let Some((stream, peer)) = &mut slot.conn else {
             return;
         };
-        match read_some(stream, *peer, &mut slot.io) {
+        match read_some(stream, *peer, &mut slot.io, slot.peer_closed) {
             Ok(None) => slot.readable = false,
             Ok(Some(done)) => {
-                slot.readable = done.full;
+                // A close still queued behind this response gets no new edge.
+                slot.readable = done.full || slot.peer_closed;
                 self.complete(i, done);
             }
             Err(e) => self.fail(i, e),

@@ -73,10 +73,16 @@ pub(super) struct ExchangeError {
 }
 
 /// Reads until the response is complete (`Some`) or the socket is drained (`None`).
+///
+/// `peer_closed`: an event already reported the peer's FIN, RST or an
+/// error. Then a short read does not mean the socket is drained: the close
+/// is still queued behind the data and no further edge will announce it, so
+/// reading goes on until it is seen.
 pub(super) fn read_some(
     stream: &mut TcpStream,
     peer: SocketAddr,
     io: &mut SlotIo,
+    peer_closed: bool,
 ) -> Result<Option<Exchanged>, ExchangeError> {
     loop {
         let n = match stream.read(&mut io.buf) {
@@ -104,7 +110,7 @@ pub(super) fn read_some(
             // A short read emptied the socket: skip the read that would only
             // say WouldBlock (tokio does the same); the next edge comes
             // with the next bytes.
-            Ok(Progress::NeedMore) if n < io.buf.len() => return Ok(None),
+            Ok(Progress::NeedMore) if n < io.buf.len() && !peer_closed => return Ok(None),
             Ok(Progress::NeedMore) => {}
             Ok(Progress::Done(response)) => {
                 let trailing = n.saturating_sub(response.consumed);

@@ -632,8 +632,17 @@ impl<'a> Loop<'a> {
     /// then decides what the connection does next.
     fn apply(&mut self, i: usize, responses: &[Response], fed: slot::Fed, now: Instant) {
         let addr = self.ctx.targets[self.slots[i].target].addr;
+        let mut last = None;
         for resp in responses {
-            self.complete(i, resp, now);
+            last = self.complete(i, resp, now).or(last);
+        }
+        // `get` reports bytes after a response as the others do: it is not
+        // the response the server meant to send.
+        if fed.trailing > 0
+            && let (Some(results), Some(seq)) = (&mut self.collect, last)
+            && let Some(slot) = results.get_mut(seq as usize)
+        {
+            *slot = Some(Err(super::trailing_error(addr, fed.trailing)));
         }
         if let Some(e) = fed.error {
             return self.fail(i, FetchError::http(&e, addr), false);
@@ -657,12 +666,11 @@ impl<'a> Loop<'a> {
         }
     }
 
-    /// One response finished: record it against its ticket.
-    fn complete(&mut self, i: usize, resp: &Response, now: Instant) {
+    /// One response finished: record it against its ticket; returns the
+    /// ticket's sequence number.
+    fn complete(&mut self, i: usize, resp: &Response, now: Instant) -> Option<u64> {
         let s = &mut self.slots[i];
-        let Some(ticket) = s.tickets.pop_front() else {
-            return;
-        };
+        let ticket = s.tickets.pop_front()?;
         s.served += 1;
         let origin = self.ctx.plan.latency_origin(&ticket, s.sent_at);
         self.rec.response(resp.status, origin, now);
@@ -678,6 +686,7 @@ impl<'a> Loop<'a> {
                 *slot = Some(Ok(fetched));
             }
         }
+        Some(ticket.seq)
     }
 
     /// Fails the slot's outstanding requests, or retries once on a fresh
