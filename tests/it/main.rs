@@ -6,4 +6,5 @@ mod fault_server;
 mod faults;
 mod get;
 mod load;
+mod seccomp;
 mod support;
