@@ -46,7 +46,11 @@ fn run_denied(args: &[&str]) -> Output {
         });
     }
     let mut child = cmd.spawn().expect("binary runs");
-    wait_limited(&mut child, LIMIT, &format!("uringfetch {args:?} under seccomp"))
+    wait_limited(
+        &mut child,
+        LIMIT,
+        &format!("uringfetch {args:?} under seccomp"),
+    )
 }
 
 fn assert_explains(out: &Output, what: &str) {
@@ -88,7 +92,16 @@ fn readiness_and_blocking_backends_work_without_io_uring() {
         assert!(out.status.success(), "{b}: {}", stderr(&out));
         assert_eq!(stdout(&out), "<h1>bar!</h1>", "{b}");
         let out = run_denied(&[
-            "load", "--backend", b, "-n", "50", "-c", "2", "--output", "json", &url,
+            "load",
+            "--backend",
+            b,
+            "-n",
+            "50",
+            "-c",
+            "2",
+            "--output",
+            "json",
+            &url,
         ]);
         assert!(out.status.success(), "{b}: {}", stderr(&out));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
