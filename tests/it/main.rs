@@ -5,6 +5,7 @@ mod backends;
 mod fault_server;
 mod faults;
 mod get;
+mod hostile;
 mod limits;
 mod load;
 mod seccomp;
