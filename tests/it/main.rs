@@ -8,5 +8,6 @@ mod get;
 mod hostile;
 mod limits;
 mod load;
+mod parser_props;
 mod seccomp;
 mod support;
