@@ -79,7 +79,7 @@ enum State {
 /// httparse sees it in a first read, but once a head is split across reads
 /// only its first bytes are checked early and the rest when the blank line
 /// arrives, so a truncated malformed head may end in `UnexpectedEof` instead
-/// of `BadHead`. After an error the connection is unusable
+/// of `BadHead` (or `TooManyHeaders`). After an error the connection is unusable
 /// and the parser must be `reset` before reuse.
 #[derive(Debug, Default)]
 pub struct ResponseParser {
