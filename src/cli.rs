@@ -86,7 +86,7 @@ pub struct GetArgs {
     #[arg(short = 'd', long = "data", value_name = "BODY")]
     pub data: Option<String>,
     /// I/O model for the concurrent fetch.
-    #[arg(long, value_enum, default_value_t = BackendKind::UringAsync)]
+    #[arg(long, value_enum, default_value_t = BackendKind::UringLoop)]
     pub backend: BackendKind,
     #[command(flatten)]
     pub request: RequestArgs,
@@ -170,7 +170,7 @@ pub struct LoadArgs {
     #[arg(long)]
     pub no_progress: bool,
     /// I/O model to run on.
-    #[arg(long, value_enum, default_value_t = BackendKind::UringAsync)]
+    #[arg(long, value_enum, default_value_t = BackendKind::UringLoop)]
     pub backend: BackendKind,
     #[command(flatten)]
     pub request: RequestArgs,
@@ -204,7 +204,7 @@ pub struct DemoArgs {
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub delay: Duration,
     /// I/O model for the concurrent part.
-    #[arg(long, value_enum, default_value_t = BackendKind::UringAsync)]
+    #[arg(long, value_enum, default_value_t = BackendKind::UringLoop)]
     pub backend: BackendKind,
 }
 
