@@ -242,8 +242,7 @@ impl<'a> Loop<'a> {
                 let s = &mut self.slots[i];
                 s.state = State::Scheduled;
                 s.tickets.push_back(ticket);
-                let stamp = s.new_timer();
-                self.timers.push(Reverse((ticket.intended, i, stamp)));
+                self.push_timer(ticket.intended, i);
             } else {
                 self.begin(i, ticket, now);
             }
@@ -282,10 +281,22 @@ impl<'a> Loop<'a> {
 
     /// Sets the slot's timer to its earliest deadline.
     fn arm_deadline(&mut self, i: usize) {
-        let s = &mut self.slots[i];
-        if let Some((at, _)) = s.deadline {
-            let stamp = s.new_timer();
-            self.timers.push(Reverse((at, i, stamp)));
+        if let Some((at, _)) = self.slots[i].deadline {
+            self.push_timer(at, i);
+        }
+    }
+
+    /// Makes `at` slot `i`'s only live timer. Replaced timers stay in the
+    /// heap until they come due, so the heap is compacted once it holds
+    /// more than twice as many entries as there are slots: memory stays
+    /// constant in the number of requests.
+    fn push_timer(&mut self, at: Instant, i: usize) {
+        let stamp = self.slots[i].new_timer();
+        self.timers.push(Reverse((at, i, stamp)));
+        if self.timers.len() > 2 * self.slots.len() + 64 {
+            let slots = &self.slots;
+            self.timers
+                .retain(|&Reverse((_, j, st))| slots.get(j).is_some_and(|s| s.timer_stamp == st));
         }
     }
 
