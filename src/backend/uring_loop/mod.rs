@@ -238,7 +238,9 @@ impl<'a> Loop<'a> {
                 break;
             };
             self.free.pop();
-            if ticket.intended > now {
+            // Compared with a fresh clock: a closed-loop ticket is stamped
+            // "now" after this pass began, and must not wait for a timer.
+            if ticket.intended > Instant::now() {
                 let s = &mut self.slots[i];
                 s.state = State::Scheduled;
                 s.tickets.push_back(ticket);
