@@ -205,7 +205,14 @@ struct Worker {
     ctx: WorkerCtx,
     rec: RefCell<Recorder>,
     stop: watch::Receiver<bool>,
+    /// Bounds the connects in flight: a loopback connect runs its whole
+    /// handshake inside the io_uring_enter that submits it, and thousands
+    /// submitted at once would hold back every request until the last is done.
+    connecting: tokio::sync::Semaphore,
 }
+
+/// Connects in flight per worker thread.
+const CONNECTS_IN_FLIGHT: usize = 256;
 
 /// One connection slot: takes tickets until the plan says stop.
 async fn connection(w: Rc<Worker>, slot: usize) {
@@ -287,6 +294,7 @@ async fn one_request(
             if let Some(old) = conn.take() {
                 old.abort();
             }
+            let permit = w.connecting.acquire().await;
             let t0 = Instant::now();
             let stream = connect(
                 target.addr,
@@ -294,6 +302,7 @@ async fn one_request(
                 w.ctx.conn.connect_timeout,
             )
             .await?;
+            drop(permit);
             w.rec.borrow_mut().connected(t0.elapsed(), *ever_connected);
             *ever_connected = true;
             *conn = Some(Conn {
@@ -373,6 +382,7 @@ pub fn run_worker(ctx: WorkerCtx) -> Result<Recorder, FetchError> {
             ctx,
             rec: RefCell::new(Recorder::new(start)),
             stop: rx,
+            connecting: tokio::sync::Semaphore::new(CONNECTS_IN_FLIGHT),
         });
         let tasks: Vec<_> = (0..w.ctx.connections)
             .map(|slot| tokio_uring::spawn(connection(w.clone(), slot)))
