@@ -7,6 +7,8 @@
 pub mod chart;
 pub mod compare;
 pub mod merge;
+#[cfg(test)]
+mod merge_tests;
 pub mod text;
 
 use std::collections::BTreeMap;
