@@ -483,14 +483,27 @@ pub fn render_inputs(rows: &[MergeInput]) -> String {
     let mut o = String::new();
     let med_rps = median(rows.iter().map(|r| r.rps).collect());
     let med_p99 = median(rows.iter().map(|r| r.p99_us as f64).collect());
-    let width = rows.iter().map(|r| r.host.len()).max().unwrap_or(4).max(4);
+    // Hosts that repeat (several clients on one machine) get their source too.
+    let labels: Vec<String> = rows
+        .iter()
+        .map(|r| match rows.iter().filter(|x| x.host == r.host).count() {
+            1 => r.host.clone(),
+            _ => format!("{} ({})", r.host, r.source),
+        })
+        .collect();
+    let width = labels
+        .iter()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let _ = writeln!(o, "\nPer input ({} reports)", rows.len());
     let _ = writeln!(
         o,
         "  {:<width$}  {:>9}  {:>12}  {:>10}  {:>8}  {:>10}",
         "host", "start", "req/s", "p99", "errors", "completed"
     );
-    for r in rows {
+    for (r, label) in rows.iter().zip(&labels) {
         let mut notes = Vec::new();
         if r.errors > 0 {
             notes.push("errors");
@@ -509,8 +522,7 @@ pub fn render_inputs(rows: &[MergeInput]) -> String {
             .map_or("?".to_string(), |s| format!("+{:.0}ms", s * 1e3));
         let _ = writeln!(
             o,
-            "  {:<width$}  {start:>9}  {:>12.2}  {:>10}  {:>8}  {:>10}{}",
-            r.host,
+            "  {label:<width$}  {start:>9}  {:>12.2}  {:>10}  {:>8}  {:>10}{}",
             r.rps,
             text::fmt_us(r.p99_us),
             r.errors,
