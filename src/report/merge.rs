@@ -15,7 +15,7 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::{Bytes, Mode, Percentiles, Requests, Resources, SCHEMA_VERSION, Summary, text};
+use super::{Mode, Percentiles, Resources, SCHEMA_VERSION, Summary, text};
 use crate::stats::{histogram_from_base64, new_histogram};
 use crate::wallclock::{from_unix_ns, rfc3339};
 
@@ -365,6 +365,46 @@ fn shared_identity(inputs: &[Input], s: &mut Summary) {
     }
 }
 
+/// Adds the counters of `rest` into `s`, a copy of the first input.
+fn add_counts(rest: &[Input], s: &mut Summary) {
+    for i in rest {
+        let x = &i.summary;
+        s.requests.issued += x.requests.issued;
+        s.requests.completed += x.requests.completed;
+        s.requests.errors += x.requests.errors;
+        s.requests.in_flight += x.requests.in_flight;
+        add_map(&mut s.status, &x.status, |a, b| *a += b);
+        add_map(&mut s.errors, &x.errors, |a, b| *a += b);
+        add_map(&mut s.error_examples, &x.error_examples, |_, _| {});
+        s.bytes.read += x.bytes.read;
+        s.bytes.written += x.bytes.written;
+        s.connections_opened += x.connections_opened;
+        s.reconnects += x.reconnects;
+        s.connections += x.connections;
+        s.threads += x.threads;
+    }
+}
+
+/// The length of the union of the inputs' windows in seconds, the first
+/// start and the last end (unix ns), when every input has its window.
+fn time_window(inputs: &[Input], warnings: &mut Vec<String>) -> (f64, Option<u64>, Option<u64>) {
+    let Some(w) = windows(inputs) else {
+        warnings.push(
+            "some reports have no wall-clock start and end (made before uringfetch recorded \
+             them): req/s is over the longest run instead of the union of the runs"
+                .into(),
+        );
+        let longest = inputs
+            .iter()
+            .map(|i| i.summary.duration_s)
+            .fold(0.0, f64::max);
+        return (longest, None, None);
+    };
+    let earliest = w.iter().map(|x| x.0).min();
+    let latest = w.iter().map(|x| x.1).max();
+    (union_ns(w) as f64 / 1e9, earliest, latest)
+}
+
 /// Adds up the reports. Call [`check_same_test`] first unless forced.
 pub fn merge(inputs: &[Input]) -> Result<Merged, String> {
     let Some(first) = inputs.first() else {
@@ -378,73 +418,21 @@ pub fn merge(inputs: &[Input]) -> Result<Merged, String> {
     }
     let (latency, connect) = add_histograms(inputs)?;
     let mut warnings = Vec::new();
-    let windows = windows(inputs);
-    let earliest = windows.as_ref().and_then(|w| w.iter().map(|x| x.0).min());
-    let latest = windows.as_ref().and_then(|w| w.iter().map(|x| x.1).max());
-    let duration_s = match &windows {
-        Some(w) => union_ns(w.clone()) as f64 / 1e9,
-        None => {
-            warnings.push(
-                "some reports have no wall-clock start and end (made before uringfetch recorded \
-                 them): req/s is over the longest run instead of the union of the runs"
-                    .into(),
-            );
-            inputs
-                .iter()
-                .map(|i| i.summary.duration_s)
-                .fold(0.0, f64::max)
-        }
-    };
+    let (duration_s, earliest, latest) = time_window(inputs, &mut warnings);
     let mut s = first.summary.clone();
     s.tool = format!("uringfetch {}", env!("CARGO_PKG_VERSION"));
-    let mut req = Requests {
-        issued: 0,
-        completed: 0,
-        errors: 0,
-        in_flight: 0,
-    };
-    let mut bytes = Bytes {
-        read: 0,
-        written: 0,
-    };
-    let (mut status, mut errors, mut examples) =
-        (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
-    let (mut opened, mut reconnects, mut connections, mut threads) = (0, 0, 0, 0);
-    for i in inputs {
-        let x = &i.summary;
-        req.issued += x.requests.issued;
-        req.completed += x.requests.completed;
-        req.errors += x.requests.errors;
-        req.in_flight += x.requests.in_flight;
-        add_map(&mut status, &x.status, |a, b| *a += b);
-        add_map(&mut errors, &x.errors, |a, b| *a += b);
-        add_map(&mut examples, &x.error_examples, |_, _| {});
-        bytes.read += x.bytes.read;
-        bytes.written += x.bytes.written;
-        opened += x.connections_opened;
-        reconnects += x.reconnects;
-        connections += x.connections;
-        threads += x.threads;
-    }
+    add_counts(&inputs[1..], &mut s);
     shared_identity(inputs, &mut s);
     s.mode = add_modes(inputs);
-    s.connections = connections;
-    s.threads = threads;
-    s.success_rate = per(req.completed as f64, req.completed + req.errors);
-    s.resources = add_resources(inputs, req.completed + req.errors);
-    s.requests = req;
-    s.status = status;
-    s.errors = errors;
-    s.error_examples = examples;
+    let (completed, errors) = (s.requests.completed, s.requests.errors);
+    s.success_rate = per(completed as f64, completed + errors);
+    s.resources = add_resources(inputs, completed + errors);
     s.duration_s = duration_s;
     s.rps = if duration_s > 0.0 {
         s.requests.completed as f64 / duration_s
     } else {
         0.0
     };
-    s.bytes = bytes;
-    s.connections_opened = opened;
-    s.reconnects = reconnects;
     s.latency_us = Percentiles::of(&latency);
     s.connect_us = Percentiles::of(&connect);
     s.per_second = add_per_second(inputs, earliest);

@@ -73,6 +73,50 @@ fn merge_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
     wait_limited(&mut child, LIMIT, "merge")
 }
 
+/// The merged report is the sum of the reports, its percentiles those of
+/// all their samples together, its req/s over the union of their windows.
+fn assert_merge_adds_up(reports: &[Value], m: &Value) {
+    let sum = |path: &str| reports.iter().map(|r| n(r, path)).sum::<u64>();
+    for path in [
+        "/requests/issued",
+        "/requests/completed",
+        "/requests/errors",
+        "/requests/in_flight",
+        "/status/200",
+        "/bytes/read",
+        "/bytes/written",
+        "/connections_opened",
+        "/connect_us/count",
+    ] {
+        assert_eq!(n(m, path), sum(path), "{path}");
+    }
+    assert_eq!(n(m, "/requests/completed"), 6000);
+    assert_eq!(n(m, "/connections"), 12);
+
+    // The merged percentiles are those of all samples together.
+    let mut all = hdr(&reports[0], "latency_us");
+    for r in &reports[1..] {
+        all.add(hdr(r, "latency_us")).unwrap();
+    }
+    assert_eq!(hdr(m, "latency_us"), all);
+    assert_eq!(n(m, "/latency_us/count"), all.len());
+    assert_eq!(n(m, "/latency_us/p50"), all.value_at_quantile(0.50));
+    assert_eq!(n(m, "/latency_us/p99"), all.value_at_quantile(0.99));
+    assert_eq!(n(m, "/latency_us/max"), all.max());
+
+    // req/s over the union of the (overlapping) windows: first start to last end.
+    let first = n(m, "/started_at_unix_ns");
+    let last = n(m, "/ended_at_unix_ns");
+    let starts = reports.iter().map(|r| n(r, "/started_at_unix_ns"));
+    assert_eq!(Some(first), starts.min());
+    let window = (last - first) as f64 / 1e9;
+    let rps = m["rps"].as_f64().unwrap();
+    assert!(
+        (rps - 6000.0 / window).abs() < 1e-6 * rps,
+        "{rps} vs {window}"
+    );
+}
+
 #[test]
 fn four_clients_start_together_and_merge_exactly() {
     let server = demo_server(Duration::ZERO);
@@ -127,44 +171,7 @@ fn four_clients_start_together_and_merge_exactly() {
     let m: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_counts_add_up(&m);
 
-    let sum = |path: &str| reports.iter().map(|r| n(r, path)).sum::<u64>();
-    for path in [
-        "/requests/issued",
-        "/requests/completed",
-        "/requests/errors",
-        "/requests/in_flight",
-        "/status/200",
-        "/bytes/read",
-        "/bytes/written",
-        "/connections_opened",
-        "/connect_us/count",
-    ] {
-        assert_eq!(n(&m, path), sum(path), "{path}");
-    }
-    assert_eq!(n(&m, "/requests/completed"), 6000);
-    assert_eq!(n(&m, "/connections"), 12);
-
-    // The merged percentiles are those of all samples together.
-    let mut all = hdr(&reports[0], "latency_us");
-    for r in &reports[1..] {
-        all.add(hdr(r, "latency_us")).unwrap();
-    }
-    assert_eq!(hdr(&m, "latency_us"), all);
-    assert_eq!(n(&m, "/latency_us/count"), all.len());
-    assert_eq!(n(&m, "/latency_us/p50"), all.value_at_quantile(0.50));
-    assert_eq!(n(&m, "/latency_us/p99"), all.value_at_quantile(0.99));
-    assert_eq!(n(&m, "/latency_us/max"), all.max());
-
-    // req/s over the union of the (overlapping) windows: first start to last end.
-    let first = n(&m, "/started_at_unix_ns");
-    let last = n(&m, "/ended_at_unix_ns");
-    assert_eq!(first, *starts.iter().min().unwrap());
-    let window = (last - first) as f64 / 1e9;
-    let rps = m["rps"].as_f64().unwrap();
-    assert!(
-        (rps - 6000.0 / window).abs() < 1e-6 * rps,
-        "{rps} vs {window}"
-    );
+    assert_merge_adds_up(&reports, &m);
     assert_eq!(m["merged_from"].as_array().unwrap().len(), 4);
     assert_eq!(m["run_id"], "it-merge");
     assert_eq!(m["labels"]["zone"], "lo");
@@ -239,4 +246,33 @@ fn a_start_time_in_the_past_is_refused() {
         LIMIT,
     );
     assert_eq!(out.status.code(), Some(2), "a usage error");
+}
+
+#[test]
+fn ctrl_c_while_waiting_for_the_start_sends_nothing() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_uringfetch"))
+        .args([
+            "load",
+            "--start-at",
+            "+30s",
+            "-n",
+            "1",
+            "http://127.0.0.1:9/",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: sending a signal to our own child, whose pid we hold.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = wait_limited(&mut child, Duration::from_secs(5), "load after SIGINT");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no request was sent"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty());
 }
