@@ -21,3 +21,4 @@ pub mod runner;
 pub mod server;
 pub mod stats;
 pub mod target;
+pub mod wallclock;

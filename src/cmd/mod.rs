@@ -5,6 +5,7 @@ pub mod compare;
 pub mod demo;
 pub mod get;
 pub mod load;
+pub mod merge;
 pub mod serve;
 
 use crate::cli::{Cli, Command};
@@ -17,6 +18,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve(args) => serve::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Merge(args) => merge::run(args),
     }
 }
 

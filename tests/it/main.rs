@@ -4,4 +4,5 @@
 mod backends;
 mod get;
 mod load;
+mod merge;
 mod support;
