@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod demo;
+pub mod doctor;
 pub mod get;
 pub mod load;
 pub mod serve;
@@ -17,6 +18,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve(args) => serve::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Doctor(args) => doctor::run(args),
     }
 }
 

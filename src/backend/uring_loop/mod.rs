@@ -129,21 +129,9 @@ impl<'a> Loop<'a> {
     fn new(ctx: &'a WorkerCtx, collect: bool) -> Result<Self, FetchError> {
         let n = ctx.connections.max(1);
         let entries = (n * 4).next_power_of_two().clamp(64, 16384) as u32;
-        let (ring, features) = ring::build(entries, ctx.conn.uring_profile)
+        let count = (n * 2).next_power_of_two().clamp(64, 4096) as u16;
+        let (ring, features, bufs) = ring::setup(entries, ctx.conn.uring_profile, count, BUF_SIZE)
             .map_err(|e| FetchError::uring_setup(&e))?;
-        let mut features = features;
-        let bufs = if features.multishot_recv {
-            let count = (n * 2).next_power_of_two().clamp(64, 4096) as u16;
-            match BufRing::new(&ring, count, BUF_SIZE, 0) {
-                Ok(b) => Some(b),
-                Err(_) => {
-                    features.multishot_recv = false;
-                    None
-                }
-            }
-        } else {
-            None
-        };
         let pipeline = ctx.conn.pipeline.max(1);
         let pipelined = if pipeline > 1 {
             ctx.targets
