@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::backend::BackendKind;
 use crate::backend::uring_loop::ring::{self, Features, Profile};
 
-pub use text::render;
+pub use text::{render, render_head};
 
 /// The running kernel.
 #[derive(Debug, Clone, Serialize)]

@@ -25,13 +25,21 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 
 /// Renders the report for people.
 pub fn render(r: &Report) -> String {
+    let mut s = render_head(r);
+    tables(r, &mut s);
+    s
+}
+
+/// The kernel and io_uring lines, with the fix when io_uring is refused.
+pub fn render_head(r: &Report) -> String {
     let mut s = String::new();
     let k = &r.kernel;
     let _ = writeln!(s, "kernel      {} ({})", k.release, k.machine);
     let u = &r.io_uring;
     let gates = format!(
         "kernel.io_uring_disabled={}, seccomp={}",
-        opt(u.io_uring_disabled),
+        u.io_uring_disabled
+            .map_or("n/a".to_string(), |v| v.to_string()),
         match u.seccomp {
             Some(0) => "none",
             Some(1) => "strict",
@@ -57,6 +65,11 @@ pub fn render(r: &Report) -> String {
             );
         }
     }
+    s
+}
+
+/// The capability, backend and limit tables.
+fn tables(r: &Report, s: &mut String) {
     let _ = writeln!(s);
     let _ = writeln!(
         s,
@@ -117,5 +130,4 @@ pub fn render(r: &Report) -> String {
     for a in &l.advice {
         let _ = writeln!(s, "  advice: {a}");
     }
-    s
 }
