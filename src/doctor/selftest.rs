@@ -254,10 +254,9 @@ pub fn render(t: &SelfTest) -> String {
         let what = match l.verdict {
             Verdict::Pass => format!("pass  {:.0} req/s", l.rps.unwrap_or(0.0)),
             Verdict::Fail => format!("FAIL  {}", l.reason.as_deref().unwrap_or("")),
-            Verdict::Unsupported => format!(
-                "unsupported by this kernel: {}",
-                l.reason.as_deref().unwrap_or("")
-            ),
+            Verdict::Unsupported => {
+                format!("unsupported here: {}", l.reason.as_deref().unwrap_or(""))
+            }
         };
         s.push_str(&format!(
             "{:<12} {:<8} {what}\n",
