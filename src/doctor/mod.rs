@@ -164,68 +164,66 @@ fn missing(caps: &[probe::Capability], needed: &[&str]) -> Vec<&'static str> {
         .collect()
 }
 
+/// An io_uring backend's profile: unavailable if the ring cannot be set
+/// up or the kernel lacks one of `needed`, else what `runs_with` says.
+fn uring_profile(
+    backend: BackendKind,
+    profile: &'static str,
+    status: &probe::UringStatus,
+    lacking: Vec<&'static str>,
+    runs_with: impl FnOnce() -> Result<(String, Option<Features>), String>,
+) -> BackendProfile {
+    let result = match &status.cause {
+        Some(c) => Err(format!("io_uring: {}", c.why)),
+        None if !lacking.is_empty() => Err(format!("the kernel lacks {}", lacking.join(", "))),
+        None => runs_with(),
+    };
+    let available = result.is_ok();
+    let (runs_with, features) = result.unwrap_or_else(|why| (why, None));
+    BackendProfile {
+        backend,
+        profile,
+        available,
+        runs_with,
+        features,
+    }
+}
+
 fn backend_profiles(
     status: &probe::UringStatus,
     caps: &[probe::Capability],
 ) -> Vec<BackendProfile> {
-    let unavailable = |backend, profile, why: String| BackendProfile {
-        backend,
-        profile,
-        available: false,
-        runs_with: why,
-        features: None,
-    };
     let mut out = Vec::new();
-    let setup_failed = status
-        .cause
-        .as_ref()
-        .map(|c| format!("io_uring: {}", c.why));
     for profile in [Profile::Auto, Profile::Linux510] {
-        let name = profile_name(BackendKind::UringLoop, profile);
         let lacking = missing(caps, &["connect", "send", "recv", "timeout"]);
-        out.push(match (&setup_failed, uring_loop(profile)) {
-            (Some(why), _) => unavailable(BackendKind::UringLoop, name, why.clone()),
-            (None, _) if !lacking.is_empty() => unavailable(
-                BackendKind::UringLoop,
-                name,
-                format!("the kernel lacks {}", lacking.join(", ")),
-            ),
-            (None, Ok(f)) => BackendProfile {
-                backend: BackendKind::UringLoop,
-                profile: name,
-                available: true,
-                runs_with: describe(&f),
-                features: Some(f),
-            },
-            (None, Err(e)) => unavailable(BackendKind::UringLoop, name, e),
-        });
+        let name = profile_name(BackendKind::UringLoop, profile);
+        out.push(uring_profile(
+            BackendKind::UringLoop,
+            name,
+            status,
+            lacking,
+            || uring_loop(profile).map(|f| (describe(&f), Some(f))),
+        ));
     }
     let lacking = missing(caps, &["connect", "read", "write", "close"]);
-    out.push(match &setup_failed {
-        Some(why) => unavailable(BackendKind::UringAsync, "default", why.clone()),
-        None if !lacking.is_empty() => unavailable(
-            BackendKind::UringAsync,
-            "default",
-            format!("the kernel lacks {}", lacking.join(", ")),
-        ),
-        None => {
-            let fast_poll = caps.iter().any(|c| c.name == "fast poll" && c.supported);
-            BackendProfile {
-                backend: BackendKind::UringAsync,
-                profile: "default",
-                available: true,
-                runs_with: format!(
-                    "tokio-uring: connect, read, write, close ops, no setup flags{}",
-                    if fast_poll {
-                        ""
-                    } else {
-                        "; no fast poll, so socket reads wait in io-wq threads"
-                    }
-                ),
-                features: None,
-            }
-        }
-    });
+    let fast_poll = caps.iter().any(|c| c.name == "fast poll" && c.supported);
+    out.push(uring_profile(
+        BackendKind::UringAsync,
+        "default",
+        status,
+        lacking,
+        || {
+            let slow = if fast_poll {
+                ""
+            } else {
+                "; no fast poll, so socket reads wait in io-wq threads"
+            };
+            Ok((
+                format!("tokio-uring: connect, read, write, close ops, no setup flags{slow}"),
+                None,
+            ))
+        },
+    ));
     for (backend, how) in [
         (BackendKind::EpollLoop, "mio event loop on epoll"),
         (BackendKind::EpollAsync, "tokio tasks on epoll"),
