@@ -84,9 +84,15 @@ fn advise(l: &Limits, kernel: (u32, u32)) -> Vec<String> {
     }) = l.nofile
         && soft < 20_000
     {
-        let raise = hard.map_or("unlimited".to_string(), |h| h.min(1 << 20).to_string());
+        let how = match hard {
+            Some(h) if h <= soft => "raise the hard limit too (as root: `ulimit -n 100000`, \
+                                      nofile in /etc/security/limits.conf, LimitNOFILE= for a unit)"
+                .to_string(),
+            Some(h) => format!("raise with `ulimit -n {}`", h.min(1 << 20)),
+            None => "raise with `ulimit -n 100000`".to_string(),
+        };
         out.push(format!(
-            "open files: -c is capped near {} (half that with a local server); raise with `ulimit -n {raise}`",
+            "open files: -c is capped near {} (half that with a local server); {how}",
             soft.saturating_sub(64)
         ));
     }
