@@ -32,6 +32,9 @@ pub enum Command {
     Compare(CompareArgs),
     /// Add up the JSON reports of runs of one test on several clients, exactly.
     Merge(MergeArgs),
+    /// What this kernel and machine let uringfetch do: io_uring support and
+    /// profiles, limits; --self-test runs every backend on loopback.
+    Doctor(DoctorArgs),
 }
 
 /// `2s`, `150ms`, `1m`, or a plain number of seconds (`0.5`).
@@ -246,6 +249,20 @@ pub struct DemoArgs {
     /// I/O model for the concurrent part.
     #[arg(long, value_enum, default_value_t = BackendKind::UringLoop)]
     pub backend: BackendKind,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Also run a short get and a bounded load on every backend (and the
+    /// 5.10 profile) against the demo server on loopback.
+    #[arg(long)]
+    pub self_test: bool,
+    /// Requests per self-test load.
+    #[arg(long, value_name = "N", default_value_t = 400, requires = "self_test")]
+    pub requests: u64,
+    /// Report format (json: the report, and with --self-test the results).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[cfg(test)]

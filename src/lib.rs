@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod cli;
 pub mod cmd;
+pub mod doctor;
 pub mod error;
 pub mod http;
 pub mod plan;

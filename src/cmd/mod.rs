@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod demo;
+pub mod doctor;
 pub mod get;
 pub mod load;
 pub mod merge;
@@ -19,6 +20,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Demo(args) => demo::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Merge(args) => merge::run(args),
+        Command::Doctor(args) => doctor::run(args),
     }
 }
 

@@ -138,22 +138,12 @@ impl<'a> Loop<'a> {
     fn new(ctx: &'a WorkerCtx, collect: bool) -> Result<Self, FetchError> {
         let n = ctx.connections.max(1);
         let entries = (n * 4).next_power_of_two().clamp(64, 16384) as u32;
-        let (ring, features) = ring::build(entries, ctx.conn.uring_profile)
+        // Provided buffers are small with many connections: each buffer the
+        // kernel fills is resident, and C10K responses are small.
+        let count = (n * 2).next_power_of_two().clamp(64, 1024) as u16;
+        let size = if n > 256 { SMALL_BUF_SIZE } else { BUF_SIZE };
+        let (ring, features, bufs) = ring::setup(entries, ctx.conn.uring_profile, count, size)
             .map_err(|e| FetchError::uring_setup(&e))?;
-        let mut features = features;
-        let bufs = if features.multishot_recv {
-            let count = (n * 2).next_power_of_two().clamp(64, 1024) as u16;
-            let size = if n > 256 { SMALL_BUF_SIZE } else { BUF_SIZE };
-            match BufRing::new(&ring, count, size, 0) {
-                Ok(b) => Some(b),
-                Err(_) => {
-                    features.multishot_recv = false;
-                    None
-                }
-            }
-        } else {
-            None
-        };
         let pipeline = ctx.conn.pipeline.max(1);
         let pipelined = if pipeline > 1 {
             ctx.targets
