@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::backend::BackendKind;
+use crate::backend::uring_loop::ring::Profile;
 
 /// An HTTP fetcher and load generator whose network I/O runs on Linux io_uring.
 #[derive(Debug, Parser)]
@@ -59,6 +60,9 @@ pub struct RequestArgs {
     /// Give up on a connection attempt after this long.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub connect_timeout: Duration,
+    /// io_uring features for --backend uring-loop: probe the kernel, or force Linux 5.10's.
+    #[arg(long, value_enum, default_value_t = Profile::Auto)]
+    pub uring_profile: Profile,
 }
 
 #[derive(Debug, Args)]
@@ -82,7 +86,7 @@ pub struct GetArgs {
     #[arg(short = 'd', long = "data", value_name = "BODY")]
     pub data: Option<String>,
     /// I/O model for the concurrent fetch.
-    #[arg(long, value_enum, default_value_t = BackendKind::UringAsync)]
+    #[arg(long, value_enum, default_value_t = BackendKind::UringLoop)]
     pub backend: BackendKind,
     #[command(flatten)]
     pub request: RequestArgs,
@@ -153,6 +157,9 @@ pub struct LoadArgs {
     /// Open a new connection for every request.
     #[arg(long)]
     pub disable_keepalive: bool,
+    /// Write this many requests at once on each connection (HTTP pipelining; uring-loop).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub pipeline: usize,
     /// Source addresses to spread connections over: `127.0.0.2`, `127.0.0.2-127.0.0.9` or a comma list.
     #[arg(long, value_name = "ADDRS")]
     pub bind: Option<String>,
@@ -163,7 +170,7 @@ pub struct LoadArgs {
     #[arg(long)]
     pub no_progress: bool,
     /// I/O model to run on.
-    #[arg(long, value_enum, default_value_t = BackendKind::UringAsync)]
+    #[arg(long, value_enum, default_value_t = BackendKind::UringLoop)]
     pub backend: BackendKind,
     #[command(flatten)]
     pub request: RequestArgs,
@@ -197,7 +204,7 @@ pub struct DemoArgs {
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub delay: Duration,
     /// I/O model for the concurrent part.
-    #[arg(long, value_enum, default_value_t = BackendKind::UringAsync)]
+    #[arg(long, value_enum, default_value_t = BackendKind::UringLoop)]
     pub backend: BackendKind,
 }
 

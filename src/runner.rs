@@ -170,7 +170,11 @@ pub fn run(
             }
         }
     }
-    let elapsed = start.elapsed();
+    // The run ends with its last request; tearing connections down after
+    // that is cleanup, not run time.
+    let elapsed = merged
+        .finished
+        .map_or_else(|| start.elapsed(), |f| f.saturating_duration_since(start));
     std::thread::spawn(move || drop(counters));
     if let Some(e) = failure {
         return Err(e);

@@ -5,8 +5,14 @@
 //! the encoded targets; it returns the [`Recorder`] it filled. It never
 //! decides when to stop, how fast to go, how to parse HTTP or how to count.
 
+pub mod epoll_async;
+pub mod epoll_loop;
 pub mod threads;
 pub mod uring_async;
+pub mod uring_loop;
+
+#[cfg(test)]
+mod tests;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -23,22 +29,40 @@ use crate::target::Target;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendKind {
+    /// Completion model: a hand-written loop on the io-uring crate, batched, multishot.
+    UringLoop,
     /// Completion model: tokio-uring futures (connect, send, recv through io_uring).
     UringAsync,
+    /// Readiness model, futures: tokio's epoll reactor, one task per connection.
+    EpollAsync,
+    /// Readiness model, hand-written: a mio event loop with per-connection state machines.
+    EpollLoop,
+    /// Blocking model: std::net, one OS thread per connection.
+    Threads,
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 1] = [BackendKind::UringAsync];
+    pub const ALL: [BackendKind; 5] = [
+        BackendKind::UringLoop,
+        BackendKind::UringAsync,
+        BackendKind::EpollLoop,
+        BackendKind::EpollAsync,
+        BackendKind::Threads,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
+            BackendKind::UringLoop => "uring-loop",
             BackendKind::UringAsync => "uring-async",
+            BackendKind::EpollAsync => "epoll-async",
+            BackendKind::EpollLoop => "epoll-loop",
+            BackendKind::Threads => "threads",
         }
     }
 
     /// Whether this backend needs io_uring from the kernel.
     pub fn uses_io_uring(self) -> bool {
-        matches!(self, BackendKind::UringAsync)
+        matches!(self, BackendKind::UringAsync | BackendKind::UringLoop)
     }
 }
 
@@ -58,6 +82,10 @@ pub struct ConnOptions {
     pub keep_alive: bool,
     /// Source addresses to spread connections over (`--bind`); empty: the kernel picks.
     pub bind: Vec<IpAddr>,
+    /// Requests written at once per connection (`--pipeline`, uring-loop only).
+    pub pipeline: usize,
+    /// io_uring feature set for `uring-loop` (`--uring-profile`).
+    pub uring_profile: uring_loop::ring::Profile,
 }
 
 impl Default for ConnOptions {
@@ -67,6 +95,8 @@ impl Default for ConnOptions {
             connect_timeout: Some(Duration::from_secs(10)),
             keep_alive: true,
             bind: Vec::new(),
+            pipeline: 1,
+            uring_profile: uring_loop::ring::Profile::Auto,
         }
     }
 }
@@ -134,6 +164,8 @@ impl WorkerCtx {
     /// Every backend calls this exactly once, after its setup (ring,
     /// runtime, threads) and before its first ticket, whether the setup
     /// worked or not: the run's clock starts when every worker is ready.
+    /// Nothing may ask the plan for its start (or a ticket) before this
+    /// returns, or the clock would start during setup.
     pub fn ready(&self) {
         self.gate.ready_and_wait();
     }
@@ -157,7 +189,11 @@ pub struct Fetched {
 /// Runs one load worker to completion on the chosen backend.
 pub fn run_worker(kind: BackendKind, ctx: WorkerCtx) -> Result<Recorder, FetchError> {
     match kind {
+        BackendKind::UringLoop => uring_loop::run_worker(ctx),
         BackendKind::UringAsync => uring_async::run_worker(ctx),
+        BackendKind::EpollAsync => epoll_async::run_worker(ctx),
+        BackendKind::EpollLoop => epoll_loop::run_worker(ctx),
+        BackendKind::Threads => threads::run_worker(ctx),
     }
 }
 
@@ -168,8 +204,22 @@ pub fn fetch_all(
     conn: &ConnOptions,
 ) -> Result<Vec<Result<Fetched, FetchError>>, FetchError> {
     match kind {
+        BackendKind::UringLoop => uring_loop::fetch_all(targets, conn),
         BackendKind::UringAsync => uring_async::fetch_all(targets, conn),
+        BackendKind::EpollAsync => epoll_async::fetch_all(targets, conn),
+        BackendKind::EpollLoop => epoll_loop::fetch_all(targets, conn),
+        BackendKind::Threads => Ok(threads::fetch_all(targets, conn)),
     }
+}
+
+/// The error `get` reports for a response followed by bytes it did not frame.
+pub(crate) fn trailing_error(peer: SocketAddr, trailing: usize) -> FetchError {
+    FetchError::new(
+        crate::error::ErrorKind::BadResponse,
+        format!(
+            "bad response from {peer}: {trailing} bytes after the end of the response (body longer than its Content-Length?)"
+        ),
+    )
 }
 
 /// A TCP socket for `peer`, bound to source address `ip` with the port left

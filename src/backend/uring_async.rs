@@ -382,6 +382,7 @@ pub fn run_worker(ctx: WorkerCtx) -> Result<Recorder, FetchError> {
             let _ = t.await;
         }
         watcher.abort();
+        w.rec.borrow_mut().finished = Some(Instant::now());
         Ok(w.rec.replace(Recorder::new(start)))
     })
 }

@@ -91,6 +91,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
         connect_timeout: Some(args.request.connect_timeout),
         keep_alive: true,
         bind: Vec::new(),
+        pipeline: 1,
+        uring_profile: args.request.uring_profile,
     });
     let mut groups = Vec::new();
     let mut first = true;
@@ -127,11 +129,11 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
     match args.output {
         OutputFormat::Json => {
             let all: Vec<&Summary> = groups.iter().flat_map(|(_, r)| r).collect();
-            println!("{}", serde_json::to_string_pretty(&all)?);
+            super::emit(&(serde_json::to_string_pretty(&all)? + "\n"));
         }
         _ => {
             for (label, rows) in &groups {
-                print!("{}", table::render(label, rows));
+                super::emit(&table::render(label, rows));
             }
         }
     }

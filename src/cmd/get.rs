@@ -49,6 +49,8 @@ pub fn run(args: GetArgs) -> anyhow::Result<i32> {
         connect_timeout: Some(args.request.connect_timeout),
         keep_alive: false,
         bind: Vec::new(),
+        pipeline: 1,
+        uring_profile: args.request.uring_profile,
     };
     let started = Instant::now();
     // Bad URLs are reported in place; the good ones are still fetched.

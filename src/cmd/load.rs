@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::backend::{ConnOptions, Live};
+use crate::backend::{BackendKind, ConnOptions, Live};
 use crate::cli::{LoadArgs, OutputFormat};
 use crate::http::Version;
 use crate::plan::{Plan, Rate, Stop};
@@ -144,6 +144,17 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
     }
     let (stop, rate) = stop_and_rate(args.requests, args.duration, args.rate, 200)?;
     runner::check_fd_limit(args.connections).map_err(anyhow::Error::msg)?;
+    if args.pipeline == 0 {
+        bail!("--pipeline must be at least 1");
+    }
+    if args.pipeline > 1 {
+        if args.backend != BackendKind::UringLoop {
+            bail!("--pipeline is implemented by --backend uring-loop only");
+        }
+        if targets.len() > 1 || args.rate.is_some() || args.disable_keepalive {
+            bail!("--pipeline works with one URL, a closed loop (no -q) and keep-alive");
+        }
+    }
     let bind = args
         .bind
         .as_deref()
@@ -162,6 +173,8 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
             connect_timeout: Some(args.request.connect_timeout),
             keep_alive: !args.disable_keepalive,
             bind,
+            pipeline: args.pipeline,
+            uring_profile: args.request.uring_profile,
         }),
     })
 }
@@ -250,9 +263,9 @@ pub fn run(args: LoadArgs) -> anyhow::Result<i32> {
     let outcome = run_config(&config, progress)?;
     let summary = Summary::new(&outcome, &args.method);
     match args.output {
-        OutputFormat::Text => print!("{}", text::render(&summary, &outcome.recorder.latency)),
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
-        OutputFormat::Csv => print!("{}", summary.to_csv()),
+        OutputFormat::Text => super::emit(&text::render(&summary, &outcome.recorder.latency)),
+        OutputFormat::Json => super::emit(&(serde_json::to_string_pretty(&summary)? + "\n")),
+        OutputFormat::Csv => super::emit(&summary.to_csv()),
     }
     Ok(0)
 }

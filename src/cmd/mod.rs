@@ -19,3 +19,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Compare(args) => compare::run(args),
     }
 }
+
+/// Writes a report to stdout. A reader that went away (`| head`) is not an
+/// error worth a panic: the rest of the report is simply dropped.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}

@@ -16,21 +16,25 @@ fn n(v: &Value, path: &str) -> u64 {
         .unwrap_or_else(|| panic!("{path} in {v}"))
 }
 
-fn load(backend: &str, args: &[&str]) -> Value {
-    let mut all = vec!["--backend", backend];
+/// `b` is the backend's arguments: `--backend NAME` and any options of its own.
+fn load(b: &[&str], args: &[&str]) -> Value {
+    let mut all = b.to_vec();
     all.extend_from_slice(args);
     let v = load_json(&all);
-    assert_eq!(v["backend"], backend);
+    assert_eq!(v["backend"], b[1]);
     assert_counts_add_up(&v);
     v
 }
 
-pub fn get_fetches_concurrently(backend: &str) {
+pub fn get_fetches_concurrently(b: &[&str]) {
     let server = demo_server(Duration::from_millis(300));
     let bar = format!("http://{}/bar", server.addr);
     let foo_url = format!("http://{}/foo", server.addr);
     let t = Instant::now();
-    let out = uringfetch(&["get", "--backend", backend, &bar, &foo_url], LIMIT);
+    let out = uringfetch(
+        &[&["get"], b, &[bar.as_str(), foo_url.as_str()]].concat(),
+        LIMIT,
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "<h1>bar!</h1><h1>foo!</h1>");
     assert!(
@@ -41,16 +45,16 @@ pub fn get_fetches_concurrently(backend: &str) {
     server.shutdown();
 }
 
-pub fn get_reads_close_delimited_http10(backend: &str) {
+pub fn get_reads_close_delimited_http10(b: &[&str]) {
     let py = python_http_server();
     let url = format!("http://{}/", py.addr);
-    let out = uringfetch(&["get", "--backend", backend, &url], LIMIT);
+    let out = uringfetch(&[&["get"], b, &[url.as_str()]].concat(), LIMIT);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(out.stdout, curl(&url, false));
 }
 
-pub fn get_reports_refused(backend: &str) {
-    let out = uringfetch(&["get", "--backend", backend, "http://127.0.0.1:9/"], LIMIT);
+pub fn get_reports_refused(b: &[&str]) {
+    let out = uringfetch(&[&["get"], b, &["http://127.0.0.1:9/"]].concat(), LIMIT);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("connection refused: 127.0.0.1:9"),
@@ -59,10 +63,10 @@ pub fn get_reports_refused(backend: &str) {
     );
 }
 
-pub fn keepalive_reuses_connections(backend: &str) {
+pub fn keepalive_reuses_connections(b: &[&str]) {
     let server = demo_server(Duration::ZERO);
     let v = load(
-        backend,
+        b,
         &[
             "-n",
             "2000",
@@ -77,10 +81,10 @@ pub fn keepalive_reuses_connections(backend: &str) {
     server.shutdown();
 }
 
-pub fn server_close_is_reconnected(backend: &str) {
+pub fn server_close_is_reconnected(b: &[&str]) {
     let server = demo_server(Duration::ZERO);
     let v = load(
-        backend,
+        b,
         &[
             "-n",
             "200",
@@ -95,12 +99,12 @@ pub fn server_close_is_reconnected(backend: &str) {
     server.shutdown();
 }
 
-pub fn chunked_and_post_bodies(backend: &str) {
+pub fn chunked_and_post_bodies(b: &[&str]) {
     let server = demo_server(Duration::ZERO);
     let chunked = format!("http://{}/chunked/2500", server.addr);
     let bar = format!("http://{}/bar", server.addr);
     let v = load(
-        backend,
+        b,
         &[
             "-n", "300", "-c", "3", "-m", "POST", "-d", "x=1", &chunked, &bar,
         ],
@@ -110,11 +114,11 @@ pub fn chunked_and_post_bodies(backend: &str) {
     server.shutdown();
 }
 
-pub fn disable_keepalive_and_bind(backend: &str) {
+pub fn disable_keepalive_and_bind(b: &[&str]) {
     let server = demo_server(Duration::ZERO);
     let url = format!("http://{}/bar", server.addr);
     let v = load(
-        backend,
+        b,
         &[
             "-n",
             "200",
@@ -131,14 +135,14 @@ pub fn disable_keepalive_and_bind(backend: &str) {
     server.shutdown();
 }
 
-pub fn timeouts_are_counted(backend: &str) {
+pub fn timeouts_are_counted(b: &[&str]) {
     let server = RawServer::start(|mut s| {
         let _ = read_head(&mut s);
         std::thread::sleep(Duration::from_secs(3));
     });
     let t = Instant::now();
     let v = load(
-        backend,
+        b,
         &["-n", "4", "-c", "2", "--timeout", "300ms", &server.url("/")],
     );
     assert_eq!(n(&v, "/errors/timeout"), 4, "{v}");
@@ -149,15 +153,15 @@ pub fn timeouts_are_counted(backend: &str) {
     );
 }
 
-pub fn refused_is_counted(backend: &str) {
-    let v = load(backend, &["-n", "20", "-c", "2", "http://127.0.0.1:9/"]);
+pub fn refused_is_counted(b: &[&str]) {
+    let v = load(b, &["-n", "20", "-c", "2", "http://127.0.0.1:9/"]);
     assert_eq!(n(&v, "/errors/refused"), 20);
 }
 
-pub fn open_loop_rate(backend: &str) {
+pub fn open_loop_rate(b: &[&str]) {
     let server = demo_server(Duration::ZERO);
     let v = load(
-        backend,
+        b,
         &[
             "-q",
             "200",
@@ -177,11 +181,11 @@ pub fn open_loop_rate(backend: &str) {
     server.shutdown();
 }
 
-pub fn in_flight_at_deadline(backend: &str) {
+pub fn in_flight_at_deadline(b: &[&str]) {
     let server = demo_server(Duration::from_secs(2));
     let t = Instant::now();
     let v = load(
-        backend,
+        b,
         &[
             "-z",
             "500ms",
@@ -200,36 +204,42 @@ pub fn in_flight_at_deadline(backend: &str) {
     server.shutdown();
 }
 
-pub fn garbage_is_a_bad_response(backend: &str) {
+pub fn garbage_is_a_bad_response(b: &[&str]) {
     let server = RawServer::start(|mut s| {
         while read_head(&mut s).is_some() {
             send(&mut s, b"HTTP/1.1 200 OK\r\nContent-Length: zz\r\n\r\n");
         }
     });
-    let v = load(backend, &["-n", "10", "-c", "2", &server.url("/")]);
+    let v = load(b, &["-n", "10", "-c", "2", &server.url("/")]);
     assert_eq!(n(&v, "/errors/bad_response"), 10, "{v}");
 }
 
 /// Generates one test module per backend with every scenario above.
 macro_rules! backend_suite {
-    ($($module:ident => $name:literal),* $(,)?) => {$(
+    ($($module:ident => [$($arg:literal),+]),* $(,)?) => {$(
         mod $module {
-            #[test] fn get_fetches_concurrently() { super::get_fetches_concurrently($name) }
-            #[test] fn get_reads_close_delimited_http10() { super::get_reads_close_delimited_http10($name) }
-            #[test] fn get_reports_refused() { super::get_reports_refused($name) }
-            #[test] fn keepalive_reuses_connections() { super::keepalive_reuses_connections($name) }
-            #[test] fn server_close_is_reconnected() { super::server_close_is_reconnected($name) }
-            #[test] fn chunked_and_post_bodies() { super::chunked_and_post_bodies($name) }
-            #[test] fn disable_keepalive_and_bind() { super::disable_keepalive_and_bind($name) }
-            #[test] fn timeouts_are_counted() { super::timeouts_are_counted($name) }
-            #[test] fn refused_is_counted() { super::refused_is_counted($name) }
-            #[test] fn open_loop_rate() { super::open_loop_rate($name) }
-            #[test] fn in_flight_at_deadline() { super::in_flight_at_deadline($name) }
-            #[test] fn garbage_is_a_bad_response() { super::garbage_is_a_bad_response($name) }
+            const B: &[&str] = &["--backend", $($arg),+];
+            #[test] fn get_fetches_concurrently() { super::get_fetches_concurrently(B) }
+            #[test] fn get_reads_close_delimited_http10() { super::get_reads_close_delimited_http10(B) }
+            #[test] fn get_reports_refused() { super::get_reports_refused(B) }
+            #[test] fn keepalive_reuses_connections() { super::keepalive_reuses_connections(B) }
+            #[test] fn server_close_is_reconnected() { super::server_close_is_reconnected(B) }
+            #[test] fn chunked_and_post_bodies() { super::chunked_and_post_bodies(B) }
+            #[test] fn disable_keepalive_and_bind() { super::disable_keepalive_and_bind(B) }
+            #[test] fn timeouts_are_counted() { super::timeouts_are_counted(B) }
+            #[test] fn refused_is_counted() { super::refused_is_counted(B) }
+            #[test] fn open_loop_rate() { super::open_loop_rate(B) }
+            #[test] fn in_flight_at_deadline() { super::in_flight_at_deadline(B) }
+            #[test] fn garbage_is_a_bad_response() { super::garbage_is_a_bad_response(B) }
         }
     )*};
 }
 
 backend_suite! {
-    uring_async => "uring-async",
+    uring_loop => ["uring-loop"],
+    uring_loop_510 => ["uring-loop", "--uring-profile", "5.10"],
+    uring_async => ["uring-async"],
+    epoll_loop => ["epoll-loop"],
+    epoll_async => ["epoll-async"],
+    threads => ["threads"],
 }

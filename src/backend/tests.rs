@@ -1,0 +1,121 @@
+//! Every backend against real sockets on 127.0.0.1: the demo server for
+//! counts that add up, and a server that drops each kept-alive connection
+//! right after its response, for the retry rule.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{BackendKind, ConnOptions, Live, fetch_all};
+use crate::plan::{Rate, Stop};
+use crate::runner::{self, LoadConfig};
+use crate::server::{self, ServeOptions};
+use crate::target::{RequestOptions, Target};
+
+fn target(url: &str) -> Target {
+    Target::new(url, &RequestOptions::default()).expect("test URL")
+}
+
+fn load(kind: BackendKind, url: &str, n: u64, conn: ConnOptions) -> crate::stats::Recorder {
+    let config = LoadConfig {
+        backend: kind,
+        targets: Arc::new(vec![target(url)]),
+        connections: 4,
+        threads: 2,
+        stop: Stop::Count(n),
+        rate: Rate::Closed,
+        conn: Arc::new(conn),
+    };
+    let outcome = runner::run(&config, Arc::new(Live::default()), |_| {}).expect("run");
+    outcome.recorder
+}
+
+/// Answers one request per connection with keep-alive framing, then closes.
+fn one_shot_server() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                std::thread::sleep(Duration::from_millis(2));
+            });
+        }
+    });
+    addr
+}
+
+const NEW: [BackendKind; 3] = [
+    BackendKind::EpollLoop,
+    BackendKind::EpollAsync,
+    BackendKind::Threads,
+];
+
+#[test]
+fn counts_add_up_on_the_demo_server() {
+    let opts = ServeOptions {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        delay: Duration::ZERO,
+        threads: 1,
+        ..ServeOptions::default()
+    };
+    let srv = server::start(opts).expect("demo server");
+    let url = format!("http://{}/bar", srv.addr);
+    for kind in NEW {
+        let r = load(kind, &url, 300, ConnOptions::default());
+        assert_eq!(
+            (r.issued, r.completed(), r.error_count()),
+            (300, 300, 0),
+            "{kind}"
+        );
+        assert_eq!(r.connects, 4, "{kind}");
+        let fetched = fetch_all(kind, &[target(&url), target(&url)], &ConnOptions::default())
+            .expect("fetch_all");
+        for f in fetched {
+            assert_eq!(f.expect("fetch").body, b"<h1>bar!</h1>", "{kind}");
+        }
+    }
+    srv.shutdown();
+}
+
+#[test]
+fn reused_connection_closed_by_the_server_is_retried() {
+    let url = format!("http://{}/", one_shot_server());
+    for kind in NEW {
+        let r = load(kind, &url, 40, ConnOptions::default());
+        assert_eq!(
+            (r.completed(), r.error_count()),
+            (40, 0),
+            "{kind}: {:?}",
+            r.errors
+        );
+        assert_eq!(r.connects, 40, "{kind}");
+    }
+}
+
+#[test]
+fn refused_connections_are_counted() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let url = format!("http://127.0.0.1:{port}/");
+    for kind in NEW {
+        let r = load(kind, &url, 10, ConnOptions::default());
+        assert_eq!(
+            r.errors.get(&crate::error::ErrorKind::Refused),
+            Some(&10),
+            "{kind}"
+        );
+    }
+}

@@ -1,0 +1,536 @@
+//! Completion model by hand: one io_uring per worker thread and a
+//! hand-written completion loop over a fixed slab of connection slots, no
+//! async runtime.
+//!
+//! Each pass of the loop prepares every SQE the previous completions call
+//! for (connects, sends, receives), then makes one `io_uring_enter` that
+//! submits them all and waits for a batch of completions sized to what is in
+//! flight, then drains the whole completion queue. On kernels that have them
+//! it uses `SINGLE_ISSUER|DEFER_TASKRUN`, multishot receives into a provided
+//! buffer ring, `CQE_SKIP_SUCCESS` sends and timed batched waits; each has a
+//! fallback to Linux 5.10 (see [`ring`]).
+//!
+//! Slot index, generation and operation kind travel in `user_data`: a
+//! completion for a connection that was closed (timeout, deadline, server
+//! close) carries an old generation and is never applied to the connection
+//! that now uses the slot.
+
+mod completions;
+pub mod ring;
+mod slot;
+mod wait;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use io_uring::{IoUring, opcode, squeue, types};
+
+use self::ring::{BufRing, Features, OpKind, encode};
+use self::slot::{Slot, State};
+use super::{ConnOptions, Fetched, WorkerCtx};
+use crate::error::{ErrorKind, FetchError};
+use crate::http::Response;
+use crate::plan::Ticket;
+use crate::stats::Recorder;
+use crate::target::Target;
+
+/// Receive buffer size, per provided buffer and per slot in the 5.10 profile.
+const BUF_SIZE: usize = 16 * 1024;
+/// Provided buffers are smaller with many connections: each buffer the
+/// kernel fills is resident, and C10K responses are small.
+const SMALL_BUF_SIZE: usize = 4 * 1024;
+/// New connections started per pass. A connect on loopback runs the whole
+/// handshake inside io_uring_enter; thousands in one enter would hold back
+/// every completion (and request) until the last handshake is done.
+const CONNECTS_PER_PASS: usize = 256;
+/// How often a run without a deadline still looks for Ctrl-C.
+const CANCEL_POLL: Duration = Duration::from_millis(50);
+/// Longest a batched wait holds completions back to gather more.
+const BATCH_WAIT: Duration = Duration::from_micros(500);
+/// Longest the shutdown waits for the kernel to finish cancelled operations.
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
+/// `get`'s results by ticket sequence number; `None` until recorded.
+type Collected = Vec<Option<Result<Fetched, FetchError>>>;
+
+/// A timer: the slot's `timer_stamp` when set; an older stamp is stale.
+type Timer = Reverse<(Instant, usize, u32)>;
+
+/// One worker's ring, slots and counters.
+struct Loop<'a> {
+    ctx: &'a WorkerCtx,
+    ring: IoUring,
+    features: Features,
+    bufs: Option<BufRing>,
+    slots: Vec<Slot>,
+    rec: Recorder,
+    timers: BinaryHeap<Timer>,
+    free: Vec<usize>,
+    /// Requests per connection write (`--pipeline`), 1 without.
+    pipeline: usize,
+    /// The request repeated `pipeline` times, per target.
+    pipelined: Vec<Vec<u8>>,
+    /// Operations submitted whose final completion has not arrived.
+    inflight_ops: usize,
+    /// The plan has no more tickets.
+    exhausted: bool,
+    /// The run is over (deadline or Ctrl-C): nothing new starts.
+    stopping: bool,
+    /// The expiry of the pending TIMEOUT op (5.10 profile), if any.
+    timer_op: Option<Instant>,
+    timespec: types::Timespec,
+    cqes: Vec<(u64, i32, u32)>,
+    /// Completions handled in the last pass (batching only while they flow).
+    last_completions: usize,
+    /// Responses completed by one receive, reused across receives.
+    responses: Vec<Response>,
+    /// `get`: the response of each ticket, by sequence number.
+    collect: Option<Collected>,
+}
+
+/// Runs one load worker on its own ring.
+pub fn run_worker(ctx: WorkerCtx) -> Result<Recorder, FetchError> {
+    let setup = Loop::new(&ctx, false);
+    ctx.ready();
+    let mut lp = setup?;
+    lp.rec = Recorder::new(ctx.plan.start());
+    lp.run();
+    Ok(lp.finish().0)
+}
+
+/// Fetches every target concurrently, one connection each.
+pub fn fetch_all(
+    targets: &[Target],
+    opts: &ConnOptions,
+) -> Result<Vec<Result<Fetched, FetchError>>, FetchError> {
+    use std::sync::Arc;
+    let n = targets.len();
+    let ctx = WorkerCtx {
+        index: 0,
+        connections: n,
+        first_connection: 0,
+        plan: crate::plan::Plan::new(
+            crate::plan::Stop::Count(n as u64),
+            crate::plan::Rate::Closed,
+        ),
+        targets: Arc::new(targets.to_vec()),
+        conn: Arc::new(ConnOptions {
+            pipeline: 1,
+            ..opts.clone()
+        }),
+        live: Arc::default(),
+        gate: Arc::default(),
+    };
+    let mut lp = Loop::new(&ctx, true)?;
+    lp.run();
+    let results = lp.finish().1.unwrap_or_default();
+    Ok(results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| Err(FetchError::new(ErrorKind::Other, "no response recorded")))
+        })
+        .collect())
+}
+
+impl<'a> Loop<'a> {
+    fn new(ctx: &'a WorkerCtx, collect: bool) -> Result<Self, FetchError> {
+        let n = ctx.connections.max(1);
+        let entries = (n * 4).next_power_of_two().clamp(64, 16384) as u32;
+        let (ring, features) = ring::build(entries, ctx.conn.uring_profile)
+            .map_err(|e| FetchError::uring_setup(&e))?;
+        let mut features = features;
+        let bufs = if features.multishot_recv {
+            let count = (n * 2).next_power_of_two().clamp(64, 1024) as u16;
+            let size = if n > 256 { SMALL_BUF_SIZE } else { BUF_SIZE };
+            match BufRing::new(&ring, count, size, 0) {
+                Ok(b) => Some(b),
+                Err(_) => {
+                    features.multishot_recv = false;
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let pipeline = ctx.conn.pipeline.max(1);
+        let pipelined = if pipeline > 1 {
+            ctx.targets
+                .iter()
+                .map(|t| t.request.repeat(pipeline))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let slots = (0..n)
+            .map(|_| Slot::new(collect, if bufs.is_some() { 0 } else { BUF_SIZE }, pipeline))
+            .collect();
+        Ok(Self {
+            ctx,
+            ring,
+            features,
+            bufs,
+            slots,
+            // Replaced once the run starts: the plan's clock must not start during setup.
+            rec: Recorder::new(Instant::now()),
+            timers: BinaryHeap::new(),
+            free: (0..n).rev().collect(),
+            pipeline,
+            pipelined,
+            inflight_ops: 0,
+            exhausted: false,
+            stopping: false,
+            timer_op: None,
+            timespec: types::Timespec::new(),
+            cqes: Vec::with_capacity(1024),
+            responses: Vec::with_capacity(pipeline),
+            last_completions: 0,
+            collect: collect.then(|| (0..n).map(|_| None).collect()),
+        })
+    }
+
+    /// The loop: start work, submit and wait once, handle every completion.
+    fn run(&mut self) {
+        loop {
+            let now = Instant::now();
+            if !self.stopping && self.ctx.plan.is_over(now) {
+                self.stop_all();
+            }
+            self.expire_timers(now);
+            self.start_free_slots(now);
+            if (self.exhausted || self.stopping)
+                && self.slots.iter().all(|s| s.state == State::Free)
+            {
+                break;
+            }
+            if let Err(e) = self.submit_and_wait(now) {
+                // A ring that cannot enter any more: fail what is running.
+                let err = FetchError::new(ErrorKind::Other, format!("io_uring_enter failed: {e}"));
+                for i in 0..self.slots.len() {
+                    if self.slots[i].is_busy() {
+                        self.fail(i, err.clone(), false);
+                    }
+                }
+                self.stopping = true;
+                continue;
+            }
+            self.handle_completions();
+        }
+        self.rec.finished = Some(Instant::now());
+        self.drain();
+    }
+
+    /// Gives every free slot its next ticket (and, pipelined, the ones after),
+    /// opening at most [`CONNECTS_PER_PASS`] new connections.
+    fn start_free_slots(&mut self, now: Instant) {
+        let mut connects = 0;
+        while !self.exhausted && !self.stopping {
+            let Some(&i) = self.free.last() else { break };
+            if self.slots[i].fd < 0 {
+                if connects == CONNECTS_PER_PASS {
+                    break;
+                }
+                connects += 1;
+            }
+            let Some(ticket) = self.ctx.plan.next_ticket() else {
+                self.exhausted = true;
+                break;
+            };
+            self.free.pop();
+            if ticket.intended > now {
+                let s = &mut self.slots[i];
+                s.state = State::Scheduled;
+                s.tickets.push_back(ticket);
+                self.push_timer(ticket.intended, i);
+            } else {
+                self.begin(i, ticket, now);
+            }
+        }
+    }
+
+    /// Issues a ticket's request on slot `i`, connecting first if needed.
+    fn begin(&mut self, i: usize, ticket: Ticket, now: Instant) {
+        let s = &mut self.slots[i];
+        s.tickets.clear();
+        s.tickets.push_back(ticket);
+        while s.tickets.len() < self.pipeline {
+            match self.ctx.plan.next_ticket() {
+                Some(t) => s.tickets.push_back(t),
+                None => {
+                    self.exhausted = true;
+                    break;
+                }
+            }
+        }
+        for _ in 0..s.tickets.len() {
+            self.rec.issue();
+        }
+        s.retried = false;
+        let target = self.ctx.target(ticket.seq);
+        s.target = (ticket.seq % self.ctx.targets.len() as u64) as usize;
+        s.deadline = self.ctx.conn.timeout.map(|t| (now + t, false));
+        let reuse = s.fd >= 0 && s.peer == Some(target.addr);
+        if reuse {
+            self.send(i, now);
+        } else {
+            self.connect(i, now);
+        }
+        self.arm_deadline(i);
+    }
+
+    /// Sets the slot's timer to its earliest deadline.
+    fn arm_deadline(&mut self, i: usize) {
+        if let Some((at, _)) = self.slots[i].deadline {
+            self.push_timer(at, i);
+        }
+    }
+
+    /// Makes `at` slot `i`'s only live timer. Replaced timers stay in the
+    /// heap until they come due, so the heap is compacted once it holds
+    /// more than twice as many entries as there are slots: memory stays
+    /// constant in the number of requests.
+    fn push_timer(&mut self, at: Instant, i: usize) {
+        let stamp = self.slots[i].new_timer();
+        self.timers.push(Reverse((at, i, stamp)));
+        if self.timers.len() > 2 * self.slots.len() + 64 {
+            let slots = &self.slots;
+            self.timers
+                .retain(|&Reverse((_, j, st))| slots.get(j).is_some_and(|s| s.timer_stamp == st));
+        }
+    }
+
+    /// Opens a connection for slot `i` and queues its CONNECT.
+    fn connect(&mut self, i: usize, now: Instant) {
+        self.close(i);
+        let addr = self.ctx.targets[self.slots[i].target].addr;
+        let bind = self.ctx.bind_addr(i);
+        let fd = match slot::open_socket(addr, bind) {
+            Ok(fd) => fd,
+            Err(e) => return self.fail(i, FetchError::connect(&e, addr), false),
+        };
+        let connect_deadline = self.ctx.conn.connect_timeout.map(|t| now + t);
+        let s = &mut self.slots[i];
+        s.fd = fd;
+        s.peer = Some(addr);
+        s.sockaddr = socket2::SockAddr::from(addr);
+        s.served = 0;
+        s.connect_started = now;
+        s.state = State::Connecting;
+        if let Some(c) = connect_deadline
+            && s.deadline.is_none_or(|(d, _)| c < d)
+        {
+            s.deadline = Some((c, true));
+        }
+        let entry = opcode::Connect::new(types::Fd(fd), s.sockaddr.as_ptr(), s.sockaddr.len())
+            .build()
+            .user_data(encode(i, s.generation, OpKind::Connect));
+        self.push(entry, true);
+    }
+
+    /// The bytes of the slot's current write: the request, or its
+    /// pipelined copies, one per awaited ticket.
+    fn request_bytes(&self, i: usize) -> &[u8] {
+        let s = &self.slots[i];
+        let target = &self.ctx.targets[s.target];
+        if self.pipeline > 1 {
+            let end = (target.request.len() * s.tickets.len()).min(self.pipelined[s.target].len());
+            &self.pipelined[s.target][..end]
+        } else {
+            &target.request
+        }
+    }
+
+    /// Starts the slot's request: resets the parser and queues the write.
+    fn send(&mut self, i: usize, now: Instant) {
+        let total = self.request_bytes(i).len();
+        let head_request = self.ctx.targets[self.slots[i].target].head_request;
+        let s = &mut self.slots[i];
+        s.state = State::Exchanging;
+        s.sent_at = now;
+        s.send_total = total;
+        s.send_done = 0;
+        s.head_request = head_request;
+        s.parser.reset(head_request);
+        self.rec.bytes_written += total as u64;
+        self.queue_send(i);
+        if !self.slots[i].recv_armed {
+            self.arm_recv(i);
+        }
+    }
+
+    /// Queues a SEND of what the kernel has not taken yet. With MSG_WAITALL
+    /// the kernel finishes short sends itself, so a successful send needs no
+    /// completion at all (CQE_SKIP_SUCCESS).
+    fn queue_send(&mut self, i: usize) {
+        let s = &self.slots[i];
+        let bytes = &self.request_bytes(i)[s.send_done.min(s.send_total)..];
+        let skip = self.features.skip_success && self.features.send_waitall;
+        let mut flags = libc::MSG_NOSIGNAL;
+        if self.features.send_waitall {
+            flags |= libc::MSG_WAITALL;
+        }
+        let mut entry = opcode::Send::new(types::Fd(s.fd), bytes.as_ptr(), bytes.len() as u32)
+            .flags(flags)
+            .build()
+            .user_data(encode(i, s.generation, OpKind::Send));
+        if skip {
+            entry = entry.flags(squeue::Flags::SKIP_SUCCESS);
+        }
+        self.push(entry, !skip);
+    }
+
+    /// Queues a receive: multishot once per connection, or one per read.
+    fn arm_recv(&mut self, i: usize) {
+        let s = &mut self.slots[i];
+        let entry = match &self.bufs {
+            Some(b) => opcode::RecvMulti::new(types::Fd(s.fd), b.bgid).build(),
+            None => {
+                opcode::Recv::new(types::Fd(s.fd), s.buf.as_mut_ptr(), s.buf.len() as u32).build()
+            }
+        }
+        .user_data(encode(i, s.generation, OpKind::Recv));
+        s.recv_armed = true;
+        self.push(entry, true);
+    }
+
+    /// Pushes an SQE, flushing the queue to the kernel when it is full.
+    fn push(&mut self, entry: squeue::Entry, counted: bool) {
+        loop {
+            // SAFETY: every pointer in our SQEs (request bytes, per-slot
+            // sockaddr and receive buffer, the provided-buffer ring, the
+            // timespec) lives in `self` or in the run's targets, both of which
+            // outlive the operation: slots are never moved (the Vec is never
+            // resized) and `drain` waits for outstanding operations.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                break;
+            }
+            if self.ring.submit().is_err() {
+                break;
+            }
+        }
+        if counted {
+            self.inflight_ops += 1;
+        }
+    }
+
+    /// Fails the slot's outstanding requests, or retries once on a fresh
+    /// connection when a reused one was found closed before any byte came back.
+    fn fail(&mut self, i: usize, err: FetchError, retryable: bool) {
+        let now = Instant::now();
+        let s = &mut self.slots[i];
+        let retry = retryable
+            && !s.retried
+            && !self.stopping
+            && matches!(err.kind, ErrorKind::EarlyEof | ErrorKind::Reset)
+            && !s.tickets.is_empty();
+        if retry {
+            s.retried = true;
+            self.connect(i, now);
+            return;
+        }
+        for t in s.tickets.drain(..) {
+            self.rec.error(err.kind, &err.message);
+            self.ctx.live.errors.fetch_add(1, Ordering::Relaxed);
+            if let Some(results) = &mut self.collect
+                && let Some(slot) = results.get_mut(t.seq as usize)
+            {
+                *slot = Some(Err(err.clone()));
+            }
+        }
+        self.close(i);
+        self.release(i);
+    }
+
+    /// Closes the slot's connection, if any; its pending operations finish
+    /// with an old generation and are ignored.
+    fn close(&mut self, i: usize) {
+        let s = &mut self.slots[i];
+        if s.fd >= 0 {
+            slot::shutdown_and_close(s.fd);
+            s.fd = -1;
+            s.peer = None;
+            s.recv_armed = false;
+            s.generation = ring::next_generation(s.generation);
+        }
+    }
+
+    /// Returns a slot whose request cycle is over to the free list.
+    fn release(&mut self, i: usize) {
+        let s = &mut self.slots[i];
+        if s.state != State::Free {
+            s.state = State::Free;
+            s.deadline = None;
+            s.new_timer();
+            s.tickets.clear();
+            self.free.push(i);
+        }
+    }
+
+    /// Fires due timers: scheduled open-loop starts and request deadlines.
+    fn expire_timers(&mut self, now: Instant) {
+        while let Some(&Reverse((at, i, stamp))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if self.slots[i].timer_stamp != stamp {
+                continue;
+            }
+            match self.slots[i].state {
+                State::Scheduled => {
+                    if let Some(t) = self.slots[i].tickets.pop_front() {
+                        self.begin(i, t, now);
+                    }
+                }
+                State::Connecting | State::Exchanging => {
+                    let s = &self.slots[i];
+                    let addr = self.ctx.targets[s.target].addr;
+                    let err = match s.deadline {
+                        Some((_, true)) => FetchError::connect_timeout(
+                            self.ctx.conn.connect_timeout.unwrap_or_default(),
+                            addr,
+                        ),
+                        _ => FetchError::timeout(self.ctx.conn.timeout.unwrap_or_default()),
+                    };
+                    self.fail(i, err, false);
+                }
+                State::Free => {}
+            }
+        }
+    }
+
+    /// The run is over: requests still running are in flight, not errors.
+    fn stop_all(&mut self) {
+        self.stopping = true;
+        for i in 0..self.slots.len() {
+            let s = &mut self.slots[i];
+            match s.state {
+                State::Connecting | State::Exchanging => {
+                    self.rec.in_flight += s.tickets.len() as u64;
+                    s.tickets.clear();
+                    self.close(i);
+                    self.release(i);
+                }
+                State::Scheduled => {
+                    s.tickets.clear();
+                    self.release(i);
+                }
+                State::Free => {}
+            }
+        }
+    }
+
+    fn finish(mut self) -> (Recorder, Option<Collected>) {
+        if let Some(b) = self.bufs.take() {
+            if self.inflight_ops == 0 && b.unregister(&self.ring).is_ok() {
+                drop(b);
+            } else {
+                // The kernel may still write into these buffers: never free them.
+                std::mem::forget(b);
+            }
+        }
+        let rec = std::mem::replace(&mut self.rec, Recorder::new(self.ctx.plan.start()));
+        (rec, self.collect.take())
+    }
+}

@@ -1,0 +1,265 @@
+//! The ring of one `uring-loop` worker: setup with the fastest flags the
+//! kernel accepts, what the kernel supports (probed, never assumed), the
+//! provided-buffer ring for multishot receives, and the `user_data` layout.
+//!
+//! Every fast path has a fallback to what Linux 5.10 offers, and
+//! [`Profile::Linux510`] forces those fallbacks on new kernels so they stay
+//! tested.
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::io;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::types::BufRingEntry;
+use io_uring::{IoUring, opcode};
+
+/// Which io_uring feature set to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Profile {
+    /// Probe the kernel and use every fast path it has.
+    #[default]
+    #[value(name = "auto")]
+    Auto,
+    /// Only what Linux 5.10 has: plain connect/send/recv, a TIMEOUT op for
+    /// timed waits, no setup flags.
+    #[value(name = "5.10")]
+    Linux510,
+}
+
+/// What this ring runs with; printed by `doctor` and in verbose output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Features {
+    /// IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN (6.1).
+    pub defer_taskrun: bool,
+    /// IORING_SETUP_COOP_TASKRUN (5.19), when DEFER_TASKRUN is not there.
+    pub coop_taskrun: bool,
+    /// Multishot recv into a provided buffer ring (6.0).
+    pub multishot_recv: bool,
+    /// IOSQE_CQE_SKIP_SUCCESS on sends (5.17).
+    pub skip_success: bool,
+    /// Timed waits through io_uring_enter's extended argument (5.11).
+    pub ext_arg: bool,
+    /// Batched waits with a minimum-wait timeout (6.12).
+    pub min_wait: bool,
+    /// IORING_REGISTER_RING_FDS (5.18).
+    pub registered_ring: bool,
+    /// MSG_WAITALL on stream sends, so a short send is finished by the kernel (5.19/6.0).
+    pub send_waitall: bool,
+}
+
+/// `(major, minor)` of the running kernel, from uname.
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    let major = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor)
+}
+
+/// Builds a ring of `entries` SQEs with the best setup flags accepted.
+pub fn build(entries: u32, profile: Profile) -> io::Result<(IoUring, Features)> {
+    let mut f = Features::default();
+    let cq = entries.saturating_mul(4).max(1024);
+    let ring = if profile == Profile::Linux510 {
+        IoUring::builder().setup_cqsize(cq).build(entries)?
+    } else {
+        let defer = IoUring::builder()
+            .setup_cqsize(cq)
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(entries);
+        match defer {
+            Ok(r) => {
+                f.defer_taskrun = true;
+                r
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                match IoUring::builder()
+                    .setup_cqsize(cq)
+                    .setup_coop_taskrun()
+                    .build(entries)
+                {
+                    Ok(r) => {
+                        f.coop_taskrun = true;
+                        r
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        IoUring::builder().setup_cqsize(cq).build(entries)?
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let ring = ring;
+    if profile == Profile::Auto {
+        let p = ring.params();
+        f.skip_success = p.is_feature_skip_cqe_on_success();
+        f.ext_arg = p.is_feature_ext_arg();
+        f.min_wait = p.is_feature_min_timeout();
+        let mut probe = io_uring::Probe::new();
+        let probed = ring.submitter().register_probe(&mut probe).is_ok();
+        let (major, minor) = kernel_version();
+        // Multishot recv is a flag, not an opcode, so a probe cannot see
+        // it: it came with 6.0, with buffer rings (5.19) before it.
+        f.multishot_recv = probed && probe.is_supported(opcode::Recv::CODE) && major >= 6;
+        f.send_waitall = (major, minor) >= (6, 0);
+        f.registered_ring = ring.submitter().register_ring_fd().is_ok();
+    }
+    Ok((ring, f))
+}
+
+/// What a completion is for, kept in the top byte of `user_data`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum OpKind {
+    Connect = 1,
+    Send = 2,
+    Recv = 3,
+    /// A TIMEOUT op used for a timed wait (5.10 profile).
+    Timer = 4,
+    /// An ASYNC_CANCEL or CLOSE whose result does not matter.
+    Ignore = 5,
+}
+
+/// `user_data` = slot index (bits 0-31) | generation (bits 32-55) | kind
+/// (bits 56-63). A completion whose generation is not its slot's current
+/// one belongs to a connection that is gone: it is never applied to the
+/// connection that reuses the slot.
+pub fn encode(slot: usize, generation: u32, kind: OpKind) -> u64 {
+    (slot as u64 & 0xFFFF_FFFF) | ((generation as u64 & 0xFF_FFFF) << 32) | ((kind as u64) << 56)
+}
+
+/// The inverse of [`encode`]; an unknown kind decodes as `None`.
+pub fn decode(user_data: u64) -> (usize, u32, Option<OpKind>) {
+    let slot = (user_data & 0xFFFF_FFFF) as usize;
+    let generation = ((user_data >> 32) & 0xFF_FFFF) as u32;
+    let kind = match (user_data >> 56) as u8 {
+        1 => Some(OpKind::Connect),
+        2 => Some(OpKind::Send),
+        3 => Some(OpKind::Recv),
+        4 => Some(OpKind::Timer),
+        5 => Some(OpKind::Ignore),
+        _ => None,
+    };
+    (slot, generation, kind)
+}
+
+/// Generations wrap at 24 bits, the room they have in `user_data`.
+pub fn next_generation(g: u32) -> u32 {
+    (g + 1) & 0xFF_FFFF
+}
+
+/// A provided-buffer ring: `count` buffers of `size` bytes the kernel picks
+/// from for multishot receives; each is handed back after its bytes are parsed.
+pub struct BufRing {
+    ring: *mut BufRingEntry,
+    ring_layout: Layout,
+    bufs: Vec<u8>,
+    size: usize,
+    mask: u16,
+    tail: u16,
+    pub bgid: u16,
+}
+
+impl BufRing {
+    /// Allocates, registers and fills the ring. `count` must be a power of two <= 32768.
+    pub fn new(ring: &IoUring, count: u16, size: usize, bgid: u16) -> io::Result<Self> {
+        debug_assert!(count.is_power_of_two());
+        let ring_layout =
+            Layout::from_size_align(count as usize * std::mem::size_of::<BufRingEntry>(), 4096)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: the layout has a non-zero size (count >= 1) and a valid
+        // power-of-two alignment; zeroed memory is a valid BufRingEntry array.
+        let ptr = unsafe { alloc_zeroed(ring_layout) } as *mut BufRingEntry;
+        if ptr.is_null() {
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        }
+        let mut me = Self {
+            ring: ptr,
+            ring_layout,
+            bufs: vec![0; count as usize * size],
+            size,
+            mask: count - 1,
+            tail: 0,
+            bgid,
+        };
+        // SAFETY: `ptr` is page-aligned, `count` entries long and lives until
+        // `Drop`, which the owner runs only after unregistering the ring
+        // (see `unregister`) or never (the memory is leaked on purpose).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(ptr as u64, count, bgid, 0)?;
+        }
+        for bid in 0..count {
+            me.stage(bid);
+        }
+        me.publish();
+        Ok(me)
+    }
+
+    /// The bytes the kernel put in buffer `bid`.
+    pub fn data(&self, bid: u16, len: usize) -> &[u8] {
+        let start = (bid as usize & self.mask as usize) * self.size;
+        &self.bufs[start..start + len.min(self.size)]
+    }
+
+    /// Queues buffer `bid` for return; [`BufRing::publish`] makes it visible.
+    pub fn stage(&mut self, bid: u16) {
+        let idx = (self.tail & self.mask) as usize;
+        let addr = self.bufs.as_ptr() as u64
+            + (bid as usize & self.mask as usize) as u64 * self.size as u64;
+        // SAFETY: `idx` < count, so the entry is inside the ring allocation;
+        // the kernel only reads entries between its head and our published
+        // tail, and this one is past the published tail.
+        let entry = unsafe { &mut *self.ring.add(idx) };
+        entry.set_addr(addr);
+        entry.set_len(self.size as u32);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Publishes every staged buffer to the kernel with one release store.
+    pub fn publish(&self) {
+        // SAFETY: the ring pointer is the first entry of a live, initialised
+        // ring, whose `resv` field of entry 0 is the shared tail; the kernel
+        // reads it atomically, so we write it through an AtomicU16 of the
+        // same size and alignment.
+        unsafe {
+            let tail = BufRingEntry::tail(self.ring) as *const AtomicU16;
+            (*tail).store(self.tail, Ordering::Release);
+        }
+    }
+
+    /// Unregisters the ring so its memory may be freed.
+    pub fn unregister(&self, ring: &IoUring) -> io::Result<()> {
+        ring.submitter().unregister_buf_ring(self.bgid)
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this exact layout; the owner drops
+        // a BufRing only after unregistering it (or forgets it instead).
+        unsafe { dealloc(self.ring as *mut u8, self.ring_layout) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_round_trips_and_generations_wrap() {
+        let ud = encode(12_345, 0xAB_CDEF, OpKind::Recv);
+        assert_eq!(decode(ud), (12_345, 0xAB_CDEF, Some(OpKind::Recv)));
+        assert_eq!(next_generation(0xFF_FFFF), 0);
+        assert_eq!(decode(0).2, None);
+    }
+
+    #[test]
+    fn kernel_version_is_read() {
+        assert!(kernel_version().0 >= 5);
+    }
+}
