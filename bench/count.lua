@@ -35,9 +35,13 @@ response = function(status, headers, body)
    if done >= limit then
       wrk.thread:stop()
       if not signalled then
-         signalled = true
+         -- popen can fail on a loaded machine (no fork): try again on the
+         -- next response rather than let wrk sleep through its whole -d.
          local p = io.popen("kill -INT $PPID")
-         if p then p:close() end
+         if p then
+            p:close()
+            signalled = true
+         end
       end
    end
 end
