@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -30,6 +30,11 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run the same workload on each backend and print them side by side.
     Compare(CompareArgs),
+    /// Add up the JSON reports of runs of one test on several clients, exactly.
+    Merge(MergeArgs),
+    /// What this kernel and machine let uringfetch do: io_uring support and
+    /// profiles, limits; --self-test runs every backend on loopback.
+    Doctor(DoctorArgs),
 }
 
 /// `2s`, `150ms`, `1m`, or a plain number of seconds (`0.5`).
@@ -86,7 +91,7 @@ pub struct GetArgs {
     #[arg(short = 'd', long = "data", value_name = "BODY")]
     pub data: Option<String>,
     /// I/O model for the concurrent fetch.
-    #[arg(long, value_enum, default_value_t = BackendKind::UringAsync)]
+    #[arg(long, value_enum, default_value_t = BackendKind::UringLoop)]
     pub backend: BackendKind,
     #[command(flatten)]
     pub request: RequestArgs,
@@ -170,10 +175,48 @@ pub struct LoadArgs {
     #[arg(long)]
     pub no_progress: bool,
     /// I/O model to run on.
-    #[arg(long, value_enum, default_value_t = BackendKind::UringAsync)]
+    #[arg(long, value_enum, default_value_t = BackendKind::UringLoop)]
     pub backend: BackendKind,
+    /// Wait until this wall-clock time, then start, so clients on several
+    /// machines run together: RFC 3339 (`2026-11-26T13:00:00Z`), a delay
+    /// (`+5s`) or unix seconds (`@1795698000`).
+    #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
+    pub start_at: Option<SystemTime>,
+    /// An id for this run, copied into the JSON report: the same on every client.
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+    /// A label copied into the JSON report (repeatable), e.g. `--label host=$(hostname)`.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
     #[command(flatten)]
     pub request: RequestArgs,
+}
+
+/// `--start-at`, resolved against the clock when the arguments are parsed.
+fn parse_start_at(s: &str) -> Result<SystemTime, String> {
+    crate::wallclock::parse_start_at(s, SystemTime::now())
+}
+
+/// `key=value` for `--label`.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("invalid label '{s}': expected KEY=VALUE")),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// JSON reports of `load --output json` (`-` reads stdin). A file may hold
+    /// several reports one after another, or an array of them.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<String>,
+    /// Add up reports even of different targets, methods or plans.
+    #[arg(long)]
+    pub force: bool,
+    /// Report format (csv: the merged per-second series).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -204,8 +247,22 @@ pub struct DemoArgs {
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub delay: Duration,
     /// I/O model for the concurrent part.
-    #[arg(long, value_enum, default_value_t = BackendKind::UringAsync)]
+    #[arg(long, value_enum, default_value_t = BackendKind::UringLoop)]
     pub backend: BackendKind,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Also run a short get and a bounded load on every backend (and the
+    /// 5.10 profile) against the demo server on loopback.
+    #[arg(long)]
+    pub self_test: bool,
+    /// Requests per self-test load.
+    #[arg(long, value_name = "N", default_value_t = 400, requires = "self_test")]
+    pub requests: u64,
+    /// Report format (json: the report, and with --self-test the results).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[cfg(test)]
@@ -226,6 +283,17 @@ mod tests {
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(
+            parse_label("host=a=b").unwrap(),
+            ("host".to_string(), "a=b".to_string())
+        );
+        assert_eq!(parse_label("zone=").unwrap().1, "");
+        assert!(parse_label("nohost").is_err());
+        assert!(parse_label("=x").is_err());
     }
 }
 

@@ -177,22 +177,12 @@ impl FetchError {
 
     /// io_uring could not be set up: say why and what to do instead.
     pub fn uring_setup(e: &io::Error) -> Self {
-        let why = match e.raw_os_error() {
-            Some(libc::ENOSYS) => {
-                "the kernel is too old or built without io_uring (Linux 5.10+ needed)"
-            }
-            Some(libc::EPERM) | Some(libc::EACCES) => {
-                "it is disabled by sysctl kernel.io_uring_disabled or blocked by a seccomp profile (e.g. Docker's default)"
-            }
-            Some(libc::ENOMEM) | Some(libc::ENOBUFS) => {
-                "RLIMIT_MEMLOCK is too low for the ring (kernels before 5.12): raise ulimit -l"
-            }
-            _ => "the kernel refused io_uring_setup",
-        };
+        let cause = UringSetupCause::of(e);
         Self::new(
             ErrorKind::UringUnavailable,
             format!(
-                "io_uring is unavailable: {why} ({e}); use --backend epoll-loop or --backend threads"
+                "io_uring is unavailable: {} ({e}); {}; or use --backend epoll-loop or --backend threads",
+                cause.why, cause.fix
             ),
         )
     }
@@ -202,6 +192,83 @@ impl FetchError {
             ErrorKind::ConnectTimeout,
             format!("connect to {addr} timed out after {}", fmt_duration(after)),
         )
+    }
+}
+
+/// Why `io_uring_setup` failed and how to fix it, told apart where the
+/// system lets us: the errno alone does not separate the sysctl from a
+/// seccomp filter, but `/proc` does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UringSetupCause {
+    /// What stands in the way.
+    pub why: String,
+    /// What to do about it.
+    pub fix: String,
+}
+
+impl UringSetupCause {
+    /// Diagnoses an error returned by `io_uring_setup`.
+    pub fn of(e: &io::Error) -> Self {
+        let (why, fix) = match e.raw_os_error() {
+            Some(libc::ENOSYS) => (
+                "the kernel is too old or built without io_uring (CONFIG_IO_URING; Linux 5.10+ needed)"
+                    .to_string(),
+                "run on Linux 5.10 or newer built with io_uring".to_string(),
+            ),
+            Some(libc::EPERM | libc::EACCES) => eperm_cause(),
+            Some(libc::ENOMEM | libc::ENOBUFS) => (
+                "RLIMIT_MEMLOCK is too low for the ring (kernels before 5.12 charge rings to it)"
+                    .to_string(),
+                "raise it: `ulimit -l unlimited` (or memlock in /etc/security/limits.conf, \
+                 LimitMEMLOCK= for a systemd unit, --ulimit memlock=-1 for docker)"
+                    .to_string(),
+            ),
+            _ => (
+                "the kernel refused io_uring_setup".to_string(),
+                "check dmesg and the kernel's io_uring settings".to_string(),
+            ),
+        };
+        Self { why, fix }
+    }
+}
+
+/// EPERM: `kernel.io_uring_disabled` (6.6+) or a seccomp filter.
+fn eperm_cause() -> (String, String) {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .and_then(|s| s.trim().parse::<u8>().ok());
+    let seccomp = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim() == "2"))
+        })
+        .unwrap_or(false);
+    let sysctl_fix = "as root: `sysctl -w kernel.io_uring_disabled=0`";
+    match disabled {
+        Some(2) => (
+            "it is disabled by sysctl kernel.io_uring_disabled=2".to_string(),
+            sysctl_fix.to_string(),
+        ),
+        Some(1) if !seccomp => (
+            "sysctl kernel.io_uring_disabled=1 allows it only to root and members of the group \
+             in kernel.io_uring_group"
+                .to_string(),
+            format!("add the user to that group, or {sysctl_fix}"),
+        ),
+        _ if seccomp => (
+            "it is blocked by a seccomp filter on this process (e.g. Docker's default profile)"
+                .to_string(),
+            "allow io_uring_setup, io_uring_enter and io_uring_register in the seccomp profile \
+             (docker run --security-opt seccomp=PROFILE.json)"
+                .to_string(),
+        ),
+        _ => (
+            "it is disabled by sysctl kernel.io_uring_disabled or blocked by a seccomp profile \
+             (e.g. Docker's default)"
+                .to_string(),
+            format!("{sysctl_fix}, or allow the io_uring syscalls in the seccomp profile"),
+        ),
     }
 }
 

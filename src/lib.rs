@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod cli;
 pub mod cmd;
+pub mod doctor;
 pub mod error;
 pub mod http;
 pub mod plan;
@@ -21,3 +22,4 @@ pub mod runner;
 pub mod server;
 pub mod stats;
 pub mod target;
+pub mod wallclock;

@@ -3,7 +3,7 @@
 //! recorded. Used by `load`, `compare` and `demo` alike.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::backend::{self, BackendKind, ConnOptions, Live, StartGate, WorkerCtx};
 use crate::error::FetchError;
@@ -32,6 +32,8 @@ pub struct LoadOutcome {
     pub recorder: Recorder,
     /// Wall time from the plan's start to the last worker's end.
     pub elapsed: Duration,
+    /// The plan's start on the wall clock (the end is `wall_start + elapsed`).
+    pub wall_start: SystemTime,
     /// The whole process's cost (includes an in-process server, if any);
     /// the client's own cost is `recorder.cpu`. `max_rss_kb` is this run's
     /// peak where the kernel lets the mark be reset, else the process's.
@@ -141,6 +143,10 @@ pub fn run(
     let spawned = handles.iter().filter(|h| h.is_ok()).count();
     gate.open_when_ready(spawned);
     let start = plan.start();
+    // The same moment on the wall clock, read once right after the start.
+    let wall_start = SystemTime::now()
+        .checked_sub(start.elapsed())
+        .unwrap_or_else(SystemTime::now);
     let mut merged = Recorder::new(start);
     let mut failure = None;
     let mut counters = Vec::new();
@@ -170,7 +176,11 @@ pub fn run(
             }
         }
     }
-    let elapsed = start.elapsed();
+    // The run ends with its last request; tearing connections down after
+    // that is cleanup, not run time.
+    let elapsed = merged
+        .finished
+        .map_or_else(|| start.elapsed(), |f| f.saturating_duration_since(start));
     std::thread::spawn(move || drop(counters));
     if let Some(e) = failure {
         return Err(e);
@@ -183,6 +193,7 @@ pub fn run(
         config: config.clone(),
         recorder: merged,
         elapsed,
+        wall_start,
         usage,
         cancelled: plan.is_cancelled(),
     })

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 
@@ -16,6 +16,7 @@ use crate::plan::{Plan, Rate, Stop};
 use crate::report::{Summary, text};
 use crate::runner::{self, LoadConfig, LoadOutcome};
 use crate::target::{RequestOptions, Target};
+use crate::wallclock;
 
 /// Parses `--bind`: one address, a comma list, or an IPv4 range `a-b`.
 pub fn parse_bind(s: &str) -> anyhow::Result<Vec<IpAddr>> {
@@ -256,12 +257,48 @@ fn progress_bar(total: Option<u64>, duration: Option<Duration>) -> indicatif::Pr
     bar
 }
 
+/// Waits for `--start-at`, saying so on stderr. Returns false on Ctrl-C.
+/// Called before the run is set up, so the workers' clock starts after it.
+fn wait_for_start(at: SystemTime) -> anyhow::Result<bool> {
+    let now = SystemTime::now();
+    let when = wallclock::rfc3339(at);
+    match at.duration_since(now) {
+        Ok(wait) => eprintln!(
+            "uringfetch: waiting {:.3} s for --start-at {when} (Ctrl-C cancels)",
+            wait.as_secs_f64()
+        ),
+        Err(e) if e.duration() <= wallclock::PAST_TOLERANCE => eprintln!(
+            "uringfetch: --start-at {when} was {:.3} s ago: starting now",
+            e.duration().as_secs_f64()
+        ),
+        Err(e) => bail!(
+            "--start-at {when} is {:.3} s in the past (now {}): this client cannot start \
+             together with the others; pick a later time, and check that the clocks are in \
+             sync (chronyc tracking, timedatectl)",
+            e.duration().as_secs_f64(),
+            wallclock::rfc3339(now)
+        ),
+    }
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone());
+    Ok(wallclock::sleep_until(at, &interrupted))
+}
+
 /// Runs `load`; returns the exit code.
 pub fn run(args: LoadArgs) -> anyhow::Result<i32> {
     let config = config_from_args(&args)?;
+    if let Some(at) = args.start_at
+        && !wait_for_start(at)?
+    {
+        eprintln!("uringfetch: interrupted while waiting for --start-at; no request was sent");
+        return Ok(130);
+    }
     let progress = !args.no_progress && std::io::stderr().is_terminal();
     let outcome = run_config(&config, progress)?;
-    let summary = Summary::new(&outcome, &args.method);
+    let mut summary = Summary::new(&outcome, &args.method);
+    summary.run_id = args.run_id.clone();
+    summary.labels = args.labels.iter().cloned().collect();
+    summary.start_at = args.start_at.map(wallclock::rfc3339);
     match args.output {
         OutputFormat::Text => super::emit(&text::render(&summary, &outcome.recorder.latency)),
         OutputFormat::Json => super::emit(&(serde_json::to_string_pretty(&summary)? + "\n")),

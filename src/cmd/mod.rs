@@ -3,8 +3,10 @@
 
 pub mod compare;
 pub mod demo;
+pub mod doctor;
 pub mod get;
 pub mod load;
+pub mod merge;
 pub mod serve;
 
 use crate::cli::{Cli, Command};
@@ -17,6 +19,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve(args) => serve::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Merge(args) => merge::run(args),
+        Command::Doctor(args) => doctor::run(args),
     }
 }
 

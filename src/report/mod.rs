@@ -6,21 +6,25 @@
 
 pub mod chart;
 pub mod compare;
+pub mod merge;
+#[cfg(test)]
+mod merge_tests;
 pub mod text;
 
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::plan::{Rate, Stop};
 use crate::runner::LoadOutcome;
 use crate::stats::histogram_to_base64;
+use crate::wallclock::{rfc3339, unix_ns};
 
 /// Version of the JSON schema; bumped only on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Requests {
     /// Requests started.
     pub issued: u64,
@@ -32,7 +36,7 @@ pub struct Requests {
     pub in_flight: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Percentiles {
     pub count: u64,
     pub min: u64,
@@ -75,10 +79,10 @@ impl Percentiles {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Mode {
     /// `count` or `duration`.
-    pub stop: &'static str,
+    pub stop: String,
     pub count: Option<u64>,
     pub duration_s: Option<f64>,
     /// Open-loop requests/s, or null for a closed loop.
@@ -87,13 +91,13 @@ pub struct Mode {
     pub coordinated_omission_corrected: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Bytes {
     pub read: u64,
     pub written: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Resources {
     /// CPU time of the threads that did the client's I/O.
     pub cpu_user_s: f64,
@@ -111,7 +115,7 @@ pub struct Resources {
 }
 
 /// One run, as JSON and as the source of every other output.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     pub schema: u32,
     pub tool: String,
@@ -140,6 +144,32 @@ pub struct Summary {
     pub resources: Resources,
     /// Ctrl-C ended the run early.
     pub cancelled: bool,
+    /// `--run-id`: the same id on every client of one distributed run.
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// `--label key=value`, e.g. `host`, `zone`, `index`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The machine that ran the load (a merge: the distinct hosts, comma-separated).
+    #[serde(default)]
+    pub host: String,
+    /// `--start-at` as asked for, RFC 3339 UTC; null without it.
+    #[serde(default)]
+    pub start_at: Option<String>,
+    /// The run's start (all workers ready) on the wall clock, RFC 3339 UTC
+    /// with nanoseconds; null only in reports older than this field.
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub started_at_unix_ns: Option<u64>,
+    /// The run's end: `started_at + duration_s`.
+    #[serde(default)]
+    pub ended_at: Option<String>,
+    #[serde(default)]
+    pub ended_at_unix_ns: Option<u64>,
+    /// The reports a `merge` added up, one row each; null for a `load` report.
+    #[serde(default)]
+    pub merged_from: Option<Vec<merge::MergeInput>>,
 }
 
 fn per(total: f64, n: u64) -> f64 {
@@ -165,7 +195,8 @@ impl Summary {
             stop: match stop {
                 Stop::Count(_) => "count",
                 Stop::Duration(_) => "duration",
-            },
+            }
+            .to_string(),
             count: match stop {
                 Stop::Count(n) => Some(n),
                 Stop::Duration(_) => None,
@@ -235,6 +266,15 @@ impl Summary {
                 syscalls_note,
             },
             cancelled: o.cancelled,
+            run_id: None,
+            labels: BTreeMap::new(),
+            host: crate::wallclock::hostname(),
+            start_at: None,
+            started_at: Some(rfc3339(o.wall_start)),
+            started_at_unix_ns: Some(unix_ns(o.wall_start)),
+            ended_at: Some(rfc3339(o.wall_start + o.elapsed)),
+            ended_at_unix_ns: Some(unix_ns(o.wall_start + o.elapsed)),
+            merged_from: None,
         }
     }
 

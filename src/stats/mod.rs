@@ -76,6 +76,9 @@ pub struct Recorder {
     pub cpu: resources::Usage,
     /// System calls of those threads, or why they could not be counted.
     pub syscalls: Result<u64, String>,
+    /// When this worker's last request ended (before connections are torn
+    /// down); the run's duration ends at the latest of these.
+    pub finished: Option<Instant>,
     /// The first error's message, for the report (one example per kind).
     pub error_examples: BTreeMap<ErrorKind, String>,
     start: Instant,
@@ -99,6 +102,7 @@ impl Recorder {
             error_examples: BTreeMap::new(),
             cpu: resources::Usage::default(),
             syscalls: Ok(0),
+            finished: None,
             start,
         }
     }
@@ -175,6 +179,7 @@ impl Recorder {
         self.connects += other.connects;
         self.reconnects += other.reconnects;
         self.cpu += other.cpu;
+        self.finished = self.finished.max(other.finished);
         self.syscalls = match (&self.syscalls, &other.syscalls) {
             (Ok(a), Ok(b)) => Ok(a + b),
             (Err(e), _) | (_, Err(e)) => Err(e.clone()),

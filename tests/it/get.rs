@@ -238,7 +238,7 @@ fn demo_prints_both_timings_and_a_speedup() {
     let text = stdout(&out);
     assert!(text.contains("sequential (blocking):"), "{text}");
     assert!(
-        text.contains("concurrent (io_uring, uring-async):"),
+        text.contains("concurrent (io_uring, uring-loop):"),
         "{text}"
     );
     assert!(
@@ -246,4 +246,85 @@ fn demo_prints_both_timings_and_a_speedup() {
         "{text}"
     );
     assert!(text.contains("speed-up"), "{text}");
+}
+
+#[test]
+fn io_uring_backends_make_no_socket_io_system_calls() {
+    let server = demo_server(Duration::ZERO);
+    let url = format!("http://{}/bar", server.addr);
+    let port = server.addr.port().to_string();
+    for backend in ["uring-loop", "uring-async"] {
+        let dir = temp_dir("strace");
+        let log = dir.join("trace.txt");
+        let out = std::process::Command::new("strace")
+            .args([
+                "-f",
+                "-qq",
+                "-e",
+                "trace=connect,sendto,recvfrom,sendmsg,recvmsg,read,write",
+            ])
+            .arg("-o")
+            .arg(&log)
+            .arg(env!("CARGO_BIN_EXE_uringfetch"))
+            .args(["get", "--backend", backend, &url, &url])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("strace is missing ({e}): install it with `apt-get install -y strace`")
+            });
+        assert!(
+            out.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, b"<h1>bar!</h1><h1>bar!</h1>");
+        let trace = std::fs::read_to_string(&log).unwrap();
+        // connect, send and recv on the fetch sockets go through the ring.
+        let on_socket = trace
+            .lines()
+            .filter(|l| !l.contains("write(1,"))
+            .filter(|l| l.contains(&port) || l.contains("GET /bar") || l.contains("<h1>bar!"))
+            .collect::<Vec<_>>();
+        assert!(
+            on_socket.is_empty(),
+            "{backend} made socket I/O system calls:\n{}",
+            on_socket.join("\n")
+        );
+        assert!(
+            trace.contains("write(1, \"<h1>bar!"),
+            "the trace saw the output: {trace}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    server.shutdown();
+}
+
+#[test]
+fn pipelining_is_uring_loop_only_and_counts_every_response() {
+    let server = demo_server(Duration::ZERO);
+    let url = format!("http://{}/bar", server.addr);
+    let v = crate::load::load_json(&[
+        "--backend",
+        "uring-loop",
+        "--pipeline",
+        "16",
+        "-n",
+        "3200",
+        "-c",
+        "4",
+        &url,
+    ]);
+    crate::load::assert_counts_add_up(&v);
+    assert_eq!(v["status"]["200"], 3200);
+    assert_eq!(v["connections_opened"], 4);
+    let out = uringfetch(
+        &["load", "--backend", "epoll-loop", "--pipeline", "16", &url],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--pipeline is implemented by --backend uring-loop only"),
+        "{}",
+        stderr(&out)
+    );
+    server.shutdown();
 }

@@ -2,12 +2,14 @@
 //! kernel's io_uring, our demo server, nginx and Python's http.server.
 
 mod backends;
+mod doctor;
 mod fault_server;
 mod faults;
 mod get;
 mod hostile;
 mod limits;
 mod load;
+mod merge;
 mod parser_props;
 mod seccomp;
 mod support;

@@ -200,6 +200,7 @@ pub fn run_worker(ctx: WorkerCtx) -> Result<Recorder, FetchError> {
         finished: 0,
     };
     let result = lp.run(&mut events);
+    lp.rec.finished = Some(Instant::now());
     for (_, slot) in &lp.slots {
         lp.rec.bytes_read += slot.io.read;
         lp.rec.bytes_written += slot.io.written;

@@ -15,17 +15,19 @@
 //! close) carries an old generation and is never applied to the connection
 //! that now uses the slot.
 
+mod completions;
 pub mod ring;
 mod slot;
+mod wait;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use io_uring::{IoUring, opcode, squeue, types};
 
-use self::ring::{BufRing, Features, OpKind, decode, encode};
+use self::ring::{BufRing, Features, OpKind, encode};
 use self::slot::{Slot, State};
 use super::{ConnOptions, Fetched, WorkerCtx};
 use crate::error::{ErrorKind, FetchError};
@@ -36,6 +38,13 @@ use crate::target::Target;
 
 /// Receive buffer size, per provided buffer and per slot in the 5.10 profile.
 const BUF_SIZE: usize = 16 * 1024;
+/// Provided buffers are smaller with many connections: each buffer the
+/// kernel fills is resident, and C10K responses are small.
+const SMALL_BUF_SIZE: usize = 4 * 1024;
+/// New connections started per pass. A connect on loopback runs the whole
+/// handshake inside io_uring_enter; thousands in one enter would hold back
+/// every completion (and request) until the last handshake is done.
+const CONNECTS_PER_PASS: usize = 256;
 /// How often a run without a deadline still looks for Ctrl-C.
 const CANCEL_POLL: Duration = Duration::from_millis(50);
 /// Longest a batched wait holds completions back to gather more.
@@ -129,21 +138,12 @@ impl<'a> Loop<'a> {
     fn new(ctx: &'a WorkerCtx, collect: bool) -> Result<Self, FetchError> {
         let n = ctx.connections.max(1);
         let entries = (n * 4).next_power_of_two().clamp(64, 16384) as u32;
-        let (ring, features) = ring::build(entries, ctx.conn.uring_profile)
+        // Provided buffers are small with many connections: each buffer the
+        // kernel fills is resident, and C10K responses are small.
+        let count = (n * 2).next_power_of_two().clamp(64, 1024) as u16;
+        let size = if n > 256 { SMALL_BUF_SIZE } else { BUF_SIZE };
+        let (ring, features, bufs) = ring::setup(entries, ctx.conn.uring_profile, count, size)
             .map_err(|e| FetchError::uring_setup(&e))?;
-        let mut features = features;
-        let bufs = if features.multishot_recv {
-            let count = (n * 2).next_power_of_two().clamp(64, 4096) as u16;
-            match BufRing::new(&ring, count, BUF_SIZE, 0) {
-                Ok(b) => Some(b),
-                Err(_) => {
-                    features.multishot_recv = false;
-                    None
-                }
-            }
-        } else {
-            None
-        };
         let pipeline = ctx.conn.pipeline.max(1);
         let pipelined = if pipeline > 1 {
             ctx.targets
@@ -207,24 +207,34 @@ impl<'a> Loop<'a> {
             }
             self.handle_completions();
         }
+        self.rec.finished = Some(Instant::now());
         self.drain();
     }
 
-    /// Gives every free slot its next ticket (and, pipelined, the ones after).
+    /// Gives every free slot its next ticket (and, pipelined, the ones after),
+    /// opening at most [`CONNECTS_PER_PASS`] new connections.
     fn start_free_slots(&mut self, now: Instant) {
+        let mut connects = 0;
         while !self.exhausted && !self.stopping {
             let Some(&i) = self.free.last() else { break };
+            if self.slots[i].fd < 0 {
+                if connects == CONNECTS_PER_PASS {
+                    break;
+                }
+                connects += 1;
+            }
             let Some(ticket) = self.ctx.plan.next_ticket() else {
                 self.exhausted = true;
                 break;
             };
             self.free.pop();
-            if ticket.intended > now {
+            // Compared with a fresh clock: a closed-loop ticket is stamped
+            // "now" after this pass began, and must not wait for a timer.
+            if ticket.intended > Instant::now() {
                 let s = &mut self.slots[i];
                 s.state = State::Scheduled;
                 s.tickets.push_back(ticket);
-                let stamp = s.new_timer();
-                self.timers.push(Reverse((ticket.intended, i, stamp)));
+                self.push_timer(ticket.intended, i);
             } else {
                 self.begin(i, ticket, now);
             }
@@ -263,10 +273,22 @@ impl<'a> Loop<'a> {
 
     /// Sets the slot's timer to its earliest deadline.
     fn arm_deadline(&mut self, i: usize) {
-        let s = &mut self.slots[i];
-        if let Some((at, _)) = s.deadline {
-            let stamp = s.new_timer();
-            self.timers.push(Reverse((at, i, stamp)));
+        if let Some((at, _)) = self.slots[i].deadline {
+            self.push_timer(at, i);
+        }
+    }
+
+    /// Makes `at` slot `i`'s only live timer. Replaced timers stay in the
+    /// heap until they come due, so the heap is compacted once it holds
+    /// more than twice as many entries as there are slots: memory stays
+    /// constant in the number of requests.
+    fn push_timer(&mut self, at: Instant, i: usize) {
+        let stamp = self.slots[i].new_timer();
+        self.timers.push(Reverse((at, i, stamp)));
+        if self.timers.len() > 2 * self.slots.len() + 64 {
+            let slots = &self.slots;
+            self.timers
+                .retain(|&Reverse((_, j, st))| slots.get(j).is_some_and(|s| s.timer_stamp == st));
         }
     }
 
@@ -384,311 +406,6 @@ impl<'a> Loop<'a> {
         }
     }
 
-    /// How many completions to wait for: one when little is in flight (no
-    /// batching latency at low concurrency), up to 32 when much is.
-    fn batch_target(&self) -> usize {
-        let busy = self.slots.iter().filter(|s| s.is_busy()).count();
-        if busy >= 16 { (busy / 2).min(32) } else { 1 }
-    }
-
-    /// One io_uring_enter: submit everything queued, wait for a batch or a timer.
-    fn submit_and_wait(&mut self, now: Instant) -> std::io::Result<()> {
-        let mut until = self.timers.peek().map(|Reverse((t, _, _))| *t);
-        if !self.stopping {
-            let poll = self
-                .ctx
-                .plan
-                .deadline()
-                .map_or(now + CANCEL_POLL, |d| d.min(now + CANCEL_POLL));
-            until = Some(until.map_or(poll, |u| u.min(poll)));
-        }
-        let mut want = if self.inflight_ops == 0 {
-            0
-        } else {
-            self.batch_target()
-        };
-        if self.stopping && self.inflight_ops == 0 {
-            want = 0;
-        }
-        let wait = until.map(|u| u.saturating_duration_since(now));
-        let result = if self.features.ext_arg {
-            // Batching: wait for `want` completions, but never sleep through
-            // a quiet spell on a batch timer. With the kernel's minimum-wait
-            // (6.12) it returns on the first completion after BATCH_WAIT; else
-            // a short timeout is used only while completions are flowing.
-            let mut limit = wait;
-            let mut min_wait = 0;
-            if want > 1 {
-                if self.features.min_wait {
-                    min_wait = BATCH_WAIT.as_micros() as u32;
-                } else if self.last_completions > 0 {
-                    limit = Some(limit.map_or(BATCH_WAIT, |w| w.min(BATCH_WAIT)));
-                } else {
-                    want = 1;
-                }
-            }
-            let want = want.max(1);
-            match limit {
-                Some(d) => {
-                    self.timespec = types::Timespec::from(d);
-                    let args = types::SubmitArgs::new()
-                        .timespec(&self.timespec)
-                        .min_wait_usec(min_wait);
-                    self.ring.submitter().submit_with_args(want, &args)
-                }
-                None => self.ring.submit_and_wait(want),
-            }
-        } else {
-            // 5.10: a TIMEOUT op bounds the wait; no batching without it.
-            if let Some(at) = until
-                && self.timer_op.is_none_or(|t| at < t)
-            {
-                self.timespec = types::Timespec::from(at.saturating_duration_since(now));
-                let e = opcode::Timeout::new(&self.timespec)
-                    .build()
-                    .user_data(encode(0, 0, OpKind::Timer));
-                self.push(e, true);
-                self.timer_op = Some(at);
-            }
-            self.ring.submit_and_wait(1)
-        };
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Handles every completion in the queue.
-    fn handle_completions(&mut self) {
-        let mut cqes = std::mem::take(&mut self.cqes);
-        cqes.clear();
-        cqes.extend(
-            self.ring
-                .completion()
-                .map(|c| (c.user_data(), c.result(), c.flags())),
-        );
-        self.last_completions = cqes.len();
-        let now = Instant::now();
-        for &(ud, res, flags) in &cqes {
-            let (i, generation, kind) = decode(ud);
-            let final_cqe = !cqueue::more(flags);
-            let counted = !(kind == Some(OpKind::Send)
-                && self.features.skip_success
-                && self.features.send_waitall);
-            if final_cqe && counted {
-                self.inflight_ops = self.inflight_ops.saturating_sub(1);
-            }
-            match kind {
-                Some(OpKind::Timer) => {
-                    self.timer_op = None;
-                }
-                Some(OpKind::Ignore) | None => {}
-                Some(_) if i >= self.slots.len() => {}
-                Some(OpKind::Recv) => self.on_recv(i, generation, res, flags, now),
-                Some(k) => {
-                    if self.slots[i].generation != generation {
-                        continue;
-                    }
-                    match k {
-                        OpKind::Connect => self.on_connect(i, res, now),
-                        OpKind::Send => self.on_send(i, res),
-                        _ => {}
-                    }
-                }
-            }
-        }
-        if let Some(b) = &self.bufs {
-            b.publish();
-        }
-        self.cqes = cqes;
-    }
-
-    fn on_connect(&mut self, i: usize, res: i32, now: Instant) {
-        let addr = self.ctx.targets[self.slots[i].target].addr;
-        if res < 0 {
-            let e = std::io::Error::from_raw_os_error(-res);
-            return self.fail(i, FetchError::connect(&e, addr), false);
-        }
-        let s = &mut self.slots[i];
-        self.rec.connected(
-            now.saturating_duration_since(s.connect_started),
-            s.ever_connected,
-        );
-        s.ever_connected = true;
-        // The connect deadline is met; the request deadline remains.
-        if let Some((_, true)) = s.deadline {
-            s.deadline = self
-                .ctx
-                .conn
-                .timeout
-                .map(|t| (s.connect_started + t, false));
-            self.arm_deadline(i);
-        }
-        self.send(i, now);
-    }
-
-    fn on_send(&mut self, i: usize, res: i32) {
-        if res < 0 {
-            let addr = self.ctx.targets[self.slots[i].target].addr;
-            let e = std::io::Error::from_raw_os_error(-res);
-            let reused = self.slots[i].served > 0;
-            return self.fail(i, FetchError::io(&e, addr), reused);
-        }
-        let s = &mut self.slots[i];
-        s.send_done += res as usize;
-        if s.state == State::Exchanging && s.send_done < s.send_total {
-            self.queue_send(i);
-        }
-    }
-
-    fn on_recv(&mut self, i: usize, generation: u32, res: i32, flags: u32, now: Instant) {
-        let bid = cqueue::buffer_select(flags);
-        if self.slots[i].generation != generation {
-            // A closed connection's receive: only its buffer matters.
-            if let (Some(b), Some(bid)) = (&mut self.bufs, bid) {
-                b.stage(bid);
-            }
-            return;
-        }
-        if !cqueue::more(flags) {
-            self.slots[i].recv_armed = false;
-        }
-        let addr = self.ctx.targets[self.slots[i].target].addr;
-        if res <= 0 {
-            if let (Some(b), Some(bid)) = (&mut self.bufs, bid) {
-                b.stage(bid);
-            }
-            return match res {
-                0 => self.on_eof(i, addr, now),
-                // The buffer ring ran dry; buffers come back as this pass is handled.
-                r if r == -libc::ENOBUFS => self.arm_recv(i),
-                r => {
-                    let e = std::io::Error::from_raw_os_error(-r);
-                    self.on_peer_gone(i, FetchError::io(&e, addr));
-                }
-            };
-        }
-        let len = res as usize;
-        self.rec.bytes_read += len as u64;
-        let mut out = std::mem::take(&mut self.responses);
-        out.clear();
-        let fed = match (&mut self.bufs, bid) {
-            (Some(b), Some(bid)) => {
-                let fed = slot::feed(&mut self.slots[i], b.data(bid, len), &mut out);
-                b.stage(bid);
-                fed
-            }
-            _ => slot::feed_own(&mut self.slots[i], len, &mut out),
-        };
-        self.apply(i, &out, fed, now);
-        self.responses = out;
-    }
-
-    /// The server closed the connection.
-    fn on_eof(&mut self, i: usize, addr: std::net::SocketAddr, now: Instant) {
-        let s = &mut self.slots[i];
-        if s.state != State::Exchanging {
-            // An idle keep-alive connection closed by the server: reopen on next use.
-            self.close(i);
-            return;
-        }
-        let started = s.parser.started();
-        match s.parser.feed_eof() {
-            Ok(resp) => {
-                // A close-delimited body ends here; the connection is done.
-                self.close(i);
-                let fed = slot::Fed {
-                    error: None,
-                    trailing: 0,
-                };
-                self.apply(i, &[resp], fed, now);
-            }
-            Err(e) => {
-                let reused = self.slots[i].served > 0 && !started;
-                self.fail(i, FetchError::http(&e, addr), reused);
-            }
-        }
-    }
-
-    /// A socket error on a connection.
-    fn on_peer_gone(&mut self, i: usize, err: FetchError) {
-        if self.slots[i].state == State::Exchanging {
-            let reused = self.slots[i].served > 0 && !self.slots[i].parser.started();
-            self.fail(i, err, reused);
-        } else {
-            self.close(i);
-        }
-    }
-
-    /// Records what a parse produced: responses, then an error, if any;
-    /// then decides what the connection does next.
-    fn apply(&mut self, i: usize, responses: &[Response], fed: slot::Fed, now: Instant) {
-        let addr = self.ctx.targets[self.slots[i].target].addr;
-        let mut last = None;
-        for resp in responses {
-            last = self.complete(i, resp, now).or(last);
-        }
-        // `get` reports bytes after a response as the others do: it is not
-        // the response the server meant to send.
-        if fed.trailing > 0
-            && let (Some(results), Some(seq)) = (&mut self.collect, last)
-            && let Some(slot) = results.get_mut(seq as usize)
-        {
-            *slot = Some(Err(super::trailing_error(addr, fed.trailing)));
-        }
-        if let Some(e) = fed.error {
-            return self.fail(i, FetchError::http(&e, addr), false);
-        }
-        let s = &self.slots[i];
-        match s.state {
-            State::Exchanging if s.tickets.is_empty() => {
-                let reusable = responses.last().is_some_and(|r| r.keep_alive)
-                    && self.ctx.conn.keep_alive
-                    && fed.trailing == 0;
-                if !reusable {
-                    self.close(i);
-                }
-                self.release(i);
-            }
-            State::Exchanging if !s.recv_armed && s.fd >= 0 => self.arm_recv(i),
-            State::Exchanging => {}
-            // Bytes nobody asked for on an idle connection: it cannot be trusted.
-            _ if fed.trailing > 0 => self.close(i),
-            _ => {}
-        }
-    }
-
-    /// One response finished: record it against its ticket; returns the
-    /// ticket's sequence number.
-    fn complete(&mut self, i: usize, resp: &Response, now: Instant) -> Option<u64> {
-        let s = &mut self.slots[i];
-        let ticket = s.tickets.pop_front()?;
-        s.served += 1;
-        let origin = self.ctx.plan.latency_origin(&ticket, s.sent_at);
-        self.rec.response(resp.status, origin, now);
-        self.ctx.live.completed.fetch_add(1, Ordering::Relaxed);
-        if let Some(results) = &mut self.collect {
-            let fetched = Fetched {
-                response: *resp,
-                head: s.parser.head().to_vec(),
-                body: s.parser.body().to_vec(),
-                peer: self.ctx.targets[s.target].addr,
-            };
-            if let Some(slot) = results.get_mut(ticket.seq as usize) {
-                *slot = Some(Ok(fetched));
-            }
-        }
-        Some(ticket.seq)
-    }
-
     /// Fails the slot's outstanding requests, or retries once on a fresh
     /// connection when a reused one was found closed before any byte came back.
     fn fail(&mut self, i: usize, err: FetchError, retryable: bool) {
@@ -792,41 +509,6 @@ impl<'a> Loop<'a> {
                     self.release(i);
                 }
                 State::Free => {}
-            }
-        }
-    }
-
-    /// Closes every connection and waits (boundedly) for the kernel to
-    /// finish their operations, so the buffer ring can be unregistered.
-    fn drain(&mut self) {
-        for i in 0..self.slots.len() {
-            self.close(i);
-        }
-        let start = Instant::now();
-        while self.inflight_ops > 0 && start.elapsed() < DRAIN_LIMIT {
-            self.timespec = types::Timespec::from(Duration::from_millis(10));
-            let r = if self.features.ext_arg {
-                let args = types::SubmitArgs::new().timespec(&self.timespec);
-                self.ring.submitter().submit_with_args(1, &args)
-            } else {
-                self.ring.submit_and_wait(0)
-            };
-            if r.is_err() && !self.features.ext_arg {
-                break;
-            }
-            let mut n = 0;
-            for c in self.ring.completion() {
-                let (_, _, kind) = decode(c.user_data());
-                let skipped = kind == Some(OpKind::Send)
-                    && self.features.skip_success
-                    && self.features.send_waitall;
-                if !cqueue::more(c.flags()) && !skipped {
-                    n += 1;
-                }
-            }
-            self.inflight_ops = self.inflight_ops.saturating_sub(n);
-            if !self.features.ext_arg {
-                std::thread::sleep(Duration::from_millis(1));
             }
         }
     }

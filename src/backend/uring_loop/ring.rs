@@ -110,6 +110,32 @@ pub fn build(entries: u32, profile: Profile) -> io::Result<(IoUring, Features)> 
     Ok((ring, f))
 }
 
+/// [`build`], then the provided-buffer ring multishot receives need
+/// (`count` buffers of `size` bytes, group 0). A kernel that refuses the
+/// buffer ring loses multishot receives, not the ring. The `uring-loop`
+/// backend and `doctor` both set up through here, so `doctor` reports the
+/// profile the backend really runs with.
+pub fn setup(
+    entries: u32,
+    profile: Profile,
+    count: u16,
+    size: usize,
+) -> io::Result<(IoUring, Features, Option<BufRing>)> {
+    let (ring, mut features) = build(entries, profile)?;
+    let bufs = if features.multishot_recv {
+        match BufRing::new(&ring, count, size, 0) {
+            Ok(b) => Some(b),
+            Err(_) => {
+                features.multishot_recv = false;
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Ok((ring, features, bufs))
+}
+
 /// What a completion is for, kept in the top byte of `user_data`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

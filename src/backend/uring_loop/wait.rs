@@ -1,0 +1,131 @@
+//! Waiting in a `uring-loop` worker: one io_uring_enter per pass that
+//! submits everything queued and waits for a batch of completions sized to
+//! what is in flight, bounded by the next timer; and the bounded drain at
+//! the end of a run.
+
+use std::cmp::Reverse;
+use std::time::{Duration, Instant};
+
+use io_uring::{cqueue, opcode, types};
+
+use super::ring::{OpKind, decode, encode};
+use super::{BATCH_WAIT, CANCEL_POLL, DRAIN_LIMIT, Loop};
+
+impl Loop<'_> {
+    /// How many completions to wait for: one when little is in flight (no
+    /// batching latency at low concurrency), up to 32 when much is.
+    pub(super) fn batch_target(&self) -> usize {
+        let busy = self.slots.iter().filter(|s| s.is_busy()).count();
+        if busy >= 16 { (busy / 2).min(32) } else { 1 }
+    }
+
+    /// One io_uring_enter: submit everything queued, wait for a batch or a timer.
+    pub(super) fn submit_and_wait(&mut self, now: Instant) -> std::io::Result<()> {
+        let mut until = self.timers.peek().map(|Reverse((t, _, _))| *t);
+        if !self.stopping {
+            let poll = self
+                .ctx
+                .plan
+                .deadline()
+                .map_or(now + CANCEL_POLL, |d| d.min(now + CANCEL_POLL));
+            until = Some(until.map_or(poll, |u| u.min(poll)));
+        }
+        let mut want = if self.inflight_ops == 0 {
+            0
+        } else {
+            self.batch_target()
+        };
+        if self.stopping && self.inflight_ops == 0 {
+            want = 0;
+        }
+        let wait = until.map(|u| u.saturating_duration_since(now));
+        let result = if self.features.ext_arg {
+            // Batching: wait for `want` completions, but never sleep through
+            // a quiet spell on a batch timer. With the kernel's minimum-wait
+            // (6.12) it returns on the first completion after BATCH_WAIT; else
+            // a short timeout is used only while completions are flowing.
+            let mut limit = wait;
+            let mut min_wait = 0;
+            if want > 1 {
+                if self.features.min_wait {
+                    min_wait = BATCH_WAIT.as_micros() as u32;
+                } else if self.last_completions > 0 {
+                    limit = Some(limit.map_or(BATCH_WAIT, |w| w.min(BATCH_WAIT)));
+                } else {
+                    want = 1;
+                }
+            }
+            let want = want.max(1);
+            match limit {
+                Some(d) => {
+                    self.timespec = types::Timespec::from(d);
+                    let args = types::SubmitArgs::new()
+                        .timespec(&self.timespec)
+                        .min_wait_usec(min_wait);
+                    self.ring.submitter().submit_with_args(want, &args)
+                }
+                None => self.ring.submit_and_wait(want),
+            }
+        } else {
+            // 5.10: a TIMEOUT op bounds the wait; no batching without it.
+            if let Some(at) = until
+                && self.timer_op.is_none_or(|t| at < t)
+            {
+                self.timespec = types::Timespec::from(at.saturating_duration_since(now));
+                let e = opcode::Timeout::new(&self.timespec)
+                    .build()
+                    .user_data(encode(0, 0, OpKind::Timer));
+                self.push(e, true);
+                self.timer_op = Some(at);
+            }
+            self.ring.submit_and_wait(1)
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Closes every connection and waits (boundedly) for the kernel to
+    /// finish their operations, so the buffer ring can be unregistered.
+    pub(super) fn drain(&mut self) {
+        for i in 0..self.slots.len() {
+            self.close(i);
+        }
+        let start = Instant::now();
+        while self.inflight_ops > 0 && start.elapsed() < DRAIN_LIMIT {
+            self.timespec = types::Timespec::from(Duration::from_millis(10));
+            let r = if self.features.ext_arg {
+                let args = types::SubmitArgs::new().timespec(&self.timespec);
+                self.ring.submitter().submit_with_args(1, &args)
+            } else {
+                self.ring.submit_and_wait(0)
+            };
+            if r.is_err() && !self.features.ext_arg {
+                break;
+            }
+            let mut n = 0;
+            for c in self.ring.completion() {
+                let (_, _, kind) = decode(c.user_data());
+                let skipped = kind == Some(OpKind::Send)
+                    && self.features.skip_success
+                    && self.features.send_waitall;
+                if !cqueue::more(c.flags()) && !skipped {
+                    n += 1;
+                }
+            }
+            self.inflight_ops = self.inflight_ops.saturating_sub(n);
+            if !self.features.ext_arg {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}

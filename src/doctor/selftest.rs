@@ -1,0 +1,273 @@
+//! `doctor --self-test`: proves each backend on this kernel instead of
+//! trusting the probe. Starts the demo server in-process on loopback (or,
+//! where io_uring is refused and the demo server cannot run, the blocking
+//! [`fallback`](super::fallback) server), then on every backend, and on
+//! `uring-loop` once more with the Linux 5.10 profile: a `get` of `/foo`
+//! and `/bar` (both 200 with the right bodies) and a short bounded load of
+//! `/bar` whose counts must add up (every request issued completed with a
+//! 200, no errors, none left in flight).
+//!
+//! A backend the kernel cannot run (io_uring refused) is reported as
+//! unsupported with the reason; only a backend that should work and does
+//! not fails the self-test.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::fallback::FallbackServer;
+use super::{Report, profile_name};
+use crate::backend::uring_loop::ring::Profile;
+use crate::backend::{self, BackendKind, ConnOptions, Live};
+use crate::plan::{Rate, Stop};
+use crate::runner::{self, LoadConfig};
+use crate::server::{self, ServeOptions};
+use crate::target::{RequestOptions, Target};
+
+/// How big the self-test's loads are.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Requests per load.
+    pub requests: u64,
+    /// Connections per load.
+    pub connections: usize,
+    /// Worker threads per load.
+    pub threads: usize,
+}
+
+impl Default for Options {
+    /// Small enough to take well under a second per backend here and well
+    /// under a minute in total in an emulated (TCG) guest.
+    fn default() -> Self {
+        Self {
+            requests: 400,
+            connections: 4,
+            threads: 2,
+        }
+    }
+}
+
+/// The verdict on one backend and profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Unsupported,
+}
+
+/// One line of the self-test.
+#[derive(Debug, Clone, Serialize)]
+pub struct Line {
+    pub backend: BackendKind,
+    pub profile: &'static str,
+    pub verdict: Verdict,
+    /// Requests per second of the load, on a pass.
+    pub rps: Option<f64>,
+    /// What failed, or why the backend cannot run here.
+    pub reason: Option<String>,
+}
+
+/// The whole self-test.
+#[derive(Debug, Clone, Serialize)]
+pub struct SelfTest {
+    /// Which server the backends were tested against.
+    pub server: String,
+    pub lines: Vec<Line>,
+    /// No backend that this kernel supports failed.
+    pub passed: bool,
+}
+
+/// The server the backends talk to: ours on io_uring, or the fallback.
+enum TestServer {
+    Demo(server::ServerHandle),
+    Fallback(FallbackServer),
+}
+
+impl TestServer {
+    fn start(io_uring: bool) -> Result<(Self, String), String> {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut why = "io_uring is unavailable".to_string();
+        if io_uring {
+            match server::start(ServeOptions {
+                addr: loopback,
+                delay: Duration::ZERO,
+                threads: 1,
+                max_head_bytes: 16 * 1024,
+                idle_timeout: Duration::from_secs(30),
+            }) {
+                Ok(h) => {
+                    let label = format!("demo server (io_uring) on {}", h.addr);
+                    return Ok((TestServer::Demo(h), label));
+                }
+                Err(e) => why = format!("the demo server did not start: {e}"),
+            }
+        }
+        let f = FallbackServer::start(loopback).map_err(|e| format!("no server: {e}"))?;
+        let label = format!("blocking fallback server on {} ({why})", f.addr);
+        Ok((TestServer::Fallback(f), label))
+    }
+
+    fn addr(&self) -> SocketAddr {
+        match self {
+            TestServer::Demo(h) => h.addr,
+            TestServer::Fallback(f) => f.addr,
+        }
+    }
+
+    fn shutdown(self) {
+        match self {
+            TestServer::Demo(h) => h.shutdown(),
+            TestServer::Fallback(f) => f.shutdown(),
+        }
+    }
+}
+
+/// Runs the self-test over every backend; `report` says which ones this
+/// kernel supports.
+pub fn run(report: &Report, opts: &Options) -> Result<SelfTest, String> {
+    let (srv, label) = TestServer::start(report.io_uring.available)?;
+    let base = format!("http://{}", srv.addr());
+    let mut runs: Vec<(BackendKind, Profile)> = BackendKind::ALL
+        .iter()
+        .map(|&k| (k, Profile::Auto))
+        .collect();
+    runs.push((BackendKind::UringLoop, Profile::Linux510));
+    let lines = runs
+        .into_iter()
+        .map(|(backend, profile)| {
+            let mut line = Line {
+                backend,
+                profile: profile_name(backend, profile),
+                verdict: Verdict::Unsupported,
+                rps: None,
+                reason: None,
+            };
+            match report.availability(backend, profile) {
+                Err(why) => line.reason = Some(why),
+                Ok(()) => match check(backend, profile, &base, opts) {
+                    Ok(rps) => {
+                        line.verdict = Verdict::Pass;
+                        line.rps = Some(rps);
+                    }
+                    Err(why) => {
+                        line.verdict = Verdict::Fail;
+                        line.reason = Some(why);
+                    }
+                },
+            }
+            line
+        })
+        .collect::<Vec<_>>();
+    srv.shutdown();
+    let passed = lines.iter().all(|l| l.verdict != Verdict::Fail);
+    Ok(SelfTest {
+        server: label,
+        lines,
+        passed,
+    })
+}
+
+/// The connection settings of every self-test request: generous limits,
+/// so that only a hang, never a slow emulated machine, fails.
+fn conn(profile: Profile) -> ConnOptions {
+    ConnOptions {
+        timeout: Some(Duration::from_secs(20)),
+        connect_timeout: Some(Duration::from_secs(10)),
+        uring_profile: profile,
+        ..ConnOptions::default()
+    }
+}
+
+/// `get` then a bounded load on one backend; the load's requests per second.
+fn check(
+    backend: BackendKind,
+    profile: Profile,
+    base: &str,
+    opts: &Options,
+) -> Result<f64, String> {
+    let conn = conn(profile);
+    let request = RequestOptions::default();
+    let target = |path: &str| {
+        Target::new(&format!("{base}{path}"), &request).map_err(|e| format!("bad target: {e}"))
+    };
+    let targets = vec![target("/foo")?, target("/bar")?];
+    let fetched = backend::fetch_all(backend, &targets, &conn).map_err(|e| format!("get: {e}"))?;
+    if fetched.len() != targets.len() {
+        return Err(format!("get: {} results for 2 URLs", fetched.len()));
+    }
+    for (t, r) in targets.iter().zip(&fetched) {
+        let f = r.as_ref().map_err(|e| format!("get {}: {e}", t.path))?;
+        let want = if t.path == "/foo" {
+            "<h1>foo!</h1>"
+        } else {
+            "<h1>bar!</h1>"
+        };
+        if f.response.status != 200 || f.body != want.as_bytes() {
+            return Err(format!(
+                "get {}: status {} body {:?}, expected 200 {want:?}",
+                t.path,
+                f.response.status,
+                String::from_utf8_lossy(&f.body)
+            ));
+        }
+    }
+    let config = LoadConfig {
+        backend,
+        targets: Arc::new(vec![target("/bar")?]),
+        connections: opts.connections.max(1),
+        threads: opts.threads.max(1),
+        stop: Stop::Count(opts.requests.max(1)),
+        rate: Rate::Closed,
+        conn: Arc::new(conn),
+    };
+    let outcome = runner::run(&config, Arc::new(Live::default()), |_| {})
+        .map_err(|e| format!("load: {e}"))?;
+    let r = &outcome.recorder;
+    let n = opts.requests.max(1);
+    let ok = r.status.get(&200).copied().unwrap_or(0);
+    if r.issued != n || r.completed() != n || ok != n || r.error_count() != 0 || r.in_flight != 0 {
+        let example = r
+            .error_examples
+            .iter()
+            .next()
+            .map(|(k, m)| format!("; first error {k}: {m}"))
+            .unwrap_or_default();
+        return Err(format!(
+            "load of {n}: issued {}, completed {}, 200s {ok}, errors {}, in flight {}{example}",
+            r.issued,
+            r.completed(),
+            r.error_count(),
+            r.in_flight
+        ));
+    }
+    let secs = outcome.elapsed.as_secs_f64().max(1e-6);
+    Ok(n as f64 / secs)
+}
+
+/// The self-test as text, one line per backend and profile.
+pub fn render(t: &SelfTest) -> String {
+    let mut s = format!("self-test against the {}\n", t.server);
+    for l in &t.lines {
+        let what = match l.verdict {
+            Verdict::Pass => format!("pass  {:.0} req/s", l.rps.unwrap_or(0.0)),
+            Verdict::Fail => format!("FAIL  {}", l.reason.as_deref().unwrap_or("")),
+            Verdict::Unsupported => {
+                format!("unsupported here: {}", l.reason.as_deref().unwrap_or(""))
+            }
+        };
+        s.push_str(&format!(
+            "{:<12} {:<8} {what}\n",
+            l.backend.name(),
+            l.profile
+        ));
+    }
+    s.push_str(if t.passed {
+        "self-test passed\n"
+    } else {
+        "self-test FAILED\n"
+    });
+    s
+}

@@ -1,0 +1,546 @@
+//! `merge`: the runs of one test on many client machines, added up into one
+//! honest report.
+//!
+//! Exact where it can be: the latency and connect histograms travel in each
+//! report as HdrHistogram V2 (base64) and are added bin by bin, so the merged
+//! percentiles are those of all requests together, never an average of
+//! percentiles. Counts, status codes, errors and bytes are summed; req/s is
+//! the total of responses over the union of the runs' wall-clock windows.
+//! Reports of different tests (targets, method, plan) are refused unless
+//! forced, since their sum would mean nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use super::{Mode, Percentiles, Resources, SCHEMA_VERSION, Summary, text};
+use crate::stats::{histogram_from_base64, new_histogram};
+use crate::wallclock::{from_unix_ns, rfc3339};
+
+/// One report to merge, and where it came from.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// The file (`-` is stdin), with `#N` for the Nth report of a file holding several.
+    pub source: String,
+    pub summary: Summary,
+}
+
+/// One input's row in a merged report: enough to spot a bad client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MergeInput {
+    pub source: String,
+    /// `--label host=...`, else the report's `host`, else the source.
+    pub host: String,
+    pub run_id: Option<String>,
+    pub started_at: Option<String>,
+    /// Seconds after the earliest input's start.
+    pub start_offset_s: Option<f64>,
+    pub duration_s: f64,
+    pub completed: u64,
+    pub errors: u64,
+    pub rps: f64,
+    pub p99_us: u64,
+}
+
+/// A merged report and the latency histogram it was made from.
+#[derive(Debug, Clone)]
+pub struct Merged {
+    pub summary: Summary,
+    pub latency: Histogram<u64>,
+    /// Worth saying, but no reason to refuse the merge.
+    pub warnings: Vec<String>,
+}
+
+/// Reads the reports in one input: one JSON object, several concatenated,
+/// or arrays of them (as `compare --output json` prints).
+pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Input>, String> {
+    let mut summaries = Vec::new();
+    let stream = serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>();
+    for (i, doc) in stream.enumerate() {
+        let doc = doc.map_err(|e| format!("{source}: not JSON (document {}): {e}", i + 1))?;
+        let items = match doc {
+            serde_json::Value::Array(items) => items,
+            other => vec![other],
+        };
+        for item in items {
+            let n = summaries.len() + 1;
+            let s: Summary = serde_json::from_value(item).map_err(|e| {
+                format!("{source}: report {n} is not a uringfetch load report: {e}")
+            })?;
+            summaries.push(s);
+        }
+    }
+    if summaries.is_empty() {
+        return Err(format!("{source}: no report in it"));
+    }
+    let several = summaries.len() > 1;
+    Ok(summaries
+        .into_iter()
+        .enumerate()
+        .map(|(i, summary)| Input {
+            source: if several {
+                format!("{source}#{}", i + 1)
+            } else {
+                source.to_string()
+            },
+            summary,
+        })
+        .collect())
+}
+
+/// `-n 1000, closed loop` or `-z 10s, open loop at 500 req/s`.
+pub fn describe_plan(m: &Mode) -> String {
+    let stop = match (m.stop.as_str(), m.count, m.duration_s) {
+        ("count", Some(n), _) => format!("-n {n}"),
+        ("duration", _, Some(d)) => format!("-z {d}s"),
+        (other, _, _) => other.to_string(),
+    };
+    match m.rate {
+        Some(q) => format!("{stop}, open loop at {q} req/s"),
+        None => format!("{stop}, closed loop"),
+    }
+}
+
+/// Why two reports are not runs of the same test, if they are not.
+fn differences(a: &Summary, b: &Summary) -> Vec<String> {
+    let mut d = Vec::new();
+    if a.urls != b.urls {
+        d.push(format!(
+            "targets {} vs {}",
+            a.urls.join(" "),
+            b.urls.join(" ")
+        ));
+    }
+    if a.method != b.method {
+        d.push(format!("method {} vs {}", a.method, b.method));
+    }
+    let (pa, pb) = (describe_plan(&a.mode), describe_plan(&b.mode));
+    if pa != pb {
+        d.push(format!("plan {pa} vs {pb}"));
+    }
+    if let (Some(x), Some(y)) = (&a.run_id, &b.run_id)
+        && x != y
+    {
+        d.push(format!("run id {x} vs {y}"));
+    }
+    d
+}
+
+/// Whether all inputs ran the same test (targets, method, plan, run id);
+/// if not, says how the first differing one differs.
+pub fn check_same_test(inputs: &[Input]) -> Result<(), String> {
+    let Some(first) = inputs.first() else {
+        return Ok(());
+    };
+    for other in &inputs[1..] {
+        let d = differences(&first.summary, &other.summary);
+        if !d.is_empty() {
+            return Err(format!(
+                "{} and {} are not runs of the same test: {}",
+                first.source,
+                other.source,
+                d.join("; ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Decodes one report's histogram and checks it against the report's count.
+fn decode(source: &str, what: &str, p: &Percentiles) -> Result<Histogram<u64>, String> {
+    if p.hdr.is_empty() && p.count == 0 {
+        return Ok(new_histogram());
+    }
+    let h = histogram_from_base64(&p.hdr).map_err(|e| format!("{source}: {what}.hdr: {e}"))?;
+    if h.len() != p.count {
+        return Err(format!(
+            "{source}: {what}.hdr holds {} values but {what}.count says {}",
+            h.len(),
+            p.count
+        ));
+    }
+    Ok(h)
+}
+
+/// Adds every input's latency and connect histograms, exactly.
+fn add_histograms(inputs: &[Input]) -> Result<(Histogram<u64>, Histogram<u64>), String> {
+    let mut latency = new_histogram();
+    let mut connect = new_histogram();
+    // A histogram from another build may reach past our bounds: grow, never drop.
+    latency.auto(true);
+    connect.auto(true);
+    for i in inputs {
+        let l = decode(&i.source, "latency_us", &i.summary.latency_us)?;
+        let c = decode(&i.source, "connect_us", &i.summary.connect_us)?;
+        latency
+            .add(&l)
+            .map_err(|e| format!("{}: latency_us.hdr: {e:?}", i.source))?;
+        connect
+            .add(&c)
+            .map_err(|e| format!("{}: connect_us.hdr: {e:?}", i.source))?;
+    }
+    Ok((latency, connect))
+}
+
+fn add_map<V: Clone>(
+    into: &mut BTreeMap<String, V>,
+    from: &BTreeMap<String, V>,
+    add: fn(&mut V, &V),
+) {
+    for (k, v) in from {
+        match into.get_mut(k) {
+            Some(x) => add(x, v),
+            None => {
+                into.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// The measure of the union of `[start, end]` spans, in nanoseconds.
+pub fn union_ns(mut spans: Vec<(u64, u64)>) -> u64 {
+    spans.sort_unstable();
+    let mut total = 0;
+    let mut current: Option<(u64, u64)> = None;
+    for (s, e) in spans {
+        let e = e.max(s);
+        current = match current {
+            Some((cs, ce)) if s <= ce => Some((cs, ce.max(e))),
+            Some((cs, ce)) => {
+                total += ce - cs;
+                Some((s, e))
+            }
+            None => Some((s, e)),
+        };
+    }
+    total + current.map_or(0, |(s, e)| e - s)
+}
+
+/// Each input's wall-clock window, if every input has one.
+fn windows(inputs: &[Input]) -> Option<Vec<(u64, u64)>> {
+    inputs
+        .iter()
+        .map(|i| Some((i.summary.started_at_unix_ns?, i.summary.ended_at_unix_ns?)))
+        .collect()
+}
+
+/// The distinct values, in first-seen order, joined with commas.
+fn distinct<'a>(values: impl Iterator<Item = &'a str>) -> String {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for v in values.filter(|v| !v.is_empty()) {
+        if seen.insert(v) {
+            out.push(v);
+        }
+    }
+    out.join(",")
+}
+
+/// The host label of an input: `--label host=`, else `host`, else the source.
+fn host_of(i: &Input) -> String {
+    let s = &i.summary;
+    s.labels
+        .get("host")
+        .filter(|h| !h.is_empty())
+        .or((!s.host.is_empty()).then_some(&s.host))
+        .cloned()
+        .unwrap_or_else(|| i.source.clone())
+}
+
+fn rows(inputs: &[Input], earliest: Option<u64>) -> Vec<MergeInput> {
+    inputs
+        .iter()
+        .map(|i| {
+            let s = &i.summary;
+            MergeInput {
+                source: i.source.clone(),
+                host: host_of(i),
+                run_id: s.run_id.clone(),
+                started_at: s.started_at.clone(),
+                start_offset_s: s
+                    .started_at_unix_ns
+                    .zip(earliest)
+                    .map(|(t, e)| t.saturating_sub(e) as f64 / 1e9),
+                duration_s: s.duration_s,
+                completed: s.requests.completed,
+                errors: s.requests.errors,
+                rps: s.rps,
+                p99_us: s.latency_us.p99,
+            }
+        })
+        .collect()
+}
+
+fn per(total: f64, n: u64) -> f64 {
+    if n == 0 { 0.0 } else { total / n as f64 }
+}
+
+/// Sums the client-side costs; the peak RSS is the largest single client's.
+fn add_resources(inputs: &[Input], requests: u64) -> Resources {
+    let all: Vec<&Resources> = inputs.iter().map(|i| &i.summary.resources).collect();
+    let (user, sys) = (
+        all.iter().map(|r| r.cpu_user_s).sum::<f64>(),
+        all.iter().map(|r| r.cpu_sys_s).sum::<f64>(),
+    );
+    let vol = all.iter().map(|r| r.voluntary_ctx_switches).sum::<u64>();
+    let invol = all.iter().map(|r| r.involuntary_ctx_switches).sum::<u64>();
+    let syscalls: Option<u64> = all.iter().map(|r| r.syscalls).sum();
+    Resources {
+        cpu_user_s: user,
+        cpu_sys_s: sys,
+        cpu_us_per_request: per((user + sys) * 1e6, requests),
+        ctx_switches_per_request: per((vol + invol) as f64, requests),
+        voluntary_ctx_switches: vol,
+        involuntary_ctx_switches: invol,
+        max_rss_kb: all.iter().map(|r| r.max_rss_kb).max().unwrap_or(0),
+        syscalls,
+        syscalls_per_request: syscalls.map(|n| per(n as f64, requests)),
+        syscalls_note: match syscalls {
+            Some(_) => None,
+            None => Some(
+                all.iter()
+                    .find_map(|r| r.syscalls_note.clone())
+                    .unwrap_or_else(|| "not counted on every client".into()),
+            ),
+        },
+    }
+}
+
+/// The plan of all clients together: counts and rates add up.
+fn add_modes(inputs: &[Input]) -> Mode {
+    let modes: Vec<&Mode> = inputs.iter().map(|i| &i.summary.mode).collect();
+    let mut m = modes[0].clone();
+    m.count = modes.iter().map(|m| m.count).sum();
+    m.rate = modes.iter().map(|m| m.rate).sum();
+    m
+}
+
+/// The per-second series of all inputs, aligned on their wall-clock starts.
+fn add_per_second(inputs: &[Input], earliest: Option<u64>) -> Vec<u64> {
+    let mut out: Vec<u64> = Vec::new();
+    for i in inputs {
+        let offset = i
+            .summary
+            .started_at_unix_ns
+            .zip(earliest)
+            .map_or(0, |(t, e)| (t.saturating_sub(e) / 1_000_000_000) as usize);
+        let series = &i.summary.per_second;
+        if out.len() < offset + series.len() {
+            out.resize(offset + series.len(), 0);
+        }
+        for (k, v) in series.iter().enumerate() {
+            out[offset + k] += v;
+        }
+    }
+    out
+}
+
+/// Identity fields of the merged report: what all inputs share.
+fn shared_identity(inputs: &[Input], s: &mut Summary) {
+    let first = &inputs[0].summary;
+    s.labels = first
+        .labels
+        .iter()
+        .filter(|(k, v)| inputs.iter().all(|i| i.summary.labels.get(*k) == Some(*v)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let ids = distinct(inputs.iter().filter_map(|i| i.summary.run_id.as_deref()));
+    s.run_id = (!ids.is_empty()).then_some(ids);
+    s.start_at = first.start_at.clone().filter(|a| {
+        inputs
+            .iter()
+            .all(|i| i.summary.start_at.as_ref() == Some(a))
+    });
+    s.host = distinct(inputs.iter().map(|i| i.summary.host.as_str()));
+    s.backend = distinct(inputs.iter().map(|i| i.summary.backend.as_str()));
+    s.urls = first.urls.clone();
+    for i in inputs {
+        for u in &i.summary.urls {
+            if !s.urls.contains(u) {
+                s.urls.push(u.clone());
+            }
+        }
+    }
+}
+
+/// Adds the counters of `rest` into `s`, a copy of the first input.
+fn add_counts(rest: &[Input], s: &mut Summary) {
+    for i in rest {
+        let x = &i.summary;
+        s.requests.issued += x.requests.issued;
+        s.requests.completed += x.requests.completed;
+        s.requests.errors += x.requests.errors;
+        s.requests.in_flight += x.requests.in_flight;
+        add_map(&mut s.status, &x.status, |a, b| *a += b);
+        add_map(&mut s.errors, &x.errors, |a, b| *a += b);
+        add_map(&mut s.error_examples, &x.error_examples, |_, _| {});
+        s.bytes.read += x.bytes.read;
+        s.bytes.written += x.bytes.written;
+        s.connections_opened += x.connections_opened;
+        s.reconnects += x.reconnects;
+        s.connections += x.connections;
+        s.threads += x.threads;
+    }
+}
+
+/// The length of the union of the inputs' windows in seconds, the first
+/// start and the last end (unix ns), when every input has its window.
+fn time_window(inputs: &[Input], warnings: &mut Vec<String>) -> (f64, Option<u64>, Option<u64>) {
+    let Some(w) = windows(inputs) else {
+        warnings.push(
+            "some reports have no wall-clock start and end (made before uringfetch recorded \
+             them): req/s is over the longest run instead of the union of the runs"
+                .into(),
+        );
+        let longest = inputs
+            .iter()
+            .map(|i| i.summary.duration_s)
+            .fold(0.0, f64::max);
+        return (longest, None, None);
+    };
+    let earliest = w.iter().map(|x| x.0).min();
+    let latest = w.iter().map(|x| x.1).max();
+    (union_ns(w) as f64 / 1e9, earliest, latest)
+}
+
+/// Adds up the reports. Call [`check_same_test`] first unless forced.
+pub fn merge(inputs: &[Input]) -> Result<Merged, String> {
+    let Some(first) = inputs.first() else {
+        return Err("nothing to merge".into());
+    };
+    if let Some(i) = inputs.iter().find(|i| i.summary.schema != SCHEMA_VERSION) {
+        return Err(format!(
+            "{}: report schema {} is not {SCHEMA_VERSION}, which this uringfetch reads",
+            i.source, i.summary.schema
+        ));
+    }
+    let (latency, connect) = add_histograms(inputs)?;
+    let mut warnings = Vec::new();
+    let (duration_s, earliest, latest) = time_window(inputs, &mut warnings);
+    let mut s = first.summary.clone();
+    s.tool = format!("uringfetch {}", env!("CARGO_PKG_VERSION"));
+    add_counts(&inputs[1..], &mut s);
+    shared_identity(inputs, &mut s);
+    s.mode = add_modes(inputs);
+    let (completed, errors) = (s.requests.completed, s.requests.errors);
+    s.success_rate = per(completed as f64, completed + errors);
+    s.resources = add_resources(inputs, completed + errors);
+    s.duration_s = duration_s;
+    s.rps = if duration_s > 0.0 {
+        s.requests.completed as f64 / duration_s
+    } else {
+        0.0
+    };
+    s.latency_us = Percentiles::of(&latency);
+    s.connect_us = Percentiles::of(&connect);
+    s.per_second = add_per_second(inputs, earliest);
+    s.cancelled = inputs.iter().any(|i| i.summary.cancelled);
+    s.started_at = earliest.map(|t| rfc3339(from_unix_ns(t)));
+    s.started_at_unix_ns = earliest;
+    s.ended_at = latest.map(|t| rfc3339(from_unix_ns(t)));
+    s.ended_at_unix_ns = latest;
+    let rows = rows(inputs, earliest);
+    if let Some(late) = rows
+        .iter()
+        .filter_map(|r| r.start_offset_s)
+        .reduce(f64::max)
+        && late > 1.0
+    {
+        warnings.push(format!(
+            "the runs started up to {late:.3} s apart: they did not run together \
+             (use the same --start-at on every client)"
+        ));
+    }
+    s.merged_from = Some(rows);
+    Ok(Merged {
+        summary: s,
+        latency,
+        warnings,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The per-input table, with a note on any client that stands out.
+pub fn render_inputs(rows: &[MergeInput]) -> String {
+    let mut o = String::new();
+    let med_rps = median(rows.iter().map(|r| r.rps).collect());
+    let med_p99 = median(rows.iter().map(|r| r.p99_us as f64).collect());
+    // Hosts that repeat (several clients on one machine) get their source too.
+    let labels: Vec<String> = rows
+        .iter()
+        .map(|r| match rows.iter().filter(|x| x.host == r.host).count() {
+            1 => r.host.clone(),
+            _ => format!("{} ({})", r.host, r.source),
+        })
+        .collect();
+    let width = labels
+        .iter()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let _ = writeln!(o, "\nPer input ({} reports)", rows.len());
+    let _ = writeln!(
+        o,
+        "  {:<width$}  {:>9}  {:>12}  {:>10}  {:>8}  {:>10}",
+        "host", "start", "req/s", "p99", "errors", "completed"
+    );
+    for (r, label) in rows.iter().zip(&labels) {
+        let mut notes = Vec::new();
+        if r.errors > 0 {
+            notes.push("errors");
+        }
+        if med_p99 > 0.0 && r.p99_us as f64 > 2.0 * med_p99 {
+            notes.push("p99 over twice the median");
+        }
+        if r.rps < med_rps / 2.0 {
+            notes.push("req/s under half the median");
+        }
+        if r.start_offset_s.is_some_and(|s| s > 0.1) {
+            notes.push("started late");
+        }
+        let start = r
+            .start_offset_s
+            .map_or("?".to_string(), |s| format!("+{:.0}ms", s * 1e3));
+        let _ = writeln!(
+            o,
+            "  {label:<width$}  {start:>9}  {:>12.2}  {:>10}  {:>8}  {:>10}{}",
+            r.rps,
+            text::fmt_us(r.p99_us),
+            r.errors,
+            r.completed,
+            if notes.is_empty() {
+                String::new()
+            } else {
+                format!("   <- {}", notes.join(", "))
+            }
+        );
+    }
+    o
+}
+
+/// The text form: a line on what was merged, the `load` report, the table.
+pub fn render_text(m: &Merged) -> String {
+    let s = &m.summary;
+    let rows = s.merged_from.as_deref().unwrap_or(&[]);
+    let mut o = format!(
+        "Merged {} report{}{}: {} to {}\n",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" },
+        s.run_id
+            .as_ref()
+            .map_or(String::new(), |id| format!(" of run {id}")),
+        s.started_at.as_deref().unwrap_or("?"),
+        s.ended_at.as_deref().unwrap_or("?"),
+    );
+    let _ = writeln!(o, "  Targets:        {} ({})", s.urls.join(" "), s.method);
+    o.push_str(&text::render(s, &m.latency));
+    o.push_str(&render_inputs(rows));
+    o
+}

@@ -1,0 +1,188 @@
+//! Unit tests of [`super::merge`]: reports made by the real [`Summary::new`]
+//! from recorders, written as JSON and read back as `merge` reads them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::Summary;
+use super::merge::{self, Input};
+use crate::backend::{BackendKind, ConnOptions};
+use crate::plan::{Rate, Stop};
+use crate::runner::{LoadConfig, LoadOutcome};
+use crate::stats::{Recorder, histogram_from_base64, new_histogram, resources::Usage};
+use crate::target::{RequestOptions, Target};
+use crate::wallclock::{from_unix_ns, unix_ns};
+
+const T0: u64 = 1_795_698_000_000_000_000;
+
+/// A report of `latencies` (µs) on `url`, started at `T0 + start_ms`, lasting `ms`.
+fn report(url: &str, latencies: &[u64], start_ms: u64, ms: u64) -> Summary {
+    let start = Instant::now();
+    let mut r = Recorder::new(start);
+    for &us in latencies {
+        r.issue();
+        r.response(200, start, start + Duration::from_micros(us));
+        r.bytes_read += 100;
+    }
+    r.issue();
+    r.error(crate::error::ErrorKind::Reset, "reset by peer");
+    r.connected(Duration::from_micros(40), false);
+    let opts = RequestOptions {
+        method: "GET".into(),
+        headers: Vec::new(),
+        body: None,
+        version: crate::http::Version::Http11,
+        keep_alive: true,
+    };
+    let config = LoadConfig {
+        backend: BackendKind::UringAsync,
+        targets: Arc::new(vec![Target::new(url, &opts).unwrap()]),
+        connections: 2,
+        threads: 1,
+        stop: Stop::Count(1000),
+        rate: Rate::Closed,
+        conn: Arc::new(ConnOptions {
+            timeout: None,
+            connect_timeout: None,
+            keep_alive: true,
+            bind: Vec::new(),
+            pipeline: 1,
+            uring_profile: Default::default(),
+        }),
+    };
+    let outcome = LoadOutcome {
+        config,
+        recorder: r,
+        elapsed: Duration::from_millis(ms),
+        wall_start: from_unix_ns(T0 + start_ms * 1_000_000),
+        usage: Usage::default(),
+        cancelled: false,
+    };
+    Summary::new(&outcome, "GET")
+}
+
+fn json(s: &Summary) -> String {
+    serde_json::to_string_pretty(s).unwrap()
+}
+
+#[test]
+fn reads_one_several_and_arrays_of_reports() {
+    let a = report("http://127.0.0.1:1/a", &[100], 0, 1000);
+    let one = merge::parse_documents("a.json", &json(&a)).unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].source, "a.json");
+    let two = format!("{}\n{}", json(&a), json(&a));
+    let many = merge::parse_documents("b.json", &two).unwrap();
+    assert_eq!(many[1].source, "b.json#2");
+    let array = serde_json::to_string(&vec![&a, &a, &a]).unwrap();
+    assert_eq!(merge::parse_documents("c", &array).unwrap().len(), 3);
+    assert!(
+        merge::parse_documents("e", "")
+            .unwrap_err()
+            .contains("no report")
+    );
+    let err = merge::parse_documents("f", "{\"x\": 1}").unwrap_err();
+    assert!(err.contains("not a uringfetch load report"), "{err}");
+    assert!(merge::parse_documents("g", "{").is_err());
+}
+
+#[test]
+fn merging_adds_histograms_exactly_and_counts_over_the_union_of_windows() {
+    let a: Vec<u64> = (1..=1000).map(|i| i * 10).collect();
+    let b: Vec<u64> = (1..=300).map(|i| i * 997).collect();
+    // a runs 0..1000 ms, b 500..2500 ms: the union is 2.5 s.
+    let ra = report("http://127.0.0.1:1/x", &a, 0, 1000);
+    let rb = report("http://127.0.0.1:1/x", &b, 500, 2000);
+    let text = format!("{}{}", json(&ra), json(&rb));
+    let inputs = merge::parse_documents("-", &text).unwrap();
+    merge::check_same_test(&inputs).unwrap();
+    let m = merge::merge(&inputs).unwrap();
+    let s = &m.summary;
+    assert_eq!(s.requests.completed, 1300);
+    assert_eq!(s.requests.errors, 2);
+    assert_eq!(s.requests.issued, 1302);
+    assert_eq!(s.status["200"], 1300);
+    assert_eq!(s.errors["reset"], 2);
+    assert_eq!(s.bytes.read, 130_000);
+    assert_eq!(s.connections, 4);
+    assert_eq!(s.mode.count, Some(2000), "the clients planned 1000 each");
+    assert!((s.duration_s - 2.5).abs() < 1e-9, "{}", s.duration_s);
+    assert!((s.rps - 1300.0 / 2.5).abs() < 1e-6);
+    let mut all = new_histogram();
+    for v in a.iter().chain(&b) {
+        all.record(*v).unwrap();
+    }
+    assert_eq!(m.latency, all);
+    assert_eq!(histogram_from_base64(&s.latency_us.hdr).unwrap(), all);
+    assert_eq!(s.latency_us.p99, all.value_at_quantile(0.99));
+    assert_eq!(s.latency_us.max, all.max());
+    assert_eq!(s.connect_us.count, 2);
+    assert_eq!(s.started_at_unix_ns, Some(T0));
+    assert_eq!(s.ended_at_unix_ns, Some(T0 + 2_500_000_000));
+    let rows = s.merged_from.as_ref().unwrap();
+    assert_eq!(rows[1].start_offset_s, Some(0.5));
+    let text = merge::render_text(&m);
+    assert!(text.contains("Per input (2 reports)"), "{text}");
+    assert!(text.contains("started late"), "{text}");
+}
+
+#[test]
+fn different_tests_are_refused_with_the_difference() {
+    let a = report("http://127.0.0.1:1/a", &[100], 0, 10);
+    let b = report("http://127.0.0.1:1/b", &[100], 0, 10);
+    let inputs = vec![
+        Input {
+            source: "a.json".into(),
+            summary: a.clone(),
+        },
+        Input {
+            source: "b.json".into(),
+            summary: b,
+        },
+    ];
+    let err = merge::check_same_test(&inputs).unwrap_err();
+    assert!(err.contains("a.json and b.json"), "{err}");
+    assert!(
+        err.contains("http://127.0.0.1:1/a vs http://127.0.0.1:1/b"),
+        "{err}"
+    );
+    let mut c = a.clone();
+    c.mode.rate = Some(100.0);
+    c.run_id = Some("x".into());
+    let mut d = a;
+    d.run_id = Some("y".into());
+    let err = merge::check_same_test(&[
+        Input {
+            source: "d".into(),
+            summary: d,
+        },
+        Input {
+            source: "c".into(),
+            summary: c,
+        },
+    ])
+    .unwrap_err();
+    assert!(err.contains("open loop at 100 req/s"), "{err}");
+    assert!(err.contains("run id y vs x"), "{err}");
+}
+
+#[test]
+fn a_histogram_that_disagrees_with_its_count_is_an_error() {
+    let mut a = report("http://127.0.0.1:1/a", &[100, 200], 0, 10);
+    a.latency_us.count = 3;
+    let err = merge::merge(&[Input {
+        source: "a".into(),
+        summary: a,
+    }])
+    .unwrap_err();
+    assert!(err.contains("holds 2 values"), "{err}");
+}
+
+#[test]
+fn union_of_windows() {
+    assert_eq!(merge::union_ns(vec![]), 0);
+    assert_eq!(merge::union_ns(vec![(0, 10), (5, 20), (30, 40)]), 30);
+    assert_eq!(merge::union_ns(vec![(30, 40), (0, 10), (10, 12)]), 22);
+    let now = SystemTime::now();
+    assert_eq!(from_unix_ns(unix_ns(now)), now);
+}

@@ -1,0 +1,155 @@
+//! Wall-clock time, for runs spread over several machines.
+//!
+//! A run measures itself on the monotonic clock ([`std::time::Instant`]),
+//! which means nothing outside the process. To start N clients together
+//! (`load --start-at`) and to merge their reports over the union of their
+//! time windows (`merge`), the start and end are also recorded on the wall
+//! clock ([`SystemTime`]), which NTP keeps in step across machines.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How far in the past a `--start-at` may be and still start at once
+/// (a client launched a moment late); further is refused, since that client
+/// could not start together with the others.
+pub const PAST_TOLERANCE: Duration = Duration::from_secs(1);
+
+/// Parses `--start-at`: RFC 3339 (`2026-11-26T13:00:00Z`,
+/// `2026-11-26T14:00:00.5+01:00`), a delay from `now` (`+5s`, `+1m`,
+/// `+0.5`), or unix seconds (`@1795698000`).
+pub fn parse_start_at(s: &str, now: SystemTime) -> Result<SystemTime, String> {
+    let s = s.trim();
+    if let Some(rest) = s.strip_prefix('+') {
+        return crate::cli::parse_duration(rest).map(|d| now + d);
+    }
+    if let Some(rest) = s.strip_prefix('@') {
+        let secs: f64 = rest
+            .parse()
+            .map_err(|_| format!("invalid --start-at '{s}': expected @UNIX_SECONDS"))?;
+        if !secs.is_finite() || secs < 0.0 {
+            return Err(format!("invalid --start-at '{s}'"));
+        }
+        return Ok(UNIX_EPOCH + Duration::from_secs_f64(secs));
+    }
+    parse_rfc3339(s).map_err(|e| {
+        format!(
+            "invalid --start-at '{s}': {e} (expected RFC 3339 like 2026-11-26T13:00:00Z, \
+             a delay like +5s, or @UNIX_SECONDS)"
+        )
+    })
+}
+
+/// RFC 3339 in UTC (`Z`) or with a numeric offset (`+01:00`).
+fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
+    let up = s.to_ascii_uppercase();
+    if up.ends_with('Z') {
+        return humantime::parse_rfc3339(&up).map_err(|e| e.to_string());
+    }
+    let b = up.as_bytes();
+    let n = b.len();
+    if n > 6 && (b[n - 6] == b'+' || b[n - 6] == b'-') && b[n - 3] == b':' {
+        let hours: u64 = up[n - 5..n - 3].parse().map_err(|_| "bad offset hours")?;
+        let minutes: u64 = up[n - 2..].parse().map_err(|_| "bad offset minutes")?;
+        if hours > 23 || minutes > 59 {
+            return Err("offset out of range".into());
+        }
+        let local =
+            humantime::parse_rfc3339(&format!("{}Z", &up[..n - 6])).map_err(|e| e.to_string())?;
+        let offset = Duration::from_secs(hours * 3600 + minutes * 60);
+        // 14:00+01:00 is 13:00Z: a positive offset is subtracted.
+        return if b[n - 6] == b'+' {
+            local
+                .checked_sub(offset)
+                .ok_or_else(|| "time before 1970".to_string())
+        } else {
+            Ok(local + offset)
+        };
+    }
+    Err("no time zone: end with Z or an offset like +01:00".into())
+}
+
+/// `2026-11-26T13:00:00.123456789Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+/// Nanoseconds since the unix epoch (0 before it; fits in u64 until 2554).
+pub fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The inverse of [`unix_ns`].
+pub fn from_unix_ns(ns: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(ns)
+}
+
+/// This machine's host name (its UTS namespace's: a pod's name in Kubernetes).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Sleeps until the wall clock reads `at`, waking often enough to notice
+/// `interrupted` (Ctrl-C). Returns false if interrupted. Short sleeps also
+/// follow a clock that NTP steps while we wait.
+pub fn sleep_until(at: SystemTime, interrupted: &AtomicBool) -> bool {
+    const SLICE: Duration = Duration::from_millis(50);
+    loop {
+        if interrupted.load(Ordering::Relaxed) {
+            return false;
+        }
+        match at.duration_since(SystemTime::now()) {
+            Ok(left) if !left.is_zero() => std::thread::sleep(left.min(SLICE)),
+            _ => return true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> SystemTime {
+        parse_start_at(s, UNIX_EPOCH).unwrap()
+    }
+
+    #[test]
+    fn start_at_forms() {
+        let t = at("2026-11-26T13:00:00Z");
+        assert_eq!(rfc3339(t), "2026-11-26T13:00:00.000000000Z");
+        assert_eq!(at("2026-11-26t13:00:00z"), t);
+        assert_eq!(at("2026-11-26T14:00:00+01:00"), t);
+        assert_eq!(at("2026-11-26T08:30:00-04:30"), t);
+        assert_eq!(at(&format!("@{}", unix_ns(t) / 1_000_000_000)), t);
+        assert_eq!(
+            at("2026-11-26T13:00:00.25Z"),
+            t + Duration::from_millis(250)
+        );
+        assert_eq!(at("+5s"), UNIX_EPOCH + Duration::from_secs(5));
+        assert_eq!(at("+1.5"), UNIX_EPOCH + Duration::from_millis(1500));
+        for bad in ["2026-11-26T13:00:00", "tomorrow", "+soon", "@x", "@-1", ""] {
+            assert!(parse_start_at(bad, UNIX_EPOCH).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unix_ns_round_trips() {
+        let t = at("2026-11-26T13:00:00.123456789Z");
+        assert_eq!(from_unix_ns(unix_ns(t)), t);
+        assert_eq!(unix_ns(t) % 1_000_000_000, 123_456_789);
+    }
+
+    #[test]
+    fn sleep_until_the_past_returns_at_once_and_ctrl_c_stops_it() {
+        let flag = AtomicBool::new(false);
+        assert!(sleep_until(SystemTime::now(), &flag));
+        flag.store(true, Ordering::Relaxed);
+        let far = SystemTime::now() + Duration::from_secs(3600);
+        assert!(!sleep_until(far, &flag));
+    }
+}

@@ -1,0 +1,160 @@
+//! Memory in the request count, measured with a counting global allocator.
+//!
+//! A global allocator cannot be scoped to one test, so this is a test binary
+//! of its own, with one test function (its checks must not overlap with
+//! other tests' allocations). The server is a separate process: only the
+//! client's allocations are counted.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use uringfetch::backend::{BackendKind, ConnOptions, Live};
+use uringfetch::plan::{Rate, Stop};
+use uringfetch::runner::{self, LoadConfig};
+use uringfetch::target::{RequestOptions, Target};
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static LIVE: AtomicI64 = AtomicI64::new(0);
+static PEAK: AtomicI64 = AtomicI64::new(0);
+
+fn grew(bytes: usize) {
+    let live = LIVE.fetch_add(bytes as i64, Ordering::Relaxed) + bytes as i64;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+}
+
+// SAFETY: every method forwards to the system allocator with the caller's
+// arguments unchanged and only updates counters besides.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        grew(layout.size());
+        // SAFETY: forwarded as received.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        // SAFETY: forwarded as received.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        grew(layout.size());
+        // SAFETY: forwarded as received.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        grew(new_size);
+        // SAFETY: forwarded as received.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The demo server in a child process (killed on drop).
+struct Server(Child, u16);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn server() -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_uringfetch"))
+        .args([
+            "serve",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--delay",
+            "0",
+            "--threads",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Server(child, port)
+}
+
+/// Runs `n` requests on 4 connections; returns (allocations, peak live bytes above the start).
+fn run(backend: BackendKind, port: u16, n: u64) -> (u64, i64) {
+    let target = Target::new(
+        &format!("http://127.0.0.1:{port}/bar"),
+        &RequestOptions::default(),
+    )
+    .unwrap();
+    let config = LoadConfig {
+        backend,
+        targets: Arc::new(vec![target]),
+        connections: 4,
+        threads: 1,
+        stop: Stop::Count(n),
+        rate: Rate::Closed,
+        conn: Arc::new(ConnOptions::default()),
+    };
+    let live = Arc::new(Live::default());
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let before = ALLOCS.load(Ordering::Relaxed);
+    let outcome = runner::run(&config, live, |_| {}).unwrap();
+    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    assert_eq!(
+        outcome.recorder.status.get(&200).copied(),
+        Some(n),
+        "{backend}"
+    );
+    (allocs, PEAK.load(Ordering::Relaxed) - base)
+}
+
+#[test]
+fn memory_does_not_grow_with_the_number_of_requests() {
+    let srv = server();
+    for backend in BackendKind::ALL {
+        let (a_small, peak_small) = run(backend, srv.1, 2_000);
+        let (a_large, peak_large) = run(backend, srv.1, 20_000);
+        eprintln!(
+            "{backend}: {a_small} allocations for 2000 requests, {a_large} for 20000; peak {peak_small} / {peak_large} bytes"
+        );
+        // Peak memory is the same for ten times the requests (histograms,
+        // buffers and slots are sized by connections, not requests).
+        assert!(
+            peak_large <= peak_small + 256 * 1024,
+            "{backend}: peak live memory grew from {peak_small} to {peak_large} bytes"
+        );
+        if backend == BackendKind::UringLoop {
+            // The hand-written loop allocates nothing per request.
+            assert!(
+                a_large <= a_small + 100,
+                "uring-loop allocated per request: {a_small} for 2000, {a_large} for 20000"
+            );
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Distributed runs on one machine: four `load` processes started together
+//! by `--start-at`, then `merge` of their JSON reports, checked against the
+//! sum of the reports and a histogram built from all of their samples.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+use crate::load::assert_counts_add_up;
+use crate::support::*;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn n(v: &Value, path: &str) -> u64 {
+    v.pointer(path)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("{path} in {v}"))
+}
+
+fn hdr(v: &Value, which: &str) -> hdrhistogram::Histogram<u64> {
+    let s = v[which]["hdr"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{which}.hdr in {v}"));
+    uringfetch::stats::histogram_from_base64(s).unwrap()
+}
+
+/// Starts `load` processes at once, all told to begin at the same time.
+fn load_together(url: &str, clients: usize, start_at: &str) -> Vec<Value> {
+    let children: Vec<_> = (0..clients)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_uringfetch"))
+                .args([
+                    "load", "--output", "json", "-n", "1500", "-c", "3", "-t", "1",
+                ])
+                .args(["--start-at", start_at, "--run-id", "it-merge"])
+                .args(["--label", &format!("host=client{i}"), "--label", "zone=lo"])
+                .arg(url)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("binary runs")
+        })
+        .collect();
+    children
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut child)| {
+            let out = wait_limited(&mut child, LIMIT, &format!("load client {i}"));
+            assert!(out.status.success(), "client {i}: {}", stderr(&out));
+            assert!(stderr(&out).contains("waiting"), "{}", stderr(&out));
+            serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("client {i} JSON ({e}): {}", stdout(&out)))
+        })
+        .collect()
+}
+
+/// Runs `merge` with `stdin` as its standard input.
+fn merge_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_uringfetch"))
+        .arg("merge")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    wait_limited(&mut child, LIMIT, "merge")
+}
+
+/// The merged report is the sum of the reports, its percentiles those of
+/// all their samples together, its req/s over the union of their windows.
+fn assert_merge_adds_up(reports: &[Value], m: &Value) {
+    let sum = |path: &str| reports.iter().map(|r| n(r, path)).sum::<u64>();
+    for path in [
+        "/requests/issued",
+        "/requests/completed",
+        "/requests/errors",
+        "/requests/in_flight",
+        "/status/200",
+        "/bytes/read",
+        "/bytes/written",
+        "/connections_opened",
+        "/connect_us/count",
+    ] {
+        assert_eq!(n(m, path), sum(path), "{path}");
+    }
+    assert_eq!(n(m, "/requests/completed"), 6000);
+    assert_eq!(n(m, "/connections"), 12);
+
+    // The merged percentiles are those of all samples together.
+    let mut all = hdr(&reports[0], "latency_us");
+    for r in &reports[1..] {
+        all.add(hdr(r, "latency_us")).unwrap();
+    }
+    assert_eq!(hdr(m, "latency_us"), all);
+    assert_eq!(n(m, "/latency_us/count"), all.len());
+    assert_eq!(n(m, "/latency_us/p50"), all.value_at_quantile(0.50));
+    assert_eq!(n(m, "/latency_us/p99"), all.value_at_quantile(0.99));
+    assert_eq!(n(m, "/latency_us/max"), all.max());
+
+    // req/s over the union of the (overlapping) windows: first start to last end.
+    let first = n(m, "/started_at_unix_ns");
+    let last = n(m, "/ended_at_unix_ns");
+    let starts = reports.iter().map(|r| n(r, "/started_at_unix_ns"));
+    assert_eq!(Some(first), starts.min());
+    let window = (last - first) as f64 / 1e9;
+    let rps = m["rps"].as_f64().unwrap();
+    assert!(
+        (rps - 6000.0 / window).abs() < 1e-6 * rps,
+        "{rps} vs {window}"
+    );
+}
+
+#[test]
+fn four_clients_start_together_and_merge_exactly() {
+    let server = demo_server(Duration::ZERO);
+    let url = format!("http://{}/bar", server.addr);
+    let at = SystemTime::now() + Duration::from_secs(2);
+    let start_at = humantime::format_rfc3339_millis(at).to_string();
+    let reports = load_together(&url, 4, &start_at);
+    server.shutdown();
+
+    let starts: Vec<u64> = reports
+        .iter()
+        .map(|r| n(r, "/started_at_unix_ns"))
+        .collect();
+    let spread = starts.iter().max().unwrap() - starts.iter().min().unwrap();
+    eprintln!("four clients started within {spread} ns of each other");
+    assert!(spread < 100_000_000, "starts {spread} ns apart: {starts:?}");
+    let asked = uringfetch::wallclock::unix_ns(at) / 1_000_000 * 1_000_000;
+    assert!(
+        starts.iter().all(|&s| s >= asked),
+        "started before --start-at: {starts:?}"
+    );
+    for r in &reports {
+        assert_counts_add_up(r);
+        assert_eq!(r["run_id"], "it-merge");
+        assert_eq!(r["labels"]["zone"], "lo");
+        assert!(n(r, "/ended_at_unix_ns") > n(r, "/started_at_unix_ns"));
+        assert!(r["started_at"].as_str().unwrap().ends_with('Z'), "{r}");
+    }
+
+    // Two reports concatenated in one file, two as an array in another.
+    let dir = temp_dir("merge");
+    let a = dir.join("a.json");
+    let b = dir.join("b.json");
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap();
+    std::fs::write(
+        &a,
+        format!("{}\n{}", pretty(&reports[0]), pretty(&reports[1])),
+    )
+    .unwrap();
+    std::fs::write(&b, serde_json::to_string(&reports[2..]).unwrap()).unwrap();
+    let out = uringfetch(
+        &[
+            "merge",
+            "--output",
+            "json",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_counts_add_up(&m);
+
+    assert_merge_adds_up(&reports, &m);
+    assert_eq!(m["merged_from"].as_array().unwrap().len(), 4);
+    assert_eq!(m["run_id"], "it-merge");
+    assert_eq!(m["labels"]["zone"], "lo");
+
+    // The text form, from stdin, names every client in the per-input table.
+    let all_json: String = reports.iter().map(pretty).collect();
+    let out = merge_with_stdin(&["-"], &all_json);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("Merged 4 reports of run it-merge"), "{text}");
+    assert!(text.contains("[200] 6000 responses"), "{text}");
+    for i in 0..4 {
+        assert!(text.contains(&format!("client{i}")), "{text}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn reports_of_different_urls_are_refused_unless_forced() {
+    let server = demo_server(Duration::ZERO);
+    let bar = load_report(&format!("http://{}/bar", server.addr));
+    let foo = load_report(&format!("http://{}/foo", server.addr));
+    server.shutdown();
+    let both = format!("{bar}\n{foo}");
+
+    let out = merge_with_stdin(&["-"], &both);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("refusing to merge"), "{err}");
+    assert!(
+        err.contains("/bar vs http://") && err.contains("/foo"),
+        "{err}"
+    );
+    assert!(err.contains("--force"), "{err}");
+    assert!(stdout(&out).is_empty());
+
+    let out = merge_with_stdin(&["--force", "--output", "json", "-"], &both);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("warning"), "{}", stderr(&out));
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(n(&m, "/requests/completed"), 40);
+    assert_eq!(m["urls"].as_array().unwrap().len(), 2);
+}
+
+fn load_report(url: &str) -> String {
+    let out = uringfetch(
+        &["load", "--output", "json", "-n", "20", "-c", "2", url],
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+fn a_start_time_in_the_past_is_refused() {
+    let out = uringfetch(
+        &[
+            "load",
+            "--start-at",
+            "2020-01-01T00:00:00Z",
+            "-n",
+            "1",
+            "http://127.0.0.1:9/",
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("in the past"), "{err}");
+    let out = uringfetch(
+        &["load", "--start-at", "soon", "http://127.0.0.1:9/"],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+}
+
+#[test]
+fn ctrl_c_while_waiting_for_the_start_sends_nothing() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_uringfetch"))
+        .args([
+            "load",
+            "--start-at",
+            "+30s",
+            "-n",
+            "1",
+            "http://127.0.0.1:9/",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: sending a signal to our own child, whose pid we hold.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = wait_limited(&mut child, Duration::from_secs(5), "load after SIGINT");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no request was sent"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty());
+}
