@@ -99,7 +99,7 @@ pub fn run(
     let plan = Plan::new(config.stop, config.rate);
     plan_hook(plan.clone());
     let gate = Arc::new(StartGate::default());
-    let mut first = 0;
+    let bind_cursor: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
     let handles: Vec<_> = split
         .iter()
         .enumerate()
@@ -107,14 +107,13 @@ pub fn run(
             let ctx = WorkerCtx {
                 index,
                 connections,
-                first_connection: first,
+                bind_cursor: bind_cursor.clone(),
                 plan: plan.clone(),
                 targets: config.targets.clone(),
                 conn: config.conn.clone(),
                 live: live.clone(),
                 gate: gate.clone(),
             };
-            first += connections;
             let kind = config.backend;
             let plan = plan.clone();
             std::thread::Builder::new()

@@ -146,8 +146,8 @@ pub struct WorkerCtx {
     pub index: usize,
     /// Connections this worker owns.
     pub connections: usize,
-    /// Index of this worker's first connection over the whole run.
-    pub first_connection: usize,
+    /// Which `--bind` address the run's next connection takes.
+    pub bind_cursor: Arc<std::sync::atomic::AtomicUsize>,
     pub plan: Arc<Plan>,
     pub targets: Arc<Vec<Target>>,
     pub conn: Arc<ConnOptions>,
@@ -171,10 +171,18 @@ impl WorkerCtx {
         self.gate.ready_and_wait();
     }
 
-    /// The source address for connection slot `slot` of this worker, if `--bind` was given.
-    pub fn bind_addr(&self, slot: usize) -> Option<IpAddr> {
+    /// The source address for the next new connection, if `--bind` was
+    /// given: every connection takes the next address of the list, round
+    /// robin over the whole run, so even a few connections that reconnect
+    /// often (`--disable-keepalive`) spread over every address's ports.
+    pub fn bind_addr(&self) -> Option<IpAddr> {
         let list = &self.conn.bind;
-        (!list.is_empty()).then(|| list[(self.first_connection + slot) % list.len()])
+        (!list.is_empty()).then(|| {
+            list[self
+                .bind_cursor
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                % list.len()]
+        })
     }
 }
 

@@ -191,7 +191,7 @@ pub(super) async fn run_connections<T: Transport>(ctx: WorkerCtx) -> Recorder {
         connecting: tokio::sync::Semaphore::new(CONNECTS_IN_FLIGHT),
     });
     let tasks: Vec<_> = (0..w.ctx.connections)
-        .map(|slot| T::spawn(connection::<T>(w.clone(), slot)))
+        .map(|_| T::spawn(connection::<T>(w.clone())))
         .collect();
     let watcher = T::spawn(watch_stop(w.clone(), tx));
     for t in tasks {
@@ -203,7 +203,7 @@ pub(super) async fn run_connections<T: Transport>(ctx: WorkerCtx) -> Recorder {
 }
 
 /// One connection slot: takes tickets until the plan says stop.
-async fn connection<T: Transport>(w: Rc<Worker>, slot: usize) {
+async fn connection<T: Transport>(w: Rc<Worker>) {
     let mut conn: Option<Conn<T::Stream>> = None;
     let mut io = SlotIo::new(false, READ_BUF);
     let mut stop = w.stop.clone();
@@ -224,7 +224,7 @@ async fn connection<T: Transport>(w: Rc<Worker>, slot: usize) {
         }
         let target = w.ctx.target(ticket.seq);
         w.rec.borrow_mut().issue();
-        let request = one_request::<T>(&w, slot, &mut conn, &mut ever_connected, target, &mut io);
+        let request = one_request::<T>(&w, &mut conn, &mut ever_connected, target, &mut io);
         let outcome = tokio::select! {
             biased;
             r = with_limit(w.ctx.conn.timeout, FetchError::timeout, request) => Some(r),
@@ -264,7 +264,6 @@ async fn connection<T: Transport>(w: Rc<Worker>, slot: usize) {
 /// and the request sent once more, as HTTP clients do.
 async fn one_request<T: Transport>(
     w: &Worker,
-    slot: usize,
     conn: &mut Option<Conn<T::Stream>>,
     ever_connected: &mut bool,
     target: &Target,
@@ -278,7 +277,7 @@ async fn one_request<T: Transport>(
             }
             let permit = w.connecting.acquire().await;
             let t0 = Instant::now();
-            let bind = w.ctx.bind_addr(slot);
+            let bind = w.ctx.bind_addr();
             let stream = connect::<T>(target.addr, bind, w.ctx.conn.connect_timeout).await?;
             drop(permit);
             w.rec.borrow_mut().connected(t0.elapsed(), *ever_connected);
@@ -313,6 +312,7 @@ async fn one_request<T: Transport>(
                 if !retry {
                     return Err(e.error);
                 }
+                w.rec.borrow_mut().retries += 1;
             }
         }
     }

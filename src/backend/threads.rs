@@ -453,7 +453,7 @@ fn one_request(
         if !reused {
             slot.close(sh);
             let t0 = Instant::now();
-            let bind = sh.ctx.bind_addr(slot.index);
+            let bind = sh.ctx.bind_addr();
             let stream = connect_until(&sh.ctx.plan, target.addr, bind, opts, deadline)?;
             let (took, again) = (t0.elapsed(), slot.ever_connected);
             sh.record(|r| r.connected(took, again));
@@ -486,6 +486,7 @@ fn one_request(
                 if !retry {
                     return Err(e);
                 }
+                sh.record(|r| r.retries += 1);
             }
         }
     }

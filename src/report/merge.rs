@@ -380,6 +380,7 @@ fn add_counts(rest: &[Input], s: &mut Summary) {
         s.bytes.written += x.bytes.written;
         s.connections_opened += x.connections_opened;
         s.reconnects += x.reconnects;
+        s.retries += x.retries;
         s.connections += x.connections;
         s.threads += x.threads;
     }

@@ -137,6 +137,10 @@ pub struct Summary {
     pub bytes: Bytes,
     pub connections_opened: u64,
     pub reconnects: u64,
+    /// Requests sent again on a fresh connection because the reused one was
+    /// closed or reset before any response byte; not errors.
+    #[serde(default)]
+    pub retries: u64,
     pub latency_us: Percentiles,
     pub connect_us: Percentiles,
     /// Responses completed in each second of the run.
@@ -250,6 +254,7 @@ impl Summary {
             },
             connections_opened: r.connects,
             reconnects: r.reconnects,
+            retries: r.retries,
             latency_us: Percentiles::of(&r.latency),
             connect_us: Percentiles::of(&r.connect),
             per_second: r.per_second.clone(),

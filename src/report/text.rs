@@ -96,8 +96,17 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
     );
     let _ = writeln!(
         o,
-        "  Connections:    {} opened, {} reopened",
-        s.connections_opened, s.reconnects
+        "  Connections:    {} opened, {} reopened{}",
+        s.connections_opened,
+        s.reconnects,
+        if s.retries > 0 {
+            format!(
+                "; {} requests retried after a reused connection was closed or reset before answering",
+                s.retries
+            )
+        } else {
+            String::new()
+        }
     );
     let l = &s.latency_us;
     let _ = writeln!(

@@ -70,6 +70,10 @@ pub struct Recorder {
     pub connects: u64,
     /// Connections reopened after the server closed or broke one.
     pub reconnects: u64,
+    /// Requests sent a second time, on a fresh connection, because the
+    /// reused one was closed or reset before any response byte (as HTTP
+    /// clients do for a keep-alive race); not counted as errors.
+    pub retries: u64,
     /// Responses completed in each whole second since the run's start.
     pub per_second: Vec<u64>,
     /// CPU time and context switches of the threads that did the I/O.
@@ -98,6 +102,7 @@ impl Recorder {
             bytes_written: 0,
             connects: 0,
             reconnects: 0,
+            retries: 0,
             per_second: Vec::new(),
             error_examples: BTreeMap::new(),
             cpu: resources::Usage::default(),
@@ -178,6 +183,7 @@ impl Recorder {
         self.bytes_written += other.bytes_written;
         self.connects += other.connects;
         self.reconnects += other.reconnects;
+        self.retries += other.retries;
         self.cpu += other.cpu;
         self.finished = self.finished.max(other.finished);
         self.syscalls = match (&self.syscalls, &other.syscalls) {

@@ -299,7 +299,7 @@ impl EventLoop {
     /// Sends the request on the slot's connection, opening one if needed.
     fn attempt(&mut self, i: usize, now: Instant) {
         let addr = self.ctx.target(self.slots[i].job.ticket.seq).addr;
-        let bind = self.ctx.bind_addr(i);
+        let bind = self.ctx.bind_addr();
         let slot = &mut self.slots[i];
         let reused = matches!(&slot.conn, Some((_, peer)) if *peer == addr);
         slot.job.reused = reused;
@@ -483,6 +483,7 @@ impl EventLoop {
             && matches!(e.error.kind, ErrorKind::EarlyEof | ErrorKind::Reset);
         if retry {
             slot.job.attempt = 1;
+            self.rec.retries += 1;
             self.attempt(i, Instant::now());
             return;
         }

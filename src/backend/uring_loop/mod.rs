@@ -110,7 +110,7 @@ pub fn fetch_all(
     let ctx = WorkerCtx {
         index: 0,
         connections: n,
-        first_connection: 0,
+        bind_cursor: Arc::default(),
         plan: crate::plan::Plan::new(
             crate::plan::Stop::Count(n as u64),
             crate::plan::Rate::Closed,
@@ -296,7 +296,7 @@ impl<'a> Loop<'a> {
     fn connect(&mut self, i: usize, now: Instant) {
         self.close(i);
         let addr = self.ctx.targets[self.slots[i].target].addr;
-        let bind = self.ctx.bind_addr(i);
+        let bind = self.ctx.bind_addr();
         let fd = match slot::open_socket(addr, bind) {
             Ok(fd) => fd,
             Err(e) => return self.fail(i, FetchError::connect(&e, addr), false),
@@ -418,6 +418,7 @@ impl<'a> Loop<'a> {
             && !s.tickets.is_empty();
         if retry {
             s.retried = true;
+            self.rec.retries += 1;
             self.connect(i, now);
             return;
         }
