@@ -72,6 +72,8 @@ struct Loop<'a> {
     pipeline: usize,
     /// The request repeated `pipeline` times, per target.
     pipelined: Vec<Vec<u8>>,
+    /// Slots connecting or exchanging (waiting on the kernel).
+    busy: usize,
     /// Operations submitted whose final completion has not arrived.
     inflight_ops: usize,
     /// The plan has no more tickets.
@@ -168,6 +170,7 @@ impl<'a> Loop<'a> {
             free: (0..n).rev().collect(),
             pipeline,
             pipelined,
+            busy: 0,
             inflight_ops: 0,
             exhausted: false,
             stopping: false,
@@ -190,7 +193,7 @@ impl<'a> Loop<'a> {
             self.expire_timers(now);
             self.start_free_slots(now);
             if (self.exhausted || self.stopping)
-                && self.slots.iter().all(|s| s.state == State::Free)
+                && self.free.len() == self.slots.len()
             {
                 break;
             }
@@ -308,6 +311,9 @@ impl<'a> Loop<'a> {
         s.sockaddr = socket2::SockAddr::from(addr);
         s.served = 0;
         s.connect_started = now;
+        if !s.is_busy() {
+            self.busy += 1;
+        }
         s.state = State::Connecting;
         if let Some(c) = connect_deadline
             && s.deadline.is_none_or(|(d, _)| c < d)
@@ -338,6 +344,9 @@ impl<'a> Loop<'a> {
         let total = self.request_bytes(i).len();
         let head_request = self.ctx.targets[self.slots[i].target].head_request;
         let s = &mut self.slots[i];
+        if !s.is_busy() {
+            self.busy += 1;
+        }
         s.state = State::Exchanging;
         s.sent_at = now;
         s.send_total = total;
@@ -451,6 +460,9 @@ impl<'a> Loop<'a> {
     /// Returns a slot whose request cycle is over to the free list.
     fn release(&mut self, i: usize) {
         let s = &mut self.slots[i];
+        if s.is_busy() {
+            self.busy -= 1;
+        }
         if s.state != State::Free {
             s.state = State::Free;
             s.deadline = None;

@@ -15,7 +15,7 @@ impl Loop<'_> {
     /// How many completions to wait for: one when little is in flight (no
     /// batching latency at low concurrency), up to 32 when much is.
     pub(super) fn batch_target(&self) -> usize {
-        let busy = self.slots.iter().filter(|s| s.is_busy()).count();
+        let busy = self.busy;
         if busy >= 16 { (busy / 2).min(32) } else { 1 }
     }
 
