@@ -7,6 +7,7 @@
 
 pub mod epoll_async;
 pub mod epoll_loop;
+mod exchange;
 mod tasks;
 pub mod threads;
 pub mod uring_async;

@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub(super) use super::exchange::{ExchangeError, SlotIo};
+use super::exchange::{Step, parse_read};
 use super::{ConnOptions, Fetched, WorkerCtx};
 use crate::error::{ErrorKind, FetchError};
-use crate::http::{Progress, Response, ResponseParser};
+use crate::http::Response;
 use crate::stats::Recorder;
 use crate::target::Target;
 
@@ -57,31 +59,6 @@ pub(super) trait Transport: 'static {
         F::Output: 'static;
 }
 
-/// The per-connection state an exchange works with, kept across requests
-/// so the steady state allocates nothing.
-pub(super) struct SlotIo {
-    pub parser: ResponseParser,
-    /// Receive buffer: its capacity is `capacity`; how its length is used
-    /// is the transport's business.
-    pub buf: Vec<u8>,
-    pub capacity: usize,
-    /// Bytes moved, counted as they go so a cut-off request still counts.
-    pub read: u64,
-    pub written: u64,
-}
-
-impl SlotIo {
-    pub fn new(collect: bool, capacity: usize) -> Self {
-        Self {
-            parser: ResponseParser::new(collect),
-            buf: Vec::with_capacity(capacity),
-            capacity,
-            read: 0,
-            written: 0,
-        }
-    }
-}
-
 /// A response and how many bytes followed it in the same read (a peer that
 /// sent more than it framed: the connection cannot be trusted further).
 pub(super) struct Exchanged {
@@ -89,51 +66,16 @@ pub(super) struct Exchanged {
     pub trailing: usize,
 }
 
-/// Why an exchange failed, and whether any response byte had arrived (a
-/// reused connection that fails before any byte may be retried once).
-pub(super) struct ExchangeError {
-    pub error: FetchError,
-    pub started: bool,
-}
-
-impl ExchangeError {
-    /// An OS error; `started` says whether response bytes had arrived.
-    pub fn io(e: &std::io::Error, peer: SocketAddr, started: bool) -> Self {
-        Self {
-            error: FetchError::io(e, peer),
-            started,
-        }
-    }
-}
-
-/// Feeds the `n` bytes just read into `io.buf[..n]` (0: the peer closed) to
-/// the parser; `Some` once the exchange is decided.
+/// [`parse_read`] for a transport: `Some` once the exchange is decided.
 pub(super) fn after_read(
     io: &mut SlotIo,
     n: usize,
     peer: SocketAddr,
 ) -> Option<Result<Exchanged, ExchangeError>> {
-    io.read += n as u64;
-    let progress = if n == 0 {
-        let started = io.parser.started();
-        io.parser
-            .feed_eof()
-            .map(Progress::Done)
-            .map_err(|e| (e, started))
-    } else {
-        let data = io.buf.get(..n).unwrap_or_default();
-        io.parser.feed(data).map_err(|e| (e, true))
-    };
-    match progress {
-        Ok(Progress::NeedMore) => None,
-        Ok(Progress::Done(response)) => {
-            let trailing = n.saturating_sub(response.consumed);
-            Some(Ok(Exchanged { response, trailing }))
-        }
-        Err((e, started)) => Some(Err(ExchangeError {
-            error: FetchError::http(&e, peer),
-            started,
-        })),
+    match parse_read(io, n, peer) {
+        Step::NeedMore => None,
+        Step::Done(response, trailing) => Some(Ok(Exchanged { response, trailing })),
+        Step::Failed(e) => Some(Err(e)),
     }
 }
 

@@ -96,7 +96,11 @@ fn reused_connection_closed_by_the_server_is_retried() {
         assert_eq!(r.connects, 40, "{kind}");
         // Every request after a connection's first found it closed and was
         // sent again: the report says so instead of hiding it.
-        assert!(r.retries > 0 && r.retries < 40, "{kind}: {} retries", r.retries);
+        assert!(
+            r.retries > 0 && r.retries < 40,
+            "{kind}: {} retries",
+            r.retries
+        );
     }
 }
 

@@ -16,9 +16,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::exchange::{SlotIo, Step, parse_read};
 use super::{ConnOptions, Fetched, WorkerCtx};
 use crate::error::{ErrorKind, FetchError};
-use crate::http::{Progress, Response, ResponseParser};
+use crate::http::Response;
 use crate::plan::Plan;
 use crate::stats::Recorder;
 use crate::stats::resources::Usage;
@@ -57,26 +58,6 @@ pub(crate) fn connect(
     };
     let _ = stream.set_nodelay(true);
     Ok(stream)
-}
-
-/// The per-connection state an exchange works with, kept across requests.
-pub(crate) struct SlotIo {
-    pub parser: ResponseParser,
-    pub buf: Vec<u8>,
-    /// Bytes read and written, counted as they go.
-    pub read: u64,
-    pub written: u64,
-}
-
-impl SlotIo {
-    pub fn new(collect: bool, capacity: usize) -> Self {
-        Self {
-            parser: ResponseParser::new(collect),
-            buf: vec![0; capacity],
-            read: 0,
-            written: 0,
-        }
-    }
 }
 
 /// Sends one request and reads its response before `deadline` (the instant
@@ -138,22 +119,10 @@ pub(crate) fn exchange(
                 return Err((err, io.parser.started()));
             }
         };
-        io.read += n as u64;
-        if n == 0 {
-            let started = io.parser.started();
-            return io
-                .parser
-                .feed_eof()
-                .map(|r| (r, 0))
-                .map_err(|e| (FetchError::http(&e, peer), started));
-        }
-        match io.parser.feed(&io.buf[..n]) {
-            Ok(Progress::NeedMore) => {}
-            Ok(Progress::Done(r)) => {
-                let trailing = n.saturating_sub(r.consumed);
-                return Ok((r, trailing));
-            }
-            Err(e) => return Err((FetchError::http(&e, peer), true)),
+        match parse_read(io, n, peer) {
+            Step::NeedMore => {}
+            Step::Done(r, trailing) => return Ok((r, trailing)),
+            Step::Failed(e) => return Err((e.error, e.started)),
         }
     }
 }

@@ -9,7 +9,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::steps::{connect_finished, read_some, start_connect, write_some};
 use super::{FETCH_BUF, Phase, TICK, poll_error};
-use crate::backend::threads::SlotIo;
+use crate::backend::exchange::SlotIo;
 use crate::backend::{ConnOptions, Fetched};
 use crate::error::{ErrorKind, FetchError};
 use crate::target::Target;

@@ -40,7 +40,7 @@ use self::steps::{
     ExchangeError, Exchanged, connect_finished, read_some, start_connect, write_some,
 };
 use super::WorkerCtx;
-use super::threads::SlotIo;
+use super::exchange::SlotIo;
 use crate::error::{ErrorKind, FetchError};
 use crate::plan::Ticket;
 use crate::stats::Recorder;

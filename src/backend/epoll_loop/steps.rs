@@ -7,9 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use mio::net::TcpStream;
 
-use crate::backend::threads::SlotIo;
-use crate::error::FetchError;
-use crate::http::{Progress, Response};
+pub(super) use crate::backend::exchange::{ExchangeError, SlotIo};
+use crate::backend::exchange::{Step, parse_read};
+use crate::http::Response;
 
 /// Starts a non-blocking connect, from source address `bind` if given.
 pub(super) fn start_connect(addr: SocketAddr, bind: Option<IpAddr>) -> io::Result<TcpStream> {
@@ -66,12 +66,6 @@ pub(super) struct Exchanged {
     pub full: bool,
 }
 
-/// Why an exchange failed, and whether any response byte had arrived.
-pub(super) struct ExchangeError {
-    pub error: FetchError,
-    pub started: bool,
-}
-
 /// Reads until the response is complete (`Some`) or the socket is drained (`None`).
 ///
 /// `peer_closed`: an event already reported the peer's FIN, RST or an
@@ -89,31 +83,15 @@ pub(super) fn read_some(
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(ExchangeError {
-                    error: FetchError::io(&e, peer),
-                    started: io.parser.started(),
-                });
-            }
+            Err(e) => return Err(ExchangeError::io(&e, peer, io.parser.started())),
         };
-        io.read += n as u64;
-        let progress = if n == 0 {
-            let started = io.parser.started();
-            io.parser
-                .feed_eof()
-                .map(Progress::Done)
-                .map_err(|e| (e, started))
-        } else {
-            io.parser.feed(&io.buf[..n]).map_err(|e| (e, true))
-        };
-        match progress {
+        match parse_read(io, n, peer) {
             // A short read emptied the socket: skip the read that would only
             // say WouldBlock (tokio does the same); the next edge comes
             // with the next bytes.
-            Ok(Progress::NeedMore) if n < io.buf.len() && !peer_closed => return Ok(None),
-            Ok(Progress::NeedMore) => {}
-            Ok(Progress::Done(response)) => {
-                let trailing = n.saturating_sub(response.consumed);
+            Step::NeedMore if n < io.buf.len() && !peer_closed => return Ok(None),
+            Step::NeedMore => {}
+            Step::Done(response, trailing) => {
                 let full = n == io.buf.len();
                 return Ok(Some(Exchanged {
                     response,
@@ -121,12 +99,7 @@ pub(super) fn read_some(
                     full,
                 }));
             }
-            Err((e, started)) => {
-                return Err(ExchangeError {
-                    error: FetchError::http(&e, peer),
-                    started,
-                });
-            }
+            Step::Failed(e) => return Err(e),
         }
     }
 }

@@ -192,9 +192,7 @@ impl<'a> Loop<'a> {
             }
             self.expire_timers(now);
             self.start_free_slots(now);
-            if (self.exhausted || self.stopping)
-                && self.free.len() == self.slots.len()
-            {
+            if (self.exhausted || self.stopping) && self.free.len() == self.slots.len() {
                 break;
             }
             if let Err(e) = self.submit_and_wait(now) {
