@@ -49,6 +49,9 @@ const CONNECTS_PER_PASS: usize = 256;
 const CANCEL_POLL: Duration = Duration::from_millis(50);
 /// Longest a batched wait holds completions back to gather more.
 const BATCH_WAIT: Duration = Duration::from_micros(500);
+/// Above this many open connections at the end of a run, their teardown is
+/// left to the kernel (see `drain`).
+const HAND_OFF_ABOVE: usize = 512;
 /// Longest the shutdown waits for the kernel to finish cancelled operations.
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 

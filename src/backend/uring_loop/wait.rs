@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, types};
 
 use super::ring::{OpKind, decode, encode};
-use super::{BATCH_WAIT, CANCEL_POLL, DRAIN_LIMIT, Loop};
+use super::{BATCH_WAIT, CANCEL_POLL, DRAIN_LIMIT, HAND_OFF_ABOVE, Loop};
 
 impl Loop<'_> {
     /// How many completions to wait for: one when little is in flight (no
@@ -97,6 +97,24 @@ impl Loop<'_> {
     /// Closes every connection and waits (boundedly) for the kernel to
     /// finish their operations, so the buffer ring can be unregistered.
     pub(super) fn drain(&mut self) {
+        let open = self.slots.iter().filter(|s| s.fd >= 0).count();
+        if open > HAND_OFF_ABOVE {
+            // Thousands of connections: shutting each down here costs a
+            // FIN exchange per socket on this thread. Closing our
+            // descriptors and dropping the ring hands them to the kernel,
+            // which cancels the receives and closes the sockets itself; the
+            // buffer ring is then never freed (see `finish`).
+            for s in &mut self.slots {
+                if s.fd >= 0 {
+                    // SAFETY: the slot owns the descriptor and forgets it
+                    // here; the ring's pending receive holds its own
+                    // reference to the socket.
+                    unsafe { libc::close(s.fd) };
+                    s.fd = -1;
+                }
+            }
+            return;
+        }
         for i in 0..self.slots.len() {
             self.close(i);
         }
