@@ -514,11 +514,4 @@ macro_rules! fault_suite {
     )*};
 }
 
-fault_suite! {
-    uring_loop => ["uring-loop"],
-    uring_loop_510 => ["uring-loop", "--uring-profile", "5.10"],
-    uring_async => ["uring-async"],
-    epoll_loop => ["epoll-loop"],
-    epoll_async => ["epoll-async"],
-    threads => ["threads"],
-}
+every_backend!(fault_suite);

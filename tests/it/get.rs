@@ -194,41 +194,23 @@ fn a_stalled_server_times_out_after_timeout() {
         let _ = read_head(&mut s);
         std::thread::sleep(Duration::from_secs(3));
     });
-    let t = Instant::now();
-    let out = uringfetch(&["get", "--timeout", "500ms", &server.url("/")], LIMIT);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("timed out after 500ms"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(
-        t.elapsed() < Duration::from_millis(2500),
-        "{:?}",
-        t.elapsed()
-    );
-    let t = Instant::now();
-    let out = uringfetch(
-        &[
-            "get",
-            "--sequential",
-            "--timeout",
-            "500ms",
-            &server.url("/"),
-        ],
-        LIMIT,
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("timed out after 500ms"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(
-        t.elapsed() < Duration::from_millis(2500),
-        "{:?}",
-        t.elapsed()
-    );
+    let url = server.url("/");
+    for mode in [&[][..], &["--sequential"][..]] {
+        let t = Instant::now();
+        let args = [&["get", "--timeout", "500ms"][..], mode, &[url.as_str()]].concat();
+        let out = uringfetch(&args, LIMIT);
+        assert_eq!(out.status.code(), Some(1), "{mode:?}");
+        assert!(
+            stderr(&out).contains("timed out after 500ms"),
+            "{mode:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            t.elapsed() < Duration::from_millis(2500),
+            "{mode:?}: {:?}",
+            t.elapsed()
+        );
+    }
 }
 
 #[test]

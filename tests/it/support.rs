@@ -299,9 +299,8 @@ impl Drop for RawServer {
     }
 }
 
-/// Reads one request head (up to the blank line); `None` on EOF.
-pub fn read_head(stream: &mut TcpStream) -> Option<String> {
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
+/// Reads a request head (up to the blank line) from `reader`; `None` on EOF.
+fn head_from(reader: &mut BufReader<TcpStream>) -> Option<String> {
     let mut head = String::new();
     loop {
         let mut line = String::new();
@@ -315,20 +314,15 @@ pub fn read_head(stream: &mut TcpStream) -> Option<String> {
     }
 }
 
+/// Reads one request head (up to the blank line); `None` on EOF.
+pub fn read_head(stream: &mut TcpStream) -> Option<String> {
+    head_from(&mut BufReader::new(stream.try_clone().ok()?))
+}
+
 /// Reads one request: its head and a body of `Content-Length` bytes.
 pub fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     let mut reader = BufReader::new(stream.try_clone().ok()?);
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        head.push_str(&line);
-        if line == "\r\n" {
-            break;
-        }
-    }
+    let head = head_from(&mut reader)?;
     let len = head
         .lines()
         .find_map(|l| {
@@ -377,3 +371,20 @@ pub fn stalling_server(stall_from: Duration, stall_for: Duration) -> RawServer {
         }
     })
 }
+
+/// Invokes a suite macro with every backend configuration: the five I/O
+/// models and uring-loop on its Linux 5.10 profile. A new backend is one
+/// line here, and every suite runs on it.
+macro_rules! every_backend {
+    ($suite:ident) => {
+        $suite! {
+            uring_loop => ["uring-loop"],
+            uring_loop_510 => ["uring-loop", "--uring-profile", "5.10"],
+            uring_async => ["uring-async"],
+            epoll_loop => ["epoll-loop"],
+            epoll_async => ["epoll-async"],
+            threads => ["threads"],
+        }
+    };
+}
+pub(crate) use every_backend;
