@@ -6,7 +6,6 @@ mod doctor;
 mod fault_server;
 mod faults;
 mod get;
-mod hostile;
 mod limits;
 mod load;
 mod merge;

@@ -5,11 +5,15 @@
 //! getting `/bar` within one delay + 100 ms throughout, and the server's
 //! resident memory must stay bounded.
 //!
-//! 2,000 connections take part in the slowloris and burst phases by
-//! default; `URINGFETCH_HOSTILE_CONNS=10000` runs the issue's 10,000 (by
-//! hand: on a 2-core machine shared with the hostile client, 10,000 at once
-//! delay other clients past the bound, see `hostile_conns`). Those two tests
+//! 10,000 connections take part in the slowloris and burst phases, as the
+//! issue asks; `URINGFETCH_HOSTILE_CONNS=N` changes that. Those two tests
 //! hold that many descriptors each, so they take turns through a lock.
+//!
+//! This is a test binary of its own, not part of `tests/it`: the bound is a
+//! latency promise, and on a 2-core machine it cannot hold while the rest
+//! of the suite competes for the same cores (in the shared binary a burst
+//! once delayed the probe to 375 ms). Cargo runs test binaries one after
+//! another, so these run with the machine to themselves.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,7 +24,10 @@ use std::time::{Duration, Instant};
 
 use uringfetch::http::{Progress, ResponseParser};
 
-use crate::support::*;
+#[allow(dead_code, unused_imports, unused_macros)]
+#[path = "it/support.rs"]
+mod support;
+use support::*;
 
 const DELAY: Duration = Duration::from_millis(200);
 const IDLE: Duration = Duration::from_secs(2);
@@ -36,16 +43,30 @@ const VANISHING: usize = 1000;
 /// The phases that hold thousands of descriptors take turns.
 static HEAVY: Mutex<()> = Mutex::new(());
 
-/// On the 2-core test machine, with 10,000 connections closing or sending
-/// a byte at the same moment, the server (one FIFO executor per thread)
-/// works through that backlog before a well-behaved client's answer, which
-/// then comes 300-570 ms after its request instead of 200-300 ms; with
-/// 2,000 it stays within the bound.
+/// Hostile connections per phase. (Until the server's submission queue was
+/// made small, a 10,000-connect burst delayed the probe's answers by up to
+/// 150 ms past the bound on the 2-core test machine; see `SQ_ENTRIES` in
+/// `src/server/mod.rs`.)
 fn hostile_conns() -> usize {
-    std::env::var("URINGFETCH_HOSTILE_CONNS")
+    let n = std::env::var("URINGFETCH_HOSTILE_CONNS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000)
+        .unwrap_or(10_000);
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    assert!(
+        ok && lim.rlim_cur >= n as u64 + 2_000,
+        "{n} hostile connections need an open-file limit above {}; it is {}: \
+         run the tests through scripts/test (which runs `ulimit -n 20000`) \
+         or set URINGFETCH_HOSTILE_CONNS lower",
+        n + 2_000,
+        lim.rlim_cur
+    );
+    n
 }
 
 /// `uringfetch serve` as a child process on a free loopback port.
@@ -126,6 +147,7 @@ fn watch(addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(Du
 
 fn check_watch(h: std::thread::JoinHandle<(Duration, usize)>, what: &str) {
     let (worst, count) = h.join().expect("the probe client did not panic");
+    eprintln!("{what}: {count} probe answers, slowest {worst:?}");
     assert!(count >= 3, "{what}: only {count} probe answers");
     assert!(
         worst <= BOUND,
