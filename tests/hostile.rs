@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use uringfetch::http::{Progress, ResponseParser};
 
-#[allow(dead_code, unused_imports, unused_macros)]
+#[allow(unused_imports, unused_macros)]
 #[path = "it/support.rs"]
 mod support;
 use support::*;
