@@ -149,6 +149,9 @@ pub fn describe(f: &Features) -> String {
     if f.registered_ring {
         parts.push("registered ring fd");
     }
+    if f.direct_descriptors {
+        parts.push("direct descriptors (SOCKET op, fixed files)");
+    }
     if parts.is_empty() {
         "Linux 5.10 set: plain connect/send/recv, TIMEOUT-op waits, no setup flags".to_string()
     } else {

@@ -175,14 +175,14 @@ const SPECS: [Spec; 21] = [
         "socket",
         "op",
         "5.19",
-        "not yet (sockets come from socket(2))",
+        "uring-loop sockets, as direct descriptors (6.0+, without --bind)",
         Check::Op(opcode::Socket::CODE),
     ),
     (
         "close",
         "op",
         "5.6",
-        "uring-async closes",
+        "uring-async closes; uring-loop closes direct descriptors",
         Check::Op(opcode::Close::CODE),
     ),
     (
@@ -203,14 +203,14 @@ const SPECS: [Spec; 21] = [
         "async_cancel",
         "op",
         "5.5",
-        "uring-async cancels dropped operations",
+        "uring-async cancels dropped operations; uring-loop cancels a closed connection's operations",
         Check::Op(opcode::AsyncCancel::CODE),
     ),
     (
         "shutdown",
         "op",
         "5.11",
-        "not yet (shutdown(2) ends timed-out requests)",
+        "unused: direct descriptors are cancelled and closed; shutdown(2) ends the others",
         Check::Op(opcode::Shutdown::CODE),
     ),
     (

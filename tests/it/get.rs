@@ -280,6 +280,55 @@ fn io_uring_backends_make_no_socket_io_system_calls() {
     server.shutdown();
 }
 
+/// `uring-loop` makes its sockets with IORING_OP_SOCKET into a registered
+/// file table where the kernel can, and with socket(2) in the 5.10 profile:
+/// strace sees no socket, shutdown or close of a TCP socket in the first
+/// case, and the socket(2) calls in the second.
+#[test]
+fn uring_loop_sockets_are_direct_descriptors_where_the_kernel_has_them() {
+    use uringfetch::backend::uring_loop::ring::{Profile, build};
+    let (_, features) = build(64, Profile::Auto).expect("io_uring is available here");
+    let server = demo_server(Duration::ZERO);
+    let url = format!("http://{}/bar", server.addr);
+    for profile in ["auto", "5.10"] {
+        let dir = temp_dir("strace-socket");
+        let log = dir.join("trace.txt");
+        let out = std::process::Command::new("strace")
+            .args(["-f", "-qq", "-e", "trace=socket,shutdown"])
+            .arg("-o")
+            .arg(&log)
+            .arg(env!("CARGO_BIN_EXE_uringfetch"))
+            .args(["get", "--backend", "uring-loop", "--uring-profile", profile])
+            .args([&url, &url, &url])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("strace is missing ({e}): install it with `apt-get install -y strace`")
+            });
+        assert!(
+            out.status.success(),
+            "{profile}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let trace = std::fs::read_to_string(&log).unwrap();
+        let tcp_sockets = trace
+            .lines()
+            .filter(|l| l.contains("socket(AF_INET, SOCK_STREAM"))
+            .count();
+        let shutdowns = trace.lines().filter(|l| l.contains("shutdown(")).count();
+        if profile == "auto" && features.direct_descriptors {
+            assert_eq!(
+                (tcp_sockets, shutdowns),
+                (0, 0),
+                "direct descriptors, yet socket(2)/shutdown(2) were called:\n{trace}"
+            );
+        } else {
+            assert_eq!(tcp_sockets, 3, "{profile}: one socket(2) per URL:\n{trace}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    server.shutdown();
+}
+
 #[test]
 fn pipelining_is_uring_loop_only_and_counts_every_response() {
     let server = demo_server(Duration::ZERO);

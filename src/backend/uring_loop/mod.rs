@@ -36,6 +36,21 @@ use crate::plan::Ticket;
 use crate::stats::Recorder;
 use crate::target::Target;
 
+/// Runs `$body` with `$t` bound to slot `$i`'s socket as an SQE target:
+/// its direct descriptor (fixed-file index `$i`) or its file descriptor.
+/// (The io-uring builders take either type, not a value that may be both.)
+macro_rules! with_target {
+    ($lp:expr, $i:expr, |$t:ident| $body:expr) => {
+        if $lp.direct {
+            let $t = types::Fixed($i as u32);
+            $body
+        } else {
+            let $t = types::Fd($lp.slots[$i].fd);
+            $body
+        }
+    };
+}
+
 /// Receive buffer size, per provided buffer and per slot in the 5.10 profile.
 const BUF_SIZE: usize = 16 * 1024;
 /// Provided buffers are smaller with many connections: each buffer the
@@ -66,6 +81,10 @@ struct Loop<'a> {
     ctx: &'a WorkerCtx,
     ring: IoUring,
     features: Features,
+    /// Sockets are direct descriptors: slot `i`'s socket is fixed file `i`
+    /// (see [`Features::direct_descriptors`]); `Slot::fd` then only says
+    /// whether one is open.
+    direct: bool,
     bufs: Option<BufRing>,
     slots: Vec<Slot>,
     rec: Recorder,
@@ -147,8 +166,14 @@ impl<'a> Loop<'a> {
         // kernel fills is resident, and C10K responses are small.
         let count = (n * 2).next_power_of_two().clamp(64, 1024) as u16;
         let size = if n > 256 { SMALL_BUF_SIZE } else { BUF_SIZE };
-        let (ring, features, bufs) = ring::setup(entries, ctx.conn.uring_profile, count, size)
+        let (ring, mut features, bufs) = ring::setup(entries, ctx.conn.uring_profile, count, size)
             .map_err(|e| FetchError::uring_setup(&e))?;
+        // One table entry per slot; without one (RLIMIT_NOFILE below the
+        // slot count, or memory) sockets come from socket(2) instead.
+        features.direct_descriptors = features.direct_descriptors
+            && ctx.conn.bind.is_empty()
+            && ring.submitter().register_files_sparse(n as u32).is_ok();
+        let direct = features.direct_descriptors;
         let pipeline = ctx.conn.pipeline.max(1);
         let pipelined = if pipeline > 1 {
             ctx.targets
@@ -165,6 +190,7 @@ impl<'a> Loop<'a> {
             ctx,
             ring,
             features,
+            direct,
             bufs,
             slots,
             // Replaced once the run starts: the plan's clock must not start during setup.
@@ -296,14 +322,20 @@ impl<'a> Loop<'a> {
         }
     }
 
-    /// Opens a connection for slot `i` and queues its CONNECT.
+    /// Opens a connection for slot `i` and queues its CONNECT: after a
+    /// linked SOCKET into the slot's table entry with direct descriptors,
+    /// else on a socket from socket(2).
     fn connect(&mut self, i: usize, now: Instant) {
         self.close(i);
         let addr = self.ctx.targets[self.slots[i].target].addr;
-        let bind = self.ctx.bind_addr();
-        let fd = match slot::open_socket(addr, bind) {
-            Ok(fd) => fd,
-            Err(e) => return self.fail(i, FetchError::connect(&e, addr), false),
+        let fd = if self.direct {
+            i as libc::c_int
+        } else {
+            let bind = self.ctx.bind_addr();
+            match slot::open_socket(addr, bind) {
+                Ok(fd) => fd,
+                Err(e) => return self.fail(i, FetchError::connect(&e, addr), false),
+            }
         };
         let connect_deadline = self.ctx.conn.connect_timeout.map(|t| now + t);
         let s = &mut self.slots[i];
@@ -321,9 +353,27 @@ impl<'a> Loop<'a> {
         {
             s.deadline = Some((c, true));
         }
-        let entry = opcode::Connect::new(types::Fd(fd), s.sockaddr.as_ptr(), s.sockaddr.len())
-            .build()
-            .user_data(encode(i, s.generation, OpKind::Connect));
+        let user_data = encode(i, s.generation, OpKind::Connect);
+        if self.direct {
+            // A failed SOCKET completes (as this connect) with its error and
+            // cancels the linked CONNECT; a successful one posts nothing.
+            let domain = if addr.is_ipv4() {
+                libc::AF_INET
+            } else {
+                libc::AF_INET6
+            };
+            let dest = types::DestinationSlot::try_from_slot_target(i as u32).ok();
+            let socket = opcode::Socket::new(domain, libc::SOCK_STREAM, libc::IPPROTO_TCP)
+                .file_index(dest)
+                .build()
+                .flags(squeue::Flags::IO_LINK | squeue::Flags::SKIP_SUCCESS)
+                .user_data(user_data);
+            self.push(socket, false);
+        }
+        let s = &self.slots[i];
+        let (ptr, len) = (s.sockaddr.as_ptr(), s.sockaddr.len());
+        let entry = with_target!(self, i, |t| opcode::Connect::new(t, ptr, len).build())
+            .user_data(user_data);
         self.push(entry, true);
     }
 
@@ -372,10 +422,14 @@ impl<'a> Loop<'a> {
         if self.features.send_waitall {
             flags |= libc::MSG_WAITALL;
         }
-        let mut entry = opcode::Send::new(types::Fd(s.fd), bytes.as_ptr(), bytes.len() as u32)
-            .flags(flags)
-            .build()
-            .user_data(encode(i, s.generation, OpKind::Send));
+        let mut entry = with_target!(self, i, |t| opcode::Send::new(
+            t,
+            bytes.as_ptr(),
+            bytes.len() as u32
+        )
+        .flags(flags)
+        .build())
+        .user_data(encode(i, s.generation, OpKind::Send));
         if skip {
             entry = entry.flags(squeue::Flags::SKIP_SUCCESS);
         }
@@ -384,14 +438,16 @@ impl<'a> Loop<'a> {
 
     /// Queues a receive: multishot once per connection, or one per read.
     fn arm_recv(&mut self, i: usize) {
-        let s = &mut self.slots[i];
         let entry = match &self.bufs {
-            Some(b) => opcode::RecvMulti::new(types::Fd(s.fd), b.bgid).build(),
+            Some(b) => with_target!(self, i, |t| opcode::RecvMulti::new(t, b.bgid).build()),
             None => {
-                opcode::Recv::new(types::Fd(s.fd), s.buf.as_mut_ptr(), s.buf.len() as u32).build()
+                let s = &mut self.slots[i];
+                let (ptr, len) = (s.buf.as_mut_ptr(), s.buf.len() as u32);
+                with_target!(self, i, |t| opcode::Recv::new(t, ptr, len).build())
             }
-        }
-        .user_data(encode(i, s.generation, OpKind::Recv));
+        };
+        let s = &mut self.slots[i];
+        let entry = entry.user_data(encode(i, s.generation, OpKind::Recv));
         s.recv_armed = true;
         self.push(entry, true);
     }
@@ -447,10 +503,30 @@ impl<'a> Loop<'a> {
 
     /// Closes the slot's connection, if any; its pending operations finish
     /// with an old generation and are ignored.
+    ///
+    /// A direct descriptor is closed by two SQEs that run in order when
+    /// submitted, before anything queued after them (a SOCKET reusing the
+    /// table entry): ASYNC_CANCEL of every operation on it (a pending
+    /// receive keeps the socket alive), then CLOSE of the entry. A file
+    /// descriptor is shut down (which completes its pending receive) and
+    /// closed directly.
     fn close(&mut self, i: usize) {
+        let open = self.slots[i].fd >= 0;
+        if open && self.direct {
+            let cancel =
+                opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fixed(i as u32)).all())
+                    .build()
+                    .user_data(encode(i, 0, OpKind::Ignore));
+            self.push(cancel, false);
+            let close = opcode::Close::new(types::Fixed(i as u32))
+                .build()
+                .user_data(encode(i, 0, OpKind::Ignore));
+            self.push(close, false);
+        } else if open {
+            slot::shutdown_and_close(self.slots[i].fd);
+        }
         let s = &mut self.slots[i];
-        if s.fd >= 0 {
-            slot::shutdown_and_close(s.fd);
+        if open {
             s.fd = -1;
             s.peer = None;
             s.recv_armed = false;

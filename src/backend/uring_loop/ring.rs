@@ -45,6 +45,13 @@ pub struct Features {
     pub registered_ring: bool,
     /// MSG_WAITALL on stream sends, so a short send is finished by the kernel (5.19/6.0).
     pub send_waitall: bool,
+    /// Sockets made by IORING_OP_SOCKET straight into a registered file
+    /// table (direct descriptors, 5.19), used through IOSQE_FIXED_FILE by
+    /// connect/send/recv, and torn down by ASYNC_CANCEL by descriptor
+    /// (6.0) and CLOSE: no socket(2), close(2) or shutdown(2) calls, and no
+    /// per-operation file reference counting. Probed here; the worker also
+    /// needs the table registered and no `--bind` (binding takes bind(2)).
+    pub direct_descriptors: bool,
 }
 
 /// `(major, minor)` of the running kernel, from uname.
@@ -105,6 +112,13 @@ pub fn build(entries: u32, profile: Profile) -> io::Result<(IoUring, Features)> 
         // it: it came with 6.0, with buffer rings (5.19) before it.
         f.multishot_recv = probed && probe.is_supported(opcode::Recv::CODE) && major >= 6;
         f.send_waitall = (major, minor) >= (6, 0);
+        // Cancel-by-fixed-descriptor came with 6.0; SOCKET and CLOSE are probed.
+        f.direct_descriptors = probed
+            && probe.is_supported(opcode::Socket::CODE)
+            && probe.is_supported(opcode::Close::CODE)
+            && probe.is_supported(opcode::AsyncCancel::CODE)
+            && f.skip_success
+            && (major, minor) >= (6, 0);
         f.registered_ring = ring.submitter().register_ring_fd().is_ok();
     }
     Ok((ring, f))

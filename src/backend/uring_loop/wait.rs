@@ -105,13 +105,14 @@ impl Loop<'_> {
             // which cancels the receives and closes the sockets itself; the
             // buffer ring is then never freed (see `finish`).
             for s in &mut self.slots {
-                if s.fd >= 0 {
+                // Direct descriptors close with the ring's file table.
+                if s.fd >= 0 && !self.direct {
                     // SAFETY: the slot owns the descriptor and forgets it
                     // here; the ring's pending receive holds its own
                     // reference to the socket.
                     unsafe { libc::close(s.fd) };
-                    s.fd = -1;
                 }
+                s.fd = -1;
             }
             return;
         }
