@@ -150,7 +150,7 @@ pub fn describe(f: &Features) -> String {
         parts.push("registered ring fd");
     }
     if f.direct_descriptors {
-        parts.push("direct descriptors (SOCKET op, fixed files)");
+        parts.push("direct descriptors (SOCKET op, fixed files; not with --bind)");
     }
     if parts.is_empty() {
         "Linux 5.10 set: plain connect/send/recv, TIMEOUT-op waits, no setup flags".to_string()

@@ -175,7 +175,7 @@ const SPECS: [Spec; 21] = [
         "socket",
         "op",
         "5.19",
-        "uring-loop sockets, as direct descriptors (6.0+, without --bind)",
+        "uring-loop sockets, as direct descriptors (6.13+, without --bind)",
         Check::Op(opcode::Socket::CODE),
     ),
     (

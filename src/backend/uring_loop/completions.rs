@@ -46,6 +46,7 @@ impl Loop<'_> {
                         continue;
                     }
                     match k {
+                        OpKind::Socket => self.on_socket(i, res),
                         OpKind::Connect => self.on_connect(i, res, now),
                         OpKind::Send => self.on_send(i, res),
                         _ => {}
@@ -57,6 +58,16 @@ impl Loop<'_> {
             b.publish();
         }
         self.cqes = cqes;
+    }
+
+    /// A direct descriptor was made (or not) for slot `i`: connect it.
+    fn on_socket(&mut self, i: usize, res: i32) {
+        if res < 0 {
+            let addr = self.ctx.targets[self.slots[i].target].addr;
+            let e = std::io::Error::from_raw_os_error(-res);
+            return self.fail(i, FetchError::connect(&e, addr), false);
+        }
+        self.connect_socket(i);
     }
 
     fn on_connect(&mut self, i: usize, res: i32, now: Instant) {

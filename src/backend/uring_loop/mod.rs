@@ -98,6 +98,8 @@ struct Loop<'a> {
     busy: usize,
     /// Operations submitted whose final completion has not arrived.
     inflight_ops: usize,
+    /// The kernel refused to take queued SQEs (see [`Loop::push`]).
+    ring_error: Option<std::io::Error>,
     /// The plan has no more tickets.
     exhausted: bool,
     /// The run is over (deadline or Ctrl-C): nothing new starts.
@@ -201,6 +203,7 @@ impl<'a> Loop<'a> {
             pipelined,
             busy: 0,
             inflight_ops: 0,
+            ring_error: None,
             exhausted: false,
             stopping: false,
             timer_op: None,
@@ -322,9 +325,16 @@ impl<'a> Loop<'a> {
         }
     }
 
-    /// Opens a connection for slot `i` and queues its CONNECT: after a
-    /// linked SOCKET into the slot's table entry with direct descriptors,
-    /// else on a socket from socket(2).
+    /// Opens a connection for slot `i`: with direct descriptors, queues a
+    /// SOCKET into the slot's table entry (its completion queues the
+    /// CONNECT, see [`Loop::connect_socket`]); else makes a socket with
+    /// socket(2) and queues its CONNECT at once.
+    ///
+    /// SOCKET and CONNECT are not linked on purpose: a linked CONNECT is
+    /// issued from task work after the whole submission, so a CLOSE and a
+    /// new SOCKET for the same entry later in that submission would run
+    /// before it, and it would connect the wrong socket. Unlinked, every
+    /// operation on an entry is issued in queue order.
     fn connect(&mut self, i: usize, now: Instant) {
         self.close(i);
         let addr = self.ctx.targets[self.slots[i].target].addr;
@@ -353,10 +363,7 @@ impl<'a> Loop<'a> {
         {
             s.deadline = Some((c, true));
         }
-        let user_data = encode(i, s.generation, OpKind::Connect);
         if self.direct {
-            // A failed SOCKET completes (as this connect) with its error and
-            // cancels the linked CONNECT; a successful one posts nothing.
             let domain = if addr.is_ipv4() {
                 libc::AF_INET
             } else {
@@ -366,14 +373,19 @@ impl<'a> Loop<'a> {
             let socket = opcode::Socket::new(domain, libc::SOCK_STREAM, libc::IPPROTO_TCP)
                 .file_index(dest)
                 .build()
-                .flags(squeue::Flags::IO_LINK | squeue::Flags::SKIP_SUCCESS)
-                .user_data(user_data);
-            self.push(socket, false);
+                .user_data(encode(i, s.generation, OpKind::Socket));
+            self.push(socket, true);
+        } else {
+            self.connect_socket(i);
         }
+    }
+
+    /// Queues the CONNECT of slot `i`'s new socket.
+    fn connect_socket(&mut self, i: usize) {
         let s = &self.slots[i];
         let (ptr, len) = (s.sockaddr.as_ptr(), s.sockaddr.len());
         let entry = with_target!(self, i, |t| opcode::Connect::new(t, ptr, len).build())
-            .user_data(user_data);
+            .user_data(encode(i, s.generation, OpKind::Connect));
         self.push(entry, true);
     }
 
@@ -453,6 +465,9 @@ impl<'a> Loop<'a> {
     }
 
     /// Pushes an SQE, flushing the queue to the kernel when it is full.
+    /// If the kernel refuses the flush, the entry is kept in `ring_error`'s
+    /// stead: the next wait reports the error and fails every request, so
+    /// no slot waits for a completion that can never come.
     fn push(&mut self, entry: squeue::Entry, counted: bool) {
         loop {
             // SAFETY: every pointer in our SQEs (request bytes, per-slot
@@ -463,8 +478,13 @@ impl<'a> Loop<'a> {
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 break;
             }
-            if self.ring.submit().is_err() {
-                break;
+            match self.ring.submit() {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => {
+                    self.ring_error.get_or_insert(e);
+                    return;
+                }
             }
         }
         if counted {

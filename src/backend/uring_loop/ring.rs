@@ -49,8 +49,9 @@ pub struct Features {
     /// table (direct descriptors, 5.19), used through IOSQE_FIXED_FILE by
     /// connect/send/recv, and torn down by ASYNC_CANCEL by descriptor
     /// (6.0) and CLOSE: no socket(2), close(2) or shutdown(2) calls, and no
-    /// per-operation file reference counting. Probed here; the worker also
-    /// needs the table registered and no `--bind` (binding takes bind(2)).
+    /// per-operation file reference counting. From 6.13 (see `build`); the
+    /// worker also needs the table registered and no `--bind` (binding
+    /// takes bind(2)).
     pub direct_descriptors: bool,
 }
 
@@ -112,13 +113,18 @@ pub fn build(entries: u32, profile: Profile) -> io::Result<(IoUring, Features)> 
         // it: it came with 6.0, with buffer rings (5.19) before it.
         f.multishot_recv = probed && probe.is_supported(opcode::Recv::CODE) && major >= 6;
         f.send_waitall = (major, minor) >= (6, 0);
-        // Cancel-by-fixed-descriptor came with 6.0; SOCKET and CLOSE are probed.
+        // SOCKET and CLOSE are probed; cancel by fixed descriptor (6.0)
+        // cannot be. Before 6.13 the kernel releases files removed from the
+        // table only in order, once every earlier operation on any fixed
+        // file has finished: behind a keep-alive connection's multishot
+        // receive, a closed socket would stay open (no FIN) until the run
+        // ends. So direct descriptors start at 6.13 (kernel commit
+        // 7029acd8a950); older kernels use socket(2).
         f.direct_descriptors = probed
             && probe.is_supported(opcode::Socket::CODE)
             && probe.is_supported(opcode::Close::CODE)
             && probe.is_supported(opcode::AsyncCancel::CODE)
-            && f.skip_success
-            && (major, minor) >= (6, 0);
+            && (major, minor) >= (6, 13);
         f.registered_ring = ring.submitter().register_ring_fd().is_ok();
     }
     Ok((ring, f))
@@ -161,6 +167,8 @@ pub enum OpKind {
     Timer = 4,
     /// An ASYNC_CANCEL or CLOSE whose result does not matter.
     Ignore = 5,
+    /// IORING_OP_SOCKET into a direct descriptor.
+    Socket = 6,
 }
 
 /// `user_data` = slot index (bits 0-31) | generation (bits 32-55) | kind
@@ -181,6 +189,7 @@ pub fn decode(user_data: u64) -> (usize, u32, Option<OpKind>) {
         3 => Some(OpKind::Recv),
         4 => Some(OpKind::Timer),
         5 => Some(OpKind::Ignore),
+        6 => Some(OpKind::Socket),
         _ => None,
     };
     (slot, generation, kind)

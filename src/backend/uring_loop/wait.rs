@@ -21,6 +21,9 @@ impl Loop<'_> {
 
     /// One io_uring_enter: submit everything queued, wait for a batch or a timer.
     pub(super) fn submit_and_wait(&mut self, now: Instant) -> std::io::Result<()> {
+        if let Some(e) = self.ring_error.take() {
+            return Err(e);
+        }
         let mut until = self.timers.peek().map(|Reverse((t, _, _))| *t);
         if !self.stopping {
             let poll = self
