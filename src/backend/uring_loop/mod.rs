@@ -256,14 +256,15 @@ impl<'a> Loop<'a> {
                 }
                 connects += 1;
             }
-            let Some(ticket) = self.ctx.plan.next_ticket() else {
+            let Some(ticket) = self.ctx.plan.next_ticket_at(now) else {
                 self.exhausted = true;
                 break;
             };
             self.free.pop();
-            // Compared with a fresh clock: a closed-loop ticket is stamped
-            // "now" after this pass began, and must not wait for a timer.
-            if ticket.intended > Instant::now() {
+            // A closed-loop ticket is stamped `now` and starts at once; an
+            // open-loop one waits for its time, checked against a fresh clock
+            // so that one already due is not left to a timer.
+            if ticket.intended > now && ticket.intended > Instant::now() {
                 let s = &mut self.slots[i];
                 s.state = State::Scheduled;
                 s.tickets.push_back(ticket);
@@ -280,7 +281,7 @@ impl<'a> Loop<'a> {
         s.tickets.clear();
         s.tickets.push_back(ticket);
         while s.tickets.len() < self.pipeline {
-            match self.ctx.plan.next_ticket() {
+            match self.ctx.plan.next_ticket_at(now) {
                 Some(t) => s.tickets.push_back(t),
                 None => {
                     self.exhausted = true;
