@@ -538,11 +538,11 @@ impl<'a> Loop<'a> {
                 opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fixed(i as u32)).all())
                     .build()
                     .user_data(encode(i, 0, OpKind::Ignore));
-            self.push(cancel, false);
+            self.push(cancel, true);
             let close = opcode::Close::new(types::Fixed(i as u32))
                 .build()
                 .user_data(encode(i, 0, OpKind::Ignore));
-            self.push(close, false);
+            self.push(close, true);
         } else if open {
             slot::shutdown_and_close(self.slots[i].fd);
         }
