@@ -282,8 +282,9 @@ fn io_uring_backends_make_no_socket_io_system_calls() {
 
 /// `uring-loop` makes its sockets with IORING_OP_SOCKET into a registered
 /// file table where the kernel can, and with socket(2) in the 5.10 profile:
-/// strace sees no socket, shutdown or close of a TCP socket in the first
-/// case, and the socket(2) calls in the second.
+/// strace sees no socket or shutdown of a TCP socket in the first case, and
+/// the socket(2) calls in the second. Likewise its waits enter through the
+/// registered ring index where the kernel has one, and never in 5.10.
 #[test]
 fn uring_loop_sockets_are_direct_descriptors_where_the_kernel_has_them() {
     use uringfetch::backend::uring_loop::ring::{Profile, build};
@@ -294,7 +295,7 @@ fn uring_loop_sockets_are_direct_descriptors_where_the_kernel_has_them() {
         let dir = temp_dir("strace-socket");
         let log = dir.join("trace.txt");
         let out = std::process::Command::new("strace")
-            .args(["-f", "-qq", "-e", "trace=socket,shutdown"])
+            .args(["-f", "-qq", "-e", "trace=socket,shutdown,io_uring_enter"])
             .arg("-o")
             .arg(&log)
             .arg(env!("CARGO_BIN_EXE_uringfetch"))
@@ -315,6 +316,12 @@ fn uring_loop_sockets_are_direct_descriptors_where_the_kernel_has_them() {
             .filter(|l| l.contains("socket(AF_INET, SOCK_STREAM"))
             .count();
         let shutdowns = trace.lines().filter(|l| l.contains("shutdown(")).count();
+        let registered = trace.contains("IORING_ENTER_REGISTERED_RING");
+        assert_eq!(
+            registered,
+            profile == "auto" && features.registered_ring,
+            "{profile}: waits through the registered ring index:\n{trace}"
+        );
         if profile == "auto" && features.direct_descriptors {
             assert_eq!(
                 (tcp_sockets, shutdowns),

@@ -11,7 +11,7 @@ use std::io;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::types::BufRingEntry;
-use io_uring::{IoUring, opcode};
+use io_uring::{IoUring, opcode, types};
 
 /// Which io_uring feature set to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -41,8 +41,12 @@ pub struct Features {
     pub ext_arg: bool,
     /// Batched waits with a minimum-wait timeout (6.12).
     pub min_wait: bool,
-    /// IORING_REGISTER_RING_FDS (5.18).
+    /// IORING_REGISTER_RING_FDS (5.18): waits enter through the ring's
+    /// registered index, skipping the kernel's fd lookup on every enter.
     pub registered_ring: bool,
+    /// That index, when registered (see [`enter`]).
+    #[serde(skip)]
+    pub ring_index: Option<u32>,
     /// MSG_WAITALL on stream sends, so a short send is finished by the kernel (5.19/6.0).
     pub send_waitall: bool,
     /// Sockets made by IORING_OP_SOCKET straight into a registered file
@@ -125,10 +129,96 @@ pub fn build(entries: u32, profile: Profile) -> io::Result<(IoUring, Features)> 
             && probe.is_supported(opcode::Close::CODE)
             && probe.is_supported(opcode::AsyncCancel::CODE)
             && (major, minor) >= (6, 13);
-        f.registered_ring = ring.submitter().register_ring_fd().is_ok();
+        f.ring_index = register_ring_index(&ring);
+        f.registered_ring = f.ring_index.is_some();
     }
     Ok((ring, f))
 }
+
+/// `IORING_REGISTER_RING_FDS`, from the kernel's uapi.
+const IORING_REGISTER_RING_FDS: libc::c_uint = 20;
+/// `io_uring_enter` flags, from the kernel's uapi.
+const IORING_ENTER_GETEVENTS: libc::c_uint = 1;
+const IORING_ENTER_EXT_ARG: libc::c_uint = 8;
+const IORING_ENTER_REGISTERED_RING: libc::c_uint = 16;
+
+/// `struct io_uring_rsrc_update`, the argument of IORING_REGISTER_RING_FDS.
+#[repr(C)]
+struct RsrcUpdate {
+    offset: u32,
+    resv: u32,
+    data: u64,
+}
+
+/// Registers the ring's own descriptor with IORING_REGISTER_RING_FDS and
+/// returns the index it got. (The io-uring crate remembers that index only
+/// in the short-lived `Submitter` that registered it, and every
+/// `ring.submitter()` is a new one, so its waits would never use it.)
+fn register_ring_index(ring: &IoUring) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let fd = ring.as_raw_fd();
+    let mut update = RsrcUpdate {
+        // u32::MAX: let the kernel pick a free index.
+        offset: u32::MAX,
+        resv: 0,
+        data: fd as u64,
+    };
+    // SAFETY: io_uring_register reads and writes one io_uring_rsrc_update
+    // (our repr(C) copy of the uapi struct, which we own for the call) and
+    // touches no other memory of ours.
+    let registered = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            fd,
+            IORING_REGISTER_RING_FDS,
+            &mut update as *mut RsrcUpdate,
+            1 as libc::c_uint,
+        )
+    };
+    (registered == 1).then_some(update.offset)
+}
+
+/// Submits everything queued and waits for `want` completions, bounded by
+/// `args` (timeout, minimum wait): one io_uring_enter with
+/// IORING_ENTER_EXT_ARG, through the registered ring index when there is
+/// one.
+pub fn enter(
+    ring: &mut IoUring,
+    index: Option<u32>,
+    want: u32,
+    args: &types::SubmitArgs<'_, '_>,
+) -> io::Result<usize> {
+    let Some(index) = index else {
+        return ring.submitter().submit_with_args(want as usize, args);
+    };
+    let to_submit = ring.submission().len() as libc::c_uint;
+    let flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG | IORING_ENTER_REGISTERED_RING;
+    // SAFETY: `SubmitArgs` is repr(transparent) over the uapi struct
+    // io_uring_getevents_arg (24 bytes), whose timespec pointer, if any, is
+    // kept alive by the borrow in `args` for this call; the kernel only reads
+    // it. The SQ tail was published by the queue guards (they store it when
+    // dropped), so the kernel sees every entry it is told to submit.
+    let entered = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_enter,
+            index as libc::c_int,
+            to_submit,
+            want as libc::c_uint,
+            flags,
+            args as *const types::SubmitArgs<'_, '_> as *const libc::c_void,
+            GETEVENTS_ARG_SIZE,
+        )
+    };
+    if entered < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(entered as usize)
+    }
+}
+
+/// `sizeof(struct io_uring_getevents_arg)`.
+const GETEVENTS_ARG_SIZE: libc::size_t = 24;
+const _: () = assert!(std::mem::size_of::<types::SubmitArgs<'_, '_>>() == GETEVENTS_ARG_SIZE);
 
 /// [`build`], then the provided-buffer ring multishot receives need
 /// (`count` buffers of `size` bytes, group 0). A kernel that refuses the

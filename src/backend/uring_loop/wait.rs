@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, types};
 
-use super::ring::{OpKind, decode, encode};
+use super::ring::{self, OpKind, decode, encode};
 use super::{BATCH_WAIT, CANCEL_POLL, DRAIN_LIMIT, HAND_OFF_ABOVE, Loop};
 
 impl Loop<'_> {
@@ -65,9 +65,14 @@ impl Loop<'_> {
                     let args = types::SubmitArgs::new()
                         .timespec(&self.timespec)
                         .min_wait_usec(min_wait);
-                    self.ring.submitter().submit_with_args(want, &args)
+                    ring::enter(&mut self.ring, self.features.ring_index, want as u32, &args)
                 }
-                None => self.ring.submit_and_wait(want),
+                None => ring::enter(
+                    &mut self.ring,
+                    self.features.ring_index,
+                    want as u32,
+                    &types::SubmitArgs::new(),
+                ),
             }
         } else {
             // 5.10: a TIMEOUT op bounds the wait; no batching without it.
