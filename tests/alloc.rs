@@ -138,12 +138,17 @@ fn run(backend: BackendKind, port: u16, n: u64) -> (u64, i64) {
 fn memory_does_not_grow_with_the_number_of_requests() {
     let srv = server();
     for backend in BackendKind::ALL {
-        let (a_small, peak_small) = run(backend, srv.1, 2_000);
+        let (a_small, mut peak_small) = run(backend, srv.1, 2_000);
         let (mut a_large, mut peak_large) = run(backend, srv.1, 20_000);
         if peak_large > peak_small + 256 * 1024 {
-            // One more measurement before judging: a single run's peak can
-            // include a one-off (a runtime's table growing once under a
-            // scheduling hiccup); growth with the request count shows in both.
+            // One more measurement of each before judging. A run's peak
+            // depends on timing as well as on what it keeps: uring-loop gave
+            // 1.83 or 2.20 MB, for 2,000 requests and for 20,000 alike. The
+            // difference, about 370 KB, is the size of one recorder's two
+            // histograms, alive at the peak moment or not. Growth with the
+            // request count shows in every large run; that noise does not.
+            let (_, p) = run(backend, srv.1, 2_000);
+            peak_small = peak_small.max(p);
             let (a, p) = run(backend, srv.1, 20_000);
             eprintln!(
                 "{backend}: peak {peak_large} bytes in the first 20000-request run, {p} in the second"
