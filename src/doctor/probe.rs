@@ -336,6 +336,9 @@ pub fn capabilities(ring: Option<&IoUring>) -> Vec<Capability> {
 /// backend does it.
 pub fn uring_loop_features(profile: Profile) -> io::Result<ring::Features> {
     let (ring, features, bufs) = ring::setup(64, profile, 64, 4096)?;
+    if let Some(index) = features.ring_index {
+        ring::unregister_ring_index(&ring, index);
+    }
     if let Some(b) = bufs
         && b.unregister(&ring).is_err()
     {

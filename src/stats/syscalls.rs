@@ -68,7 +68,14 @@ pub struct SyscallCounter {
 
 impl SyscallCounter {
     /// Starts counting on the calling thread, or says why it cannot.
+    ///
+    /// `URINGFETCH_NO_SYSCALL_COUNT=1` turns counting off: the tracepoint
+    /// makes every system call a little dearer, so a benchmark that times
+    /// CPU (`bench/run`) counts system calls in a separate run instead.
     pub fn start() -> Result<Self, String> {
+        if std::env::var_os("URINGFETCH_NO_SYSCALL_COUNT").is_some_and(|v| v == "1") {
+            return Err("not counted (URINGFETCH_NO_SYSCALL_COUNT=1)".to_string());
+        }
         let id = tracepoint_id()?;
         let attr = PerfEventAttrV0 {
             type_: PERF_TYPE_TRACEPOINT,

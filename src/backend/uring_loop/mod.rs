@@ -116,6 +116,17 @@ struct Loop<'a> {
     collect: Option<Collected>,
 }
 
+impl Drop for Loop<'_> {
+    /// Releases the ring's registered index first, so that dropping the
+    /// ring really tears it down (see [`ring::unregister_ring_index`]). A
+    /// loop is made and dropped on the same thread.
+    fn drop(&mut self) {
+        if let Some(index) = self.features.ring_index.take() {
+            ring::unregister_ring_index(&self.ring, index);
+        }
+    }
+}
+
 /// Runs one load worker on its own ring.
 pub fn run_worker(ctx: WorkerCtx) -> Result<Recorder, FetchError> {
     let setup = Loop::new(&ctx, false);

@@ -137,6 +137,8 @@ pub fn build(entries: u32, profile: Profile) -> io::Result<(IoUring, Features)> 
 
 /// `IORING_REGISTER_RING_FDS`, from the kernel's uapi.
 const IORING_REGISTER_RING_FDS: libc::c_uint = 20;
+/// `IORING_UNREGISTER_RING_FDS`, from the kernel's uapi.
+const IORING_UNREGISTER_RING_FDS: libc::c_uint = 21;
 /// `io_uring_enter` flags, from the kernel's uapi.
 const IORING_ENTER_GETEVENTS: libc::c_uint = 1;
 const IORING_ENTER_EXT_ARG: libc::c_uint = 8;
@@ -176,6 +178,30 @@ fn register_ring_index(ring: &IoUring) -> Option<u32> {
         )
     };
     (registered == 1).then_some(update.offset)
+}
+
+/// Undoes [`register_ring_index`]. The registration holds a reference to
+/// the ring for the registering thread, so without this a dropped `IoUring`
+/// would live on (with its pending operations) until that thread exits.
+/// Must run on the thread that registered.
+pub fn unregister_ring_index(ring: &IoUring, index: u32) {
+    use std::os::fd::AsRawFd;
+    let mut update = RsrcUpdate {
+        offset: index,
+        resv: 0,
+        data: 0,
+    };
+    // SAFETY: as in `register_ring_index`: the kernel reads one
+    // io_uring_rsrc_update that we own for the duration of the call.
+    let _ = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            ring.as_raw_fd(),
+            IORING_UNREGISTER_RING_FDS,
+            &mut update as *mut RsrcUpdate,
+            1 as libc::c_uint,
+        )
+    };
 }
 
 /// Submits everything queued and waits for `want` completions, bounded by
