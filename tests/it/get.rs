@@ -230,36 +230,43 @@ fn demo_prints_both_timings_and_a_speedup() {
     assert!(text.contains("speed-up"), "{text}");
 }
 
+/// Runs `uringfetch get ARGS` under `strace -f -e TRACE` and returns its
+/// stdout and the trace; the run must succeed.
+fn strace_get(trace: &str, args: &[&str]) -> (Vec<u8>, String) {
+    let dir = temp_dir("strace");
+    let log = dir.join("trace.txt");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", trace])
+        .arg("-o")
+        .arg(&log)
+        .arg(env!("CARGO_BIN_EXE_uringfetch"))
+        .arg("get")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("strace is missing ({e}): install it with `apt-get install -y strace`")
+        });
+    assert!(
+        out.status.success(),
+        "get {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&log).expect("strace wrote its log");
+    let _ = std::fs::remove_dir_all(dir);
+    (out.stdout, text)
+}
+
 #[test]
 fn io_uring_backends_make_no_socket_io_system_calls() {
     let server = demo_server(Duration::ZERO);
     let url = format!("http://{}/bar", server.addr);
     let port = server.addr.port().to_string();
     for backend in ["uring-loop", "uring-async"] {
-        let dir = temp_dir("strace");
-        let log = dir.join("trace.txt");
-        let out = std::process::Command::new("strace")
-            .args([
-                "-f",
-                "-qq",
-                "-e",
-                "trace=connect,sendto,recvfrom,sendmsg,recvmsg,read,write",
-            ])
-            .arg("-o")
-            .arg(&log)
-            .arg(env!("CARGO_BIN_EXE_uringfetch"))
-            .args(["get", "--backend", backend, &url, &url])
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("strace is missing ({e}): install it with `apt-get install -y strace`")
-            });
-        assert!(
-            out.status.success(),
-            "{backend}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let (stdout, trace) = strace_get(
+            "trace=connect,sendto,recvfrom,sendmsg,recvmsg,read,write",
+            &["--backend", backend, &url, &url],
         );
-        assert_eq!(out.stdout, b"<h1>bar!</h1><h1>bar!</h1>");
-        let trace = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(stdout, b"<h1>bar!</h1><h1>bar!</h1>");
         // connect, send and recv on the fetch sockets go through the ring.
         let on_socket = trace
             .lines()
@@ -275,7 +282,6 @@ fn io_uring_backends_make_no_socket_io_system_calls() {
             trace.contains("write(1, \"<h1>bar!"),
             "the trace saw the output: {trace}"
         );
-        let _ = std::fs::remove_dir_all(dir);
     }
     server.shutdown();
 }
@@ -296,25 +302,18 @@ fn uring_loop_sockets_are_direct_descriptors_where_the_kernel_has_them() {
     let server = demo_server(Duration::ZERO);
     let url = format!("http://{}/bar", server.addr);
     for profile in ["auto", "5.10"] {
-        let dir = temp_dir("strace-socket");
-        let log = dir.join("trace.txt");
-        let out = std::process::Command::new("strace")
-            .args(["-f", "-qq", "-e", "trace=socket,shutdown,io_uring_enter"])
-            .arg("-o")
-            .arg(&log)
-            .arg(env!("CARGO_BIN_EXE_uringfetch"))
-            .args(["get", "--backend", "uring-loop", "--uring-profile", profile])
-            .args([&url, &url, &url])
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("strace is missing ({e}): install it with `apt-get install -y strace`")
-            });
-        assert!(
-            out.status.success(),
-            "{profile}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let (_, trace) = strace_get(
+            "trace=socket,shutdown,io_uring_enter",
+            &[
+                "--backend",
+                "uring-loop",
+                "--uring-profile",
+                profile,
+                &url,
+                &url,
+                &url,
+            ],
         );
-        let trace = std::fs::read_to_string(&log).unwrap();
         let tcp_sockets = trace
             .lines()
             .filter(|l| l.contains("socket(AF_INET, SOCK_STREAM"))
@@ -335,7 +334,6 @@ fn uring_loop_sockets_are_direct_descriptors_where_the_kernel_has_them() {
         } else {
             assert_eq!(tcp_sockets, 3, "{profile}: one socket(2) per URL:\n{trace}");
         }
-        let _ = std::fs::remove_dir_all(dir);
     }
     server.shutdown();
 }
