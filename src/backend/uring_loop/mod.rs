@@ -41,7 +41,7 @@ use crate::target::Target;
 /// (The io-uring builders take either type, not a value that may be both.)
 macro_rules! with_target {
     ($lp:expr, $i:expr, |$t:ident| $body:expr) => {
-        if $lp.direct {
+        if $lp.features.direct_descriptors {
             let $t = types::Fixed($i as u32);
             $body
         } else {
@@ -80,11 +80,9 @@ type Timer = Reverse<(Instant, usize, u32)>;
 struct Loop<'a> {
     ctx: &'a WorkerCtx,
     ring: IoUring,
+    /// With `direct_descriptors`, slot `i`'s socket is fixed file `i` and
+    /// `Slot::fd` only says whether one is open.
     features: Features,
-    /// Sockets are direct descriptors: slot `i`'s socket is fixed file `i`
-    /// (see [`Features::direct_descriptors`]); `Slot::fd` then only says
-    /// whether one is open.
-    direct: bool,
     bufs: Option<BufRing>,
     slots: Vec<Slot>,
     rec: Recorder,
@@ -186,7 +184,6 @@ impl<'a> Loop<'a> {
         features.direct_descriptors = features.direct_descriptors
             && ctx.conn.bind.is_empty()
             && ring.submitter().register_files_sparse(n as u32).is_ok();
-        let direct = features.direct_descriptors;
         let pipeline = ctx.conn.pipeline.max(1);
         let pipelined = if pipeline > 1 {
             ctx.targets
@@ -203,7 +200,6 @@ impl<'a> Loop<'a> {
             ctx,
             ring,
             features,
-            direct,
             bufs,
             slots,
             // Replaced once the run starts: the plan's clock must not start during setup.
@@ -350,7 +346,7 @@ impl<'a> Loop<'a> {
     fn connect(&mut self, i: usize, now: Instant) {
         self.close(i);
         let addr = self.ctx.targets[self.slots[i].target].addr;
-        let fd = if self.direct {
+        let fd = if self.features.direct_descriptors {
             i as libc::c_int
         } else {
             let bind = self.ctx.bind_addr();
@@ -375,7 +371,7 @@ impl<'a> Loop<'a> {
         {
             s.deadline = Some((c, true));
         }
-        if self.direct {
+        if self.features.direct_descriptors {
             let domain = if addr.is_ipv4() {
                 libc::AF_INET
             } else {
@@ -544,7 +540,7 @@ impl<'a> Loop<'a> {
     /// closed directly.
     fn close(&mut self, i: usize) {
         let open = self.slots[i].fd >= 0;
-        if open && self.direct {
+        if open && self.features.direct_descriptors {
             let cancel =
                 opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fixed(i as u32)).all())
                     .build()

@@ -158,26 +158,13 @@ struct RsrcUpdate {
 /// `ring.submitter()` is a new one, so its waits would never use it.)
 fn register_ring_index(ring: &IoUring) -> Option<u32> {
     use std::os::fd::AsRawFd;
-    let fd = ring.as_raw_fd();
     let mut update = RsrcUpdate {
         // u32::MAX: let the kernel pick a free index.
         offset: u32::MAX,
         resv: 0,
-        data: fd as u64,
+        data: ring.as_raw_fd() as u64,
     };
-    // SAFETY: io_uring_register reads and writes one io_uring_rsrc_update
-    // (our repr(C) copy of the uapi struct, which we own for the call) and
-    // touches no other memory of ours.
-    let registered = unsafe {
-        libc::syscall(
-            libc::SYS_io_uring_register,
-            fd,
-            IORING_REGISTER_RING_FDS,
-            &mut update as *mut RsrcUpdate,
-            1 as libc::c_uint,
-        )
-    };
-    (registered == 1).then_some(update.offset)
+    (ring_fds(ring, IORING_REGISTER_RING_FDS, &mut update) == 1).then_some(update.offset)
 }
 
 /// Undoes [`register_ring_index`]. The registration holds a reference to
@@ -185,23 +172,29 @@ fn register_ring_index(ring: &IoUring) -> Option<u32> {
 /// would live on (with its pending operations) until that thread exits.
 /// Must run on the thread that registered.
 pub fn unregister_ring_index(ring: &IoUring, index: u32) {
-    use std::os::fd::AsRawFd;
     let mut update = RsrcUpdate {
         offset: index,
         resv: 0,
         data: 0,
     };
-    // SAFETY: as in `register_ring_index`: the kernel reads one
-    // io_uring_rsrc_update that we own for the duration of the call.
-    let _ = unsafe {
+    ring_fds(ring, IORING_UNREGISTER_RING_FDS, &mut update);
+}
+
+/// One IORING_(UN)REGISTER_RING_FDS call on one entry; the syscall's result.
+fn ring_fds(ring: &IoUring, opcode: libc::c_uint, update: &mut RsrcUpdate) -> libc::c_long {
+    use std::os::fd::AsRawFd;
+    // SAFETY: io_uring_register reads (and, registering, writes the chosen
+    // offset into) one io_uring_rsrc_update: our repr(C) copy of the uapi
+    // struct, borrowed mutably for the call. It touches no other memory.
+    unsafe {
         libc::syscall(
             libc::SYS_io_uring_register,
             ring.as_raw_fd(),
-            IORING_UNREGISTER_RING_FDS,
-            &mut update as *mut RsrcUpdate,
+            opcode,
+            update as *mut RsrcUpdate,
             1 as libc::c_uint,
         )
-    };
+    }
 }
 
 /// Submits everything queued and waits for `want` completions, bounded by

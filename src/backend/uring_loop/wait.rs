@@ -59,21 +59,16 @@ impl Loop<'_> {
                 }
             }
             let want = want.max(1);
-            match limit {
+            let args = match limit {
                 Some(d) => {
                     self.timespec = types::Timespec::from(d);
-                    let args = types::SubmitArgs::new()
+                    types::SubmitArgs::new()
                         .timespec(&self.timespec)
-                        .min_wait_usec(min_wait);
-                    ring::enter(&mut self.ring, self.features.ring_index, want as u32, &args)
+                        .min_wait_usec(min_wait)
                 }
-                None => ring::enter(
-                    &mut self.ring,
-                    self.features.ring_index,
-                    want as u32,
-                    &types::SubmitArgs::new(),
-                ),
-            }
+                None => types::SubmitArgs::new(),
+            };
+            ring::enter(&mut self.ring, self.features.ring_index, want as u32, &args)
         } else {
             // 5.10: a TIMEOUT op bounds the wait; no batching without it.
             if let Some(at) = until
@@ -114,7 +109,7 @@ impl Loop<'_> {
             // buffer ring is then never freed (see `finish`).
             for s in &mut self.slots {
                 // Direct descriptors close with the ring's file table.
-                if s.fd >= 0 && !self.direct {
+                if s.fd >= 0 && !self.features.direct_descriptors {
                     // SAFETY: the slot owns the descriptor and forgets it
                     // here; the ring's pending receive holds its own
                     // reference to the socket.
