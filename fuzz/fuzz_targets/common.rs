@@ -1,4 +1,5 @@
-//! Shared by the fuzz targets: feed a byte stream to the response parser
+//! Shared by the fuzz targets (and, for `drive`, by the proptest in
+//! `tests/it/parser_props.rs`): feed a byte stream to the response parser
 //! whole and split at fuzzer-chosen points, and demand the same outcome.
 
 use uringfetch::http::{HttpError, Progress, Response, ResponseParser};

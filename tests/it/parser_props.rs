@@ -3,42 +3,16 @@
 //! outcome of a byte stream does not depend on where the reads split it.
 
 use proptest::prelude::*;
-use uringfetch::http::{HttpError, Progress, Response, ResponseParser};
 
-/// Everything the parser reports for a stream, split into `pieces`: each
-/// finished response (with `consumed` zeroed, as it depends on the split)
-/// and its collected body, then the error or the EOF outcome.
-fn drive(pieces: &[&[u8]], head_request: bool) -> (Vec<(Response, Vec<u8>)>, Option<HttpError>) {
-    let mut p = ResponseParser::new(true);
-    p.reset(head_request);
-    let mut done = Vec::new();
-    for piece in pieces {
-        let mut rest = *piece;
-        loop {
-            match p.feed(rest) {
-                Err(e) => return (done, Some(e)),
-                Ok(Progress::NeedMore) => break,
-                Ok(Progress::Done(mut r)) => {
-                    assert!(r.consumed <= rest.len());
-                    rest = &rest[r.consumed..];
-                    r.consumed = 0;
-                    done.push((r, p.body().to_vec()));
-                    p.reset(head_request);
-                    if rest.is_empty() {
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    if p.started() {
-        match p.feed_eof() {
-            Ok(r) => done.push((Response { consumed: 0, ..r }, p.body().to_vec())),
-            Err(e) => return (done, Some(e)),
-        }
-    }
-    (done, None)
-}
+/// The fuzz targets' driver: everything the parser reports for a stream
+/// split into pieces (each finished response, with `consumed` zeroed as it
+/// depends on the split, and its body; then the error or the EOF outcome).
+/// One copy serves both, so the two explore with the same checks.
+#[allow(dead_code)]
+#[path = "../../fuzz/fuzz_targets/common.rs"]
+mod fuzz_common;
+use fuzz_common::drive;
+use uringfetch::http::HttpError;
 
 /// Bytes that look like responses often enough to reach deep states:
 /// plausible heads, framing headers, chunk lines, and raw noise.
