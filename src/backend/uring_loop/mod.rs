@@ -62,8 +62,14 @@ const SMALL_BUF_SIZE: usize = 4 * 1024;
 const CONNECTS_PER_PASS: usize = 256;
 /// How often a run without a deadline still looks for Ctrl-C.
 const CANCEL_POLL: Duration = Duration::from_millis(50);
-/// Longest a batched wait holds completions back to gather more.
+/// Longest a batched wait holds completions back to gather more than the
+/// last pass handled.
 const BATCH_WAIT: Duration = Duration::from_micros(500);
+/// Longest a batched wait for no more than the last pass handled can take
+/// (the target was reachable a moment ago; this only bounds a sudden
+/// slowdown). Longer than a scheduler tick at HZ=250, so the timer is
+/// rarely the next one due and arming it reprograms no hardware timer.
+const STEADY_BATCH_WAIT: Duration = Duration::from_millis(5);
 /// Above this many open connections at the end of a run, their teardown is
 /// left to the kernel (see `drain`).
 const HAND_OFF_ABOVE: usize = 512;
