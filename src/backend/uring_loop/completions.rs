@@ -25,6 +25,7 @@ impl Loop<'_> {
         );
         self.last_completions = cqes.len();
         let now = Instant::now();
+        self.pace.completions(cqes.len(), now);
         for &(ud, res, flags) in &cqes {
             let (i, generation, kind) = decode(ud);
             let final_cqe = !cqueue::more(flags);
@@ -231,6 +232,7 @@ impl Loop<'_> {
         let s = &mut self.slots[i];
         let ticket = s.tickets.pop_front()?;
         s.served += 1;
+        self.pace.response(now.saturating_duration_since(s.sent_at));
         let origin = self.ctx.plan.latency_origin(&ticket, s.sent_at);
         self.rec.response(resp.status, origin, now);
         self.ctx.live.completed.fetch_add(1, Ordering::Relaxed);

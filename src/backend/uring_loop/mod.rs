@@ -16,6 +16,7 @@
 //! that now uses the slot.
 
 mod completions;
+mod pace;
 pub mod ring;
 mod slot;
 mod wait;
@@ -63,7 +64,7 @@ const CONNECTS_PER_PASS: usize = 256;
 /// How often a run without a deadline still looks for Ctrl-C.
 const CANCEL_POLL: Duration = Duration::from_millis(50);
 /// Longest a batched wait holds completions back to gather more than the
-/// last pass handled.
+/// last pass handled (less when quick responses take less, see [`pace`]).
 const BATCH_WAIT: Duration = Duration::from_micros(500);
 /// Longest a batched wait for no more than the last pass handled can take
 /// (the target was reachable a moment ago; this only bounds a sudden
@@ -114,6 +115,8 @@ struct Loop<'a> {
     cqes: Vec<(u64, i32, u32)>,
     /// Completions handled in the last pass (batching only while they flow).
     last_completions: usize,
+    /// Completion rate and quick response time, which size batched waits.
+    pace: pace::Pace,
     /// Responses completed by one receive, reused across receives.
     responses: Vec<Response>,
     /// `get`: the response of each ticket, by sequence number.
@@ -224,6 +227,7 @@ impl<'a> Loop<'a> {
             cqes: Vec::with_capacity(1024),
             responses: Vec::with_capacity(pipeline),
             last_completions: 0,
+            pace: pace::Pace::new(Instant::now()),
             collect: collect.then(|| (0..n).map(|_| None).collect()),
         })
     }

@@ -1,6 +1,6 @@
 //! Waiting in a `uring-loop` worker: one io_uring_enter per pass that
-//! submits everything queued and waits for a batch of completions sized to
-//! what is in flight, bounded by the next timer; and the bounded drain at
+//! submits everything queued and waits for a batch of completions (sized
+//! in [`super::pace`]), bounded by the next timer; and the bounded drain at
 //! the end of a run.
 
 use std::cmp::Reverse;
@@ -12,13 +12,6 @@ use super::ring::{self, OpKind, decode, encode};
 use super::{BATCH_WAIT, CANCEL_POLL, DRAIN_LIMIT, HAND_OFF_ABOVE, Loop, STEADY_BATCH_WAIT};
 
 impl Loop<'_> {
-    /// How many completions to wait for: one when little is in flight (no
-    /// batching latency at low concurrency), up to 32 when much is.
-    pub(super) fn batch_target(&self) -> usize {
-        let busy = self.busy;
-        if busy >= 16 { (busy / 2).min(32) } else { 1 }
-    }
-
     /// One io_uring_enter: submit everything queued, wait for a batch or a timer.
     pub(super) fn submit_and_wait(&mut self, now: Instant) -> std::io::Result<()> {
         if let Some(e) = self.ring_error.take() {
@@ -36,32 +29,35 @@ impl Loop<'_> {
         let mut want = if self.inflight_ops == 0 {
             0
         } else {
-            self.batch_target()
+            self.pace.target(self.busy, BATCH_WAIT)
         };
         if self.stopping && self.inflight_ops == 0 {
             want = 0;
         }
         let wait = until.map(|u| u.saturating_duration_since(now));
         let result = if self.features.ext_arg {
-            // Batching: wait for `want` completions, but never sleep through
-            // a quiet spell on a batch timer. A target no larger than the
-            // last pass's count was just shown to be reachable: it is only
-            // bounded by STEADY_BATCH_WAIT, a timer that outlasts the
-            // scheduler tick and so costs no timer reprogramming (a VM exit
-            // on virtual machines). A larger one (batches growing, or
-            // completions thinning out) is held to BATCH_WAIT: with the
-            // kernel's minimum-wait (6.12) it returns on the first completion
-            // after it; else a short timeout is used only while completions
-            // are flowing.
+            // Batching: wait for `want` completions (sized in [`super::pace`]
+            // to what the current rate brings within `budget`), but never
+            // sleep through a quiet spell on a batch timer. A target within
+            // a quarter of the last pass's count was just shown to be
+            // reachable (the rate estimate wobbles by a completion or two
+            // around it): it is only bounded by STEADY_BATCH_WAIT, a timer
+            // that outlasts the scheduler tick and so costs no timer
+            // reprogramming (a VM exit on virtual machines). A larger one
+            // (batches growing) is held to `budget`: with the kernel's
+            // minimum-wait (6.12) it returns on the first completion after
+            // it; else a short timeout is used only while completions flow.
             let mut limit = wait;
             let mut min_wait = 0;
+            let budget = self.pace.budget(BATCH_WAIT);
             if want > 1 {
-                if want <= self.last_completions {
+                let last = self.last_completions;
+                if want <= last + last / 4 {
                     limit = Some(limit.map_or(STEADY_BATCH_WAIT, |w| w.min(STEADY_BATCH_WAIT)));
                 } else if self.features.min_wait {
-                    min_wait = BATCH_WAIT.as_micros() as u32;
+                    min_wait = budget.as_micros().max(1) as u32;
                 } else if self.last_completions > 0 {
-                    limit = Some(limit.map_or(BATCH_WAIT, |w| w.min(BATCH_WAIT)));
+                    limit = Some(limit.map_or(budget, |w| w.min(budget)));
                 } else {
                     want = 1;
                 }
