@@ -5,7 +5,8 @@
 //! Each pass of the loop prepares every SQE the previous completions call
 //! for (connects, sends, receives), then makes one `io_uring_enter` that
 //! submits them all and waits for a batch of completions sized to what is in
-//! flight, then drains the whole completion queue. On kernels that have them
+//! flight, the completion rate and the quicker responses' time (see [`pace`]),
+//! then drains the whole completion queue. On kernels that have them
 //! it uses `SINGLE_ISSUER|DEFER_TASKRUN`, multishot receives into a provided
 //! buffer ring, `CQE_SKIP_SUCCESS` sends and timed batched waits; each has a
 //! fallback to Linux 5.10 (see [`ring`]).
