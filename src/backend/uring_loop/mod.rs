@@ -65,10 +65,11 @@ const CONNECTS_PER_PASS: usize = 256;
 /// How often a run without a deadline still looks for Ctrl-C.
 const CANCEL_POLL: Duration = Duration::from_millis(50);
 /// Longest a batched wait holds completions back to gather more than the
-/// last pass handled (less when quick responses take less, see [`pace`]).
+/// last pass handled, and the horizon over which the completion rate sizes a
+/// batch (less when quick responses take less, see [`pace`]).
 const BATCH_WAIT: Duration = Duration::from_micros(500);
 /// Longest a batched wait for no more than the last pass handled can take
-/// (the target was reachable a moment ago; this only bounds a sudden
+/// (that count was reached a moment ago; this only bounds a sudden
 /// slowdown). Longer than a scheduler tick at HZ=250, so the timer is
 /// rarely the next one due and arming it reprograms no hardware timer.
 const STEADY_BATCH_WAIT: Duration = Duration::from_millis(5);
@@ -228,7 +229,13 @@ impl<'a> Loop<'a> {
             cqes: Vec::with_capacity(1024),
             responses: Vec::with_capacity(pipeline),
             last_completions: 0,
-            pace: pace::Pace::new(Instant::now()),
+            pace: pace::Pace::new(
+                Instant::now(),
+                match ctx.plan.rate() {
+                    crate::plan::Rate::Closed => pace::CLOSED_LOOP_SHARE,
+                    crate::plan::Rate::Open(_) => pace::OPEN_LOOP_SHARE,
+                },
+            ),
             collect: collect.then(|| (0..n).map(|_| None).collect()),
         })
     }

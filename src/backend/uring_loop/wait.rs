@@ -38,25 +38,35 @@ impl Loop<'_> {
         let result = if self.features.ext_arg {
             // Batching: wait for `want` completions (sized in [`super::pace`]
             // to what the current rate brings within `budget`), but never
-            // sleep through a quiet spell on a batch timer. A target within
-            // a quarter of the last pass's count was just shown to be
-            // reachable (the rate estimate wobbles by a completion or two
-            // around it): it is only bounded by STEADY_BATCH_WAIT, a timer
-            // that outlasts the scheduler tick and so costs no timer
-            // reprogramming (a VM exit on virtual machines). A larger one
-            // (batches growing) is held to `budget`: with the kernel's
-            // minimum-wait (6.12) it returns on the first completion after
-            // it; else a short timeout is used only while completions flow.
+            // sleep through a quiet spell on a batch timer.
+            // - A target the last pass reached was just shown to be
+            //   reachable, so it is only bounded by STEADY_BATCH_WAIT, a
+            //   timer that outlasts the scheduler tick and so costs no timer
+            //   reprogramming (a VM exit on virtual machines). The rate
+            //   estimate wobbles by a few completions around a steady batch,
+            //   so a target up to a quarter above the last count waits for
+            //   that count instead of arming the short timer. If the rate
+            //   falls, such a wait holds completions for up to
+            //   STEADY_BATCH_WAIT (in practice one or two passes of about a
+            //   millisecond while the estimate follows).
+            // - A larger target (batches growing) is held to `budget`: with
+            //   the kernel's minimum-wait (6.12) it returns on the first
+            //   completion after it; else a short timeout is used only while
+            //   completions flow.
             let mut limit = wait;
             let mut min_wait = 0;
             let budget = self.pace.budget(BATCH_WAIT);
             if want > 1 {
                 let last = self.last_completions;
                 if want <= last + last / 4 {
+                    want = want.min(last);
                     limit = Some(limit.map_or(STEADY_BATCH_WAIT, |w| w.min(STEADY_BATCH_WAIT)));
                 } else if self.features.min_wait {
-                    min_wait = budget.as_micros().max(1) as u32;
-                } else if self.last_completions > 0 {
+                    // The minimum wait runs out before the overall timeout
+                    // is looked at: never past the next timer.
+                    let hold = wait.map_or(budget, |w| w.min(budget));
+                    min_wait = hold.as_micros().max(1) as u32;
+                } else if last > 0 {
                     limit = Some(limit.map_or(budget, |w| w.min(budget)));
                 } else {
                     want = 1;
@@ -70,7 +80,7 @@ impl Loop<'_> {
                         .timespec(&self.timespec)
                         .min_wait_usec(min_wait)
                 }
-                None => types::SubmitArgs::new(),
+                None => types::SubmitArgs::new().min_wait_usec(min_wait),
             };
             ring::enter(&mut self.ring, self.features.ring_index, want as u32, &args)
         } else {
