@@ -27,9 +27,10 @@ const QUICK_QUANTILE: f64 = 0.25;
 const STEP: f64 = 0.02;
 /// A closed-loop batch may gather for this fraction of a quick response's
 /// time. When the server is the bottleneck its queue absorbs the hold (with
-/// N connections latency is N / rate whatever the client does); it only
-/// shows where quick responses mix with slow ones, and there the quick time
-/// is short and so is the budget.
+/// N connections latency is N / rate whatever the client does); it shows
+/// where quick responses mix with slow ones, and there the quick time is
+/// short and so is the budget, and where the client itself is the
+/// bottleneck, which is why the budget's cap stays small (`BATCH_WAIT`).
 pub const CLOSED_LOOP_SHARE: f64 = 0.75;
 /// An open-loop run measures latency at a set rate, and a held completion
 /// is recorded late: its batches get a smaller share.

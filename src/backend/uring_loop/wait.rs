@@ -47,8 +47,9 @@ impl Loop<'_> {
             //   so a target up to a quarter above the last count waits for
             //   that count instead of arming the short timer. If the rate
             //   falls, such a wait holds completions for up to
-            //   STEADY_BATCH_WAIT (in practice one or two passes of about a
-            //   millisecond while the estimate follows).
+            //   STEADY_BATCH_WAIT (by reckoning, not measured: one or two
+            //   passes of about a millisecond while the estimate, which
+            //   halves toward each 1 ms window, follows).
             // - A larger target (batches growing) is held to `budget`: with
             //   the kernel's minimum-wait (6.12) it returns on the first
             //   completion after it; else a short timeout is used only while
