@@ -36,44 +36,15 @@ impl Loop<'_> {
         }
         let wait = until.map(|u| u.saturating_duration_since(now));
         let result = if self.features.ext_arg {
-            // Batching: wait for `want` completions (sized in [`super::pace`]
-            // to what the current rate brings within `budget`), but never
-            // sleep through a quiet spell on a batch timer.
-            // - A target the last pass reached was just shown to be
-            //   reachable, so it is only bounded by STEADY_BATCH_WAIT, a
-            //   timer that outlasts the scheduler tick and so costs no timer
-            //   reprogramming (a VM exit on virtual machines). The rate
-            //   estimate wobbles by a few completions around a steady batch,
-            //   so a target up to a quarter above the last count waits for
-            //   that count instead of arming the short timer. If the rate
-            //   falls, such a wait holds completions for up to
-            //   STEADY_BATCH_WAIT (by reckoning, not measured: one or two
-            //   passes of about a millisecond while the estimate, which
-            //   halves toward each 1 ms window, follows).
-            // - A larger target (batches growing) is held to `budget`: with
-            //   the kernel's minimum-wait (6.12) it returns on the first
-            //   completion after it; else a short timeout is used only while
-            //   completions flow.
-            let mut limit = wait;
-            let mut min_wait = 0;
             let budget = self.pace.budget(BATCH_WAIT);
-            if want > 1 {
-                let last = self.last_completions;
-                if want <= last + last / 4 {
-                    want = want.min(last);
-                    limit = Some(limit.map_or(STEADY_BATCH_WAIT, |w| w.min(STEADY_BATCH_WAIT)));
-                } else if self.features.min_wait {
-                    // The minimum wait runs out before the overall timeout
-                    // is looked at: never past the next timer.
-                    let hold = wait.map_or(budget, |w| w.min(budget));
-                    min_wait = hold.as_micros().max(1) as u32;
-                } else if last > 0 {
-                    limit = Some(limit.map_or(budget, |w| w.min(budget)));
-                } else {
-                    want = 1;
-                }
-            }
-            let want = want.max(1);
+            let plan = plan_wait(
+                want,
+                self.last_completions,
+                wait,
+                budget,
+                self.features.min_wait,
+            );
+            let (want, limit, min_wait) = (plan.want, plan.limit, plan.min_wait_us);
             let args = match limit {
                 Some(d) => {
                     self.timespec = types::Timespec::from(d);
@@ -162,6 +133,148 @@ impl Loop<'_> {
             self.inflight_ops = self.inflight_ops.saturating_sub(n);
             if !self.features.ext_arg {
                 std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+/// How one batched wait is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WaitPlan {
+    /// Completions to wait for, at least 1.
+    want: usize,
+    /// The overall timeout, if any.
+    limit: Option<Duration>,
+    /// The kernel's minimum wait in µs; 0 for none.
+    min_wait_us: u32,
+}
+
+/// Bounds a wait for `want` completions (sized in [`super::pace`] to what
+/// the current rate brings within `budget`) so that it never sleeps through
+/// a quiet spell on a batch timer; `wait` is the time to the next timer and
+/// `last` the completions the previous pass handled.
+///
+/// - A target the last pass reached was just shown to be reachable, so it
+///   is only bounded by STEADY_BATCH_WAIT, a timer that outlasts the
+///   scheduler tick and so costs no timer reprogramming (a VM exit on
+///   virtual machines). The rate estimate wobbles by a few completions
+///   around a steady batch, so a target up to a quarter above the last count
+///   waits for that count instead of arming the short timer. If the rate
+///   falls, such a wait holds completions for up to STEADY_BATCH_WAIT (by
+///   reckoning, not measured: one or two passes of about a millisecond while
+///   the estimate, which halves toward each 1 ms window, follows).
+/// - A larger target (batches growing) is held to `budget`: with the
+///   kernel's minimum-wait (6.12) it returns on the first completion after
+///   it, and the minimum wait never runs past the next timer (the kernel
+///   looks at the overall timeout only once it is over); else a short
+///   timeout is used, only while completions flow.
+fn plan_wait(
+    want: usize,
+    last: usize,
+    wait: Option<Duration>,
+    budget: Duration,
+    min_wait: bool,
+) -> WaitPlan {
+    let mut plan = WaitPlan {
+        want: want.max(1),
+        limit: wait,
+        min_wait_us: 0,
+    };
+    if want <= 1 {
+        return plan;
+    }
+    let cap = |bound: Duration| Some(wait.map_or(bound, |w| w.min(bound)));
+    if want <= last + last / 4 {
+        plan.want = want.min(last);
+        plan.limit = cap(STEADY_BATCH_WAIT);
+    } else if min_wait {
+        let hold = wait.map_or(budget, |w| w.min(budget));
+        plan.min_wait_us = hold.as_micros().clamp(1, u32::MAX as u128) as u32;
+    } else if last > 0 {
+        plan.limit = cap(budget);
+    } else {
+        plan.want = 1;
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUDGET: Duration = Duration::from_micros(500);
+    const POLL: Option<Duration> = Some(Duration::from_millis(50));
+
+    fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+
+    #[test]
+    fn one_completion_waits_only_for_the_next_timer() {
+        let p = plan_wait(1, 40, POLL, BUDGET, true);
+        assert_eq!((p.want, p.limit, p.min_wait_us), (1, POLL, 0));
+        assert_eq!(plan_wait(0, 0, None, BUDGET, true).want, 1);
+    }
+
+    #[test]
+    fn a_target_the_last_pass_reached_takes_the_long_bound_and_no_short_timer() {
+        let p = plan_wait(32, 33, POLL, BUDGET, true);
+        assert_eq!(
+            (p.want, p.limit, p.min_wait_us),
+            (32, Some(STEADY_BATCH_WAIT), 0)
+        );
+        // A little above the last count: wait for that count.
+        let p = plan_wait(36, 30, POLL, BUDGET, true);
+        assert_eq!(
+            (p.want, p.limit, p.min_wait_us),
+            (30, Some(STEADY_BATCH_WAIT), 0)
+        );
+        // Never past the next timer.
+        assert_eq!(
+            plan_wait(32, 32, Some(us(700)), BUDGET, true).limit,
+            Some(us(700))
+        );
+    }
+
+    #[test]
+    fn a_growing_target_is_held_to_the_budget() {
+        let p = plan_wait(32, 8, POLL, BUDGET, true);
+        assert_eq!((p.want, p.limit, p.min_wait_us), (32, POLL, 500));
+        // The minimum wait stops at the next timer.
+        assert_eq!(
+            plan_wait(32, 8, Some(us(120)), BUDGET, true).min_wait_us,
+            120
+        );
+        // Without the kernel's minimum wait: a budget-long timeout while
+        // completions flow, one completion at a time when they do not.
+        let p = plan_wait(32, 8, POLL, BUDGET, false);
+        assert_eq!((p.want, p.limit, p.min_wait_us), (32, Some(BUDGET), 0));
+        let p = plan_wait(32, 0, POLL, BUDGET, false);
+        assert_eq!((p.want, p.limit, p.min_wait_us), (1, POLL, 0));
+    }
+
+    #[test]
+    fn every_batched_wait_is_bounded() {
+        for want in 0..80 {
+            for last in [0, 1, 7, 8, 25, 31, 32, 40, 100] {
+                for wait in [None, Some(Duration::ZERO), Some(us(100)), POLL] {
+                    for min_wait in [false, true] {
+                        let p = plan_wait(want, last, wait, BUDGET, min_wait);
+                        assert!(p.want >= 1);
+                        if p.want > 1 {
+                            let by_limit = p.limit.is_some_and(|l| l <= STEADY_BATCH_WAIT);
+                            let by_min = p.min_wait_us > 0
+                                && u128::from(p.min_wait_us) <= BUDGET.as_micros();
+                            assert!(
+                                by_limit || by_min,
+                                "{want} {last} {wait:?} {min_wait}: {p:?}"
+                            );
+                        }
+                        if let (Some(w), true) = (wait, p.min_wait_us > 0) {
+                            assert!(u128::from(p.min_wait_us) <= w.as_micros().max(1));
+                        }
+                    }
+                }
             }
         }
     }
