@@ -28,11 +28,7 @@ impl Loop<'_> {
         self.pace.completions(cqes.len(), now);
         for &(ud, res, flags) in &cqes {
             let (i, generation, kind) = decode(ud);
-            let final_cqe = !cqueue::more(flags);
-            let counted = !(kind == Some(OpKind::Send)
-                && self.features.skip_success
-                && self.features.send_waitall);
-            if final_cqe && counted {
+            if self.features.ends_counted_op(kind, flags) {
                 self.inflight_ops = self.inflight_ops.saturating_sub(1);
             }
             match kind {

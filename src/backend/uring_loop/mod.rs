@@ -459,7 +459,7 @@ impl<'a> Loop<'a> {
     fn queue_send(&mut self, i: usize) {
         let s = &self.slots[i];
         let bytes = &self.request_bytes(i)[s.send_done.min(s.send_total)..];
-        let skip = self.features.skip_success && self.features.send_waitall;
+        let skip = self.features.silent_sends();
         let mut flags = libc::MSG_NOSIGNAL;
         if self.features.send_waitall {
             flags |= libc::MSG_WAITALL;

@@ -59,6 +59,21 @@ pub struct Features {
     pub direct_descriptors: bool,
 }
 
+impl Features {
+    /// Successful sends post no completion: MSG_WAITALL has the kernel
+    /// finish a short send itself, so CQE_SKIP_SUCCESS loses nothing.
+    pub fn silent_sends(&self) -> bool {
+        self.skip_success && self.send_waitall
+    }
+
+    /// Whether a completion ends an operation that was counted in flight
+    /// when pushed: the last CQE of anything but a silent send.
+    pub fn ends_counted_op(&self, kind: Option<OpKind>, flags: u32) -> bool {
+        let silent = kind == Some(OpKind::Send) && self.silent_sends();
+        !io_uring::cqueue::more(flags) && !silent
+    }
+}
+
 /// `(major, minor)` of the running kernel, from uname.
 pub fn kernel_version() -> (u32, u32) {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();

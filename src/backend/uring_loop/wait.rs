@@ -6,7 +6,7 @@
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
-use io_uring::{cqueue, opcode, types};
+use io_uring::{opcode, types};
 
 use super::ring::{self, OpKind, decode, encode};
 use super::{BATCH_WAIT, CANCEL_POLL, DRAIN_LIMIT, HAND_OFF_ABOVE, Loop, STEADY_BATCH_WAIT};
@@ -113,23 +113,19 @@ impl Loop<'_> {
             self.timespec = types::Timespec::from(Duration::from_millis(10));
             let r = if self.features.ext_arg {
                 let args = types::SubmitArgs::new().timespec(&self.timespec);
-                self.ring.submitter().submit_with_args(1, &args)
+                ring::enter(&mut self.ring, self.features.ring_index, 1, &args)
             } else {
                 self.ring.submit_and_wait(0)
             };
             if r.is_err() && !self.features.ext_arg {
                 break;
             }
-            let mut n = 0;
-            for c in self.ring.completion() {
-                let (_, _, kind) = decode(c.user_data());
-                let skipped = kind == Some(OpKind::Send)
-                    && self.features.skip_success
-                    && self.features.send_waitall;
-                if !cqueue::more(c.flags()) && !skipped {
-                    n += 1;
-                }
-            }
+            let features = self.features;
+            let n = self
+                .ring
+                .completion()
+                .filter(|c| features.ends_counted_op(decode(c.user_data()).2, c.flags()))
+                .count();
             self.inflight_ops = self.inflight_ops.saturating_sub(n);
             if !self.features.ext_arg {
                 std::thread::sleep(Duration::from_millis(1));
@@ -183,15 +179,15 @@ fn plan_wait(
     if want <= 1 {
         return plan;
     }
-    let cap = |bound: Duration| Some(wait.map_or(bound, |w| w.min(bound)));
+    // A bound never runs past the next timer.
+    let bounded = |bound: Duration| wait.map_or(bound, |w| w.min(bound));
     if want <= last + last / 4 {
         plan.want = want.min(last);
-        plan.limit = cap(STEADY_BATCH_WAIT);
+        plan.limit = Some(bounded(STEADY_BATCH_WAIT));
     } else if min_wait {
-        let hold = wait.map_or(budget, |w| w.min(budget));
-        plan.min_wait_us = hold.as_micros().clamp(1, u32::MAX as u128) as u32;
+        plan.min_wait_us = bounded(budget).as_micros().clamp(1, u32::MAX as u128) as u32;
     } else if last > 0 {
-        plan.limit = cap(budget);
+        plan.limit = Some(bounded(budget));
     } else {
         plan.want = 1;
     }
