@@ -25,7 +25,10 @@ impl Loop<'_> {
         );
         self.last_completions = cqes.len();
         let now = Instant::now();
-        self.pace.completions(cqes.len(), now);
+        self.pace.completions(cqes.len(), now, || {
+            let u = crate::stats::resources::Usage::thread_now();
+            u.user + u.sys
+        });
         for &(ud, res, flags) in &cqes {
             let (i, generation, kind) = decode(ud);
             if self.features.ends_counted_op(kind, flags) {
