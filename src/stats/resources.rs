@@ -73,6 +73,26 @@ impl std::ops::AddAssign for Usage {
     }
 }
 
+/// The calling thread's CPU time (user + system) to the nanosecond,
+/// including the slice it is running now (getrusage's figure lags by up to
+/// a scheduler tick, too coarse for a 10 ms window). Zero if unavailable.
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the struct we own;
+    // CLOCK_THREAD_CPUTIME_ID is valid for the calling thread.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
 /// Resets the process's peak-RSS mark (`VmHWM`), so that a run in a
 /// process that already ran others (`compare`) reports its own peak.
 /// Returns whether the kernel took it (Linux 4.0+).

@@ -25,10 +25,8 @@ impl Loop<'_> {
         );
         self.last_completions = cqes.len();
         let now = Instant::now();
-        self.pace.completions(cqes.len(), now, || {
-            let u = crate::stats::resources::Usage::thread_now();
-            u.user + u.sys
-        });
+        self.pace
+            .completions(cqes.len(), now, crate::stats::resources::thread_cpu_time);
         for &(ud, res, flags) in &cqes {
             let (i, generation, kind) = decode(ud);
             if self.features.ends_counted_op(kind, flags) {

@@ -31,8 +31,8 @@ const MIN_BUSY: usize = 16;
 /// Completions per second are measured over windows at least this long.
 const RATE_WINDOW: Duration = Duration::from_millis(1);
 /// The loop's share of time on the CPU is measured over windows at least
-/// this long (one getrusage per window: 0.001-0.003 system calls per
-/// request at 30-300k requests/s).
+/// this long (one clock_gettime of the thread's CPU time per window, a
+/// system call: 0.001-0.003 per request at 30-300k requests/s).
 const UTIL_WINDOW: Duration = Duration::from_millis(10);
 /// At or above this share of its time on the CPU a holding loop stops
 /// holding completions. Measured while holding: 0.4-0.5 against nginx (64
