@@ -121,6 +121,9 @@ struct Loop<'a> {
     cqes: Vec<(u64, i32, u32)>,
     /// Completions handled in the last pass (batching only while they flow).
     last_completions: usize,
+    /// Steady batched waits (see `wait::plan_wait`) are off until then,
+    /// after one overran.
+    steady_after: Instant,
     /// Completion rate and quick response time, which size batched waits.
     pace: pace::Pace,
     /// Responses completed by one receive, reused across receives.
@@ -233,6 +236,7 @@ impl<'a> Loop<'a> {
             cqes: Vec::with_capacity(1024),
             responses: Vec::with_capacity(pipeline),
             last_completions: 0,
+            steady_after: Instant::now(),
             pace: pace::Pace::new(
                 Instant::now(),
                 match ctx.plan.rate() {
