@@ -74,8 +74,10 @@ const CANCEL_POLL: Duration = Duration::from_millis(50);
 const BATCH_WAIT: Duration = Duration::from_micros(500);
 /// Longest a batched wait for no more than the last pass handled can take
 /// (that count was reached a moment ago; this only bounds a sudden
-/// slowdown). Longer than a scheduler tick at HZ=250, so the timer is
-/// rarely the next one due and arming it reprograms no hardware timer.
+/// slowdown, and one that overruns its budget turns the next waits
+/// budget-bound for a while, see `wait::plan_wait`). Longer than a
+/// scheduler tick at HZ=250, so the timer is rarely the next one due and
+/// arming it reprograms no hardware timer.
 const STEADY_BATCH_WAIT: Duration = Duration::from_millis(5);
 /// Above this many open connections at the end of a run, their teardown is
 /// left to the kernel (see `drain`).
