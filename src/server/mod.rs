@@ -56,8 +56,9 @@ const BACKLOG: i32 = 65_535;
 /// With 2048 entries a burst of 10,000 connects delayed a keep-alive
 /// client's 200 ms answers to 300-480 ms on the 2-core test machine; with
 /// 64, the slowest was 215-318 ms over 14 later runs (3 over the tests'
-/// 300 ms bound, when 10,000 connections closed at once); with 32, 225-276
-/// ms over 8 (16: 228-270 ms, no better). The cost is one `io_uring_enter`
+/// 300 ms bound, each when 10,000 connections closed at once); with 32,
+/// 216-308 ms over 18 (1 over; mean 252 ms against 267): suggestive, not
+/// conclusive (16: 228-270 ms over 8, no better). The cost is one `io_uring_enter`
 /// per 32 operations at most: 64 keep-alive connections of `uring-loop` on
 /// `/bar?delay=0` got 170-177k req/s from either size.
 const SQ_ENTRIES: u32 = 32;

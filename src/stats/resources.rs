@@ -1,5 +1,6 @@
 //! What a run cost the machine: CPU time, context switches and peak memory of
-//! this process (getrusage), taken before and after the run.
+//! this process (getrusage), taken before and after the run; and the calling
+//! thread's CPU clock, which `uring-loop` reads while it runs.
 
 use std::time::Duration;
 
@@ -75,8 +76,8 @@ impl std::ops::AddAssign for Usage {
 
 /// The calling thread's CPU time (user + system) to the nanosecond,
 /// including the slice it is running now (getrusage's figure lags by up to
-/// a scheduler tick, too coarse for a 10 ms window). Zero if unavailable.
-pub fn thread_cpu_time() -> Duration {
+/// a scheduler tick, too coarse for a 10 ms window). None if unavailable.
+pub fn thread_cpu_time() -> Option<Duration> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -85,12 +86,12 @@ pub fn thread_cpu_time() -> Duration {
     // CLOCK_THREAD_CPUTIME_ID is valid for the calling thread.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     if rc != 0 {
-        return Duration::ZERO;
+        return None;
     }
-    Duration::new(
+    Some(Duration::new(
         ts.tv_sec.max(0) as u64,
         ts.tv_nsec.clamp(0, 999_999_999) as u32,
-    )
+    ))
 }
 
 /// Resets the process's peak-RSS mark (`VmHWM`), so that a run in a

@@ -74,8 +74,8 @@ const CANCEL_POLL: Duration = Duration::from_millis(50);
 const BATCH_WAIT: Duration = Duration::from_micros(500);
 /// Longest a batched wait for no more than the last pass handled can take
 /// (that count was reached a moment ago; this only bounds a sudden
-/// slowdown, and one that overruns its budget turns the next waits
-/// budget-bound for a while, see `wait::plan_wait`). Longer than a
+/// slowdown, and one that takes over twice its budget plus 200 µs turns the
+/// next waits budget-bound for a while, see `wait::plan_wait`). Longer than a
 /// scheduler tick at HZ=250, so the timer is rarely the next one due and
 /// arming it reprograms no hardware timer.
 const STEADY_BATCH_WAIT: Duration = Duration::from_millis(5);
@@ -126,7 +126,8 @@ struct Loop<'a> {
     /// Steady batched waits (see `wait::plan_wait`) are off until then,
     /// after one overran.
     steady_after: Instant,
-    /// Completion rate and quick response time, which size batched waits.
+    /// Completion rate and quick response time, which size batched waits,
+    /// and whether the loop is too busy on the CPU to hold completions.
     pace: pace::Pace,
     /// Responses completed by one receive, reused across receives.
     responses: Vec<Response>,

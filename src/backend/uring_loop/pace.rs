@@ -1,5 +1,7 @@
 //! How fast a `uring-loop` worker's completions come and how long its
-//! quicker responses take: the two facts that size a batched wait.
+//! quicker responses take, the two facts that size a batched wait; and
+//! whether the worker is busy enough on the CPU that it should not hold
+//! completions at all.
 //!
 //! A batched wait holds back every completion in the batch until the last
 //! one arrives, and that delay is part of each measured latency. Sized by
@@ -19,8 +21,9 @@
 //! as fast as the client (the demo server) the loop is busy anyway, and
 //! completions pile up while it works; holding them only leaves the loop,
 //! and then the server, idle (64 connections: 141-166k req/s held against
-//! 178-188k not held, at the same CPU per request). So a loop that spent
-//! most of the last few milliseconds on the CPU does not hold ([`Gate`]).
+//! 178-188k not held, at the same CPU per request). So a loop whose share
+//! of time on the CPU, smoothed over 10 ms windows (each halving the weight
+//! of the ones before), reaches 70% does not hold ([`Gate`]).
 //! Not holding costs CPU itself (0.6-0.7 of the time against nginx, where
 //! holding takes 0.45-0.55), so the share measured while not holding says
 //! nothing about holding: the gate tries holding again for a few windows,
@@ -36,7 +39,8 @@ const MIN_BUSY: usize = 16;
 const RATE_WINDOW: Duration = Duration::from_millis(1);
 /// The loop's share of time on the CPU is measured over windows at least
 /// this long (one clock_gettime of the thread's CPU time per window, a
-/// system call: 0.001-0.003 per request at 30-300k requests/s).
+/// system call: at most 100 a second, 0.003 per request at 30k requests/s
+/// and 0.0003 at 300k).
 const UTIL_WINDOW: Duration = Duration::from_millis(10);
 /// At or above this share of its time on the CPU a holding loop stops
 /// holding completions. Measured while holding: 0.45-0.55 against nginx
@@ -47,9 +51,13 @@ const STOP_HOLDING: f64 = 0.7;
 const PROBE_WINDOWS: u32 = 2;
 /// First wait before such a probe (the connect ramp at the start of a run
 /// or a noisy spell stops holding for no lasting reason); it doubles after
-/// each probe that finds the loop still busy, up to MAX_PROBE_AFTER.
+/// each probe that finds the loop still busy, up to MAX_PROBE_AFTER, and
+/// goes back to it only once holding has lasted SETTLED_WINDOWS (a loop
+/// near the threshold that passes a probe and stops again soon after keeps
+/// its longer wait).
 const MIN_PROBE_AFTER: Duration = Duration::from_millis(50);
 const MAX_PROBE_AFTER: Duration = Duration::from_secs(1);
+const SETTLED_WINDOWS: u32 = 10;
 /// The quantile of response times (from the send) that stands for "quick".
 const QUICK_QUANTILE: f64 = 0.25;
 /// Step of the running quantile estimate, as a fraction of the estimate:
@@ -67,8 +75,8 @@ pub const CLOSED_LOOP_SHARE: f64 = 0.75;
 pub const OPEN_LOOP_SHARE: f64 = 0.1;
 
 /// A worker's recent completion rate (every CQE counts: connects, cancels
-/// and receives as well as the last receive of a response) and quick
-/// response time.
+/// and receives as well as the last receive of a response), quick response
+/// time, and whether it may hold completions ([`Gate`]).
 #[derive(Debug)]
 pub struct Pace {
     /// Completions per second, smoothed over windows; 0 until measured.
@@ -99,6 +107,8 @@ struct Gate {
     /// that if the probe fails.
     probe_at: Instant,
     backoff: Duration,
+    /// Windows held since holding last resumed (see SETTLED_WINDOWS).
+    held: u32,
 }
 
 impl Gate {
@@ -110,6 +120,7 @@ impl Gate {
             probe_sum: 0.0,
             probe_at: now,
             backoff: MIN_PROBE_AFTER,
+            held: 0,
         }
     }
 
@@ -121,9 +132,7 @@ impl Gate {
             self.probing -= 1;
             if self.probing == 0 {
                 self.util = self.probe_sum / f64::from(PROBE_WINDOWS);
-                if self.util < STOP_HOLDING {
-                    self.backoff = MIN_PROBE_AFTER;
-                } else {
+                if self.util >= STOP_HOLDING {
                     self.stop(now);
                 }
             }
@@ -131,6 +140,11 @@ impl Gate {
             self.util = (self.util + u) / 2.0;
             if self.util >= STOP_HOLDING {
                 self.stop(now);
+            } else {
+                self.held += 1;
+                if self.held >= SETTLED_WINDOWS {
+                    self.backoff = MIN_PROBE_AFTER;
+                }
             }
         } else if now >= self.probe_at {
             self.holding = true;
@@ -141,6 +155,7 @@ impl Gate {
 
     fn stop(&mut self, now: Instant) {
         self.holding = false;
+        self.held = 0;
         self.probe_at = now + self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_PROBE_AFTER);
     }
@@ -161,11 +176,13 @@ impl Pace {
     }
 
     /// `n` completions were handled at `now`; `cpu` reads the thread's CPU
-    /// time (user + system), called once per UTIL_WINDOW.
-    pub fn completions(&mut self, n: usize, now: Instant, cpu: impl FnOnce() -> Duration) {
+    /// time (user + system), called once per UTIL_WINDOW (a failed reading
+    /// makes the window longer).
+    pub fn completions(&mut self, n: usize, now: Instant, cpu: impl FnOnce() -> Option<Duration>) {
         let span = now.saturating_duration_since(self.util_start);
-        if span >= UTIL_WINDOW || self.cpu_at.is_none() {
-            let c = cpu();
+        if (span >= UTIL_WINDOW || self.cpu_at.is_none())
+            && let Some(c) = cpu()
+        {
             if let Some(before) = self.cpu_at {
                 let u = c.saturating_sub(before).as_secs_f64() / span.as_secs_f64();
                 self.gate.window(u, now);
@@ -240,8 +257,8 @@ mod tests {
     }
 
     /// A loop that never uses the CPU.
-    fn idle() -> Duration {
-        Duration::ZERO
+    fn idle() -> Option<Duration> {
+        Some(Duration::ZERO)
     }
 
     /// A pace that saw `rate` completions per second and quick responses of `quick`.
@@ -379,5 +396,50 @@ mod tests {
         }
         assert!(g.holding && g.probing == 0, "{}", g.util);
         assert_eq!(g.backoff, MIN_PROBE_AFTER);
+    }
+
+    #[test]
+    fn a_busy_loop_gets_batches_of_one_through_its_pace() {
+        let t0 = Instant::now();
+        let mut p = pace(80_000, us(700));
+        assert_eq!(p.target(64, CAP), 32);
+        // Then 9 ms of CPU in every 10 ms, read from the thread's clock.
+        let (mut cpu, mut at) = (0, 10);
+        for _ in 0..3 {
+            at += 10;
+            cpu += 9;
+            p.completions(800, t0 + Duration::from_millis(at), || {
+                Some(Duration::from_millis(cpu))
+            });
+        }
+        assert_eq!(p.target(64, CAP), 1);
+        // A failed reading skips the window instead of counting it busy.
+        let mut q = pace(80_000, us(700));
+        q.completions(2400, t0 + Duration::from_millis(40), || None);
+        assert!(q.gate.holding && q.cpu_at == Some(Duration::ZERO));
+        assert_eq!(q.target(64, CAP), 32);
+    }
+
+    #[test]
+    fn a_loop_near_the_threshold_keeps_its_longer_wait() {
+        let t0 = Instant::now();
+        let mut g = Gate::new(t0);
+        let mut at = windows(&mut g, t0, 0, &[1.0, 1.0]);
+        assert!(!g.holding);
+        // Busy when not holding, 0.65 while probing, 0.8 right after: each
+        // probe passes and holding stops again within a window or two, so
+        // the wait before the next probe keeps doubling.
+        let mut last = 0.0;
+        for _ in 0..200 {
+            let u = match (g.holding, g.probing) {
+                (false, _) => 0.95,
+                (true, 0) => 0.8,
+                (true, _) => 0.65,
+            };
+            last = if g.holding && g.probing == 0 { u } else { last };
+            at = windows(&mut g, t0, at, &[u]);
+        }
+        assert_eq!(last, 0.8);
+        assert_eq!(g.backoff, MAX_PROBE_AFTER);
     }
 }
