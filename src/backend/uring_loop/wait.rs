@@ -189,9 +189,11 @@ struct WaitPlan {
 ///   took 1.3-2.7 ms instead of the 0.5 ms budget, and p99 was 4.9-5.2 ms
 ///   against epoll-loop's 3.0-3.2 ms. So a steady wait that overran (see
 ///   [`overran`]) turns the next BOUNDED_SPELL of waits into budget-bound
-///   ones (`steady_ok` false): p99 3.5-3.7 ms. Against nginx on this VM
+///   ones (`steady_ok` false): p99 3.4-3.7 ms. Against nginx on this VM
 ///   (whose stalls cause most overruns there) 11-19 steady waits overran in
-///   4 s at 64 and 1,000 connections. On kernels without the minimum wait
+///   4 s at 64 and 1,000 connections, counted when the check still timed
+///   the whole pass rather than the enter alone (an upper bound). On
+///   kernels without the minimum wait
 ///   (5.11-6.11) a budget-bound wait arms the short timeout this plan
 ///   otherwise avoids; only 6.18 (with the minimum wait) was measured.
 /// - A larger target (batches growing) is held to `budget`: with the
