@@ -29,6 +29,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::TcpStream;
 
+use super::reaper::Reaper;
 use super::request::{self, Parsed, ReqBody, Request};
 use super::routes::{self, Body, Plan};
 
@@ -101,7 +102,7 @@ struct Conn {
 
 /// Serves one accepted connection until it ends; never panics on input and
 /// swallows all I/O errors (a vanished client only ends its own task).
-pub(crate) async fn serve(stream: TcpStream, cfg: Rc<ConnConfig>) {
+pub(crate) async fn serve(stream: TcpStream, cfg: Rc<ConnConfig>, reaper: Rc<Reaper>) {
     let mut conn = Conn {
         stream,
         cfg,
@@ -113,7 +114,7 @@ pub(crate) async fn serve(stream: TcpStream, cfg: Rc<ConnConfig>) {
         Ok(end) => end,
         Err(Abort) => End::Abort,
     };
-    conn.finish(end).await;
+    conn.finish(end, &reaper).await;
 }
 
 impl Conn {
@@ -468,11 +469,11 @@ impl Conn {
         Ok(buf)
     }
 
-    async fn finish(self, end: End) {
+    /// Ends the connection; a plain close or an abort is left to the
+    /// thread's reaper (see [`super::reaper`]), behind the answers.
+    async fn finish(self, end: End, reaper: &Reaper) {
         match end {
-            End::Graceful => {
-                let _ = self.stream.shutdown(Shutdown::Write);
-            }
+            End::Graceful => reaper.hand(self.stream, Shutdown::Write),
             End::Linger => {
                 let _ = self.stream.shutdown(Shutdown::Write);
                 let limit = self.cfg.idle_timeout.min(LINGER_TIME);
@@ -492,11 +493,9 @@ impl Conn {
                 // Completes a read still in flight if the drain timed out.
                 let _ = self.stream.shutdown(Shutdown::Both);
             }
-            End::Abort => {
-                let _ = self.stream.shutdown(Shutdown::Both);
-            }
+            End::Abort => reaper.hand(self.stream, Shutdown::Both),
         }
-        // Dropping `self.stream` closes the fd (once no op holds it).
+        // Dropping the stream closes the fd (once no op holds it).
     }
 }
 

@@ -9,8 +9,9 @@
 //! queue and no cross-thread hand-off.
 //!
 //! Layout: [`routes`] chooses an answer (pure), [`request`] parses heads
-//! (pure), [`conn`] runs one connection on the ring; this file owns sockets,
-//! threads and shutdown.
+//! (pure), [`conn`] runs one connection on the ring, [`reaper`] closes
+//! finished ones behind the answers; this file owns sockets, threads and
+//! shutdown.
 //!
 //! Shutdown: every accept loop also waits on a shared `watch` channel. When
 //! [`ServerHandle::shutdown`] flips it, each loop returns, which ends that
@@ -20,6 +21,7 @@
 //! for clients, only for the kernel to acknowledge the cancellations.
 
 mod conn;
+mod reaper;
 mod request;
 mod routes;
 #[cfg(test)]
@@ -36,6 +38,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
 use conn::ConnConfig;
+use reaper::Reaper;
 
 /// Listen backlog per listener. The kernel caps it at `net.core.somaxconn`
 /// (4096 by default); asking for more costs nothing and helps where it is
@@ -61,6 +64,10 @@ const BACKLOG: i32 = 65_535;
 /// conclusive (16: 228-270 ms over 8, no better). The cost is one `io_uring_enter`
 /// per 32 operations at most: 64 keep-alive connections of `uring-loop` on
 /// `/bar?delay=0` got 170-177k req/s from either size.
+///
+/// What was left of those delays came from the mass close (220-260 ms over
+/// 6 runs with 32 entries): handing teardown to [`reaper`] took the slowest
+/// answer to 206-213 ms over 6.
 const SQ_ENTRIES: u32 = 32;
 
 /// Accept operations kept in flight per listener, so that a burst of
@@ -272,12 +279,18 @@ fn server_thread(
     rt.block_on(async move {
         let listener = Rc::new(tokio_uring::net::TcpListener::from_std(listener));
         let cfg = Rc::new(cfg);
+        let reaper = Reaper::start();
         for _ in 1..ACCEPTS_IN_FLIGHT {
-            tokio_uring::spawn(accept_loop(listener.clone(), cfg.clone(), stop.clone()));
+            tokio_uring::spawn(accept_loop(
+                listener.clone(),
+                cfg.clone(),
+                reaper.clone(),
+                stop.clone(),
+            ));
         }
         // When this one returns, `block_on` ends and the runtime drop takes
         // the other accept loops (and all connections) with it.
-        accept_loop(listener, cfg, stop).await;
+        accept_loop(listener, cfg, reaper, stop).await;
     });
 }
 
@@ -286,6 +299,7 @@ fn server_thread(
 async fn accept_loop(
     listener: Rc<tokio_uring::net::TcpListener>,
     cfg: Rc<ConnConfig>,
+    reaper: Rc<Reaper>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -297,7 +311,7 @@ async fn accept_loop(
                     // Answers go out in one write each; no Nagle delay for
                     // the rare multi-write one.
                     let _ = stream.set_nodelay(true);
-                    tokio_uring::spawn(conn::serve(stream, cfg.clone()));
+                    tokio_uring::spawn(conn::serve(stream, cfg.clone(), reaper.clone()));
                 }
                 // ECONNABORTED and friends concern one connection; EMFILE
                 // and ENFILE clear when connections close. Either way keep
