@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use uringfetch::backend::uring_loop::ring::{self, Profile};
 use uringfetch::backend::{BackendKind, ConnOptions, Live};
 use uringfetch::plan::{Rate, Stop};
 use uringfetch::runner::{self, LoadConfig};
@@ -106,6 +107,11 @@ fn server() -> Server {
 
 /// Runs `n` requests on 4 connections; returns (allocations, peak live bytes above the start).
 fn run(backend: BackendKind, port: u16, n: u64) -> (u64, i64) {
+    run_on(backend, port, n, 4)
+}
+
+/// Runs `n` requests on `connections`; returns (allocations, peak live bytes above the start).
+fn run_on(backend: BackendKind, port: u16, n: u64, connections: usize) -> (u64, i64) {
     let target = Target::new(
         &format!("http://127.0.0.1:{port}/bar"),
         &RequestOptions::default(),
@@ -114,7 +120,7 @@ fn run(backend: BackendKind, port: u16, n: u64) -> (u64, i64) {
     let config = LoadConfig {
         backend,
         targets: Arc::new(vec![target]),
-        connections: 4,
+        connections,
         threads: 1,
         stop: Stop::Count(n),
         rate: Rate::Closed,
@@ -171,5 +177,26 @@ fn memory_does_not_grow_with_the_number_of_requests() {
                 "uring-loop allocated per request: {a_small} for 2000, {a_large} for 20000"
             );
         }
+    }
+
+    // Above 512 open connections a run leaves the sockets' teardown to the
+    // kernel. Where they live in the ring's file table (direct descriptors)
+    // it cancels every operation first and frees its buffer ring; else the
+    // ring's buffers (up to 1024 of 4 KiB) are kept, as the kernel might
+    // still write into them.
+    let (_, features) = ring::build(64, Profile::Auto).expect("io_uring");
+    run_on(BackendKind::UringLoop, srv.1, 2_000, 600);
+    let before = LIVE.load(Ordering::Relaxed);
+    run_on(BackendKind::UringLoop, srv.1, 2_000, 600);
+    let kept = LIVE.load(Ordering::Relaxed) - before;
+    eprintln!(
+        "uring-loop, 600 connections: {kept} bytes still allocated after a run (direct descriptors: {})",
+        features.direct_descriptors
+    );
+    if features.direct_descriptors {
+        assert!(
+            kept < 512 * 1024,
+            "a 600-connection uring-loop run kept {kept} bytes"
+        );
     }
 }
