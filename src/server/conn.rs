@@ -73,8 +73,12 @@ static FILL: [u8; FILL_LEN] = {
 
 /// How a connection ends.
 enum End {
-    /// Everything answered; close normally.
+    /// Everything answered and the answer said we close: close normally,
+    /// at once (we are the side that closes first).
     Graceful,
+    /// The peer closed between requests: close, behind the answers still
+    /// due (see [`super::reaper`]).
+    PeerClosed,
     /// Closing after an error answer while the peer may still be sending:
     /// half-close, then drain for a moment so the kernel does not reset the
     /// connection and destroy the answer before the peer reads it.
@@ -195,7 +199,7 @@ impl Conn {
             self.make_room_for_head();
             if self.read_more(deadline).await? == 0 {
                 // Peer closed, possibly mid-head: nobody to answer.
-                return Ok(Err(End::Graceful));
+                return Ok(Err(End::PeerClosed));
             }
         }
     }
@@ -469,11 +473,16 @@ impl Conn {
         Ok(buf)
     }
 
-    /// Ends the connection; a plain close or an abort is left to the
-    /// thread's reaper (see [`super::reaper`]), behind the answers.
+    /// Ends the connection. A close the peer started, or an abort, is left
+    /// to the thread's reaper (see [`super::reaper`]), behind the answers;
+    /// a close after a `Connection: close` answer happens at once, so the
+    /// peer sees the end of the answer's stream without delay.
     async fn finish(self, end: End, reaper: &Reaper) {
         match end {
-            End::Graceful => reaper.hand(self.stream, Shutdown::Write),
+            End::Graceful => {
+                let _ = self.stream.shutdown(Shutdown::Write);
+            }
+            End::PeerClosed => reaper.hand(self.stream, Shutdown::Write),
             End::Linger => {
                 let _ = self.stream.shutdown(Shutdown::Write);
                 let limit = self.cfg.idle_timeout.min(LINGER_TIME);

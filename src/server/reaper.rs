@@ -1,6 +1,7 @@
-//! Connection teardown behind the answers: a finished connection hands its
-//! socket to its thread's [`Reaper`], which shuts it down and closes it a
-//! chunk at a time, after whatever else is ready to run.
+//! Connection teardown behind the answers: a connection its peer closed
+//! (or one that failed) hands its socket to its thread's [`Reaper`], which
+//! shuts it down and closes it a chunk at a time, after whatever else is
+//! ready to run.
 //!
 //! Why: on loopback, shutting a socket down and closing it does the FIN
 //! exchange for both ends on the calling thread, about 40 µs here. When
@@ -12,11 +13,15 @@
 //! bound). Handing a socket over costs a queue push, so the backlog of
 //! completions drains quickly, and the reaper then closes REAP_CHUNK
 //! sockets per turn, each turn ending in an io_uring no-op: other ready
-//! tasks run before the next turn, and the ring's queued submissions (a
-//! waiting answer's write among them) go to the kernel when the runtime
-//! parks for it.
+//! tasks run before the next turn, and the no-op goes to the kernel with
+//! the ring's other queued submissions (a waiting answer's write among
+//! them) when the runtime parks or the submission queue fills.
+//!
+//! The queue is bounded (REAP_QUEUE_MAX), and a reaper that is gone (its
+//! task ended by a panic) is never waited for: past either, a socket is
+//! closed in place, as before.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::Shutdown;
 use std::rc::Rc;
@@ -26,26 +31,41 @@ use tokio_uring::net::TcpStream;
 
 /// Sockets closed per turn (about 1.3 ms of FIN exchanges on loopback).
 const REAP_CHUNK: usize = 32;
+/// Sockets queued at most; more are closed in place. (Every connection
+/// adds operations of its own to the ring, which end turns, so the queue
+/// keeps up with connections that come and go; this bounds the delay of
+/// the last close if something else holds the reaper back.)
+const REAP_QUEUE_MAX: usize = 16 * 1024;
 
 /// One server thread's queue of connections to shut down and close.
 #[derive(Default)]
 pub(crate) struct Reaper {
     queue: RefCell<VecDeque<(TcpStream, Shutdown)>>,
     wake: Notify,
+    /// Whether the reaper task is running (cleared if it ends).
+    alive: Cell<bool>,
 }
 
 impl Reaper {
     /// Starts the thread's reaper task; call inside its tokio-uring runtime.
     pub(crate) fn start() -> Rc<Self> {
         let reaper = Rc::new(Self::default());
+        reaper.alive.set(true);
         tokio_uring::spawn(reap(reaper.clone()));
         reaper
     }
 
-    /// Queues `stream` to be shut down (`how`) and closed. Sockets still
-    /// queued when the runtime is dropped are closed by their drop.
+    /// Queues `stream` to be shut down (`how`) and closed, or does that at
+    /// once if the queue is full or the reaper gone. Sockets still queued
+    /// when the runtime is dropped are closed by their drop.
     pub(crate) fn hand(&self, stream: TcpStream, how: Shutdown) {
-        self.queue.borrow_mut().push_back((stream, how));
+        let mut q = self.queue.borrow_mut();
+        if !self.alive.get() || q.len() >= REAP_QUEUE_MAX {
+            drop(q);
+            let _ = stream.shutdown(how);
+            return;
+        }
+        q.push_back((stream, how));
         // Stores a permit if the reaper is busy, so no hand-off is missed.
         self.wake.notify_one();
     }
@@ -57,7 +77,23 @@ impl Reaper {
     }
 }
 
+/// Marks the reaper gone when its task ends, however it ends.
+struct Alive(Rc<Reaper>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.alive.set(false);
+        // What is left is closed now rather than at the runtime's end.
+        let left: Vec<_> = self.0.queue.borrow_mut().drain(..).collect();
+        for (stream, how) in left {
+            let _ = stream.shutdown(how);
+        }
+    }
+}
+
 async fn reap(reaper: Rc<Reaper>) {
+    let guard = Alive(reaper);
+    let reaper = &guard.0;
     let mut chunk = Vec::with_capacity(REAP_CHUNK);
     loop {
         reaper.wake.notified().await;
@@ -85,6 +121,7 @@ async fn reap(reaper: Rc<Reaper>) {
 mod tests {
     use super::*;
     use std::io::Read;
+    use std::os::fd::AsRawFd;
     use std::time::{Duration, Instant};
 
     /// `n` connected pairs: (our end as a tokio-uring stream, the peer's end).
@@ -98,6 +135,24 @@ mod tests {
             out.push((TcpStream::from_std(ours), peer));
         }
         out
+    }
+
+    /// Waits (boundedly) until the reaper's queue is empty.
+    async fn drained(reaper: &Reaper) {
+        let start = Instant::now();
+        while reaper.queued() > 0 {
+            assert!(start.elapsed() < Duration::from_secs(5), "reaper stalled");
+            tokio_uring::no_op().await.expect("no-op");
+        }
+    }
+
+    /// Every peer sees an orderly end of stream (not a reset, not silence).
+    fn all_see_eof(peers: Vec<std::net::TcpStream>) {
+        for mut p in peers {
+            p.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            assert_eq!(p.read(&mut [0u8; 16]).expect("peer reads EOF"), 0);
+        }
     }
 
     #[test]
@@ -123,16 +178,51 @@ mod tests {
                 (REAP_CHUNK..n).contains(&left),
                 "{left} of {n} queued after one turn"
             );
-            let start = Instant::now();
-            while reaper.queued() > 0 {
-                assert!(start.elapsed() < Duration::from_secs(5), "reaper stalled");
-                tokio_uring::no_op().await.expect("no-op");
+            // Hand-offs while it is busy, and after it went back to sleep,
+            // are closed too.
+            let mut more = pairs(2 * REAP_CHUNK).await.into_iter();
+            for (ours, peer) in more.by_ref().take(REAP_CHUNK) {
+                reaper.hand(ours, Shutdown::Write);
+                peers.push(peer);
             }
-            // Every peer sees an orderly end of stream.
-            for mut p in peers {
-                p.set_read_timeout(Some(Duration::from_secs(5)))
-                    .expect("timeout");
-                assert_eq!(p.read(&mut [0u8; 16]).expect("peer reads EOF"), 0);
+            drained(&reaper).await;
+            all_see_eof(peers);
+            let mut peers = Vec::new();
+            for (ours, peer) in more {
+                reaper.hand(ours, Shutdown::Write);
+                peers.push(peer);
+            }
+            drained(&reaper).await;
+            all_see_eof(peers);
+        });
+    }
+
+    #[test]
+    fn an_abort_with_a_read_in_flight_still_closes() {
+        tokio_uring::start(async {
+            let reaper = Reaper::start();
+            let (ours, peer) = pairs(1).await.pop().expect("a pair");
+            // A read whose future is dropped by a timeout: the kernel
+            // operation keeps a reference to the socket.
+            let read = ours.read(vec![0u8; 16]);
+            let timed_out = tokio::time::timeout(Duration::from_millis(20), read).await;
+            assert!(timed_out.is_err(), "nothing was sent, the read waits");
+            let fd = ours.as_raw_fd();
+            reaper.hand(ours, Shutdown::Both);
+            drained(&reaper).await;
+            all_see_eof(vec![peer]);
+            // The shutdown completed the read, which let go of the socket,
+            // so the descriptor is closed (nothing in this test opens
+            // another that could take its number).
+            let start = Instant::now();
+            // SAFETY: F_GETFD only reads the descriptor's flags, or fails
+            // with EBADF if it is closed.
+            while unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1 {
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "descriptor {fd} still open"
+                );
+                tokio_uring::no_op().await.expect("no-op");
             }
         });
     }

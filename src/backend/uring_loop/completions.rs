@@ -20,7 +20,10 @@ fn prefetch<T>(s: &T) {
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         let p = (s as *const T).cast::<i8>();
-        for off in (0..std::mem::size_of::<T>()).step_by(64) {
+        let size = std::mem::size_of::<T>();
+        // Every line `*s` touches: one per 64 bytes, and the line of its
+        // last byte (a slot need not start on a line).
+        for off in (0..size).step_by(64).chain(size.checked_sub(1)) {
             // SAFETY: a prefetch is only a hint: it reads nothing the
             // program can observe and never faults, whatever the address
             // (here one inside `*s`); SSE, which it needs, is part of every
@@ -28,6 +31,8 @@ fn prefetch<T>(s: &T) {
             unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) };
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = s;
 }
 
 impl Loop<'_> {

@@ -19,12 +19,12 @@ const STEADY_OVERRUN_SLACK: Duration = Duration::from_micros(200);
 /// After such an overrun, batched waits are held to the budget for this
 /// long before a steady wait is tried again.
 const BOUNDED_SPELL: Duration = Duration::from_millis(50);
-/// Up to this many open connections at the end of a run, one cancel of
-/// everything lets the buffer ring be freed (see `drain`). Its cost grows
-/// with the square of the operations in flight: at the end of a run of
-/// N connections (6.18, one multishot receive each) it added 0.02 s of
-/// CPU at 2,000, 0.05 at 4,000, 0.19 at 6,000 and 0.75 at 10,000; up to
-/// 1,000 it did not show.
+/// Up to this many open connections on a worker's ring at the end of a
+/// run, one cancel of everything lets the buffer ring be freed (see
+/// `drain`). Its cost grows with the square of the operations in flight:
+/// at the end of a one-thread run of N connections (6.18, one multishot
+/// receive each) it added 0.02 s of CPU at 2,000, 0.05 at 4,000, 0.19 at
+/// 6,000 and 0.75 at 10,000; up to 1,000 it did not show.
 const CANCEL_ALL_UP_TO: usize = 2048;
 
 impl Loop<'_> {
@@ -128,7 +128,8 @@ impl Loop<'_> {
                 let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
                     .build()
                     .user_data(encode(0, 0, OpKind::Ignore));
-                self.push(cancel, false);
+                // Counted: its own completion counts down like any other.
+                self.push(cancel, true);
                 self.wait_for_ops();
             }
             for s in &mut self.slots {
