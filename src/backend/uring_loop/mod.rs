@@ -23,7 +23,7 @@ mod slot;
 mod wait;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -113,10 +113,6 @@ struct Loop<'a> {
     inflight_ops: usize,
     /// The kernel refused to take queued SQEs (see [`Loop::push`]).
     ring_error: Option<std::io::Error>,
-    /// SQEs that found the submission queue full while the kernel asked
-    /// to come back later (EBUSY, EAGAIN): queued before anything newer,
-    /// in order, at the next wait.
-    backlog: VecDeque<squeue::Entry>,
     /// The plan has no more tickets.
     exhausted: bool,
     /// The run is over (deadline or Ctrl-C): nothing new starts.
@@ -236,7 +232,6 @@ impl<'a> Loop<'a> {
             busy: 0,
             inflight_ops: 0,
             ring_error: None,
-            backlog: VecDeque::new(),
             exhausted: false,
             stopping: false,
             timer_op: None,
@@ -507,57 +502,31 @@ impl<'a> Loop<'a> {
     }
 
     /// Pushes an SQE, flushing the queue to the kernel when it is full.
-    /// If the kernel refuses the flush for now (EBUSY: completions to reap
-    /// first; EAGAIN: short of memory), the entry waits in `backlog` (see
-    /// [`Loop::flush_backlog`]); if it refuses it for good, the error is
-    /// kept in `ring_error`: the next wait reports it and fails every
-    /// request, so no slot waits for a completion that can never come.
+    /// If the kernel refuses the flush, the entry is kept in `ring_error`'s
+    /// stead: the next wait reports the error and fails every request, so
+    /// no slot waits for a completion that can never come.
     fn push(&mut self, entry: squeue::Entry, counted: bool) {
-        if self.backlog.is_empty() {
-            loop {
-                // SAFETY: every pointer in our SQEs (request bytes, per-slot
-                // sockaddr and receive buffer, the provided-buffer ring, the
-                // timespec) lives in `self` or in the run's targets, both of
-                // which outlive the operation: slots are never moved (the Vec
-                // is never resized) and `drain` waits for outstanding
-                // operations.
-                if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                    break;
-                }
-                match self.ring.submit() {
-                    Ok(_) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => {
-                        self.backlog.push_back(entry);
-                        break;
-                    }
-                    Err(e) => {
-                        self.ring_error.get_or_insert(e);
-                        return;
-                    }
+        loop {
+            // SAFETY: every pointer in our SQEs (request bytes, per-slot
+            // sockaddr and receive buffer, the provided-buffer ring, the
+            // timespec) lives in `self` or in the run's targets, both of which
+            // outlive the operation: slots are never moved (the Vec is never
+            // resized) and `drain` waits for outstanding operations.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                break;
+            }
+            match self.ring.submit() {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => {
+                    self.ring_error.get_or_insert(e);
+                    return;
                 }
             }
-        } else {
-            // Behind what is already waiting: operations on one direct
-            // descriptor must reach the kernel in the order they were made.
-            self.backlog.push_back(entry);
         }
         if counted {
             self.inflight_ops += 1;
         }
-    }
-
-    /// Moves what `push` could not queue into the submission queue, oldest
-    /// first, as far as it has room; true if everything went.
-    fn flush_backlog(&mut self) -> bool {
-        while let Some(entry) = self.backlog.front() {
-            // SAFETY: as in `push`; these entries were made the same way.
-            if unsafe { self.ring.submission().push(entry) }.is_err() {
-                return false;
-            }
-            self.backlog.pop_front();
-        }
-        true
     }
 
     /// Fails the slot's outstanding requests, or retries once on a fresh

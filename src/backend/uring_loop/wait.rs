@@ -33,20 +33,6 @@ impl Loop<'_> {
         if let Some(e) = self.ring_error.take() {
             return Err(e);
         }
-        if !self.flush_backlog() {
-            // The queue is full of what waited: hand it over and come back
-            // to reap completions (which is what EBUSY asks for) at once.
-            return match self.ring.submit() {
-                Ok(_) => Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
-                    // Short of memory: give the kernel a moment.
-                    std::thread::sleep(Duration::from_millis(1));
-                    Ok(())
-                }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => Ok(()),
-                Err(e) => Err(e),
-            };
-        }
         let mut until = self.timers.peek().map(|Reverse((t, _, _))| *t);
         if !self.stopping {
             let poll = self
@@ -169,7 +155,6 @@ impl Loop<'_> {
     fn wait_for_ops(&mut self) {
         let start = Instant::now();
         while self.inflight_ops > 0 && start.elapsed() < DRAIN_LIMIT {
-            self.flush_backlog();
             self.timespec = types::Timespec::from(Duration::from_millis(10));
             let r = if self.features.ext_arg {
                 let args = types::SubmitArgs::new().timespec(&self.timespec);
