@@ -67,7 +67,7 @@ const BACKLOG: i32 = 65_535;
 ///
 /// What was left of those delays came from the mass close (220-260 ms over
 /// 6 runs with 32 entries): handing teardown to [`reaper`] took the slowest
-/// answer to 206-213 ms over 6.
+/// answer to 206-220 ms over 16.
 const SQ_ENTRIES: u32 = 32;
 
 /// Accept operations kept in flight per listener, so that a burst of

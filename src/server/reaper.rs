@@ -10,7 +10,8 @@
 //! behind them; torn down in place, every one of them ran before that
 //! request was even seen (the hostile tests' keep-alive probe waited
 //! 220-260 ms for a 200 ms answer, and now and then over their 300 ms
-//! bound). Handing a socket over costs a queue push, so the backlog of
+//! bound; with the reaper, 206-220 ms over 16 runs). Handing a socket over
+//! costs a queue push, so the backlog of
 //! completions drains quickly, and the reaper then closes REAP_CHUNK
 //! sockets per turn, each turn ending in an io_uring no-op: other ready
 //! tasks run before the next turn, and the no-op goes to the kernel with
