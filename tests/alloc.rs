@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use uringfetch::backend::uring_loop::ring::{self, Profile};
 use uringfetch::backend::{BackendKind, ConnOptions, Live};
+use uringfetch::doctor::limits::Rlimit;
 use uringfetch::plan::{Rate, Stop};
 use uringfetch::runner::{self, LoadConfig};
 use uringfetch::target::{RequestOptions, Target};
@@ -185,16 +186,8 @@ fn memory_does_not_grow_with_the_number_of_requests() {
     // ring's buffers (up to 1024 of 4 KiB) are kept, as the kernel might
     // still write into them.
     let (_, features) = ring::build(64, Profile::Auto).expect("io_uring");
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the struct we own.
-    let nofile = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-        lim.rlim_cur
-    } else {
-        0
-    };
+    // The soft open-file limit (unlimited reads as u64::MAX, unknown as 0).
+    let nofile = Rlimit::get(libc::RLIMIT_NOFILE).map_or(0, |l| l.soft.unwrap_or(u64::MAX));
     run_on(BackendKind::UringLoop, srv.1, 2_000, 600);
     let before = LIVE.load(Ordering::Relaxed);
     run_on(BackendKind::UringLoop, srv.1, 2_000, 600);

@@ -15,7 +15,8 @@ pub struct Rlimit {
 }
 
 impl Rlimit {
-    fn get(resource: libc::__rlimit_resource_t) -> Option<Self> {
+    /// Reads one limit now; `None` if the kernel does not say.
+    pub fn get(resource: libc::__rlimit_resource_t) -> Option<Self> {
         let mut lim = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
