@@ -33,6 +33,38 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* A connect finished: wait for the socket's response next. */
+static void now_readable(int ep, int *fds, int i) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = i};
+    epoll_ctl(ep, EPOLL_CTL_MOD, fds[i], &ev);
+}
+
+/* A response came: take it (one read is enough here) and stop watching. */
+static void read_and_forget(int ep, int *fds, int i) {
+    static char buf[4096];
+    (void)read(fds[i], buf, sizeof buf);
+    epoll_ctl(ep, EPOLL_CTL_DEL, fds[i], NULL);
+}
+
+/* Calls `on_ready` once for each of the `n` sockets as epoll reports it;
+ * -1 (after saying so) if 10 s pass with none. */
+static int each_ready(int ep, int *fds, int n, const char *what,
+                      void (*on_ready)(int ep, int *fds, int i)) {
+    struct epoll_event evs[1024];
+    for (int done = 0; done < n;) {
+        int k = epoll_wait(ep, evs, 1024, 10000);
+        if (k <= 0) {
+            fprintf(stderr, "%s timed out: %d of %d\n", what, done, n);
+            return -1;
+        }
+        for (int j = 0; j < k; j++) {
+            on_ready(ep, fds, evs[j].data.u32);
+            done++;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 5) {
         fprintf(stderr, "usage: %s HOST PORT N PATH\n", argv[0]);
@@ -63,20 +95,8 @@ int main(int argc, char **argv) {
         epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
     }
     double t_connect_calls = now_ms();
-    struct epoll_event evs[1024];
-    for (int connected = 0; connected < n;) {
-        int k = epoll_wait(ep, evs, 1024, 10000);
-        if (k <= 0) {
-            fprintf(stderr, "connects timed out: %d of %d\n", connected, n);
-            return 1;
-        }
-        for (int j = 0; j < k; j++) {
-            int i = evs[j].data.u32;
-            struct epoll_event ev = {.events = EPOLLIN, .data.u32 = i};
-            epoll_ctl(ep, EPOLL_CTL_MOD, fds[i], &ev);
-            connected++;
-        }
-    }
+    if (each_ready(ep, fds, n, "connects", now_readable) < 0)
+        return 1;
     double t_connected = now_ms();
     for (int i = 0; i < n; i++) {
         if (write(fds[i], req, len) != len) {
@@ -85,20 +105,8 @@ int main(int argc, char **argv) {
         }
     }
     double t_written = now_ms();
-    char buf[4096];
-    for (int done = 0; done < n;) {
-        int k = epoll_wait(ep, evs, 1024, 10000);
-        if (k <= 0) {
-            fprintf(stderr, "responses timed out: %d of %d\n", done, n);
-            return 1;
-        }
-        for (int j = 0; j < k; j++) {
-            int i = evs[j].data.u32;
-            (void)read(fds[i], buf, sizeof buf);
-            epoll_ctl(ep, EPOLL_CTL_DEL, fds[i], NULL);
-            done++;
-        }
-    }
+    if (each_ready(ep, fds, n, "responses", read_and_forget) < 0)
+        return 1;
     double t_done = now_ms();
     printf("connect calls: %.1f ms\n", t_connect_calls - t0);
     printf("all connected: %.1f ms\n", t_connected - t0);
