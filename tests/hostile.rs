@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use uringfetch::doctor::limits::Rlimit;
 use uringfetch::http::{Progress, ResponseParser};
 
 #[allow(unused_imports, unused_macros)]
@@ -53,19 +54,14 @@ fn hostile_conns() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the struct we own.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    // The soft open-file limit (unlimited reads as u64::MAX, unknown as 0).
+    let nofile = Rlimit::get(libc::RLIMIT_NOFILE).map_or(0, |l| l.soft.unwrap_or(u64::MAX));
     assert!(
-        ok && lim.rlim_cur >= n as u64 + 2_000,
-        "{n} hostile connections need an open-file limit above {}; it is {}: \
+        nofile >= n as u64 + 2_000,
+        "{n} hostile connections need an open-file limit above {}; it is {nofile}: \
          run the tests through scripts/test (which runs `ulimit -n 20000`) \
          or set URINGFETCH_HOSTILE_CONNS lower",
         n + 2_000,
-        lim.rlim_cur
     );
     n
 }
