@@ -149,6 +149,9 @@ pub fn describe(f: &Features) -> String {
     if f.registered_ring {
         parts.push("registered ring fd");
     }
+    if f.no_iowait {
+        parts.push("waits not counted as iowait");
+    }
     if f.direct_descriptors {
         parts.push("direct descriptors (SOCKET op, fixed files; not with --bind)");
     }

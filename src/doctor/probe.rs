@@ -135,7 +135,7 @@ type Spec = (
 );
 
 /// The capabilities uringfetch cares about, in the order they are shown.
-const SPECS: [Spec; 21] = [
+const SPECS: [Spec; 22] = [
     (
         "connect",
         "op",
@@ -281,6 +281,13 @@ const SPECS: [Spec; 21] = [
         "5.17",
         "uring-loop: sends without completions",
         Check::Feature(io_uring::Parameters::is_feature_skip_cqe_on_success),
+    ),
+    (
+        "no iowait",
+        "feature",
+        "6.15",
+        "uring-loop: waits show as idle, not iowait, in top and vmstat",
+        Check::Feature(io_uring::Parameters::is_feature_no_iowait),
     ),
     (
         "fast poll",

@@ -112,6 +112,7 @@ fn doctor_reports_kernel_features_profiles_and_limits() {
         "SINGLE_ISSUER",
         "DEFER_TASKRUN",
         "registered ring fd",
+        "no iowait",
     ] {
         assert!(cap(name)["supported"].is_boolean(), "{name}");
     }
@@ -127,6 +128,7 @@ fn doctor_reports_kernel_features_profiles_and_limits() {
         .expect("uring-loop 5.10");
     assert_eq!(loop510["features"]["defer_taskrun"], false);
     assert_eq!(loop510["features"]["multishot_recv"], false);
+    assert_eq!(loop510["features"]["no_iowait"], false);
     assert!(r["limits"]["nofile"]["soft"].as_u64().unwrap_or(u64::MAX) > 0);
     let ports = &r["limits"]["ephemeral_ports"];
     assert!(ports[0].as_u64() < ports[1].as_u64(), "{ports}");

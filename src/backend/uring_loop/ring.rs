@@ -57,6 +57,8 @@ pub struct Features {
     /// worker also needs the table registered and no `--bind` (binding
     /// takes bind(2)).
     pub direct_descriptors: bool,
+    /// IORING_ENTER_NO_IOWAIT (6.15): waits are not accounted as iowait.
+    pub no_iowait: bool,
 }
 
 impl Features {
@@ -125,6 +127,7 @@ pub fn build(entries: u32, profile: Profile) -> io::Result<(IoUring, Features)> 
         f.skip_success = p.is_feature_skip_cqe_on_success();
         f.ext_arg = p.is_feature_ext_arg();
         f.min_wait = p.is_feature_min_timeout();
+        f.no_iowait = p.is_feature_no_iowait();
         let mut probe = io_uring::Probe::new();
         let probed = ring.submitter().register_probe(&mut probe).is_ok();
         let (major, minor) = kernel_version();
@@ -158,6 +161,8 @@ const IORING_UNREGISTER_RING_FDS: libc::c_uint = 21;
 const IORING_ENTER_GETEVENTS: libc::c_uint = 1;
 const IORING_ENTER_EXT_ARG: libc::c_uint = 8;
 const IORING_ENTER_REGISTERED_RING: libc::c_uint = 16;
+/// `IORING_ENTER_NO_IOWAIT` (6.15).
+const IORING_ENTER_NO_IOWAIT: libc::c_uint = 128;
 
 /// `struct io_uring_rsrc_update`, the argument of IORING_REGISTER_RING_FDS.
 #[repr(C)]
@@ -219,14 +224,25 @@ fn ring_fds(ring: &IoUring, opcode: libc::c_uint, update: &mut RsrcUpdate) -> li
 pub fn enter(
     ring: &mut IoUring,
     index: Option<u32>,
+    no_iowait: bool,
     want: u32,
     args: &types::SubmitArgs<'_, '_>,
 ) -> io::Result<usize> {
     let Some(index) = index else {
-        return ring.submitter().submit_with_args(want as usize, args);
+        let flags = if no_iowait {
+            io_uring::EnterFlags::NO_IOWAIT
+        } else {
+            io_uring::EnterFlags::empty()
+        };
+        return ring
+            .submitter()
+            .submit_with_args_and_flags(want as usize, args, flags);
     };
     let to_submit = ring.submission().len() as libc::c_uint;
-    let flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG | IORING_ENTER_REGISTERED_RING;
+    let mut flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG | IORING_ENTER_REGISTERED_RING;
+    if no_iowait {
+        flags |= IORING_ENTER_NO_IOWAIT;
+    }
     // SAFETY: `SubmitArgs` is repr(transparent) over the uapi struct
     // io_uring_getevents_arg (24 bytes), whose timespec pointer, if any, is
     // kept alive by the borrow in `args` for this call; the kernel only reads

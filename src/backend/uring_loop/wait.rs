@@ -72,7 +72,13 @@ impl Loop<'_> {
                 None => types::SubmitArgs::new().min_wait_usec(min_wait),
             };
             let start = plan.steady.then(Instant::now);
-            let r = ring::enter(&mut self.ring, self.features.ring_index, want as u32, &args);
+            let r = ring::enter(
+                &mut self.ring,
+                self.features.ring_index,
+                self.features.no_iowait,
+                want as u32,
+                &args,
+            );
             if let Some(start) = start {
                 let end = Instant::now();
                 if overran(end.saturating_duration_since(start), budget) {
@@ -158,7 +164,13 @@ impl Loop<'_> {
             self.timespec = types::Timespec::from(Duration::from_millis(10));
             let r = if self.features.ext_arg {
                 let args = types::SubmitArgs::new().timespec(&self.timespec);
-                ring::enter(&mut self.ring, self.features.ring_index, 1, &args)
+                ring::enter(
+                    &mut self.ring,
+                    self.features.ring_index,
+                    self.features.no_iowait,
+                    1,
+                    &args,
+                )
             } else {
                 self.ring.submit_and_wait(0)
             };
