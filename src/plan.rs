@@ -133,7 +133,10 @@ impl Plan {
         };
         let intended = match self.rate {
             Rate::Closed => now,
-            Rate::Open(rate) => self.start() + Duration::from_secs_f64(seq as f64 / rate),
+            // A time past what `Instant` holds can never come: no ticket.
+            Rate::Open(rate) => Duration::try_from_secs_f64(seq as f64 / rate)
+                .ok()
+                .and_then(|d| self.start().checked_add(d))?,
         };
         if self.deadline().is_some_and(|deadline| intended >= deadline) {
             return None;
@@ -219,6 +222,18 @@ mod tests {
         std::thread::sleep(Duration::from_millis(40));
         assert!(plan.next_ticket().is_none());
         assert!(plan.is_over(Instant::now()));
+    }
+
+    #[test]
+    fn open_loop_time_past_the_clock_ends_the_plan() {
+        // The second ticket's time, 1e300 s away, fits neither a Duration
+        // nor an Instant: no ticket, no panic.
+        let plan = Plan::new(Stop::Count(2), Rate::Open(1e-300));
+        assert_eq!(plan.next_ticket().map(|t| t.seq), Some(0));
+        assert!(plan.next_ticket().is_none());
+        let plan = Plan::new(Stop::Count(2), Rate::Open(1e-19));
+        assert_eq!(plan.next_ticket().map(|t| t.seq), Some(0));
+        assert!(plan.next_ticket().is_none());
     }
 
     #[test]

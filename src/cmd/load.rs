@@ -70,6 +70,11 @@ fn collect_urls(args: &LoadArgs) -> anyhow::Result<Vec<String>> {
     Ok(urls)
 }
 
+/// The slowest open-loop rate `-q` takes: one request every 1,000 s. Below
+/// it the schedule's times leave what a clock can hold long before a run
+/// could reach them.
+const MIN_RATE: f64 = 0.001;
+
 /// `-n`, `-z` and `-q` into the plan's stop rule and rate.
 pub fn stop_and_rate(
     requests: Option<u64>,
@@ -86,7 +91,12 @@ pub fn stop_and_rate(
     };
     let rate = match rate {
         None => Rate::Closed,
-        Some(q) if q.is_finite() && q > 0.0 => Rate::Open(q),
+        Some(q) if q.is_finite() && q >= MIN_RATE => Rate::Open(q),
+        Some(q) if q.is_finite() && q > 0.0 => {
+            bail!(
+                "-q must be at least {MIN_RATE} requests per second (one every 1,000 s), not {q:e}"
+            )
+        }
         Some(q) => bail!("-q must be a positive number of requests per second, not {q}"),
     };
     Ok((stop, rate))
@@ -310,6 +320,23 @@ pub fn run(args: LoadArgs) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_below_one_per_1000_s_are_refused() {
+        let (_, rate) = stop_and_rate(Some(2), None, Some(0.5), 200).unwrap();
+        assert_eq!(rate, Rate::Open(0.5));
+        for q in [1e-300, 1e-19, 0.0009] {
+            let e = stop_and_rate(Some(2), None, Some(q), 200).unwrap_err();
+            assert!(e.to_string().contains("-q must be at least 0.001"), "{e}");
+        }
+        for q in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let e = stop_and_rate(Some(2), None, Some(q), 200).unwrap_err();
+            assert!(
+                e.to_string().contains("-q must be a positive number"),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn bind_ranges() {

@@ -214,6 +214,19 @@ pub fn garbage_is_a_bad_response(b: &[&str]) {
     assert_eq!(n(&v, "/errors/bad_response"), 10, "{v}");
 }
 
+/// A source address this host does not have: every connect fails at
+/// bind(2), before any packet is sent. Each request is counted and the run
+/// ends (a slot lost on that path used to leave `uring-loop` running
+/// forever).
+pub fn unbindable_source_is_counted(b: &[&str]) {
+    let server = demo_server(Duration::ZERO);
+    let url = format!("http://{}/bar", server.addr);
+    let v = load(b, &["-n", "6", "-c", "2", "--bind", "192.0.2.1", &url]);
+    assert_eq!(n(&v, "/errors/address_unavailable"), 6, "{v}");
+    assert_eq!(n(&v, "/requests/completed"), 0, "{v}");
+    server.shutdown();
+}
+
 /// Generates one test module per backend with every scenario above.
 macro_rules! backend_suite {
     ($($module:ident => [$($arg:literal),+]),* $(,)?) => {$(
@@ -231,6 +244,7 @@ macro_rules! backend_suite {
             #[test] fn open_loop_rate() { super::open_loop_rate(B) }
             #[test] fn in_flight_at_deadline() { super::in_flight_at_deadline(B) }
             #[test] fn garbage_is_a_bad_response() { super::garbage_is_a_bad_response(B) }
+            #[test] fn unbindable_source_is_counted() { super::unbindable_source_is_counted(B) }
         }
     )*};
 }

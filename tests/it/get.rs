@@ -365,3 +365,92 @@ fn pipelining_is_uring_loop_only_and_counts_every_response() {
     );
     server.shutdown();
 }
+
+/// Requests that take many sends (a server that reads 64 KiB a millisecond,
+/// 1,000 pipelined 8 KiB requests on one connection) while their first
+/// responses already come back. The 5.10 profile sends without
+/// MSG_WAITALL, so uring-loop itself finishes each short send; it once took
+/// the rest from a length that shrank with every response (a panic, or
+/// requests never sent).
+#[test]
+fn pipelined_short_sends_finish_on_both_profiles() {
+    let server = RawServer::start(|mut s| {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut carry: Vec<u8> = Vec::new();
+        loop {
+            let n = match std::io::Read::read(&mut s, &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            carry.extend_from_slice(&buf[..n]);
+            let mut answered = 0;
+            while let Some(end) = carry.windows(4).position(|w| w == b"\r\n\r\n") {
+                carry.drain(..end + 4);
+                answered += 1;
+            }
+            send(
+                &mut s,
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".repeat(answered),
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    let pad = format!("X-Pad: {}", "a".repeat(8000));
+    for profile in ["auto", "5.10"] {
+        let v = crate::load::load_json(&[
+            "--backend",
+            "uring-loop",
+            "--uring-profile",
+            profile,
+            "--pipeline",
+            "1000",
+            "-n",
+            "1000",
+            "-c",
+            "1",
+            "--timeout",
+            "10s",
+            "-H",
+            &pad,
+            &server.url("/"),
+        ]);
+        crate::load::assert_counts_add_up(&v);
+        assert_eq!(v["status"]["200"], 1000, "{profile}: {v}");
+        assert_eq!(v["requests"]["errors"], 0, "{profile}: {v}");
+    }
+    drop(server);
+}
+
+/// A close-delimited response ends its connection while pipelined requests
+/// still wait behind it: they are sent again on a fresh connection, not
+/// left to time out.
+#[test]
+fn pipelined_requests_behind_a_close_delimited_response_are_retried() {
+    let server = RawServer::start(|mut s| {
+        if read_head(&mut s).is_some() {
+            send(
+                &mut s,
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhello",
+            );
+        }
+    });
+    let t = Instant::now();
+    let v = crate::load::load_json(&[
+        "--backend",
+        "uring-loop",
+        "--pipeline",
+        "2",
+        "-n",
+        "2",
+        "-c",
+        "1",
+        "--timeout",
+        "20s",
+        &server.url("/"),
+    ]);
+    crate::load::assert_counts_add_up(&v);
+    assert_eq!(v["status"]["200"], 2, "{v}");
+    assert_eq!(v["connections_opened"], 2, "{v}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    drop(server);
+}

@@ -10,7 +10,7 @@ use io_uring::cqueue;
 use super::ring::{OpKind, decode};
 use super::slot::{self, State};
 use super::{Fetched, Loop};
-use crate::error::FetchError;
+use crate::error::{ErrorKind, FetchError};
 use crate::http::Response;
 
 /// Asks the CPU to start loading `s` into its cache.
@@ -245,7 +245,20 @@ impl Loop<'_> {
                 }
                 self.release(i);
             }
-            State::Exchanging if !s.recv_armed && s.fd >= 0 => self.arm_recv(i),
+            State::Exchanging if s.fd < 0 => {
+                // A close-delimited response ended the connection with
+                // pipelined requests still unanswered: retried once on a
+                // fresh connection, as any reused connection found closed.
+                let err = FetchError::new(
+                    ErrorKind::EarlyEof,
+                    format!(
+                        "{addr} closed the connection with {} pipelined requests unanswered",
+                        s.tickets.len()
+                    ),
+                );
+                self.fail(i, err, true);
+            }
+            State::Exchanging if !s.recv_armed => self.arm_recv(i),
             State::Exchanging => {}
             // Bytes nobody asked for on an idle connection: it cannot be trusted.
             _ if fed.trailing > 0 => self.close(i),

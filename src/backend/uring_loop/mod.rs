@@ -375,6 +375,15 @@ impl<'a> Loop<'a> {
     fn connect(&mut self, i: usize, now: Instant) {
         self.close(i);
         let addr = self.ctx.targets[self.slots[i].target].addr;
+        // The slot is taken from here on, before anything can fail: a slot
+        // fresh off the free list is still `Free`, and `release` gives back
+        // only slots that are not, so a failed socket(2) would lose it and
+        // the run would never end.
+        let s = &mut self.slots[i];
+        if !s.is_busy() {
+            self.busy += 1;
+        }
+        s.state = State::Connecting;
         let fd = if self.features.direct_descriptors {
             i as libc::c_int
         } else {
@@ -391,10 +400,6 @@ impl<'a> Loop<'a> {
         s.sockaddr = socket2::SockAddr::from(addr);
         s.served = 0;
         s.connect_started = now;
-        if !s.is_busy() {
-            self.busy += 1;
-        }
-        s.state = State::Connecting;
         if let Some(c) = connect_deadline
             && s.deadline.is_none_or(|(d, _)| c < d)
         {
@@ -465,7 +470,15 @@ impl<'a> Loop<'a> {
     /// completion at all (CQE_SKIP_SUCCESS).
     fn queue_send(&mut self, i: usize) {
         let s = &self.slots[i];
-        let bytes = &self.request_bytes(i)[s.send_done.min(s.send_total)..];
+        // From the write's own length, fixed when it started: pipelined
+        // responses that arrive meanwhile shorten `tickets`, and with it
+        // what `request_bytes` would give now.
+        let whole = if self.pipeline > 1 {
+            &self.pipelined[s.target][..s.send_total]
+        } else {
+            &self.ctx.targets[s.target].request[..]
+        };
+        let bytes = &whole[s.send_done.min(s.send_total)..];
         let skip = self.features.silent_sends();
         let mut flags = libc::MSG_NOSIGNAL;
         if self.features.send_waitall {
@@ -543,6 +556,8 @@ impl<'a> Loop<'a> {
             s.retried = true;
             self.rec.retries += 1;
             self.connect(i, now);
+            // The new connect may have brought the deadline forward.
+            self.arm_deadline(i);
             return;
         }
         for t in s.tickets.drain(..) {
