@@ -131,6 +131,10 @@ struct Loop<'a> {
     pace: pace::Pace,
     /// Responses completed by one receive, reused across receives.
     responses: Vec<Response>,
+    /// Sockets from socket(2) that are shut down but stay open until the
+    /// next io_uring_enter has submitted what is queued (see
+    /// [`Loop::close`]).
+    closing: Vec<libc::c_int>,
     /// `get`: the response of each ticket, by sequence number.
     collect: Option<Collected>,
 }
@@ -238,6 +242,7 @@ impl<'a> Loop<'a> {
             timespec: types::Timespec::new(),
             cqes: Vec::with_capacity(1024),
             responses: Vec::with_capacity(pipeline),
+            closing: Vec::new(),
             last_completions: 0,
             steady_after: Instant::now(),
             pace: pace::Pace::new(
@@ -522,9 +527,16 @@ impl<'a> Loop<'a> {
         loop {
             // SAFETY: every pointer in our SQEs (request bytes, per-slot
             // sockaddr and receive buffer, the provided-buffer ring, the
-            // timespec) lives in `self` or in the run's targets, both of which
-            // outlive the operation: slots are never moved (the Vec is never
-            // resized) and `drain` waits for outstanding operations.
+            // timespec) lives in `self` or in the run's targets, and stays
+            // put: slots are never moved (the Vec is never resized). The
+            // kernel reads a sockaddr or timespec when the SQE is submitted,
+            // which happens while `self` lives. What it may use later: request
+            // bytes, which it only reads (a send outliving the run could at
+            // worst send stale bytes on a dying connection), and the receive
+            // buffers it writes into. `drain` waits (boundedly)
+            // for outstanding operations, and `finish` never frees a receive
+            // buffer (buffer ring or per-slot) while any may still be in
+            // flight.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 break;
             }
@@ -580,8 +592,11 @@ impl<'a> Loop<'a> {
     /// submitted, before anything queued after them (a SOCKET reusing the
     /// table entry): ASYNC_CANCEL of every operation on it (a pending
     /// receive keeps the socket alive), then CLOSE of the entry. A file
-    /// descriptor is shut down (which completes its pending receive) and
-    /// closed directly.
+    /// descriptor is shut down (which completes its pending receive) at
+    /// once, and closed after the next io_uring_enter: SQEs already queued
+    /// for it name it by number, which the kernel resolves only when they
+    /// are submitted, and closed now the number could by then belong to a
+    /// socket another worker thread opened.
     fn close(&mut self, i: usize) {
         let open = self.slots[i].fd >= 0;
         if open && self.features.direct_descriptors {
@@ -595,7 +610,8 @@ impl<'a> Loop<'a> {
                 .user_data(encode(i, 0, OpKind::Ignore));
             self.push(close, true);
         } else if open {
-            slot::shutdown_and_close(self.slots[i].fd);
+            slot::shutdown(self.slots[i].fd);
+            self.closing.push(self.slots[i].fd);
         }
         let s = &mut self.slots[i];
         if open {
@@ -682,6 +698,14 @@ impl<'a> Loop<'a> {
             } else {
                 // The kernel may still write into these buffers: never free them.
                 std::mem::forget(b);
+            }
+        }
+        if self.inflight_ops > 0 {
+            // Plain receives (5.10 profile) still armed write into their
+            // slot's own buffer: those are never freed either. Multishot
+            // receives have none (empty vectors).
+            for s in &mut self.slots {
+                std::mem::forget(std::mem::take(&mut s.buf));
             }
         }
         let rec = std::mem::replace(&mut self.rec, Recorder::new(self.ctx.plan.start()));

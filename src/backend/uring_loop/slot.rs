@@ -111,14 +111,25 @@ pub fn open_socket(addr: SocketAddr, bind: Option<IpAddr>) -> io::Result<RawFd> 
     Ok(socket.into_raw_fd())
 }
 
-/// Shuts a socket down, which completes any receive pending on it, and closes it.
-pub fn shutdown_and_close(fd: RawFd) {
-    // SAFETY: `fd` is a socket this slot owns and forgets right after; a
-    // pending io_uring operation holds its own reference to the file, so
-    // closing our descriptor cannot free it under the kernel.
+/// Shuts a socket down, which completes any receive pending on it.
+pub fn shutdown(fd: RawFd) {
+    // SAFETY: shutdown(2) on a descriptor the caller owns and has not
+    // closed; it touches no memory of ours.
     unsafe {
         libc::shutdown(fd, libc::SHUT_RDWR);
-        libc::close(fd);
+    }
+}
+
+/// Closes sockets whose slots forgot them (see `Loop::close`).
+pub fn close_all(fds: &mut Vec<RawFd>) {
+    for fd in fds.drain(..) {
+        // SAFETY: each descriptor was owned by a slot that forgot it when
+        // queueing it here, and is closed once. A pending io_uring
+        // operation holds its own reference to the file, so closing our
+        // descriptor cannot free it under the kernel.
+        unsafe {
+            libc::close(fd);
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, types};
 
 use super::ring::{self, OpKind, decode, encode};
+use super::slot;
 use super::{BATCH_WAIT, CANCEL_POLL, DRAIN_LIMIT, HAND_OFF_ABOVE, Loop, STEADY_BATCH_WAIT};
 
 /// A steady wait (see [`plan_wait`]) whose `io_uring_enter` takes longer
@@ -100,6 +101,8 @@ impl Loop<'_> {
             }
             self.ring.submit_and_wait(1)
         };
+        // What was queued is submitted: its descriptors are resolved.
+        slot::close_all(&mut self.closing);
         match result {
             Ok(_) => Ok(()),
             Err(e)
@@ -148,12 +151,14 @@ impl Loop<'_> {
                 }
                 s.fd = -1;
             }
+            slot::close_all(&mut self.closing);
             return;
         }
         for i in 0..self.slots.len() {
             self.close(i);
         }
         self.wait_for_ops();
+        slot::close_all(&mut self.closing);
     }
 
     /// Submits what is queued and reaps completions until no counted
