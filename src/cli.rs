@@ -37,17 +37,40 @@ pub enum Command {
     Doctor(DoctorArgs),
 }
 
-/// `2s`, `150ms`, `1m`, or a plain number of seconds (`0.5`).
+/// The longest duration any option takes: a year. Longer ones would only
+/// overflow the clock arithmetic they feed (deadlines, `--start-at`).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `2s`, `150ms`, `1m`, or a plain number of seconds (`0.5`); at most
+/// [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
+    let d = if let Ok(secs) = s.parse::<f64>() {
+        if !secs.is_finite() || secs < 0.0 {
+            return Err(format!("invalid duration '{s}'"));
         }
-        return Err(format!("invalid duration '{s}'"));
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+    } else {
+        humantime::parse_duration(s)
+            .map_err(|e| format!("invalid duration '{s}': {e} (e.g. 10s, 250ms, 1m)"))?
+    };
+    if d > MAX_DURATION {
+        return Err(format!("duration '{s}' is longer than a year (365d)"));
     }
-    humantime::parse_duration(s)
-        .map_err(|e| format!("invalid duration '{s}': {e} (e.g. 10s, 250ms, 1m)"))
+    Ok(d)
+}
+
+/// The most requests `--pipeline` writes at once on a connection (the
+/// request is repeated that many times in memory, per URL).
+pub const MAX_PIPELINE: usize = 10_000;
+
+fn parse_pipeline(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_PIPELINE).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "'{s}' is not a pipeline depth from 1 to {MAX_PIPELINE}"
+        )),
+    }
 }
 
 /// Options that shape every request, shared by `get` and `load`.
@@ -163,7 +186,7 @@ pub struct LoadArgs {
     #[arg(long)]
     pub disable_keepalive: bool,
     /// Write this many requests at once on each connection (HTTP pipelining; uring-loop).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_pipeline)]
     pub pipeline: usize,
     /// Source addresses to spread connections over: `127.0.0.2`, `127.0.0.2-127.0.0.9` or a comma list.
     #[arg(long, value_name = "ADDRS")]
@@ -283,6 +306,15 @@ mod tests {
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("365d").unwrap(), MAX_DURATION);
+        for huge in ["366d", "18446744073709551615s", "1e30", "1e300"] {
+            let e = parse_duration(huge).unwrap_err();
+            assert!(e.contains("longer than a year"), "{huge}: {e}");
+        }
+        assert_eq!(parse_pipeline("16"), Ok(16));
+        for bad in ["0", "10001", "4294967296", "x"] {
+            assert!(parse_pipeline(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -20,16 +20,20 @@ pub const PAST_TOLERANCE: Duration = Duration::from_secs(1);
 pub fn parse_start_at(s: &str, now: SystemTime) -> Result<SystemTime, String> {
     let s = s.trim();
     if let Some(rest) = s.strip_prefix('+') {
-        return crate::cli::parse_duration(rest).map(|d| now + d);
+        return crate::cli::parse_duration(rest).and_then(|d| {
+            now.checked_add(d)
+                .ok_or_else(|| format!("invalid --start-at '{s}'"))
+        });
     }
     if let Some(rest) = s.strip_prefix('@') {
         let secs: f64 = rest
             .parse()
             .map_err(|_| format!("invalid --start-at '{s}': expected @UNIX_SECONDS"))?;
-        if !secs.is_finite() || secs < 0.0 {
-            return Err(format!("invalid --start-at '{s}'"));
-        }
-        return Ok(UNIX_EPOCH + Duration::from_secs_f64(secs));
+        let at = (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::try_from_secs_f64(secs).ok())
+            .flatten()
+            .and_then(|d| UNIX_EPOCH.checked_add(d));
+        return at.ok_or_else(|| format!("invalid --start-at '{s}'"));
     }
     parse_rfc3339(s).map_err(|e| {
         format!(
@@ -132,7 +136,16 @@ mod tests {
         );
         assert_eq!(at("+5s"), UNIX_EPOCH + Duration::from_secs(5));
         assert_eq!(at("+1.5"), UNIX_EPOCH + Duration::from_millis(1500));
-        for bad in ["2026-11-26T13:00:00", "tomorrow", "+soon", "@x", "@-1", ""] {
+        for bad in [
+            "2026-11-26T13:00:00",
+            "tomorrow",
+            "+soon",
+            "@x",
+            "@-1",
+            "",
+            "@1e30",
+            "+18446744073709551615s",
+        ] {
             assert!(parse_start_at(bad, UNIX_EPOCH).is_err(), "{bad}");
         }
     }

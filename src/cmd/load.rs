@@ -155,9 +155,6 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
     }
     let (stop, rate) = stop_and_rate(args.requests, args.duration, args.rate, 200)?;
     runner::check_fd_limit(args.connections).map_err(anyhow::Error::msg)?;
-    if args.pipeline == 0 {
-        bail!("--pipeline must be at least 1");
-    }
     if args.pipeline > 1 {
         if args.backend != BackendKind::UringLoop {
             bail!("--pipeline is implemented by --backend uring-loop only");
