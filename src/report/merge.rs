@@ -406,6 +406,28 @@ fn time_window(inputs: &[Input], warnings: &mut Vec<String>) -> (f64, Option<u64
     (union_ns(w) as f64 / 1e9, earliest, latest)
 }
 
+/// The same report given twice (a glob that matched a file and its copy, a
+/// file named twice) would count its run twice: refused, even when forced.
+/// Two clients never start and end on the same nanosecond on the same host.
+fn refuse_repeats(inputs: &[Input]) -> Result<(), String> {
+    let mut seen = BTreeMap::new();
+    for i in inputs {
+        let s = &i.summary;
+        let Some(start) = s.started_at_unix_ns else {
+            continue;
+        };
+        let key = (start, s.ended_at_unix_ns, host_of(i));
+        if let Some(first) = seen.insert(key, &i.source) {
+            return Err(format!(
+                "{first} and {} are the same run (host {}, started and ended on the same                  nanosecond): give each client's report once",
+                i.source,
+                host_of(i)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Adds up the reports. Call [`check_same_test`] first unless forced.
 pub fn merge(inputs: &[Input]) -> Result<Merged, String> {
     let Some(first) = inputs.first() else {
@@ -417,6 +439,7 @@ pub fn merge(inputs: &[Input]) -> Result<Merged, String> {
             i.source, i.summary.schema
         ));
     }
+    refuse_repeats(inputs)?;
     let (latency, connect) = add_histograms(inputs)?;
     let mut warnings = Vec::new();
     let (duration_s, earliest, latest) = time_window(inputs, &mut warnings);

@@ -127,6 +127,22 @@ fn merging_adds_histograms_exactly_and_counts_over_the_union_of_windows() {
 }
 
 #[test]
+fn the_same_report_twice_is_refused() {
+    let a = report("http://127.0.0.1:1/x", &[10, 20], 0, 1000);
+    let b = report("http://127.0.0.1:1/x", &[10, 20], 0, 1000);
+    let text = format!("{}{}", json(&a), json(&a));
+    let inputs = merge::parse_documents("a.json", &text).unwrap();
+    let e = merge::merge(&inputs).unwrap_err();
+    assert!(e.contains("a.json#1 and a.json#2 are the same run"), "{e}");
+    // Another client's run of the same window is not the same run.
+    let mut b = b;
+    b.host = "other-client".into();
+    let text = format!("{}{}", json(&a), json(&b));
+    let inputs = merge::parse_documents("-", &text).unwrap();
+    assert_eq!(merge::merge(&inputs).unwrap().summary.requests.completed, 4);
+}
+
+#[test]
 fn different_tests_are_refused_with_the_difference() {
     let a = report("http://127.0.0.1:1/a", &[100], 0, 10);
     let b = report("http://127.0.0.1:1/b", &[100], 0, 10);
