@@ -60,6 +60,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn parse_at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("'{s}' is not a whole number of at least 1")),
+    }
+}
+
 /// The most requests `--pipeline` writes at once on a connection (the
 /// request is repeated that many times in memory, per URL).
 pub const MAX_PIPELINE: usize = 10_000;
@@ -105,7 +112,7 @@ pub struct GetArgs {
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Fetch one URL after another with blocking sockets (the article's synchronous client).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "backend")]
     pub sequential: bool,
     /// Request method [default: GET, or POST with -d].
     #[arg(short = 'X', long = "request", value_name = "METHOD")]
@@ -127,6 +134,13 @@ pub enum OutputFormat {
     Json,
     /// The per-second series of completed responses.
     Csv,
+}
+
+/// How `compare` and `doctor` write: they have no per-second series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TableFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -251,7 +265,7 @@ pub struct ServeArgs {
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub delay: Duration,
     /// Threads, each with its own io_uring and SO_REUSEPORT listener [default: all cores].
-    #[arg(long)]
+    #[arg(long, value_parser = parse_at_least_one)]
     pub threads: Option<usize>,
     /// Largest request head accepted; larger gets 431.
     #[arg(long, default_value_t = 16 * 1024)]
@@ -281,11 +295,12 @@ pub struct DoctorArgs {
     #[arg(long)]
     pub self_test: bool,
     /// Requests per self-test load.
-    #[arg(long, value_name = "N", default_value_t = 400, requires = "self_test")]
+    #[arg(long, value_name = "N", default_value_t = 400, requires = "self_test",
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub requests: u64,
     /// Report format (json: the report, and with --self-test the results).
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    #[arg(long, value_enum, default_value_t = TableFormat::Text)]
+    pub output: TableFormat,
 }
 
 #[cfg(test)]
@@ -367,8 +382,8 @@ pub struct CompareArgs {
     #[arg(long, value_parser = parse_duration, default_value = "500ms")]
     pub pause: Duration,
     /// Table as text, or an array of load reports as JSON.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    #[arg(long, value_enum, default_value_t = TableFormat::Text)]
+    pub output: TableFormat,
     /// Also draw req/s and CPU µs/request against connections, one line per backend.
     #[arg(long, value_name = "FILE.svg")]
     pub chart: Option<PathBuf>,

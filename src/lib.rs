@@ -10,6 +10,17 @@
 //! [`report`] formats. [`runner`] wires one run together; [`cmd`] holds the
 //! subcommands.
 
+/// `eprintln!` for a stderr that may be gone: a closed pipe (`2>&1 | head`)
+/// or a full disk is ignored instead of panicking. What it would have said
+/// has nowhere to go anyway.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod backend;
 pub mod cli;
 pub mod cmd;

@@ -8,7 +8,7 @@ fn main() {
     let code = match uringfetch::cmd::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("uringfetch: {e:#}");
+            uringfetch::say!("uringfetch: {e:#}");
             1
         }
     };

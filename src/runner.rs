@@ -58,7 +58,9 @@ pub fn default_threads() -> usize {
 }
 
 /// Refuses a run that cannot open its connections, before starting it.
-pub fn check_fd_limit(connections: usize) -> Result<(), String> {
+/// `sockets` is how many it holds at once; `option` the setting that sets
+/// it (`-c 20000`), named in the advice.
+pub fn check_fd_limit(sockets: usize, option: &str) -> Result<(), String> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -69,11 +71,12 @@ pub fn check_fd_limit(connections: usize) -> Result<(), String> {
     }
     // Descriptors for the rings, stdio, the binary and a margin.
     const RESERVED: u64 = 64;
-    let needed = connections as u64 + RESERVED;
+    let needed = sockets as u64 + RESERVED;
     if lim.rlim_cur != libc::RLIM_INFINITY && needed > lim.rlim_cur {
+        let flag = option.split(' ').next().unwrap_or(option);
         return Err(format!(
-            "-c {connections} needs about {needed} open files but the limit (RLIMIT_NOFILE) is {}: \
-             raise it with `ulimit -n {}` (hard limit {}) or lower -c",
+            "{option} needs about {needed} open files but the limit (RLIMIT_NOFILE) is {}: \
+             raise it with `ulimit -n {}` (hard limit {}) or lower {flag}",
             lim.rlim_cur,
             needed,
             if lim.rlim_max == libc::RLIM_INFINITY {
@@ -238,8 +241,10 @@ mod tests {
 
     #[test]
     fn fd_limit_check_explains() {
-        let err = check_fd_limit(100_000_000).unwrap_err();
-        assert!(err.contains("ulimit -n"), "{err}");
-        assert!(check_fd_limit(10).is_ok());
+        let err = check_fd_limit(200_000_000, "--requests 100000000").unwrap_err();
+        assert!(err.contains("ulimit -n 200000064"), "{err}");
+        assert!(err.starts_with("--requests 100000000 needs"), "{err}");
+        assert!(err.ends_with("or lower --requests"), "{err}");
+        assert!(check_fd_limit(10, "-c 10").is_ok());
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::backend::{BackendKind, ConnOptions};
-use crate::cli::{CompareArgs, OutputFormat};
+use crate::cli::{CompareArgs, TableFormat};
 use crate::cmd::load::{request_options, run_config, stop_and_rate};
 use crate::plan::Stop;
 use crate::report::{Summary, chart, compare as table};
@@ -35,9 +35,6 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
     if args.connections.contains(&0) {
         bail!("-c values must be at least 1");
     }
-    if args.output == OutputFormat::Csv {
-        bail!("compare writes text or json (--output csv is for load)");
-    }
     let (stop, rate) = stop_and_rate(args.requests, args.duration, args.rate, 20_000)?;
     let max_c = args
         .connections
@@ -46,7 +43,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
         .max()
         .unwrap_or(1)
         .max(1000);
-    runner::check_fd_limit(max_c * 2).map_err(anyhow::Error::msg)?;
+    runner::check_fd_limit(max_c * 2, &format!("-c {max_c}")).map_err(anyhow::Error::msg)?;
 
     // With no URL, compare on our own demo server: the article's point.
     let server = match &args.url {
@@ -114,10 +111,10 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
                     rate,
                     conn: conn.clone(),
                 };
-                eprintln!("running {backend} -c {c} on {}", sc.label);
+                crate::say!("running {backend} -c {c} on {}", sc.label);
                 match run_config(&config, false) {
                     Ok(outcome) => rows.push(Summary::new(&outcome, "GET")),
-                    Err(e) => eprintln!("uringfetch: {backend} -c {c}: {e:#}"),
+                    Err(e) => crate::say!("uringfetch: {backend} -c {c}: {e:#}"),
                 }
             }
         }
@@ -127,11 +124,11 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
         s.shutdown();
     }
     match args.output {
-        OutputFormat::Json => {
+        TableFormat::Json => {
             let all: Vec<&Summary> = groups.iter().flat_map(|(_, r)| r).collect();
             super::emit(&(serde_json::to_string_pretty(&all)? + "\n"));
         }
-        _ => {
+        TableFormat::Text => {
             for (label, rows) in &groups {
                 super::emit(&table::render(label, rows));
             }
@@ -140,7 +137,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
     if let Some(path) = &args.chart {
         chart::write_svg(path, &groups)
             .map_err(|e| anyhow::anyhow!("cannot write the chart to {}: {e}", path.display()))?;
-        eprintln!("chart written to {}", path.display());
+        crate::say!("chart written to {}", path.display());
     }
     let failed = groups
         .iter()

@@ -24,7 +24,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
     if args.requests == 0 {
         anyhow::bail!("--requests must be at least 1");
     }
-    runner::check_fd_limit(args.requests * 2).map_err(anyhow::Error::msg)?;
+    runner::check_fd_limit(args.requests * 2, &format!("--requests {}", args.requests))
+        .map_err(anyhow::Error::msg)?;
     let handle = server::start(ServeOptions {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         delay: args.delay,
@@ -126,7 +127,7 @@ fn experiment(args: &DemoArgs, base: &str) -> anyhow::Result<i32> {
         );
     }
     for (kind, msg) in &r.error_examples {
-        eprintln!("uringfetch: {kind}: {msg}");
+        crate::say!("uringfetch: {kind}: {msg}");
     }
     Ok(if r.error_count() > 0 { 1 } else { 0 })
 }

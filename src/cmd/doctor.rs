@@ -3,18 +3,13 @@
 //! against a server on loopback. Exit code 1 only if a backend that this
 //! kernel supports failed the self-test.
 
-use anyhow::bail;
-
-use crate::cli::{DoctorArgs, OutputFormat};
+use crate::cli::{DoctorArgs, TableFormat};
 use crate::doctor::{self, Report, selftest};
 
 /// Runs `doctor`; returns the exit code.
 pub fn run(args: DoctorArgs) -> anyhow::Result<i32> {
-    if args.output == OutputFormat::Csv {
-        bail!("doctor writes text or json (--output csv is for load)");
-    }
     let report = Report::gather();
-    let json = args.output == OutputFormat::Json;
+    let json = args.output == TableFormat::Json;
     if !args.self_test {
         if json {
             super::emit(&format!("{}\n", serde_json::to_string_pretty(&report)?));

@@ -100,12 +100,12 @@ pub fn run(args: GetArgs) -> anyhow::Result<i32> {
             Err(msg) => {
                 failures += 1;
                 out.flush()?;
-                eprintln!("uringfetch: {msg} ({url})");
+                crate::say!("uringfetch: {msg} ({url})");
             }
         }
     }
     out.flush()?;
-    eprintln!(
+    crate::say!(
         "{} URL{} in {:.3} s{}",
         args.urls.len(),
         if args.urls.len() == 1 { "" } else { "s" },

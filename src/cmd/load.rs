@@ -154,7 +154,8 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
         bail!("-t must be at least 1");
     }
     let (stop, rate) = stop_and_rate(args.requests, args.duration, args.rate, 200)?;
-    runner::check_fd_limit(args.connections).map_err(anyhow::Error::msg)?;
+    runner::check_fd_limit(args.connections, &format!("-c {}", args.connections))
+        .map_err(anyhow::Error::msg)?;
     if args.pipeline > 1 {
         if args.backend != BackendKind::UringLoop {
             bail!("--pipeline is implemented by --backend uring-loop only");
@@ -169,6 +170,18 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
         .map(parse_bind)
         .transpose()?
         .unwrap_or_default();
+    // Connections take the bind addresses in turn, whatever their target:
+    // one of the other family would fail every connect it is given.
+    for t in &targets {
+        if let Some(ip) = bind.iter().find(|ip| ip.is_ipv4() != t.addr.is_ipv4()) {
+            bail!(
+                "--bind {ip} cannot reach {} ({}): every --bind address must be of the \
+                 targets' family (IPv4 or IPv6)",
+                t.url,
+                t.addr.ip()
+            );
+        }
+    }
     Ok(LoadConfig {
         backend: args.backend,
         targets: Arc::new(targets),
@@ -270,11 +283,11 @@ fn wait_for_start(at: SystemTime) -> anyhow::Result<bool> {
     let now = SystemTime::now();
     let when = wallclock::rfc3339(at);
     match at.duration_since(now) {
-        Ok(wait) => eprintln!(
+        Ok(wait) => crate::say!(
             "uringfetch: waiting {:.3} s for --start-at {when} (Ctrl-C cancels)",
             wait.as_secs_f64()
         ),
-        Err(e) if e.duration() <= wallclock::PAST_TOLERANCE => eprintln!(
+        Err(e) if e.duration() <= wallclock::PAST_TOLERANCE => crate::say!(
             "uringfetch: --start-at {when} was {:.3} s ago: starting now",
             e.duration().as_secs_f64()
         ),
@@ -297,7 +310,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<i32> {
     if let Some(at) = args.start_at
         && !wait_for_start(at)?
     {
-        eprintln!("uringfetch: interrupted while waiting for --start-at; no request was sent");
+        crate::say!("uringfetch: interrupted while waiting for --start-at; no request was sent");
         return Ok(130);
     }
     let progress = !args.no_progress && std::io::stderr().is_terminal();

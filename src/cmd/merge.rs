@@ -46,11 +46,11 @@ pub fn run(args: MergeArgs) -> anyhow::Result<i32> {
                  of one test only, or pass --force to add them up anyway"
             );
         }
-        eprintln!("uringfetch: warning: merging different tests (--force): {why}");
+        crate::say!("uringfetch: warning: merging different tests (--force): {why}");
     }
     let merged = merge::merge(&inputs).map_err(anyhow::Error::msg)?;
     for w in &merged.warnings {
-        eprintln!("uringfetch: warning: {w}");
+        crate::say!("uringfetch: warning: {w}");
     }
     match args.output {
         OutputFormat::Text => super::emit(&merge::render_text(&merged)),

@@ -258,3 +258,64 @@ fn open_loop_duration_run_lasts_its_window() {
     }
     server.shutdown();
 }
+
+/// Options that cannot work are refused before anything is sent, with the
+/// reason: exit 2 for what the argument parser sees, 1 for the rest.
+#[test]
+fn impossible_options_are_refused_up_front() {
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["load", "-n", "2", "--bind", "::1", "http://127.0.0.1:9/"],
+            1,
+            "--bind ::1 cannot reach http://127.0.0.1:9/",
+        ),
+        (
+            &[
+                "load",
+                "--timeout",
+                "18446744073709551615s",
+                "http://127.0.0.1:9/",
+            ],
+            2,
+            "longer than a year",
+        ),
+        (
+            &["load", "--pipeline", "4294967296", "http://127.0.0.1:9/"],
+            2,
+            "pipeline depth from 1 to 10000",
+        ),
+        (
+            &["load", "-q", "1e-300", "http://127.0.0.1:9/"],
+            1,
+            "-q must be at least 0.001",
+        ),
+        (
+            &["load", "--start-at", "@1e30", "http://127.0.0.1:9/"],
+            2,
+            "invalid --start-at",
+        ),
+        (
+            &[
+                "get",
+                "--sequential",
+                "--backend",
+                "epoll-loop",
+                "http://127.0.0.1:9/",
+            ],
+            2,
+            "cannot be used with",
+        ),
+        (&["compare", "--output", "csv"], 2, "invalid value 'csv'"),
+        (
+            &["doctor", "--self-test", "--requests", "0"],
+            2,
+            "--requests",
+        ),
+        (&["serve", "--threads", "0"], 2, "at least 1"),
+    ];
+    for (args, code, says) in cases {
+        let out = uringfetch(args, LIMIT);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+}
