@@ -148,7 +148,7 @@ pub struct LoadArgs {
     /// URLs to load, used round-robin.
     #[arg(value_name = "URL")]
     pub urls: Vec<String>,
-    /// Read more URLs from a file, one per line (# comments allowed).
+    /// Read more URLs from a file, one per line (`#` starts a comment, also after a URL).
     #[arg(long, value_name = "FILE")]
     pub urls_file: Option<PathBuf>,
     /// Total number of requests [default: 200 unless -z is given].

@@ -57,17 +57,22 @@ fn collect_urls(args: &LoadArgs) -> anyhow::Result<Vec<String>> {
     if let Some(path) = &args.urls_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read --urls-file {}", path.display()))?;
-        urls.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(String::from),
-        );
+        urls.extend(urls_in(&text).map(String::from));
     }
     if urls.is_empty() {
         bail!("no URL given: pass one or more URLs, or --urls-file FILE");
     }
     Ok(urls)
+}
+
+/// The URLs of a `--urls-file`: one per line; `#` starts a comment at the
+/// start of a line or after whitespace (a URL holds no whitespace, and a
+/// `#` inside one is its fragment).
+fn urls_in(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().filter_map(|line| {
+        let url = line.split_whitespace().next()?;
+        (!url.starts_with('#')).then_some(url)
+    })
 }
 
 /// The slowest open-loop rate `-q` takes: one request every 1,000 s. Below
@@ -346,6 +351,15 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn urls_file_comments() {
+        let text = "# targets\n\nhttp://a/x   # the first\n  http://b/y#frag\n\t#http://c/\n";
+        assert_eq!(
+            urls_in(text).collect::<Vec<_>>(),
+            ["http://a/x", "http://b/y#frag"]
+        );
     }
 
     #[test]
