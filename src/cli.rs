@@ -117,7 +117,7 @@ pub struct GetArgs {
     /// Request method [default: GET, or POST with -d].
     #[arg(short = 'X', long = "request", value_name = "METHOD")]
     pub method: Option<String>,
-    /// Request body (sent with Content-Length; the method defaults to POST).
+    /// Request body (sent with Content-Length; the method defaults to POST); `@FILE` sends a file's bytes, `@-` standard input.
     #[arg(short = 'd', long = "data", value_name = "BODY")]
     pub data: Option<String>,
     /// I/O model for the concurrent fetch.

@@ -60,10 +60,14 @@ pub struct Target {
 /// The parts of an `http://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
+    /// Normalised, without any user name or password (it goes into reports).
     pub url: String,
     pub host: String,
     pub port: u16,
     pub path: String,
+    /// `user:password` from the URL, percent-decoded: sent as Basic
+    /// authorization, as curl does.
+    pub credentials: Option<String>,
 }
 
 impl HttpUrl {
@@ -122,11 +126,28 @@ pub fn parse_url(input: &str) -> Result<HttpUrl, TargetError> {
         path.push('?');
         path.push_str(q);
     }
+    let credentials = (!parsed.username().is_empty() || parsed.password().is_some()).then(|| {
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        format!(
+            "{}:{}",
+            decode(parsed.username()),
+            decode(parsed.password().unwrap_or(""))
+        )
+    });
+    let mut shown = parsed.clone();
+    // Cannot fail on an http URL with a host.
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
     Ok(HttpUrl {
-        url: parsed.to_string(),
+        url: shown.to_string(),
         host,
         port,
         path,
+        credentials,
     })
 }
 
@@ -154,11 +175,23 @@ impl Target {
         let url = parse_url(input)?;
         let addr = resolve(&url.host, url.port)?;
         let host_header = url.host_header();
+        let mut headers = std::borrow::Cow::Borrowed(&opts.headers);
+        if let Some(c) = &url.credentials
+            && !headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        {
+            use base64::Engine as _;
+            let basic = base64::engine::general_purpose::STANDARD.encode(c);
+            headers
+                .to_mut()
+                .push(("Authorization".to_string(), format!("Basic {basic}")));
+        }
         let request = encode_request(&RequestSpec {
             method: &opts.method,
             host: &host_header,
             path: &url.path,
-            headers: &opts.headers,
+            headers: &headers,
             body: opts.body.as_deref(),
             version: opts.version,
             keep_alive: opts.keep_alive,
@@ -216,6 +249,41 @@ mod tests {
         );
         let u = parse_url("http://[::1]:8080/").unwrap();
         assert_eq!(u.host_header(), "[::1]:8080");
+    }
+
+    #[test]
+    fn credentials_become_basic_authorization_and_leave_the_shown_url() {
+        let u = parse_url("http://us%20er:p%40ss@127.0.0.1:5555/x").unwrap();
+        assert_eq!(u.credentials.as_deref(), Some("us er:p@ss"));
+        assert_eq!(u.url, "http://127.0.0.1:5555/x");
+        let opts = RequestOptions {
+            method: "GET".into(),
+            headers: Vec::new(),
+            body: None,
+            version: crate::http::Version::Http11,
+            keep_alive: true,
+        };
+        let t = Target::new("http://Aladdin:open%20sesame@127.0.0.1:9/", &opts).unwrap();
+        let req = String::from_utf8(t.request.to_vec()).unwrap();
+        assert!(
+            req.contains("Authorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==\r\n"),
+            "{req}"
+        );
+        assert_eq!(t.url, "http://127.0.0.1:9/");
+        // An Authorization header given with -H wins.
+        let opts = RequestOptions {
+            headers: vec![("authorization".into(), "Bearer t".into())],
+            ..opts
+        };
+        let t = Target::new("http://a:b@127.0.0.1:9/", &opts).unwrap();
+        let req = String::from_utf8(t.request.to_vec()).unwrap();
+        assert!(!req.contains("Basic"), "{req}");
+        assert!(
+            parse_url("http://127.0.0.1/")
+                .unwrap()
+                .credentials
+                .is_none()
+        );
     }
 
     #[test]

@@ -10,16 +10,33 @@ use crate::error::FetchError;
 use crate::http::Version;
 use crate::target::{RequestOptions, Target};
 
+/// `-d`'s body: the text itself, or as in curl `@FILE` for a file's bytes
+/// (sent as they are, like curl's `--data-binary @FILE`) and `@-` for
+/// standard input.
+fn request_body(data: &str) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context as _;
+    match data.strip_prefix('@') {
+        Some("-") => {
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
+                .context("cannot read -d @- from standard input")?;
+            Ok(body)
+        }
+        Some(path) => std::fs::read(path).with_context(|| format!("cannot read -d @{path}")),
+        None => Ok(data.as_bytes().to_vec()),
+    }
+}
+
 /// Builds the request options shared by `get`'s targets.
-fn request_options(args: &GetArgs) -> RequestOptions {
+fn request_options(args: &GetArgs) -> anyhow::Result<RequestOptions> {
     let method = args
         .method
         .clone()
         .unwrap_or_else(|| if args.data.is_some() { "POST" } else { "GET" }.to_string());
-    RequestOptions {
+    Ok(RequestOptions {
         method,
         headers: args.request.headers.clone(),
-        body: args.data.as_ref().map(|d| d.as_bytes().to_vec()),
+        body: args.data.as_deref().map(request_body).transpose()?,
         version: if args.request.http10 {
             Version::Http10
         } else {
@@ -27,7 +44,7 @@ fn request_options(args: &GetArgs) -> RequestOptions {
         },
         // One request per connection: say so, and the server may close at once.
         keep_alive: false,
-    }
+    })
 }
 
 /// Writes one fetched response the way curl does (`-i` adds the head).
@@ -43,7 +60,7 @@ pub fn run(args: GetArgs) -> anyhow::Result<i32> {
     if args.output.is_some() && args.urls.len() != 1 {
         anyhow::bail!("-o FILE takes exactly one URL ({} given)", args.urls.len());
     }
-    let opts = request_options(&args);
+    let opts = request_options(&args)?;
     let conn = ConnOptions {
         timeout: Some(args.request.timeout),
         connect_timeout: Some(args.request.connect_timeout),
@@ -88,10 +105,10 @@ pub fn run(args: GetArgs) -> anyhow::Result<i32> {
         match result {
             Ok(f) => {
                 if let Some(path) = &args.output {
-                    if args.include {
-                        out.write_all(&f.head)?;
-                    }
-                    std::fs::write(path, &f.body)
+                    // As curl: with -i the head goes into the file too.
+                    let mut file = Vec::with_capacity(f.head.len() + f.body.len());
+                    print_response(&mut file, &f, args.include)?;
+                    std::fs::write(path, &file)
                         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
                 } else {
                     print_response(&mut out, &f, args.include)?;

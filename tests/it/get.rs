@@ -65,6 +65,22 @@ fn output_file_gets_the_body() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(std::fs::read(&file).unwrap(), b"<h1>foo!</h1>");
+    // With -i the head goes into the file too, as in curl; stdout stays empty.
+    let out = uringfetch(
+        &[
+            "get",
+            "-i",
+            "-o",
+            file.to_str().unwrap(),
+            &format!("http://{}/foo", server.addr),
+        ],
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "{}", stdout(&out));
+    let saved = String::from_utf8(std::fs::read(&file).unwrap()).unwrap();
+    assert!(saved.starts_with("HTTP/1.1 200"), "{saved}");
+    assert!(saved.ends_with("\r\n\r\n<h1>foo!</h1>"), "{saved}");
     let _ = std::fs::remove_dir_all(dir);
     server.shutdown();
 }
@@ -139,6 +155,26 @@ fn method_headers_and_body_reach_the_server() {
     );
     assert!(text.contains("X-Test: yes\r\n"), "{text}");
     assert!(text.ends_with("\r\n\r\nhello"), "{text}");
+    // -d @FILE sends the file's bytes, as curl does; a missing file is an error.
+    let dir = temp_dir("get-d");
+    let file = dir.join("body.bin");
+    std::fs::write(&file, b"line one\nline two\n").unwrap();
+    let at = format!("@{}", file.display());
+    let out = uringfetch(&["get", "-d", &at, &server.url("/")], LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("POST / HTTP/1.1\r\n"), "{text}");
+    assert!(text.contains("Content-Length: 18\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nline one\nline two\n"), "{text}");
+    let missing = format!("@{}", dir.join("nope").display());
+    let out = uringfetch(&["get", "-d", &missing, &server.url("/")], LIMIT);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot read -d @"),
+        "{}",
+        stderr(&out)
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
