@@ -324,3 +324,31 @@ fn oversize_and_malformed_heads_get_431_and_400() {
     stop.store(true, Ordering::Relaxed);
     check_watch(probe, "oversize and malformed heads");
 }
+
+/// A connection that got a big answer and went idle keeps little memory:
+/// the server once kept the output buffer the answer grew (73 KiB per idle
+/// connection after `/chunked/70000`, against about 5 KiB after `/bar`).
+#[test]
+fn idle_connections_do_not_keep_big_answers_buffers() {
+    const N: usize = 500;
+    let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let peer = serve();
+    let pid = peer.child.id();
+    let before = status_kib(pid, "VmRSS");
+    let conns: Vec<TcpStream> = (0..N)
+        .map(|_| {
+            let mut s = TcpStream::connect(peer.addr).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let status = exchange(&mut s, b"GET /chunked/70000 HTTP/1.1\r\nHost: t\r\n\r\n");
+            assert_eq!(status, 200);
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let per_conn = status_kib(pid, "VmRSS").saturating_sub(before) / N as u64;
+    assert!(
+        per_conn < 24,
+        "{per_conn} KiB per idle connection after a 70,000-byte chunked answer"
+    );
+    drop(conns);
+}

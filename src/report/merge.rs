@@ -317,24 +317,48 @@ fn add_modes(inputs: &[Input]) -> Mode {
     m
 }
 
-/// The per-second series of all inputs, aligned on their wall-clock starts.
-fn add_per_second(inputs: &[Input], earliest: Option<u64>) -> Vec<u64> {
+/// Inputs that started further apart than this get no merged per-second
+/// series (a client's clock is wrong, or these are not one test run): the
+/// series would be that many seconds long.
+const MAX_SERIES_SPREAD_S: u64 = 24 * 3600;
+
+/// The per-second series of all inputs on one wall-clock axis, one bucket
+/// per second from the earliest start. An input that started `f` of a
+/// second into a bucket has each of its seconds straddle two buckets: its
+/// count is split between them in those proportions (rounded, so the sum
+/// stays exactly the completed responses). `None` when the starts are more
+/// than [`MAX_SERIES_SPREAD_S`] apart.
+fn add_per_second(inputs: &[Input], earliest: Option<u64>) -> Option<Vec<u64>> {
+    const SECOND: u64 = 1_000_000_000;
     let mut out: Vec<u64> = Vec::new();
     for i in inputs {
-        let offset = i
+        let offset_ns = i
             .summary
             .started_at_unix_ns
             .zip(earliest)
-            .map_or(0, |(t, e)| (t.saturating_sub(e) / 1_000_000_000) as usize);
-        let series = &i.summary.per_second;
-        if out.len() < offset + series.len() {
-            out.resize(offset + series.len(), 0);
+            .map_or(0, |(t, e)| t.saturating_sub(e));
+        if offset_ns / SECOND > MAX_SERIES_SPREAD_S {
+            return None;
         }
-        for (k, v) in series.iter().enumerate() {
-            out[offset + k] += v;
+        let (whole, frac) = ((offset_ns / SECOND) as usize, offset_ns % SECOND);
+        let series = &i.summary.per_second;
+        if out.len() < whole + series.len() {
+            out.resize(whole + series.len(), 0);
+        }
+        for (k, &v) in series.iter().enumerate() {
+            // The part of this second that falls in the next bucket.
+            let later = ((u128::from(v) * u128::from(frac) + u128::from(SECOND / 2))
+                / u128::from(SECOND)) as u64;
+            out[whole + k] += v - later;
+            if later > 0 {
+                if out.len() < whole + k + 2 {
+                    out.push(0);
+                }
+                out[whole + k + 1] += later;
+            }
         }
     }
-    out
+    Some(out)
 }
 
 /// Identity fields of the merged report: what all inputs share.
@@ -419,7 +443,8 @@ fn refuse_repeats(inputs: &[Input]) -> Result<(), String> {
         let key = (start, s.ended_at_unix_ns, host_of(i));
         if let Some(first) = seen.insert(key, &i.source) {
             return Err(format!(
-                "{first} and {} are the same run (host {}, started and ended on the same                  nanosecond): give each client's report once",
+                "{first} and {} are the same run (host {}, started and ended on the same \
+                 nanosecond): give each client's report once",
                 i.source,
                 host_of(i)
             ));
@@ -459,7 +484,13 @@ pub fn merge(inputs: &[Input]) -> Result<Merged, String> {
     };
     s.latency_us = Percentiles::of(&latency);
     s.connect_us = Percentiles::of(&connect);
-    s.per_second = add_per_second(inputs, earliest);
+    s.per_second = add_per_second(inputs, earliest).unwrap_or_else(|| {
+        warnings.push(format!(
+            "no per-second series: the runs started more than {} h apart",
+            MAX_SERIES_SPREAD_S / 3600
+        ));
+        Vec::new()
+    });
     s.cancelled = inputs.iter().any(|i| i.summary.cancelled);
     s.started_at = earliest.map(|t| rfc3339(from_unix_ns(t)));
     s.started_at_unix_ns = earliest;

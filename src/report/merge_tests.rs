@@ -127,6 +127,38 @@ fn merging_adds_histograms_exactly_and_counts_over_the_union_of_windows() {
 }
 
 #[test]
+fn per_second_series_are_split_at_their_true_offsets() {
+    let mut a = report("http://127.0.0.1:1/x", &[10], 0, 2000);
+    let mut b = report("http://127.0.0.1:1/x", &[10], 688, 2000);
+    b.host = "other".into();
+    a.per_second = vec![90, 100];
+    b.per_second = vec![90, 100];
+    let text = format!("{}{}", json(&a), json(&b));
+    let m = merge::merge(&merge::parse_documents("-", &text).unwrap()).unwrap();
+    // b's seconds straddle two buckets each, 0.312 s then 0.688 s:
+    // 90 -> 28 + 62, 100 -> 31 + 69.
+    assert_eq!(m.summary.per_second, vec![90 + 28, 100 + 62 + 31, 69]);
+    assert_eq!(m.summary.per_second.iter().sum::<u64>(), 380);
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+
+    // A client whose clock is two days off: no series, a warning, no
+    // two-day allocation.
+    let mut c = report("http://127.0.0.1:1/x", &[10], 2 * 86_400_000, 2000);
+    c.host = "skewed".into();
+    c.per_second = vec![5, 5];
+    let text = format!("{}{}", json(&a), json(&c));
+    let m = merge::merge(&merge::parse_documents("-", &text).unwrap()).unwrap();
+    assert!(m.summary.per_second.is_empty());
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("no per-second series")),
+        "{:?}",
+        m.warnings
+    );
+}
+
+#[test]
 fn the_same_report_twice_is_refused() {
     let a = report("http://127.0.0.1:1/x", &[10, 20], 0, 1000);
     let b = report("http://127.0.0.1:1/x", &[10, 20], 0, 1000);

@@ -78,7 +78,12 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
         },
     );
     let r = &s.requests;
-    let _ = writeln!(o, "  Success rate:   {:.2}%", s.success_rate * 100.0);
+    if s.requests.completed + s.requests.errors == 0 {
+        // Nothing finished (all in flight at the end): no rate to give.
+        let _ = writeln!(o, "  Success rate:   n/a (no request finished)");
+    } else {
+        let _ = writeln!(o, "  Success rate:   {:.2}%", s.success_rate * 100.0);
+    }
     let _ = writeln!(o, "  Total time:     {:.4} s", s.duration_s);
     let _ = writeln!(
         o,
