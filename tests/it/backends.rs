@@ -158,6 +158,58 @@ pub fn refused_is_counted(b: &[&str]) {
     assert_eq!(n(&v, "/errors/refused"), 20);
 }
 
+/// A listener whose accept queue is full and never drained: further
+/// connects stay in SYN_SENT (their SYNs are dropped) until given up.
+fn blackhole() -> (socket2::Socket, Vec<socket2::Socket>, String) {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    // Fill the queue (backlog 0 admits one) with connects of our own.
+    let fillers: Vec<Socket> = (0..2)
+        .map(|_| {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let _ = s.connect(&addr.into());
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    (listener, fillers, format!("http://{addr}/"))
+}
+
+/// Connects that get no answer end at --connect-timeout, counted as
+/// connect timeouts, and no connection is counted as opened.
+pub fn connect_timeouts_are_counted(b: &[&str]) {
+    let (_listener, _fillers, url) = blackhole();
+    let t = Instant::now();
+    let v = load(
+        b,
+        &[
+            "-n",
+            "4",
+            "-c",
+            "2",
+            "--connect-timeout",
+            "300ms",
+            "--timeout",
+            "5s",
+            &url,
+        ],
+    );
+    assert_eq!(n(&v, "/errors/connect_timeout"), 4, "{v}");
+    assert_eq!(n(&v, "/connections_opened"), 0, "{v}");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+}
+
 pub fn open_loop_rate(b: &[&str]) {
     let server = demo_server(Duration::ZERO);
     let v = load(
@@ -245,6 +297,10 @@ macro_rules! backend_suite {
             #[test] fn in_flight_at_deadline() { super::in_flight_at_deadline(B) }
             #[test] fn garbage_is_a_bad_response() { super::garbage_is_a_bad_response(B) }
             #[test] fn unbindable_source_is_counted() { super::unbindable_source_is_counted(B) }
+            #[test] fn connect_timeouts_are_counted() { super::connect_timeouts_are_counted(B) }
+            #[test] fn connect_timeouts_are_counted_with_bind() {
+                super::connect_timeouts_are_counted(&[B, &["--bind", "127.0.0.1"]].concat())
+            }
         }
     )*};
 }
