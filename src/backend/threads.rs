@@ -95,15 +95,30 @@ pub(crate) fn exchange(
     // `&TcpStream` reads and writes, so a connection shared with the worker
     // thread (which may shut it down) needs no lock.
     let mut stream = stream;
-    let _ = stream.set_write_timeout(remaining(deadline)?);
-    if let Err(e) = stream.write_all(&target.request) {
-        let err = match (timed_out(&e), limit) {
-            (true, Some(l)) => FetchError::timeout(l),
-            _ => FetchError::io(&e, peer),
-        };
-        return Err((err, false));
+    // Each write gets what is left of the deadline: a write timeout is per
+    // call, so one set for the whole request let every partial write start
+    // it afresh (an 8 MB body to a peer that never read took 3x --timeout).
+    let request = &target.request[..];
+    let mut sent = 0;
+    while sent < request.len() {
+        let _ = stream.set_write_timeout(remaining(deadline)?);
+        match stream.write(&request[sent..]) {
+            Ok(0) => {
+                let e = io::Error::from(io::ErrorKind::WriteZero);
+                return Err((FetchError::io(&e, peer), false));
+            }
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let err = match (timed_out(&e), limit) {
+                    (true, Some(l)) => FetchError::timeout(l),
+                    _ => FetchError::io(&e, peer),
+                };
+                return Err((err, false));
+            }
+        }
     }
-    io.written += target.request.len() as u64;
+    io.written += request.len() as u64;
     io.parser.reset(target.head_request);
     loop {
         let left = remaining(deadline).map_err(|(e, _)| (e, io.parser.started()))?;
@@ -237,9 +252,14 @@ impl Shared {
                 }
                 st = self.lock();
             }
+            // Wake at the deadline itself, not up to a tick after it.
+            let wait = self.ctx.plan.deadline().map_or(TICK, |d| {
+                d.saturating_duration_since(Instant::now())
+                    .clamp(Duration::from_millis(1), TICK)
+            });
             st = self
                 .cv
-                .wait_timeout(st, TICK)
+                .wait_timeout(st, wait)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
@@ -365,6 +385,12 @@ fn connection_thread(sh: &Shared, index: usize) {
         let result = one_request(sh, &mut slot, target);
         let now = Instant::now();
         match result {
+            Ok(_) if plan.is_over(now) => {
+                // Answered after the deadline (or Ctrl-C): in flight then,
+                // as the other backends count it.
+                sh.record(|r| r.in_flight += 1);
+                break;
+            }
             Ok((status, sent_at)) => {
                 let origin = plan.latency_origin(&ticket, sent_at);
                 sh.record(|r| r.response(status, origin, now));
@@ -383,6 +409,9 @@ fn connection_thread(sh: &Shared, index: usize) {
             }
         }
     }
+    // The run ends with this thread's last request; closing is teardown.
+    let end = Instant::now();
+    sh.record(|r| r.finished = r.finished.max(Some(end)));
     slot.close(sh);
     let cpu = Usage::thread_now().since(&before);
     sh.record(|r| {
