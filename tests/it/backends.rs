@@ -158,6 +158,40 @@ pub fn refused_is_counted(b: &[&str]) {
     assert_eq!(n(&v, "/errors/refused"), 20);
 }
 
+/// A request body the server never reads: --timeout ends the request on
+/// time though the body goes out in many partial writes (threads once
+/// restarted its write timeout with each, taking 3x the limit).
+pub fn timeout_holds_while_the_body_is_stuck(b: &[&str]) {
+    let server = RawServer::start(|s| {
+        std::thread::sleep(Duration::from_secs(3));
+        drop(s);
+    });
+    let dir = temp_dir("stuck-body");
+    let body = dir.join("body.bin");
+    std::fs::write(&body, vec![b'x'; 16 << 20]).unwrap();
+    let t = Instant::now();
+    let v = load(
+        b,
+        &[
+            "-n",
+            "1",
+            "-c",
+            "1",
+            "-m",
+            "POST",
+            "--body-file",
+            body.to_str().unwrap(),
+            "--timeout",
+            "300ms",
+            &server.url("/"),
+        ],
+    );
+    let took = t.elapsed();
+    assert_eq!(n(&v, "/errors/timeout"), 1, "{v}");
+    assert!(took < Duration::from_millis(900), "{took:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A listener whose accept queue is full and never drained: further
 /// connects stay in SYN_SENT (their SYNs are dropped) until given up.
 fn blackhole() -> (socket2::Socket, Vec<socket2::Socket>, String) {
@@ -298,6 +332,7 @@ macro_rules! backend_suite {
             #[test] fn garbage_is_a_bad_response() { super::garbage_is_a_bad_response(B) }
             #[test] fn unbindable_source_is_counted() { super::unbindable_source_is_counted(B) }
             #[test] fn connect_timeouts_are_counted() { super::connect_timeouts_are_counted(B) }
+            #[test] fn timeout_holds_while_the_body_is_stuck() { super::timeout_holds_while_the_body_is_stuck(B) }
             #[test] fn connect_timeouts_are_counted_with_bind() {
                 super::connect_timeouts_are_counted(&[B, &["--bind", "127.0.0.1"]].concat())
             }
