@@ -164,9 +164,23 @@ async fn connection<T: Transport>(w: Rc<Worker>) {
         if w.ctx.plan.is_over(Instant::now()) {
             break;
         }
+        // A request that must open a connection first waits for its
+        // connect turn before its --timeout starts, as uring-loop starts a
+        // request only when it can start the connect: behind 256 connects
+        // to a peer that drops SYNs, the others used to time out as
+        // requests, not as connects.
+        let permit = if conn.is_none() {
+            tokio::select! {
+                biased;
+                p = w.connecting.acquire() => p.ok(),
+                _ = stop.changed() => break,
+            }
+        } else {
+            None
+        };
         let target = w.ctx.target(ticket.seq);
         w.rec.borrow_mut().issue();
-        let request = one_request::<T>(&w, &mut conn, &mut ever_connected, target, &mut io);
+        let request = one_request::<T>(&w, &mut conn, &mut ever_connected, target, &mut io, permit);
         let outcome = tokio::select! {
             biased;
             r = with_limit(w.ctx.conn.timeout, FetchError::timeout, request) => Some(r),
@@ -210,6 +224,7 @@ async fn one_request<T: Transport>(
     ever_connected: &mut bool,
     target: &Target,
     io: &mut SlotIo,
+    mut permit: Option<tokio::sync::SemaphorePermit<'_>>,
 ) -> Result<(u16, Instant), FetchError> {
     for attempt in 0..2 {
         let reused = matches!(conn, Some(c) if c.peer == target.addr);
@@ -217,7 +232,10 @@ async fn one_request<T: Transport>(
             if let Some(old) = conn.take() {
                 T::abort(old.stream);
             }
-            let permit = w.connecting.acquire().await;
+            let permit = match permit.take() {
+                Some(p) => Some(p),
+                None => w.connecting.acquire().await.ok(),
+            };
             let t0 = Instant::now();
             let bind = w.ctx.bind_addr();
             let stream = connect::<T>(target.addr, bind, w.ctx.conn.connect_timeout).await?;
