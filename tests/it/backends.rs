@@ -341,3 +341,31 @@ macro_rules! backend_suite {
 }
 
 every_backend!(backend_suite);
+
+/// A server that sends a late `408` and closes each keep-alive connection
+/// 50 ms after answering: the hand-written loops notice the idle
+/// connection went bad (an armed receive, a readiness event) and open a
+/// fresh one, so the 408 is never taken for the next request's answer.
+/// (threads, the async backends and the 5.10 profile have nothing watching
+/// an idle connection and still do; see the commit that added this.)
+#[test]
+fn a_late_408_on_an_idle_connection_is_not_an_answer() {
+    let server = RawServer::start(|mut s| {
+        if read_head(&mut s).is_some() {
+            send(&mut s, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+            std::thread::sleep(Duration::from_millis(50));
+            send(
+                &mut s,
+                b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            );
+        }
+    });
+    for backend in ["uring-loop", "epoll-loop"] {
+        let v = load(
+            &["--backend", backend],
+            &["-n", "6", "-q", "10", "-c", "1", &server.url("/")],
+        );
+        assert_eq!(n(&v, "/status/200"), 6, "{backend}: {v}");
+        assert_eq!(n(&v, "/retries"), 0, "{backend}: {v}");
+    }
+}

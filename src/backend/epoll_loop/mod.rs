@@ -301,7 +301,13 @@ impl EventLoop {
         let addr = self.ctx.target(self.slots[i].job.ticket.seq).addr;
         let bind = self.ctx.bind_addr();
         let slot = &mut self.slots[i];
-        let reused = matches!(&slot.conn, Some((_, peer)) if *peer == addr);
+        let mut reused = matches!(&slot.conn, Some((_, peer)) if *peer == addr);
+        if reused && (slot.readable || slot.peer_closed) && idle_conn_spoiled(slot) {
+            // The server closed the idle connection or sent on it unasked
+            // (a late `408`): those bytes are no answer to this request.
+            // A fresh connection, as uring-loop's armed receive would see.
+            reused = false;
+        }
         slot.job.reused = reused;
         if reused {
             self.start_write(i, now);
@@ -562,5 +568,27 @@ impl EventLoop {
                 started: true,
             },
         );
+    }
+}
+
+/// Whether an idle keep-alive connection that an event marked readable or
+/// closed can no longer carry a request: the peer closed it, or sent bytes
+/// nobody asked for (read and dropped here). Costs a read only when an
+/// event came while the connection was idle.
+fn idle_conn_spoiled(slot: &mut Slot) -> bool {
+    use std::io::Read;
+    if slot.peer_closed {
+        return true;
+    }
+    let Some((stream, _)) = slot.conn.as_mut() else {
+        return true;
+    };
+    let mut scratch = [0u8; 512];
+    match stream.read(&mut scratch) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            slot.readable = false;
+            false
+        }
+        _ => true,
     }
 }
