@@ -208,9 +208,9 @@ pub fn run(
 /// deadline, so its workers can be done up to one interval (1/rate) early;
 /// the run still covers its whole window, as wrk2's does, or its rate
 /// would read high (`-q 0.4 -z 2s` ended after one request, 0.001 s, and
-/// reported 928 req/s). Waits until the deadline or Ctrl-C; returns how
-/// long the run has lasted then (zero for a count run, which ends with its
-/// last request).
+/// reported 928 req/s). Waits until the deadline or Ctrl-C; returns the
+/// window's length, or zero for a count run or after Ctrl-C (which end
+/// with their last request).
 fn wait_out_window(plan: &Plan) -> Duration {
     let Some(deadline) = plan.deadline() else {
         return Duration::ZERO;
@@ -221,7 +221,9 @@ fn wait_out_window(plan: &Plan) -> Duration {
             return deadline.saturating_duration_since(plan.start());
         }
         if plan.is_cancelled() {
-            return now.saturating_duration_since(plan.start());
+            // Ctrl-C: the run ended with its last request (the workers'
+            // own clock), not after their teardown.
+            return Duration::ZERO;
         }
         std::thread::sleep((deadline - now).min(Duration::from_millis(50)));
     }

@@ -19,6 +19,18 @@ pub const PAST_TOLERANCE: Duration = Duration::from_secs(1);
 /// `+0.5`), or unix seconds (`@1795698000`).
 pub fn parse_start_at(s: &str, now: SystemTime) -> Result<SystemTime, String> {
     let s = s.trim();
+    let at = parse_start_at_any(s, now)?;
+    // RFC 3339 (the reports' format) ends with year 9999.
+    if at >= UNIX_EPOCH + Duration::from_secs(LAST_RFC3339_SECOND + 1) {
+        return Err(format!("invalid --start-at '{s}': after the year 9999"));
+    }
+    Ok(at)
+}
+
+/// 9999-12-31T23:59:59Z in unix seconds.
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
+fn parse_start_at_any(s: &str, now: SystemTime) -> Result<SystemTime, String> {
     if let Some(rest) = s.strip_prefix('+') {
         return crate::cli::parse_duration(rest).and_then(|d| {
             now.checked_add(d)
@@ -72,9 +84,10 @@ fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
     Err("no time zone: end with Z or an offset like +01:00".into())
 }
 
-/// `2026-11-26T13:00:00.123456789Z`.
+/// `2026-11-26T13:00:00.123456789Z` (clamped to the year 9999, RFC 3339's last).
 pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_nanos(t).to_string()
+    let last = UNIX_EPOCH + Duration::from_secs(LAST_RFC3339_SECOND);
+    humantime::format_rfc3339_nanos(t.min(last)).to_string()
 }
 
 /// Nanoseconds since the unix epoch (0 before it; fits in u64 until 2554).
@@ -144,6 +157,8 @@ mod tests {
             "@-1",
             "",
             "@1e30",
+            "@1e12",
+            "@253402300800",
             "+18446744073709551615s",
         ] {
             assert!(parse_start_at(bad, UNIX_EPOCH).is_err(), "{bad}");

@@ -169,7 +169,8 @@ async fn connection<T: Transport>(w: Rc<Worker>) {
         // request only when it can start the connect: behind 256 connects
         // to a peer that drops SYNs, the others used to time out as
         // requests, not as connects.
-        let permit = if conn.is_none() {
+        let target = w.ctx.target(ticket.seq);
+        let permit = if !matches!(&conn, Some(c) if c.peer == target.addr) {
             tokio::select! {
                 biased;
                 p = w.connecting.acquire() => p.ok(),
@@ -178,7 +179,6 @@ async fn connection<T: Transport>(w: Rc<Worker>) {
         } else {
             None
         };
-        let target = w.ctx.target(ticket.seq);
         w.rec.borrow_mut().issue();
         let request = one_request::<T>(&w, &mut conn, &mut ever_connected, target, &mut io, permit);
         let outcome = tokio::select! {

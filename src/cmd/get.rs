@@ -117,7 +117,9 @@ pub fn run(args: GetArgs) -> anyhow::Result<i32> {
             Err(msg) => {
                 failures += 1;
                 out.flush()?;
-                crate::say!("uringfetch: {msg} ({url})");
+                // The URL as parsed, without credentials, when it parses.
+                let shown = crate::target::parse_url(url).map_or_else(|_| url.clone(), |u| u.url);
+                crate::say!("uringfetch: {msg} ({shown})");
             }
         }
     }

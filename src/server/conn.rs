@@ -195,6 +195,11 @@ impl Conn {
                 }
             }
             self.flush().await?;
+            // About to wait: an idle connection must not keep what a big
+            // answer grew (`/chunked/70000` left 73 KiB per idle connection).
+            if self.out.capacity() > INITIAL_BUF {
+                self.out = Vec::new();
+            }
             let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.cfg.idle_timeout);
             self.make_room_for_head();
             if self.read_more(deadline).await? == 0 {
@@ -449,9 +454,9 @@ impl Conn {
         out.extend_from_slice(b"\r\n");
     }
 
-    /// Writes and clears `out`, keeping its allocation for the next answer
-    /// only if it is small: an idle connection must not hold on to what a
-    /// big answer grew (`/chunked/70000` left 73 KiB per idle connection).
+    /// Writes and clears `out`, keeping its allocation for the rest of the
+    /// answer unless a big body made it large (`next_head` drops anything
+    /// over 4 KiB before the connection waits).
     async fn flush(&mut self) -> Result<(), Abort> {
         if self.out.is_empty() {
             return Ok(());
@@ -459,7 +464,7 @@ impl Conn {
         let out = std::mem::take(&mut self.out);
         let mut out = self.write_timed(out).await?;
         out.clear();
-        if out.capacity() <= INITIAL_BUF {
+        if out.capacity() <= 2 * WRITE_CHUNK {
             self.out = out;
         }
         Ok(())

@@ -135,6 +135,8 @@ struct Loop<'a> {
     /// next io_uring_enter has submitted what is queued (see
     /// [`Loop::close`]).
     closing: Vec<libc::c_int>,
+    /// `drain` handed the open connections to the kernel without waiting.
+    handed_off: bool,
     /// `get`: the response of each ticket, by sequence number.
     collect: Option<Collected>,
 }
@@ -243,6 +245,7 @@ impl<'a> Loop<'a> {
             cqes: Vec::with_capacity(1024),
             responses: Vec::with_capacity(pipeline),
             closing: Vec::new(),
+            handed_off: false,
             last_completions: 0,
             steady_after: Instant::now(),
             pace: pace::Pace::new(
@@ -392,6 +395,10 @@ impl<'a> Loop<'a> {
         let fd = if self.features.direct_descriptors {
             i as libc::c_int
         } else {
+            // Sockets closed this pass are still open (see `close`): let
+            // them go before opening more, or churn at -c near the
+            // open-file limit would hold c + a pass of connects.
+            self.flush_closing();
             let bind = self.ctx.bind_addr();
             match slot::open_socket(addr, bind) {
                 Ok(fd) => fd,
@@ -622,6 +629,18 @@ impl<'a> Loop<'a> {
         }
     }
 
+    /// Submits what is queued, then closes the sockets waiting for that
+    /// (see [`Loop::close`]); keeps them if anything stays unsubmitted.
+    fn flush_closing(&mut self) {
+        if self.closing.is_empty() {
+            return;
+        }
+        let _ = self.ring.submit();
+        if self.ring.submission().is_empty() {
+            slot::close_all(&mut self.closing);
+        }
+    }
+
     /// Returns a slot whose request cycle is over to the free list.
     fn release(&mut self, i: usize) {
         let s = &mut self.slots[i];
@@ -702,10 +721,15 @@ impl<'a> Loop<'a> {
         }
         if self.inflight_ops > 0 {
             // Plain receives (5.10 profile) still armed write into their
-            // slot's own buffer: those are never freed either. Multishot
-            // receives have none (empty vectors).
+            // slot's own buffer: those are never freed either. After a
+            // hand-off (`drain`) the armed ones are the slots still marked
+            // so; after a drain that gave up, any may be. Multishot
+            // receives have no such buffer (empty vectors).
+            let handed_off = self.handed_off;
             for s in &mut self.slots {
-                std::mem::forget(std::mem::take(&mut s.buf));
+                if s.recv_armed || !handed_off {
+                    std::mem::forget(std::mem::take(&mut s.buf));
+                }
             }
         }
         let rec = std::mem::replace(&mut self.rec, Recorder::new(self.ctx.plan.start()));

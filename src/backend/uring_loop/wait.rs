@@ -101,8 +101,11 @@ impl Loop<'_> {
             }
             self.ring.submit_and_wait(1)
         };
-        // What was queued is submitted: its descriptors are resolved.
-        slot::close_all(&mut self.closing);
+        // What was queued is submitted, its descriptors resolved; unless the
+        // kernel refused it (EBUSY, EAGAIN): then the sockets wait longer.
+        if self.ring.submission().is_empty() {
+            slot::close_all(&mut self.closing);
+        }
         match result {
             Ok(_) => Ok(()),
             Err(e)
@@ -152,6 +155,7 @@ impl Loop<'_> {
                 s.fd = -1;
             }
             slot::close_all(&mut self.closing);
+            self.handed_off = true;
             return;
         }
         for i in 0..self.slots.len() {
