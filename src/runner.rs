@@ -208,22 +208,26 @@ pub fn run(
 /// deadline, so its workers can be done up to one interval (1/rate) early;
 /// the run still covers its whole window, as wrk2's does, or its rate
 /// would read high (`-q 0.4 -z 2s` ended after one request, 0.001 s, and
-/// reported 928 req/s). Waits until the deadline or Ctrl-C; returns the
-/// window's length, or zero for a count run or after Ctrl-C (which end
-/// with their last request).
+/// reported 928 req/s). Waits until the deadline or Ctrl-C; returns how
+/// long the window lasted: zero for a count run or a run Ctrl-C stopped
+/// (both end with their last request).
 fn wait_out_window(plan: &Plan) -> Duration {
     let Some(deadline) = plan.deadline() else {
         return Duration::ZERO;
     };
+    if plan.is_cancelled() {
+        // Ctrl-C stopped the workers: the run ended with its last request
+        // (their own clock), not after their teardown.
+        return Duration::ZERO;
+    }
     loop {
         let now = Instant::now();
         if now >= deadline {
             return deadline.saturating_duration_since(plan.start());
         }
         if plan.is_cancelled() {
-            // Ctrl-C: the run ended with its last request (the workers'
-            // own clock), not after their teardown.
-            return Duration::ZERO;
+            // Ctrl-C while waiting out the window: it ran until now.
+            return now.saturating_duration_since(plan.start());
         }
         std::thread::sleep((deadline - now).min(Duration::from_millis(50)));
     }
