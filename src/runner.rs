@@ -61,29 +61,24 @@ pub fn default_threads() -> usize {
 /// `sockets` is how many it holds at once; `option` the setting that sets
 /// it (`-c 20000`), named in the advice.
 pub fn check_fd_limit(sockets: usize, option: &str) -> Result<(), String> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the valid pointer we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+    use crate::doctor::limits::Rlimit;
+    // Unknown or unlimited: nothing to check against.
+    let Some(Rlimit {
+        soft: Some(soft),
+        hard,
+    }) = Rlimit::get(libc::RLIMIT_NOFILE)
+    else {
         return Ok(());
-    }
+    };
     // Descriptors for the rings, stdio, the binary and a margin.
     const RESERVED: u64 = 64;
     let needed = sockets as u64 + RESERVED;
-    if lim.rlim_cur != libc::RLIM_INFINITY && needed > lim.rlim_cur {
+    if needed > soft {
         let flag = option.split(' ').next().unwrap_or(option);
         return Err(format!(
-            "{option} needs about {needed} open files but the limit (RLIMIT_NOFILE) is {}: \
-             raise it with `ulimit -n {}` (hard limit {}) or lower {flag}",
-            lim.rlim_cur,
-            needed,
-            if lim.rlim_max == libc::RLIM_INFINITY {
-                "unlimited".to_string()
-            } else {
-                lim.rlim_max.to_string()
-            },
+            "{option} needs about {needed} open files but the limit (RLIMIT_NOFILE) is {soft}: \
+             raise it with `ulimit -n {needed}` (hard limit {}) or lower {flag}",
+            hard.map_or_else(|| "unlimited".to_string(), |h| h.to_string()),
         ));
     }
     Ok(())

@@ -151,6 +151,12 @@ pub fn parse_url(input: &str) -> Result<HttpUrl, TargetError> {
     })
 }
 
+/// A URL as messages and reports show it: parsed, so without any
+/// `user:password`; the input itself if it does not parse.
+pub fn shown_url(input: &str) -> String {
+    parse_url(input).map_or_else(|_| input.to_string(), |u| u.url)
+}
+
 /// Resolves a host name; IPv4 addresses are preferred, as most servers listen there.
 pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, TargetError> {
     let err = |reason: String| TargetError::Resolve {
@@ -256,13 +262,7 @@ mod tests {
         let u = parse_url("http://us%20er:p%40ss@127.0.0.1:5555/x").unwrap();
         assert_eq!(u.credentials.as_deref(), Some("us er:p@ss"));
         assert_eq!(u.url, "http://127.0.0.1:5555/x");
-        let opts = RequestOptions {
-            method: "GET".into(),
-            headers: Vec::new(),
-            body: None,
-            version: crate::http::Version::Http11,
-            keep_alive: true,
-        };
+        let opts = RequestOptions::default();
         let t = Target::new("http://Aladdin:open%20sesame@127.0.0.1:9/", &opts).unwrap();
         let req = String::from_utf8(t.request.to_vec()).unwrap();
         assert!(

@@ -61,8 +61,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
     };
     let scenarios = match (&args.url, &server) {
         (Some(url), _) => vec![Scenario {
-            // As parsed: without any user:password the URL holds.
-            label: crate::target::parse_url(url).map_or_else(|_| url.clone(), |u| u.url),
+            label: crate::target::shown_url(url),
             url: url.clone(),
             connections: args.connections.clone(),
             stop,

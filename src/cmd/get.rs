@@ -117,8 +117,7 @@ pub fn run(args: GetArgs) -> anyhow::Result<i32> {
             Err(msg) => {
                 failures += 1;
                 out.flush()?;
-                // The URL as parsed, without credentials, when it parses.
-                let shown = crate::target::parse_url(url).map_or_else(|_| url.clone(), |u| u.url);
+                let shown = crate::target::shown_url(url);
                 crate::say!("uringfetch: {msg} ({shown})");
             }
         }

@@ -27,13 +27,7 @@ fn report(url: &str, latencies: &[u64], start_ms: u64, ms: u64) -> Summary {
     r.issue();
     r.error(crate::error::ErrorKind::Reset, "reset by peer");
     r.connected(Duration::from_micros(40), false);
-    let opts = RequestOptions {
-        method: "GET".into(),
-        headers: Vec::new(),
-        body: None,
-        version: crate::http::Version::Http11,
-        keep_alive: true,
-    };
+    let opts = RequestOptions::default();
     let config = LoadConfig {
         backend: BackendKind::UringAsync,
         targets: Arc::new(vec![Target::new(url, &opts).unwrap()]),

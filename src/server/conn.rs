@@ -19,7 +19,8 @@
 //! Memory per idle connection is one 4 KiB read buffer (grown only while a
 //! head larger than that is being received, up to `max_head_bytes + 1`, and
 //! shrunk back once consumed) plus an output buffer that is empty between
-//! answers and keeps at most 4 KiB of allocation. Large bodies are written from a static pattern, never allocated.
+//! answers and keeps at most 4 KiB of allocation. Large bodies are written
+//! from a static pattern, never allocated.
 
 use std::net::Shutdown;
 use std::rc::Rc;

@@ -443,22 +443,28 @@ impl<'a> Loop<'a> {
         self.push(entry, true);
     }
 
-    /// The bytes of the slot's current write: the request, or its
-    /// pipelined copies, one per awaited ticket.
-    fn request_bytes(&self, i: usize) -> &[u8] {
-        let s = &self.slots[i];
-        let target = &self.ctx.targets[s.target];
+    /// What the slot's writes are cut from: its target's request, or the
+    /// request repeated `pipeline` times.
+    fn write_source(&self, i: usize) -> &[u8] {
+        let t = self.slots[i].target;
         if self.pipeline > 1 {
-            let end = (target.request.len() * s.tickets.len()).min(self.pipelined[s.target].len());
-            &self.pipelined[s.target][..end]
+            &self.pipelined[t]
         } else {
-            &target.request
+            &self.ctx.targets[t].request
         }
+    }
+
+    /// The length of the slot's next write: the request once per awaited
+    /// ticket.
+    fn write_len(&self, i: usize) -> usize {
+        let s = &self.slots[i];
+        let one = self.ctx.targets[s.target].request.len();
+        (one * s.tickets.len()).min(self.write_source(i).len())
     }
 
     /// Starts the slot's request: resets the parser and queues the write.
     fn send(&mut self, i: usize, now: Instant) {
-        let total = self.request_bytes(i).len();
+        let total = self.write_len(i);
         let head_request = self.ctx.targets[self.slots[i].target].head_request;
         let s = &mut self.slots[i];
         if !s.is_busy() {
@@ -482,15 +488,10 @@ impl<'a> Loop<'a> {
     /// completion at all (CQE_SKIP_SUCCESS).
     fn queue_send(&mut self, i: usize) {
         let s = &self.slots[i];
-        // From the write's own length, fixed when it started: pipelined
+        // Up to the write's own length, fixed when it started: pipelined
         // responses that arrive meanwhile shorten `tickets`, and with it
-        // what `request_bytes` would give now.
-        let whole = if self.pipeline > 1 {
-            &self.pipelined[s.target][..s.send_total]
-        } else {
-            &self.ctx.targets[s.target].request[..]
-        };
-        let bytes = &whole[s.send_done.min(s.send_total)..];
+        // what `write_len` would give now.
+        let bytes = &self.write_source(i)[s.send_done.min(s.send_total)..s.send_total];
         let skip = self.features.silent_sends();
         let mut flags = libc::MSG_NOSIGNAL;
         if self.features.send_waitall {
@@ -636,6 +637,13 @@ impl<'a> Loop<'a> {
             return;
         }
         let _ = self.ring.submit();
+        self.close_submitted();
+    }
+
+    /// Closes the sockets waiting in `closing` once nothing queued can
+    /// still name them: the submission queue is empty (the kernel took it,
+    /// not refused it with EBUSY or EAGAIN).
+    pub(super) fn close_submitted(&mut self) {
         if self.ring.submission().is_empty() {
             slot::close_all(&mut self.closing);
         }

@@ -101,11 +101,8 @@ impl Loop<'_> {
             }
             self.ring.submit_and_wait(1)
         };
-        // What was queued is submitted, its descriptors resolved; unless the
-        // kernel refused it (EBUSY, EAGAIN): then the sockets wait longer.
-        if self.ring.submission().is_empty() {
-            slot::close_all(&mut self.closing);
-        }
+        // What was queued is submitted, its descriptors resolved.
+        self.close_submitted();
         match result {
             Ok(_) => Ok(()),
             Err(e)
