@@ -31,6 +31,7 @@ pub mod plan;
 pub mod report;
 pub mod runner;
 pub mod server;
+pub(crate) mod session;
 pub mod stats;
 pub mod target;
 pub mod wallclock;

@@ -52,6 +52,8 @@ pub struct Plan {
     start: OnceLock<Instant>,
     handed_out: AtomicU64,
     cancelled: AtomicBool,
+    /// When Ctrl-C ended the run.
+    cancelled_at: OnceLock<Instant>,
 }
 
 impl Plan {
@@ -65,6 +67,7 @@ impl Plan {
             start: OnceLock::new(),
             handed_out: AtomicU64::new(0),
             cancelled: AtomicBool::new(false),
+            cancelled_at: OnceLock::new(),
         })
     }
 
@@ -98,6 +101,7 @@ impl Plan {
 
     /// Ends the run early (Ctrl-C): no further tickets.
     pub fn cancel(&self) {
+        let _ = self.cancelled_at.set(Instant::now());
         self.cancelled.store(true, Ordering::Release);
     }
 
@@ -133,15 +137,53 @@ impl Plan {
         };
         let intended = match self.rate {
             Rate::Closed => now,
-            // A time past what `Instant` holds can never come: no ticket.
-            Rate::Open(rate) => Duration::try_from_secs_f64(seq as f64 / rate)
-                .ok()
-                .and_then(|d| self.start().checked_add(d))?,
+            Rate::Open(rate) => self.scheduled_at(seq, rate)?,
         };
         if self.deadline().is_some_and(|deadline| intended >= deadline) {
             return None;
         }
         Some(Ticket { seq, intended })
+    }
+
+    /// When open-loop ticket `seq` is due; `None` for a time past what
+    /// `Instant` holds, which can never come.
+    fn scheduled_at(&self, seq: u64, rate: f64) -> Option<Instant> {
+        Duration::try_from_secs_f64(seq as f64 / rate)
+            .ok()
+            .and_then(|d| self.start().checked_add(d))
+    }
+
+    /// Open loop: the tickets due before `end` (or the deadline, or
+    /// Ctrl-C, whichever came first) that no connection took, because the
+    /// client fell behind its schedule (every connection busy with slower
+    /// responses). They belong in the report as much as the ones sent
+    /// late. Zero in a closed loop.
+    pub fn unsent(&self, end: Instant) -> u64 {
+        let Rate::Open(rate) = self.rate else {
+            return 0;
+        };
+        let mut end = end;
+        for bound in [self.deadline(), self.cancelled_at.get().copied()]
+            .into_iter()
+            .flatten()
+        {
+            end = end.min(bound);
+        }
+        let due_before_end = |seq: u64| self.scheduled_at(seq, rate).is_some_and(|t| t < end);
+        // Tickets 0..due are due: start from the estimate and settle it
+        // with the same arithmetic that hands tickets out.
+        let span = end.saturating_duration_since(self.start()).as_secs_f64();
+        let mut due = (span * rate).ceil().clamp(0.0, u64::MAX as f64) as u64;
+        while due > 0 && !due_before_end(due - 1) {
+            due -= 1;
+        }
+        while due < u64::MAX && due_before_end(due) {
+            due += 1;
+        }
+        if let Stop::Count(n) = self.stop {
+            due = due.min(n);
+        }
+        due.saturating_sub(self.handed_out())
     }
 
     /// Where a request's latency is measured from. Open loop: the ticket's
@@ -234,6 +276,26 @@ mod tests {
         let plan = Plan::new(Stop::Count(2), Rate::Open(1e-19));
         assert_eq!(plan.next_ticket().map(|t| t.seq), Some(0));
         assert!(plan.next_ticket().is_none());
+    }
+
+    #[test]
+    fn unsent_counts_due_tickets_nobody_took() {
+        let start = Instant::now();
+        let plan = Plan::starting_at(
+            Stop::Duration(Duration::from_secs(3)),
+            Rate::Open(200.0),
+            start,
+        );
+        for _ in 0..24 {
+            plan.next_ticket_at(start);
+        }
+        // 600 due before the deadline, 24 taken.
+        assert_eq!(plan.unsent(start + Duration::from_secs(10)), 576);
+        assert_eq!(plan.unsent(start + Duration::from_millis(500)), 76);
+        let closed = Plan::starting_at(Stop::Count(10), Rate::Closed, start);
+        assert_eq!(closed.unsent(start + Duration::from_secs(1)), 0);
+        let count = Plan::starting_at(Stop::Count(10), Rate::Open(1000.0), start);
+        assert_eq!(count.unsent(start + Duration::from_secs(1)), 10);
     }
 
     #[test]

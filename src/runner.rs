@@ -1,13 +1,16 @@
-//! Runs a load test: splits the connections over worker threads, starts one
-//! backend worker per thread on a shared [`Plan`], and merges what they
-//! recorded. Used by `load`, `compare` and `demo` alike.
+//! Runs a load test: splits the connections over worker threads, sets one
+//! backend worker up per thread, starts them together on a shared [`Plan`]
+//! once every one is ready, and merges what they recorded. Used by `load`,
+//! `compare` and `demo` alike; `get` is [`fetch`], the same machinery with
+//! a sink that keeps responses.
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::backend::{self, BackendKind, ConnOptions, Live, StartGate, WorkerCtx};
-use crate::error::FetchError;
+use crate::backend::{self, BackendKind, ConnOptions, Live, WorkerCtx};
+use crate::error::{ErrorKind, FetchError};
 use crate::plan::{Plan, Rate, Stop};
+use crate::session::{Collector, Fetch, LoadSink};
 use crate::stats::Recorder;
 use crate::stats::resources::{self, Usage};
 use crate::stats::syscalls::SyscallCounter;
@@ -84,6 +87,125 @@ pub fn check_fd_limit(sockets: usize, option: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Holds the workers until every one is set up, so that setup (rings,
+/// runtimes, a thousand threads) is not measured as part of the run; a
+/// worker whose setup failed (or panicked) calls the run off for all.
+#[derive(Debug, Default)]
+struct StartGate {
+    state: Mutex<GateState>,
+    cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    arrived: usize,
+    failed: bool,
+    open: bool,
+}
+
+impl StartGate {
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A worker's setup ended (`ok`: it can run). Blocks until the gate
+    /// opens; whether to run.
+    fn arrive(&self, ok: bool) -> bool {
+        let mut st = self.lock();
+        st.arrived += 1;
+        st.failed |= !ok;
+        self.cv.notify_all();
+        while !st.open {
+            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        !st.failed
+    }
+
+    /// Waits until `workers` have arrived, or one failed; then lets them
+    /// all go. Whether the run is on.
+    fn open_when_ready(&self, workers: usize) -> bool {
+        let mut st = self.lock();
+        while st.arrived < workers && !st.failed {
+            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.open = true;
+        self.cv.notify_all();
+        !st.failed
+    }
+}
+
+/// Reports a worker that panicked before its setup ended as failed, so
+/// the gate does not wait for it.
+struct Arrival<'a> {
+    gate: &'a StartGate,
+    arrived: bool,
+}
+
+impl Arrival<'_> {
+    fn arrive(mut self, ok: bool) -> bool {
+        self.arrived = true;
+        self.gate.arrive(ok)
+    }
+}
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        if !self.arrived {
+            let mut st = self.gate.lock();
+            st.arrived += 1;
+            st.failed = true;
+            self.gate.cv.notify_all();
+        }
+    }
+}
+
+/// What a worker thread hands back.
+type WorkerResult = Result<Recorder, FetchError>;
+
+/// Runs one worker thread: setup, the gate, then its sessions.
+fn worker(
+    kind: BackendKind,
+    ctx: &WorkerCtx,
+    gate: &StartGate,
+    live: Arc<Live>,
+) -> (WorkerResult, Option<SyscallCounter>) {
+    let arrival = Arrival {
+        gate,
+        arrived: false,
+    };
+    let mut counter = SyscallCounter::start();
+    let before = Usage::thread_now();
+    let prepared = backend::prepare(kind, ctx);
+    let go = arrival.arrive(prepared.is_ok());
+    let result = match prepared {
+        Err(e) => Err(e),
+        // Another worker failed: its error is the run's.
+        Ok(_) if !go => Err(FetchError::new(ErrorKind::Other, CALLED_OFF)),
+        Ok(p) => {
+            let sink = LoadSink::new(Recorder::new(ctx.plan.start()), live);
+            p.run(ctx, sink).map(|sink| {
+                let mut rec = sink.rec;
+                rec.cpu += Usage::thread_now().since(&before);
+                rec.syscalls = counter
+                    .as_mut()
+                    .map_err(|e| e.clone())
+                    .and_then(|c| c.read());
+                rec
+            })
+        }
+    };
+    if result.is_err() {
+        // The other workers must not run on alone.
+        ctx.plan.cancel();
+    }
+    // Closing a tracepoint counter takes tens of milliseconds: hand it
+    // back so it is closed after the run is timed.
+    (result, counter.ok())
+}
+
+/// The error of a worker that did not run because another one failed.
+const CALLED_OFF: &str = "the run was called off";
+
 /// Runs the test with a plan starting now. `live` lets a progress bar
 /// watch; `plan_hook` receives the plan so Ctrl-C can cancel it.
 pub fn run(
@@ -98,54 +220,34 @@ pub fn run(
     plan_hook(plan.clone());
     let gate = Arc::new(StartGate::default());
     let bind_cursor: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+    let wire = backend::wire(&config.targets, config.conn.pipeline);
     let handles: Vec<_> = split
         .iter()
         .enumerate()
         .map(|(index, &connections)| {
-            let ctx = WorkerCtx {
-                index,
+            let ctx = WorkerCtx::new(
                 connections,
-                bind_cursor: bind_cursor.clone(),
-                plan: plan.clone(),
-                targets: config.targets.clone(),
-                conn: config.conn.clone(),
-                live: live.clone(),
-                gate: gate.clone(),
-            };
-            let kind = config.backend;
-            let plan = plan.clone();
+                plan.clone(),
+                config.targets.clone(),
+                wire.clone(),
+                config.conn.clone(),
+                bind_cursor.clone(),
+            );
+            let (kind, gate, live) = (config.backend, gate.clone(), live.clone());
             std::thread::Builder::new()
                 .name(format!("uringfetch-w{index}"))
-                .spawn(move || {
-                    let mut counter = SyscallCounter::start();
-                    let before = Usage::thread_now();
-                    let result = backend::run_worker(kind, ctx).map(|mut rec| {
-                        rec.cpu += Usage::thread_now().since(&before);
-                        rec.syscalls = counter
-                            .as_mut()
-                            .map_err(|e| e.clone())
-                            .and_then(|c| c.read());
-                        rec
-                    });
-                    if result.is_err() {
-                        // The other workers must not run on alone.
-                        plan.cancel();
-                    }
-                    // Closing a tracepoint counter takes tens of milliseconds:
-                    // hand it back so it is closed after the run is timed.
-                    (result, counter.ok())
-                })
+                .spawn(move || worker(kind, &ctx, &gate, live))
         })
         .collect();
     let spawned = handles.iter().filter(|h| h.is_ok()).count();
-    gate.open_when_ready(spawned);
+    let on = gate.open_when_ready(spawned);
     let start = plan.start();
     // The same moment on the wall clock, read once right after the start.
     let wall_start = SystemTime::now()
         .checked_sub(start.elapsed())
         .unwrap_or_else(SystemTime::now);
     let mut merged = Recorder::new(start);
-    let mut failure = None;
+    let mut failure: Option<FetchError> = None;
     let mut counters = Vec::new();
     for h in handles {
         let result = match h {
@@ -155,12 +257,12 @@ pub fn run(
                     result
                 }
                 Err(_) => Err(FetchError::new(
-                    crate::error::ErrorKind::Other,
+                    ErrorKind::Other,
                     "a worker thread panicked",
                 )),
             },
             Err(e) => Err(FetchError::new(
-                crate::error::ErrorKind::Other,
+                ErrorKind::Other,
                 format!("cannot start a worker thread: {e}"),
             )),
         };
@@ -169,9 +271,15 @@ pub fn run(
             Err(e) => {
                 // Other workers must not run on alone.
                 plan.cancel();
-                failure.get_or_insert(e);
+                // A worker that stood down for another's failure is not the cause.
+                if failure.as_ref().is_none_or(|f| f.message == CALLED_OFF) {
+                    failure = Some(e);
+                }
             }
         }
+    }
+    if !on && failure.is_none() {
+        failure = Some(FetchError::new(ErrorKind::Other, CALLED_OFF));
     }
     // The run ends with its last request; tearing connections down after
     // that is cleanup, not run time.
@@ -185,6 +293,7 @@ pub fn run(
     if let Some(e) = failure {
         return Err(e);
     }
+    merged.count_unsent(plan.unsent(start + elapsed));
     let mut usage = Usage::now().since(&usage_before);
     if peak_reset && let Some(peak) = resources::peak_rss_kb() {
         usage.max_rss_kb = peak;
@@ -197,6 +306,35 @@ pub fn run(
         usage,
         cancelled: plan.is_cancelled(),
     })
+}
+
+/// Fetches each target once on `connections` connections (each URL on a
+/// connection of its own when there are as many; one after another on one
+/// for `get --sequential`): the run machinery with a sink that keeps each
+/// response. Results in target order.
+pub fn fetch(
+    kind: BackendKind,
+    targets: &[Target],
+    conn: &ConnOptions,
+    connections: usize,
+) -> Result<Vec<Fetch>, FetchError> {
+    let n = targets.len();
+    let conn = ConnOptions {
+        pipeline: 1,
+        ..conn.clone()
+    };
+    let targets = Arc::new(targets.to_vec());
+    let ctx = WorkerCtx::new(
+        connections.clamp(1, n.max(1)),
+        Plan::new(Stop::Count(n as u64), Rate::Closed),
+        targets.clone(),
+        backend::wire(&targets, 1),
+        Arc::new(conn),
+        Arc::default(),
+    );
+    let prepared = backend::prepare(kind, &ctx)?;
+    let collected = prepared.run(&ctx, Collector::new(n))?;
+    Ok(collected.into_results())
 }
 
 /// An open-loop `-z` run hands out no ticket whose time falls past the

@@ -209,7 +209,9 @@ impl Target {
             path: url.path,
             addr,
             request: Bytes::from(request),
-            head_request: opts.method.eq_ignore_ascii_case("HEAD"),
+            // Methods are case-sensitive (RFC 9110 §9.1): `head` is not HEAD,
+            // and its response has the body its headers announce.
+            head_request: opts.method == "HEAD",
         })
     }
 }

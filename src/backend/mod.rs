@@ -1,14 +1,16 @@
-//! The I/O models, one file each, behind one worker contract.
+//! The I/O models, one file (or folder) each, behind one worker contract.
 //!
-//! A backend does I/O and nothing else. A load worker gets a [`WorkerCtx`]:
-//! its share of the connections, the shared [`Plan`] it asks for tickets, and
-//! the encoded targets; it returns the [`Recorder`] it filled. It never
-//! decides when to stop, how fast to go, how to parse HTTP or how to count.
+//! A backend is a driver of [`crate::session::Session`]s and does I/O and
+//! nothing else: it performs what each session wants (connect, send,
+//! receive, wait) with its own I/O model and feeds back what happened. It
+//! never decides when to stop, how fast to go, how to parse HTTP, when to
+//! retry or how to count. A worker is set up first ([`prepare`]), so that
+//! the runner can start every worker's clock together, then run with a
+//! [`Sink`] that receives the outcomes.
 
 pub mod epoll_async;
 pub mod epoll_loop;
-mod exchange;
-mod tasks;
+mod futures;
 pub mod threads;
 pub mod uring_async;
 pub mod uring_loop;
@@ -21,10 +23,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::error::FetchError;
 use crate::http::Response;
 use crate::plan::Plan;
-use crate::stats::Recorder;
+use crate::session::{ConnectTurns, Sink};
 use crate::target::Target;
 
 /// Which I/O model runs the workload. The names say what each one is.
@@ -66,6 +70,14 @@ impl BackendKind {
     pub fn uses_io_uring(self) -> bool {
         matches!(self, BackendKind::UringAsync | BackendKind::UringLoop)
     }
+
+    /// Whether this backend writes a pipelined batch while it receives
+    /// (`--pipeline`): the hand-written completion loop does; the others
+    /// send a batch, then read its responses, which a server that answers
+    /// while the batch is still arriving could deadlock.
+    pub fn can_pipeline(self) -> bool {
+        matches!(self, BackendKind::UringLoop)
+    }
 }
 
 impl std::fmt::Display for BackendKind {
@@ -103,73 +115,55 @@ impl Default for ConnOptions {
     }
 }
 
-/// Holds the workers until all of them are set up, so that setup (rings,
-/// runtimes, a thousand threads) is not measured as part of the run.
-#[derive(Debug, Default)]
-pub struct StartGate {
-    state: std::sync::Mutex<(usize, bool)>,
-    cv: std::sync::Condvar,
-}
-
-impl StartGate {
-    /// A worker is ready; blocks until the runner opens the gate.
-    pub fn ready_and_wait(&self) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.0 += 1;
-        self.cv.notify_all();
-        while !st.1 {
-            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-
-    /// Waits until `workers` are ready, then lets them all go.
-    pub fn open_when_ready(&self, workers: usize) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        while st.0 < workers {
-            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
-        st.1 = true;
-        self.cv.notify_all();
-    }
-}
-
-/// Live counters the progress bar reads while workers run.
+/// Live counters a progress view reads while workers run.
 #[derive(Debug, Default)]
 pub struct Live {
     pub completed: AtomicU64,
     pub errors: AtomicU64,
 }
 
-/// Everything one load worker thread needs.
+/// Everything one worker thread's sessions share.
 #[derive(Debug, Clone)]
 pub struct WorkerCtx {
-    /// 0-based worker index (also picks this worker's `--bind` addresses).
-    pub index: usize,
     /// Connections this worker owns.
     pub connections: usize,
     /// Which `--bind` address the run's next connection takes.
     pub bind_cursor: Arc<std::sync::atomic::AtomicUsize>,
     pub plan: Arc<Plan>,
     pub targets: Arc<Vec<Target>>,
+    /// Per target, what one write of a pipelined batch sends: the request
+    /// `conn.pipeline` times (just the request without pipelining).
+    pub wire: Arc<Vec<Bytes>>,
     pub conn: Arc<ConnOptions>,
-    pub live: Arc<Live>,
-    pub gate: Arc<StartGate>,
+    /// This worker's connect turns (see [`crate::session::pacing`]).
+    pub(crate) turns: Arc<ConnectTurns>,
 }
 
 impl WorkerCtx {
-    /// The target of ticket `seq`: URLs are used round-robin.
-    #[inline]
-    pub fn target(&self, seq: u64) -> &Target {
-        &self.targets[(seq % self.targets.len() as u64) as usize]
+    /// A worker's context; `wire` is shared by the run's workers (see [`wire`]).
+    pub fn new(
+        connections: usize,
+        plan: Arc<Plan>,
+        targets: Arc<Vec<Target>>,
+        wire: Arc<Vec<Bytes>>,
+        conn: Arc<ConnOptions>,
+        bind_cursor: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Self {
+        Self {
+            connections,
+            bind_cursor,
+            plan,
+            targets,
+            wire,
+            conn,
+            turns: Arc::default(),
+        }
     }
 
-    /// Every backend calls this exactly once, after its setup (ring,
-    /// runtime, threads) and before its first ticket, whether the setup
-    /// worked or not: the run's clock starts when every worker is ready.
-    /// Nothing may ask the plan for its start (or a ticket) before this
-    /// returns, or the clock would start during setup.
-    pub fn ready(&self) {
-        self.gate.ready_and_wait();
+    /// What a write of target `i`'s batch is cut from.
+    #[inline]
+    pub fn wire(&self, i: usize) -> &[u8] {
+        &self.wire[i]
     }
 
     /// The source address for the next new connection, if `--bind` was
@@ -187,6 +181,23 @@ impl WorkerCtx {
     }
 }
 
+/// Per target, the bytes of one pipelined write: the request `depth` times,
+/// encoded once for the whole run.
+pub fn wire(targets: &[Target], depth: usize) -> Arc<Vec<Bytes>> {
+    Arc::new(
+        targets
+            .iter()
+            .map(|t| {
+                if depth > 1 {
+                    Bytes::from(t.request.repeat(depth))
+                } else {
+                    t.request.clone()
+                }
+            })
+            .collect(),
+    )
+}
+
 /// A fetched response with its raw head and decoded body (for `get`).
 #[derive(Debug, Clone)]
 pub struct Fetched {
@@ -194,42 +205,46 @@ pub struct Fetched {
     pub head: Vec<u8>,
     pub body: Vec<u8>,
     pub peer: SocketAddr,
+    /// Bytes the server sent after the end of the response: ignored.
+    pub excess: usize,
 }
 
-/// Runs one load worker to completion on the chosen backend.
-pub fn run_worker(kind: BackendKind, ctx: WorkerCtx) -> Result<Recorder, FetchError> {
-    match kind {
-        BackendKind::UringLoop => uring_loop::run_worker(ctx),
-        BackendKind::UringAsync => uring_async::run_worker(ctx),
-        BackendKind::EpollAsync => epoll_async::run_worker(ctx),
-        BackendKind::EpollLoop => epoll_loop::run_worker(ctx),
-        BackendKind::Threads => threads::run_worker(ctx),
+/// A worker whose setup (ring, runtime, threads) is done: the run's clock
+/// may start. The runner holds every worker here until all are prepared.
+pub(crate) enum Prepared<'a> {
+    UringLoop(Box<uring_loop::Prepared<'a>>),
+    UringAsync(tokio_uring::Runtime),
+    EpollAsync(tokio::runtime::Runtime),
+    EpollLoop(epoll_loop::Prepared),
+    Threads(threads::Prepared),
+}
+
+/// Sets a worker up on the chosen backend, without starting it.
+pub(crate) fn prepare(kind: BackendKind, ctx: &WorkerCtx) -> Result<Prepared<'_>, FetchError> {
+    Ok(match kind {
+        BackendKind::UringLoop => Prepared::UringLoop(Box::new(uring_loop::prepare(ctx)?)),
+        BackendKind::UringAsync => Prepared::UringAsync(uring_async::runtime(ctx.connections)?),
+        BackendKind::EpollAsync => Prepared::EpollAsync(epoll_async::runtime()?),
+        BackendKind::EpollLoop => Prepared::EpollLoop(epoll_loop::prepare(ctx)?),
+        BackendKind::Threads => Prepared::Threads(threads::prepare(ctx)?),
+    })
+}
+
+impl Prepared<'_> {
+    /// Runs the worker's sessions to the end of the plan, reporting to `sink`.
+    pub(crate) fn run<S: Sink + Send + 'static>(
+        self,
+        ctx: &WorkerCtx,
+        sink: S,
+    ) -> Result<S, FetchError> {
+        match self {
+            Prepared::UringLoop(p) => p.run(sink),
+            Prepared::UringAsync(rt) => Ok(uring_async::run(&rt, ctx.clone(), sink)),
+            Prepared::EpollAsync(rt) => Ok(epoll_async::run(&rt, ctx.clone(), sink)),
+            Prepared::EpollLoop(p) => p.run(ctx, sink),
+            Prepared::Threads(p) => p.run(ctx, sink),
+        }
     }
-}
-
-/// Fetches every target concurrently, one connection each; results in target order.
-pub fn fetch_all(
-    kind: BackendKind,
-    targets: &[Target],
-    conn: &ConnOptions,
-) -> Result<Vec<Result<Fetched, FetchError>>, FetchError> {
-    match kind {
-        BackendKind::UringLoop => uring_loop::fetch_all(targets, conn),
-        BackendKind::UringAsync => uring_async::fetch_all(targets, conn),
-        BackendKind::EpollAsync => epoll_async::fetch_all(targets, conn),
-        BackendKind::EpollLoop => epoll_loop::fetch_all(targets, conn),
-        BackendKind::Threads => Ok(threads::fetch_all(targets, conn)),
-    }
-}
-
-/// The error `get` reports for a response followed by bytes it did not frame.
-pub(crate) fn trailing_error(peer: SocketAddr, trailing: usize) -> FetchError {
-    FetchError::new(
-        crate::error::ErrorKind::BadResponse,
-        format!(
-            "bad response from {peer}: {trailing} bytes after the end of the response (body longer than its Content-Length?)"
-        ),
-    )
 }
 
 /// A TCP socket for `peer`, bound to source address `ip` with the port left
@@ -257,4 +272,17 @@ pub(crate) fn bound_socket(peer: SocketAddr, ip: IpAddr) -> std::io::Result<sock
     }
     socket.bind(&SocketAddr::new(ip, 0).into())?;
     Ok(socket)
+}
+
+/// A socket bound to `ip` (port chosen at connect time, so one source address
+/// serves many destinations) with a non-blocking connect under way.
+pub(crate) fn connect_bound(addr: SocketAddr, ip: IpAddr) -> std::io::Result<std::net::TcpStream> {
+    let socket = bound_socket(addr, ip)?;
+    socket.set_nonblocking(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(socket.into())
 }

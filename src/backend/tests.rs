@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{BackendKind, ConnOptions, Live, fetch_all};
+use super::{BackendKind, ConnOptions, Live};
 use crate::plan::{Rate, Stop};
 use crate::runner::{self, LoadConfig};
 use crate::server::{self, ServeOptions};
@@ -73,8 +73,13 @@ fn counts_add_up_on_the_demo_server() {
             "{kind}"
         );
         assert_eq!(r.connects, 4, "{kind}");
-        let fetched = fetch_all(kind, &[target(&url), target(&url)], &ConnOptions::default())
-            .expect("fetch_all");
+        let fetched = runner::fetch(
+            kind,
+            &[target(&url), target(&url)],
+            &ConnOptions::default(),
+            2,
+        )
+        .expect("fetch");
         for f in fetched {
             assert_eq!(f.expect("fetch").body, b"<h1>bar!</h1>", "{kind}");
         }

@@ -1,352 +1,120 @@
 //! Blocking model: `std::net` sockets, one OS thread per connection.
 //!
 //! This is the model the article argues against, kept as the baseline: each
-//! request blocks its thread in connect, write and read. `get --sequential`
-//! is the article's synchronous client on the same code.
+//! session's thread blocks in connect, write and read. `get --sequential`
+//! is the article's synchronous client: this driver with one session.
 //!
-//! A load worker thread spawns one small-stack thread per connection; they
-//! record into one shared [`Recorder`] per worker. Blocked threads
-//! cannot see the deadline, so the worker keeps a handle on every open
-//! connection and shuts them all down when the run is over; a request cut
-//! off that way counts as in flight, not as an error.
+//! A worker starts its session threads while it is prepared (they wait for
+//! the run's start), then supervises them. Blocked threads cannot see the
+//! end of the run, so the worker keeps a handle on every open connection
+//! and shuts them all down when the run is over; the session counts what
+//! that cut off as in flight.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::exchange::{SlotIo, Step, parse_read};
-use super::{ConnOptions, Fetched, WorkerCtx};
+use super::WorkerCtx;
 use crate::error::{ErrorKind, FetchError};
-use crate::http::Response;
 use crate::plan::Plan;
-use crate::stats::Recorder;
+use crate::session::{Session, Sink, Want};
 use crate::stats::resources::Usage;
-use crate::target::Target;
-
-const FETCH_BUF: usize = 64 * 1024;
-
-/// Opens a blocking connection, optionally from a given source address.
-pub(crate) fn connect(
-    addr: SocketAddr,
-    bind: Option<IpAddr>,
-    limit: Option<Duration>,
-) -> Result<TcpStream, FetchError> {
-    let map = |e: io::Error| match (e.kind(), limit) {
-        (io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock, Some(d)) => {
-            FetchError::connect_timeout(d, addr)
-        }
-        _ => FetchError::connect(&e, addr),
-    };
-    let stream = match bind {
-        None => match limit {
-            Some(d) => TcpStream::connect_timeout(&addr, d),
-            None => TcpStream::connect(addr),
-        }
-        .map_err(map)?,
-        Some(ip) => {
-            let socket =
-                super::bound_socket(addr, ip).map_err(|e| FetchError::connect(&e, addr))?;
-            match limit {
-                Some(d) => socket.connect_timeout(&addr.into(), d),
-                None => socket.connect(&addr.into()),
-            }
-            .map_err(map)?;
-            socket.into()
-        }
-    };
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
-}
-
-/// Sends one request and reads its response before `deadline` (the instant
-/// and the limit it came from). Returns the response and how many bytes
-/// followed it in the last read; on failure, the error and whether any
-/// response byte had arrived.
-pub(crate) fn exchange(
-    stream: &TcpStream,
-    peer: SocketAddr,
-    target: &Target,
-    io: &mut SlotIo,
-    deadline: Option<(Instant, Duration)>,
-) -> Result<(Response, usize), (FetchError, bool)> {
-    let remaining =
-        |deadline: Option<(Instant, Duration)>| -> Result<Option<Duration>, (FetchError, bool)> {
-            match deadline {
-                None => Ok(None),
-                Some((at, limit)) => {
-                    let left = at.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        Err((FetchError::timeout(limit), false))
-                    } else {
-                        Ok(Some(left))
-                    }
-                }
-            }
-        };
-    let timed_out = |e: &io::Error| {
-        matches!(
-            e.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-        )
-    };
-    let limit = deadline.map(|(_, l)| l);
-    // `&TcpStream` reads and writes, so a connection shared with the worker
-    // thread (which may shut it down) needs no lock.
-    let mut stream = stream;
-    // Each write gets what is left of the deadline: a write timeout is per
-    // call, so one set for the whole request let every partial write start
-    // it afresh (an 8 MB body to a peer that never read took 3x --timeout).
-    let request = &target.request[..];
-    let mut sent = 0;
-    while sent < request.len() {
-        let _ = stream.set_write_timeout(remaining(deadline)?);
-        match stream.write(&request[sent..]) {
-            Ok(0) => {
-                let e = io::Error::from(io::ErrorKind::WriteZero);
-                return Err((FetchError::io(&e, peer), false));
-            }
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                let err = match (timed_out(&e), limit) {
-                    (true, Some(l)) => FetchError::timeout(l),
-                    _ => FetchError::io(&e, peer),
-                };
-                return Err((err, false));
-            }
-        }
-    }
-    io.written += request.len() as u64;
-    io.parser.reset(target.head_request);
-    loop {
-        let left = remaining(deadline).map_err(|(e, _)| (e, io.parser.started()))?;
-        let _ = stream.set_read_timeout(left);
-        let n = match stream.read(&mut io.buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let err = match (timed_out(&e), limit) {
-                    (true, Some(l)) => FetchError::timeout(l),
-                    _ => FetchError::io(&e, peer),
-                };
-                return Err((err, io.parser.started()));
-            }
-        };
-        match parse_read(io, n, peer) {
-            Step::NeedMore => {}
-            Step::Done(r, trailing) => return Ok((r, trailing)),
-            Step::Failed(e) => return Err((e.error, e.started)),
-        }
-    }
-}
-
-/// Fetches one target with a blocking socket, keeping head and body.
-pub fn fetch_one(target: &Target, opts: &ConnOptions) -> Result<Fetched, FetchError> {
-    let start = Instant::now();
-    let peer = target.addr;
-    let stream = connect(peer, opts.bind.first().copied(), opts.connect_timeout)?;
-    let mut io = SlotIo::new(true, FETCH_BUF);
-    let deadline = opts.timeout.map(|t| (start + t, t));
-    let (response, trailing) =
-        exchange(&stream, peer, target, &mut io, deadline).map_err(|(e, _)| e)?;
-    if trailing > 0 {
-        return Err(super::trailing_error(peer, trailing));
-    }
-    Ok(Fetched {
-        response,
-        head: io.parser.head().to_vec(),
-        body: io.parser.body().to_vec(),
-        peer,
-    })
-}
-
-/// Fetches every target concurrently, one thread and connection each.
-pub fn fetch_all(targets: &[Target], opts: &ConnOptions) -> Vec<Result<Fetched, FetchError>> {
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = targets
-            .iter()
-            .map(|t| scope.spawn(move || fetch_one(t, opts)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(FetchError::new(ErrorKind::Other, "a fetch thread panicked"))
-                })
-            })
-            .collect()
-    })
-}
 
 /// Receive buffer per connection thread.
 const READ_BUF: usize = 8 * 1024;
-/// Stack of a connection thread: an exchange needs little, and 10,000
+/// Receive buffer for `get`, which keeps whole bodies.
+const FETCH_BUF: usize = 64 * 1024;
+/// Stack of a connection thread: a session needs little, and 10,000
 /// default-sized stacks would reserve tens of gigabytes of address space.
 const STACK: usize = 64 * 1024;
-/// How often blocked waits look at the deadline and Ctrl-C.
+/// How often blocked waits look at the end of the run.
 const TICK: Duration = Duration::from_millis(20);
 
-/// Start signal and exit count between a worker and its connection threads.
-#[derive(Debug, Default)]
-struct GateState {
-    /// `Some(true)`: run; `Some(false)`: setup failed, exit at once.
-    go: Option<bool>,
-    finished: usize,
-}
+/// What a session thread runs once the run starts: its index.
+type Job = Arc<dyn Fn(usize) + Send + Sync>;
 
-/// What a worker thread and its connection threads share.
-struct Shared {
-    ctx: WorkerCtx,
-    state: Mutex<GateState>,
+/// The start signal between a worker and its session threads.
+#[derive(Default)]
+struct Gate {
+    /// `Some(Some(job))`: run it; `Some(None)`: the run is off, exit.
+    job: Mutex<Option<Option<Job>>>,
     cv: Condvar,
-    /// Each slot's open connection, so the worker can shut it down when the
-    /// run is over. The socket closes when both the slot and this drop it.
-    open: Vec<Mutex<Option<Arc<TcpStream>>>>,
-    /// One recorder for all of this worker's connection threads: a recorder
-    /// per thread would cost each thread two full histograms, and that
-    /// memory would be charged to the blocking model.
-    rec: Mutex<Option<Recorder>>,
+    /// Session threads that have ended.
+    finished: Mutex<usize>,
+    done_cv: Condvar,
 }
 
-impl Shared {
-    /// Runs `f` on the worker's recorder (created at the run's start).
-    fn record<R>(&self, f: impl FnOnce(&mut Recorder) -> R) -> R {
-        let mut guard = self.rec.lock().unwrap_or_else(|e| e.into_inner());
-        f(guard.get_or_insert_with(|| Recorder::new(self.ctx.plan.start())))
-    }
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
-    fn lock(&self) -> MutexGuard<'_, GateState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn open_gate(&self, go: bool) {
-        self.lock().go = Some(go);
+impl Gate {
+    fn open(&self, job: Option<Job>) {
+        *lock(&self.job) = Some(job);
         self.cv.notify_all();
     }
 
-    /// Blocks until the worker opens the gate; `false`: do not run.
-    fn wait_gate(&self) -> bool {
-        let mut st = self.lock();
+    fn wait(&self) -> Option<Job> {
+        let mut job = lock(&self.job);
         loop {
-            match st.go {
-                Some(go) => return go,
-                None => st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+            match &*job {
+                Some(j) => return j.clone(),
+                None => job = self.cv.wait(job).unwrap_or_else(|e| e.into_inner()),
             }
         }
-    }
-
-    /// Waits for `n` connection threads to end, shutting their connections
-    /// down (again every tick, for ones opened meanwhile) once the run is over.
-    fn supervise(&self, n: usize) {
-        let mut st = self.lock();
-        while st.finished < n {
-            if self.ctx.plan.is_over(Instant::now()) {
-                drop(st);
-                for slot in &self.open {
-                    let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(s) = slot.as_ref() {
-                        let _ = s.shutdown(Shutdown::Both);
-                    }
-                }
-                st = self.lock();
-            }
-            // Wake at the deadline itself, not up to a tick after it.
-            let wait = self.ctx.plan.deadline().map_or(TICK, |d| {
-                d.saturating_duration_since(Instant::now())
-                    .clamp(Duration::from_millis(1), TICK)
-            });
-            st = self
-                .cv
-                .wait_timeout(st, wait)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
-
-    fn register(&self, slot: usize, stream: Option<Arc<TcpStream>>) {
-        *self.open[slot].lock().unwrap_or_else(|e| e.into_inner()) = stream;
     }
 }
 
-/// Counts a connection thread as finished even if it panics.
-struct Finished<'a>(&'a Shared);
+/// Counts a session thread as finished even if it panics.
+struct Finished<'a>(&'a Gate);
 
 impl Drop for Finished<'_> {
     fn drop(&mut self) {
-        self.0.lock().finished += 1;
-        self.0.cv.notify_all();
+        *lock(&self.0.finished) += 1;
+        self.0.done_cv.notify_all();
     }
 }
 
-/// An open connection of a connection thread.
-struct Conn {
-    stream: Arc<TcpStream>,
-    peer: SocketAddr,
+/// A worker whose session threads are started and waiting.
+pub(crate) struct Prepared {
+    gate: Arc<Gate>,
+    handles: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// One connection thread's state, kept across requests.
-struct Slot {
-    index: usize,
-    conn: Option<Conn>,
-    io: SlotIo,
-    ever_connected: bool,
-}
-
-impl Slot {
-    fn close(&mut self, sh: &Shared) {
-        if self.conn.take().is_some() {
-            sh.register(self.index, None);
+impl Drop for Prepared {
+    /// A worker dropped without running lets its threads go.
+    fn drop(&mut self) {
+        if lock(&self.gate.job).is_none() {
+            self.gate.open(None);
         }
     }
 }
 
-/// Runs one load worker: a thread per connection, supervised from here.
-pub fn run_worker(ctx: WorkerCtx) -> Result<Recorder, FetchError> {
+/// Starts one thread per connection, waiting for [`Prepared::run`].
+pub(crate) fn prepare(ctx: &WorkerCtx) -> Result<Prepared, FetchError> {
     let n = ctx.connections;
-    let sh = Arc::new(Shared {
-        ctx: ctx.clone(),
-        state: Mutex::new(GateState::default()),
-        cv: Condvar::new(),
-        open: (0..n).map(|_| Mutex::new(None)).collect(),
-        rec: Mutex::new(None),
-    });
-    let mut handles = Vec::with_capacity(n);
-    let mut failure = None;
+    let gate = Arc::new(Gate::default());
+    let mut prepared = Prepared {
+        gate: gate.clone(),
+        handles: Vec::with_capacity(n.min(65_536)),
+    };
     for index in 0..n {
-        let sh = sh.clone();
+        let gate = gate.clone();
         let spawned = std::thread::Builder::new()
             .stack_size(STACK)
-            .spawn(move || connection_thread(&sh, index));
+            .spawn(move || {
+                let _finished = Finished(&gate);
+                if let Some(job) = gate.wait() {
+                    job(index);
+                }
+            });
         match spawned {
-            Ok(h) => handles.push(h),
-            Err(e) => {
-                failure = Some(thread_limit_error(&e, index, n));
-                break;
-            }
+            Ok(h) => prepared.handles.push(h),
+            Err(e) => return Err(thread_limit_error(&e, index, n)),
         }
     }
-    ctx.ready();
-    sh.open_gate(failure.is_none());
-    if failure.is_none() {
-        sh.supervise(n);
-    }
-    for h in handles {
-        match h.join() {
-            Ok(()) => {}
-            Err(_) => {
-                failure.get_or_insert(FetchError::new(
-                    ErrorKind::Other,
-                    "a connection thread panicked",
-                ));
-            }
-        }
-    }
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(sh.record(|r| std::mem::replace(r, Recorder::new(ctx.plan.start())))),
-    }
+    Ok(prepared)
 }
 
 fn thread_limit_error(e: &io::Error, index: usize, n: usize) -> FetchError {
@@ -361,64 +129,257 @@ fn thread_limit_error(e: &io::Error, index: usize, n: usize) -> FetchError {
     )
 }
 
-/// One connection: takes tickets until the plan says stop, recording into
-/// the worker's recorder.
-fn connection_thread(sh: &Shared, index: usize) {
-    let _finished = Finished(sh);
-    if !sh.wait_gate() {
-        return;
+/// What a worker's session threads share.
+struct Shared<S> {
+    ctx: WorkerCtx,
+    sink: Mutex<S>,
+    /// Each session's open connection, so the worker can shut it down when
+    /// the run is over. The socket closes when both drop it.
+    open: Vec<Mutex<Option<Arc<TcpStream>>>>,
+}
+
+impl<S> Shared<S> {
+    fn sink(&self) -> MutexGuard<'_, S> {
+        lock(&self.sink)
     }
+
+    fn register(&self, index: usize, stream: Option<Arc<TcpStream>>) {
+        if let Some(slot) = self.open.get(index) {
+            *lock(slot) = stream;
+        }
+    }
+
+    /// Shuts every open connection down, which ends blocked reads and writes.
+    fn shut_all(&self) {
+        for slot in &self.open {
+            if let Some(s) = lock(slot).as_ref() {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+impl Prepared {
+    /// Runs the sessions: one per thread, recording into one shared sink (a
+    /// sink per thread would cost each thread two full histograms, charged
+    /// to the blocking model); shuts connections down once the run is over.
+    pub(crate) fn run<S: Sink + Send + 'static>(
+        self,
+        ctx: &WorkerCtx,
+        sink: S,
+    ) -> Result<S, FetchError> {
+        let n = self.handles.len();
+        let sh = Arc::new(Shared {
+            ctx: ctx.clone(),
+            sink: Mutex::new(sink),
+            open: (0..n).map(|_| Mutex::new(None)).collect(),
+        });
+        let job_sh = sh.clone();
+        let job: Job = Arc::new(move |index| session_thread(&job_sh, index));
+        self.gate.open(Some(job));
+        self.supervise(&sh, n);
+        let mut prepared = self;
+        let mut panicked = false;
+        for h in prepared.handles.drain(..) {
+            panicked |= h.join().is_err();
+        }
+        // The job (and its reference) goes with the gate's slot.
+        *lock(&prepared.gate.job) = Some(None);
+        if panicked {
+            return Err(FetchError::new(
+                ErrorKind::Other,
+                "a connection thread panicked",
+            ));
+        }
+        match Arc::try_unwrap(sh) {
+            Ok(sh) => Ok(sh.sink.into_inner().unwrap_or_else(|e| e.into_inner())),
+            Err(_) => Err(FetchError::new(
+                ErrorKind::Other,
+                "a connection thread outlived its worker",
+            )),
+        }
+    }
+
+    /// Waits for `n` session threads to end, shutting their connections
+    /// down (again every tick, for ones opened meanwhile) once the run is over.
+    fn supervise<S>(&self, sh: &Shared<S>, n: usize) {
+        let plan = &sh.ctx.plan;
+        let mut finished = lock(&self.gate.finished);
+        while *finished < n {
+            if plan.is_over(Instant::now()) {
+                drop(finished);
+                sh.shut_all();
+                finished = lock(&self.gate.finished);
+            }
+            // Wake at the deadline itself, not up to a tick after it.
+            let wait = plan.deadline().map_or(TICK, |d| {
+                d.saturating_duration_since(Instant::now())
+                    .clamp(Duration::from_millis(1), TICK)
+            });
+            finished = self
+                .gate
+                .done_cv
+                .wait_timeout(finished, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// One session on its own thread, driven one blocking call at a time.
+fn session_thread<S: Sink>(sh: &Shared<S>, index: usize) {
     let before = Usage::thread_now();
-    let plan = &sh.ctx.plan;
-    let mut slot = Slot {
-        index,
-        conn: None,
-        io: SlotIo::new(false, READ_BUF),
-        ever_connected: false,
-    };
-    while let Some(ticket) = plan.next_ticket() {
-        if !sleep_until(plan, ticket.intended) || plan.is_over(Instant::now()) {
-            break;
+    let ctx = &sh.ctx;
+    let plan = &ctx.plan;
+    let mut session = Session::new(S::COLLECT, ctx.conn.pipeline);
+    let mut stream: Option<Arc<TcpStream>> = None;
+    let mut buf = vec![0; if S::COLLECT { FETCH_BUF } else { READ_BUF }];
+    loop {
+        if session.take_close() && stream.take().is_some() {
+            sh.register(index, None);
         }
-        sh.record(Recorder::issue);
-        let target = sh.ctx.target(ticket.seq);
-        let result = one_request(sh, &mut slot, target);
         let now = Instant::now();
-        match result {
-            Ok(_) if plan.is_over(now) => {
-                // Answered after the deadline (or Ctrl-C): in flight then,
-                // as the other backends count it.
-                sh.record(|r| r.in_flight += 1);
-                break;
+        match session.want() {
+            Want::Done => break,
+            Want::Start => session.start(ctx, &mut *sh.sink(), now),
+            Want::Wait(at) => {
+                if !sleep_until(plan, at) {
+                    session.cut_off(&mut *sh.sink(), Instant::now());
+                    break;
+                }
+                session.on_timer(ctx, &mut *sh.sink(), Instant::now());
             }
-            Ok((status, sent_at)) => {
-                let origin = plan.latency_origin(&ticket, sent_at);
-                sh.record(|r| r.response(status, origin, now));
-                sh.ctx.live.completed.fetch_add(1, Ordering::Relaxed);
+            Want::Connect => {
+                if !ctx
+                    .turns
+                    .take_blocking(TICK, || plan.is_over(Instant::now()))
+                {
+                    session.cut_off(&mut *sh.sink(), Instant::now());
+                    break;
+                }
+                let (addr, bind) = session.connect_started(ctx, Instant::now());
+                let result = connect_until(plan, addr, bind, session.deadline());
+                ctx.turns.give_back();
+                let now = Instant::now();
+                let mut sink = sh.sink();
+                match result {
+                    Ok(s) => {
+                        let s = Arc::new(s);
+                        sh.register(index, Some(s.clone()));
+                        stream = Some(s);
+                        session.on_connected(ctx, &mut *sink, now);
+                    }
+                    Err(Blocked::Io(e)) => session.on_connect_error(ctx, &mut *sink, &e, now),
+                    Err(Blocked::Deadline) => session.on_timer(ctx, &mut *sink, now),
+                    Err(Blocked::Stopped) => {
+                        session.cut_off(&mut *sink, now);
+                        break;
+                    }
+                }
             }
-            Err(_) if plan.is_over(now) => {
-                // Cut off by the deadline or Ctrl-C (the worker shut the socket down).
-                sh.record(|r| r.in_flight += 1);
-                slot.close(sh);
-                break;
-            }
-            Err(e) => {
-                sh.record(|r| r.error(e.kind, &e.message));
-                sh.ctx.live.errors.fetch_add(1, Ordering::Relaxed);
-                slot.close(sh);
+            // A sequential driver finishes its connect before it asks again.
+            Want::Connecting => session.on_timer(ctx, &mut *sh.sink(), now),
+            Want::Exchange { send } => {
+                let Some(s) = stream.as_deref() else {
+                    session.cut_off(&mut *sh.sink(), now);
+                    break;
+                };
+                let result = if send {
+                    write_until(s, session.to_send(ctx), session.deadline())
+                } else {
+                    read_until(s, &mut buf, session.deadline())
+                };
+                let now = Instant::now();
+                let mut sink = sh.sink();
+                match result {
+                    Ok(n) if send && n > 0 => session.on_sent(&mut *sink, n),
+                    Ok(0) if send => {
+                        let e = io::Error::from(io::ErrorKind::WriteZero);
+                        session.on_io_error(ctx, &mut *sink, &e, now);
+                    }
+                    Ok(0) => session.on_eof(ctx, &mut *sink, now),
+                    Ok(n) => session.on_recv(ctx, &mut *sink, &buf[..n], now),
+                    Err(Blocked::Io(e)) => session.on_io_error(ctx, &mut *sink, &e, now),
+                    Err(Blocked::Deadline) => session.on_timer(ctx, &mut *sink, now),
+                    Err(Blocked::Stopped) => {
+                        session.cut_off(&mut *sink, now);
+                        break;
+                    }
+                }
             }
         }
     }
-    // The run ends with this thread's last request; closing is teardown.
     let end = Instant::now();
-    sh.record(|r| r.finished = r.finished.max(Some(end)));
-    slot.close(sh);
+    if stream.take().is_some() {
+        sh.register(index, None);
+    }
     let cpu = Usage::thread_now().since(&before);
-    sh.record(|r| {
-        r.bytes_read += slot.io.read;
-        r.bytes_written += slot.io.written;
-        r.cpu += cpu;
-    });
+    let mut sink = sh.sink();
+    sink.ended(end);
+    sink.cpu(cpu);
+}
+
+/// Why a blocking call returned without its result.
+enum Blocked {
+    Io(io::Error),
+    /// The session's deadline passed.
+    Deadline,
+    /// The run ended.
+    Stopped,
+}
+
+/// What is left until `deadline`: `Err(Deadline)` once it has passed.
+fn remaining(deadline: Option<Instant>) -> Result<Option<Duration>, Blocked> {
+    match deadline {
+        None => Ok(None),
+        Some(at) => {
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                Err(Blocked::Deadline)
+            } else {
+                Ok(Some(left))
+            }
+        }
+    }
+}
+
+/// A socket timeout is a deadline; anything else is the error itself.
+fn blocked(e: io::Error) -> Blocked {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Blocked::Deadline,
+        _ => Blocked::Io(e),
+    }
+}
+
+/// One write, bounded by `deadline`: how many bytes the kernel took.
+fn write_until(
+    mut stream: &TcpStream,
+    bytes: &[u8],
+    deadline: Option<Instant>,
+) -> Result<usize, Blocked> {
+    // A write timeout is per call: each write gets what is left.
+    let _ = stream.set_write_timeout(remaining(deadline)?);
+    loop {
+        match stream.write(bytes) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r.map_err(blocked),
+        }
+    }
+}
+
+/// One read, bounded by `deadline`: how many bytes came (0: the peer closed).
+fn read_until(
+    mut stream: &TcpStream,
+    buf: &mut [u8],
+    deadline: Option<Instant>,
+) -> Result<usize, Blocked> {
+    let _ = stream.set_read_timeout(remaining(deadline)?);
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r.map_err(blocked),
+        }
+    }
 }
 
 /// Sleeps until `at` in short slices; `false` if the run ended first.
@@ -435,94 +396,32 @@ fn sleep_until(plan: &Plan, at: Instant) -> bool {
     }
 }
 
-/// Runs one request on the slot's connection, opening one if needed;
-/// returns the status and when the request was sent. A reused connection
-/// that the server had already closed (no response byte at all) is reopened
-/// and the request sent once more.
-fn one_request(
-    sh: &Shared,
-    slot: &mut Slot,
-    target: &Target,
-) -> Result<(u16, Instant), FetchError> {
-    let opts = &sh.ctx.conn;
-    let deadline = opts.timeout.map(|t| (Instant::now() + t, t));
-    for attempt in 0..2 {
-        let reused = matches!(&slot.conn, Some(c) if c.peer == target.addr);
-        if !reused {
-            slot.close(sh);
-            let t0 = Instant::now();
-            let bind = sh.ctx.bind_addr();
-            let stream = connect_until(&sh.ctx.plan, target.addr, bind, opts, deadline)?;
-            let (took, again) = (t0.elapsed(), slot.ever_connected);
-            sh.record(|r| r.connected(took, again));
-            slot.ever_connected = true;
-            let stream = Arc::new(stream);
-            sh.register(slot.index, Some(stream.clone()));
-            slot.conn = Some(Conn {
-                stream,
-                peer: target.addr,
-            });
-        }
-        let Some(c) = slot.conn.as_ref() else {
-            continue;
-        };
-        let sent_at = Instant::now();
-        match exchange(&c.stream, c.peer, target, &mut slot.io, deadline) {
-            Ok((response, trailing)) => {
-                if !(response.keep_alive && opts.keep_alive && trailing == 0) {
-                    slot.close(sh);
-                }
-                return Ok((response.status, sent_at));
-            }
-            Err((e, started)) => {
-                slot.close(sh);
-                let retry = reused
-                    && attempt == 0
-                    && !started
-                    && matches!(e.kind, ErrorKind::EarlyEof | ErrorKind::Reset)
-                    && !sh.ctx.plan.is_over(Instant::now());
-                if !retry {
-                    return Err(e);
-                }
-                sh.record(|r| r.retries += 1);
-            }
-        }
-    }
-    Err(FetchError::new(
-        ErrorKind::Other,
-        "request retry loop ended",
-    ))
-}
-
-/// Connects without blocking past the connect limit, the request deadline
-/// or the end of the run (checked every tick), then returns a blocking stream.
+/// Connects without blocking past `deadline` or the end of the run
+/// (checked every tick), then returns a blocking stream.
 fn connect_until(
     plan: &Plan,
     addr: SocketAddr,
     bind: Option<IpAddr>,
-    opts: &ConnOptions,
-    deadline: Option<(Instant, Duration)>,
-) -> Result<TcpStream, FetchError> {
+    deadline: Option<Instant>,
+) -> Result<TcpStream, Blocked> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let fail = |e: io::Error| FetchError::connect(&e, addr);
     let socket = match bind {
         Some(ip) => super::bound_socket(addr, ip),
         None => Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)),
     }
-    .map_err(fail)?;
-    socket.set_nonblocking(true).map_err(fail)?;
+    .map_err(Blocked::Io)?;
+    socket.set_nonblocking(true).map_err(Blocked::Io)?;
     match socket.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
-            let connect_by = opts.connect_timeout.map(|d| (Instant::now() + d, d));
-            wait_writable(&socket, plan, addr, connect_by, deadline)?;
-            if let Some(e) = socket.take_error().map_err(fail)? {
-                return Err(fail(e));
+            wait_writable(&socket, plan, deadline)?;
+            if let Some(e) = socket.take_error().map_err(Blocked::Io)? {
+                return Err(Blocked::Io(e));
             }
         }
-        Err(e) => return Err(fail(e)),
+        Err(e) => return Err(Blocked::Io(e)),
     }
-    socket.set_nonblocking(false).map_err(fail)?;
+    socket.set_nonblocking(false).map_err(Blocked::Io)?;
     let _ = socket.set_nodelay(true);
     Ok(socket.into())
 }
@@ -531,30 +430,15 @@ fn connect_until(
 fn wait_writable(
     socket: &socket2::Socket,
     plan: &Plan,
-    addr: SocketAddr,
-    connect_by: Option<(Instant, Duration)>,
-    deadline: Option<(Instant, Duration)>,
-) -> Result<(), FetchError> {
+    deadline: Option<Instant>,
+) -> Result<(), Blocked> {
     use std::os::fd::AsRawFd;
     loop {
-        let now = Instant::now();
-        if let Some((at, d)) = connect_by
-            && now >= at
-        {
-            return Err(FetchError::connect_timeout(d, addr));
+        let left = remaining(deadline)?;
+        if plan.is_over(Instant::now()) {
+            return Err(Blocked::Stopped);
         }
-        if let Some((at, d)) = deadline
-            && now >= at
-        {
-            return Err(FetchError::timeout(d));
-        }
-        if plan.is_over(now) {
-            return Err(FetchError::new(ErrorKind::Other, "the run ended"));
-        }
-        let mut wait = TICK;
-        for (at, _) in [connect_by, deadline].into_iter().flatten() {
-            wait = wait.min(at.saturating_duration_since(now));
-        }
+        let wait = left.map_or(TICK, |l| l.min(TICK));
         let mut pfd = libc::pollfd {
             fd: socket.as_raw_fd(),
             events: libc::POLLOUT,
@@ -570,7 +454,7 @@ fn wait_writable(
         if rc < 0 {
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
-                return Err(FetchError::connect(&e, addr));
+                return Err(Blocked::Io(e));
             }
         }
     }

@@ -1,8 +1,8 @@
 //! Completion model with futures: tokio-uring.
 //!
-//! connect, send and recv are io_uring operations; a task per connection
-//! awaits their completions (the loop itself is [`super::tasks`], shared
-//! with `epoll-async`). Buffers are passed to the kernel by ownership and
+//! connect, send and recv are io_uring operations; a task per session
+//! awaits their completions (the driver itself is [`super::futures`],
+//! shared with `epoll-async`). Buffers are passed to the kernel by ownership and
 //! come back with the result, so one read buffer per connection is reused
 //! for the whole run and the request bytes are shared, not copied.
 //!
@@ -23,18 +23,18 @@
 use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr};
 
+use bytes::Bytes;
 use tokio::task::JoinHandle;
 use tokio_uring::net::TcpStream;
 
-use super::tasks::{self, ExchangeError, Exchanged, SlotIo, Transport};
-use super::{ConnOptions, Fetched, WorkerCtx};
+use super::WorkerCtx;
+use super::futures::{self, Transport};
 use crate::error::FetchError;
-use crate::stats::Recorder;
-use crate::target::Target;
+use crate::session::Sink;
 
 /// A runtime whose ring has room for one pending operation per connection,
 /// with headroom; io_uring caps a ring at 32768 entries.
-fn runtime(connections: usize) -> Result<tokio_uring::Runtime, FetchError> {
+pub(crate) fn runtime(connections: usize) -> Result<tokio_uring::Runtime, FetchError> {
     let entries = (connections.saturating_mul(2))
         .next_power_of_two()
         .clamp(256, 32768) as u32;
@@ -43,26 +43,13 @@ fn runtime(connections: usize) -> Result<tokio_uring::Runtime, FetchError> {
     tokio_uring::Runtime::new(&builder).map_err(|e| FetchError::uring_setup(&e))
 }
 
-/// A socket bound to `ip` (port chosen at connect time, so one source address
-/// serves many destinations) with a non-blocking connect under way.
-pub(crate) fn connect_bound(addr: SocketAddr, ip: IpAddr) -> io::Result<std::net::TcpStream> {
-    let socket = super::bound_socket(addr, ip)?;
-    socket.set_nonblocking(true)?;
-    match socket.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(socket.into())
-}
-
-/// [`connect_bound`], then waits for the handshake with an empty write.
+/// [`super::connect_bound`], then waits for the handshake with an empty write.
 /// If the wait is dropped (connect timeout, end of run), the socket is shut
 /// down, which ends the handshake and the pending write: tokio-uring would
 /// otherwise keep the socket open until the kernel gave up on it.
 async fn connect_bound_async(addr: SocketAddr, ip: IpAddr) -> io::Result<TcpStream> {
     use std::os::fd::AsRawFd;
-    let std = connect_bound(addr, ip)?;
+    let std = super::connect_bound(addr, ip)?;
     let fd = std.as_raw_fd();
     let stream = TcpStream::from_std(std);
     // Declared after `stream`, so dropped before it: the descriptor is
@@ -104,44 +91,26 @@ impl Transport for Uring {
     /// over, waits for it; so the connect is timed and counted as on the
     /// other backends (it once finished inside the first send: no connect
     /// timeout, a refusal counted as an opened connection).
-    async fn connect(addr: SocketAddr, bind: Option<IpAddr>) -> Result<TcpStream, FetchError> {
+    async fn connect(addr: SocketAddr, bind: Option<IpAddr>) -> io::Result<TcpStream> {
         let stream = match bind {
-            None => TcpStream::connect(addr).await,
-            Some(ip) => connect_bound_async(addr, ip).await,
-        }
-        .map_err(|e| FetchError::connect(&e, addr))?;
+            None => TcpStream::connect(addr).await?,
+            Some(ip) => connect_bound_async(addr, ip).await?,
+        };
         // Small requests must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         Ok(stream)
     }
 
-    async fn exchange(
-        stream: &mut TcpStream,
-        peer: SocketAddr,
-        target: &Target,
-        io: &mut SlotIo,
-    ) -> Result<Exchanged, ExchangeError> {
-        let (res, _) = stream.write_all(target.request.clone()).await;
-        res.map_err(|e| ExchangeError::io(&e, peer, false))?;
-        io.written += target.request.len() as u64;
-        io.parser.reset(target.head_request);
-        loop {
-            let mut owned = std::mem::take(&mut io.buf);
-            owned.clear();
-            // A read cut off by a timeout keeps its buffer; start a fresh one.
-            if owned.capacity() < io.capacity {
-                owned.reserve(io.capacity);
-            }
-            let (res, owned) = stream.read(owned).await;
-            io.buf = owned;
-            let n = res.map_err(|e| ExchangeError::io(&e, peer, io.parser.started()))?;
-            if let Some(done) = tasks::after_read(io, n, peer) {
-                return done;
-            }
-        }
+    async fn write(stream: &mut TcpStream, bytes: Bytes) -> io::Result<usize> {
+        stream.write(bytes).submit().await.0
     }
 
-    fn abort(stream: TcpStream) {
+    async fn read(stream: &mut TcpStream, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        // tokio-uring reads into the whole capacity and sets the length.
+        stream.read(buf).await
+    }
+
+    fn close(stream: TcpStream) {
         let _ = stream.shutdown(Shutdown::Both);
     }
 
@@ -153,18 +122,7 @@ impl Transport for Uring {
     }
 }
 
-/// Runs one load worker thread's connections on its own ring.
-pub fn run_worker(ctx: WorkerCtx) -> Result<Recorder, FetchError> {
-    let rt = runtime(ctx.connections);
-    ctx.ready();
-    Ok(rt?.block_on(tasks::run_connections::<Uring>(ctx)))
-}
-
-/// Fetches every target concurrently on one ring.
-pub fn fetch_all(
-    targets: &[Target],
-    opts: &ConnOptions,
-) -> Result<Vec<Result<Fetched, FetchError>>, FetchError> {
-    let rt = runtime(targets.len())?;
-    Ok(rt.block_on(tasks::fetch_targets::<Uring>(targets, opts)))
+/// Runs one worker's sessions on its ring.
+pub(crate) fn run<S: Sink + 'static>(rt: &tokio_uring::Runtime, ctx: WorkerCtx, sink: S) -> S {
+    rt.block_on(futures::run::<Uring, S>(ctx, sink))
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::backend::{ConnOptions, Live, threads};
+use crate::backend::{BackendKind, ConnOptions, Live};
 use crate::cli::DemoArgs;
 use crate::plan::{Rate, Stop};
 use crate::report::text::{fmt_bytes, fmt_us};
@@ -55,8 +55,10 @@ fn experiment(args: &DemoArgs, base: &str) -> anyhow::Result<i32> {
 
     let t0 = Instant::now();
     let mut bodies = Vec::new();
-    for t in &targets {
-        let f = threads::fetch_one(t, &conn).with_context(|| format!("GET {t} failed"))?;
+    // The synchronous client: one blocking connection, one URL after the other.
+    let fetched = runner::fetch(BackendKind::Threads, &targets, &conn, 1)?;
+    for (t, f) in targets.iter().zip(fetched) {
+        let f = f.map_err(|e| anyhow::anyhow!("GET {t} failed: {}", e.message))?;
         bodies.push(format!(
             "GET {} -> {} {}",
             t.path,

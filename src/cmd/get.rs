@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::Instant;
 
-use crate::backend::{self, ConnOptions, Fetched, threads};
+use crate::backend::{BackendKind, ConnOptions, Fetched};
 use crate::cli::GetArgs;
 use crate::error::FetchError;
 use crate::http::Version;
@@ -80,12 +80,13 @@ pub fn run(args: GetArgs) -> anyhow::Result<i32> {
         .iter()
         .filter_map(|t| t.as_ref().ok().cloned())
         .collect();
-    let mut fetched: Vec<Result<Fetched, FetchError>> = if args.sequential {
-        good.iter().map(|t| threads::fetch_one(t, &conn)).collect()
-    } else if good.is_empty() {
+    let mut fetched: Vec<Result<Fetched, FetchError>> = if good.is_empty() {
         Vec::new()
+    } else if args.sequential {
+        // The article's synchronous client: one blocking connection at a time.
+        crate::runner::fetch(BackendKind::Threads, &good, &conn, 1)?
     } else {
-        backend::fetch_all(args.backend, &good, &conn)?
+        crate::runner::fetch(args.backend, &good, &conn, good.len())?
     };
     let elapsed = started.elapsed();
     let mut failures = 0;
@@ -104,6 +105,14 @@ pub fn run(args: GetArgs) -> anyhow::Result<i32> {
         };
         match result {
             Ok(f) => {
+                if f.excess > 0 {
+                    // As curl: the body as framed is kept, the rest ignored.
+                    crate::say!(
+                        "uringfetch: warning: {} bytes after the end of the response from {} were ignored",
+                        f.excess,
+                        f.peer
+                    );
+                }
                 if let Some(path) = &args.output {
                     // As curl: with -i the head goes into the file too.
                     let mut file = Vec::with_capacity(f.head.len() + f.body.len());

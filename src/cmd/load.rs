@@ -162,8 +162,16 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
     runner::check_fd_limit(args.connections, &format!("-c {}", args.connections))
         .map_err(anyhow::Error::msg)?;
     if args.pipeline > 1 {
-        if args.backend != BackendKind::UringLoop {
-            bail!("--pipeline is implemented by --backend uring-loop only");
+        if !args.backend.can_pipeline() {
+            let able: Vec<&str> = BackendKind::ALL
+                .iter()
+                .filter(|b| b.can_pipeline())
+                .map(|b| b.name())
+                .collect();
+            bail!(
+                "--pipeline is implemented by --backend {} only",
+                able.join(", ")
+            );
         }
         if targets.len() > 1 || args.rate.is_some() || args.disable_keepalive {
             bail!("--pipeline works with one URL, a closed loop (no -q) and keep-alive");

@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::fallback::FallbackServer;
 use super::{Report, profile_name};
 use crate::backend::uring_loop::ring::Profile;
-use crate::backend::{self, BackendKind, ConnOptions, Live};
+use crate::backend::{BackendKind, ConnOptions, Live};
 use crate::plan::{Rate, Stop};
 use crate::runner::{self, LoadConfig};
 use crate::server::{self, ServeOptions};
@@ -194,7 +194,8 @@ fn check(
         Target::new(&format!("{base}{path}"), &request).map_err(|e| format!("bad target: {e}"))
     };
     let targets = vec![target("/foo")?, target("/bar")?];
-    let fetched = backend::fetch_all(backend, &targets, &conn).map_err(|e| format!("get: {e}"))?;
+    let fetched =
+        runner::fetch(backend, &targets, &conn, targets.len()).map_err(|e| format!("get: {e}"))?;
     if fetched.len() != targets.len() {
         return Err(format!("get: {} results for 2 URLs", fetched.len()));
     }

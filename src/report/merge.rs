@@ -397,6 +397,7 @@ fn add_counts(rest: &[Input], s: &mut Summary) {
         s.requests.completed += x.requests.completed;
         s.requests.errors += x.requests.errors;
         s.requests.in_flight += x.requests.in_flight;
+        s.requests.unsent += x.requests.unsent;
         add_map(&mut s.status, &x.status, |a, b| *a += b);
         add_map(&mut s.errors, &x.errors, |a, b| *a += b);
         add_map(&mut s.error_examples, &x.error_examples, |_, _| {});

@@ -34,6 +34,10 @@ pub struct Requests {
     pub errors: u64,
     /// Requests cut off by the end of a duration run or by Ctrl-C.
     pub in_flight: u64,
+    /// Of `in_flight`, open-loop requests that were due but that no
+    /// connection had taken yet (the client fell behind `-q`).
+    #[serde(default)]
+    pub unsent: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -229,6 +233,7 @@ impl Summary {
                 completed,
                 errors,
                 in_flight: r.in_flight,
+                unsent: r.unsent,
             },
             success_rate: per(completed as f64, completed + errors),
             status: r.status.iter().map(|(k, v)| (k.to_string(), *v)).collect(),

@@ -90,6 +90,14 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
         "  Requests:       {} issued, {} completed, {} errors, {} in flight at the end",
         r.issued, r.completed, r.errors, r.in_flight
     );
+    if r.unsent > 0 {
+        let _ = writeln!(
+            o,
+            "                  {} of those in flight were due but never sent: every connection \
+             was busy (more -c would keep up with -q)",
+            r.unsent
+        );
+    }
     let _ = writeln!(o, "  Requests/sec:   {:.2}", s.rps);
     let secs = s.duration_s.max(1e-9);
     let _ = writeln!(

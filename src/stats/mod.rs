@@ -62,8 +62,12 @@ pub struct Recorder {
     pub status: BTreeMap<u16, u64>,
     /// Requests that got no response, by kind.
     pub errors: BTreeMap<ErrorKind, u64>,
-    /// Requests started but unfinished when a duration run or Ctrl-C ended it.
+    /// Requests started but unfinished when a duration run or Ctrl-C ended
+    /// it, and open-loop requests due by then that no connection took.
     pub in_flight: u64,
+    /// Of `in_flight`, the open-loop requests due that no connection took
+    /// (see [`crate::plan::Plan::unsent`]).
+    pub unsent: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
     /// Connections opened (including the first of each slot).
@@ -98,6 +102,7 @@ impl Recorder {
             status: BTreeMap::new(),
             errors: BTreeMap::new(),
             in_flight: 0,
+            unsent: 0,
             bytes_read: 0,
             bytes_written: 0,
             connects: 0,
@@ -153,6 +158,14 @@ impl Recorder {
         }
     }
 
+    /// Open-loop requests that were due but never sent: issued and in
+    /// flight, so the counts still add up with every scheduled request.
+    pub fn count_unsent(&mut self, n: u64) {
+        self.unsent += n;
+        self.issued += n;
+        self.in_flight += n;
+    }
+
     /// Responses received, whatever their status.
     pub fn completed(&self) -> u64 {
         self.status.values().sum()
@@ -179,6 +192,7 @@ impl Recorder {
             self.error_examples.entry(*k).or_insert_with(|| v.clone());
         }
         self.in_flight += other.in_flight;
+        self.unsent += other.unsent;
         self.bytes_read += other.bytes_read;
         self.bytes_written += other.bytes_written;
         self.connects += other.connects;

@@ -246,6 +246,54 @@ impl Pace {
     }
 }
 
+/// A sink that also tells [`Pace`] how long each response took from its send.
+pub struct Paced<S> {
+    pub sink: S,
+    pub pace: Pace,
+}
+
+impl<S: crate::session::Sink> crate::session::Sink for Paced<S> {
+    const COLLECT: bool = S::COLLECT;
+
+    #[inline]
+    fn issued(&mut self, n: u64) {
+        self.sink.issued(n);
+    }
+
+    #[inline]
+    fn connected(&mut self, took: Duration, reconnect: bool) {
+        self.sink.connected(took, reconnect);
+    }
+
+    fn retried(&mut self, n: u64) {
+        self.sink.retried(n);
+    }
+
+    #[inline]
+    fn response(&mut self, done: &crate::session::Done<'_>) {
+        self.pace
+            .response(done.now.saturating_duration_since(done.sent_at));
+        self.sink.response(done);
+    }
+
+    fn failed(&mut self, seq: u64, error: &crate::error::FetchError) {
+        self.sink.failed(seq, error);
+    }
+
+    fn in_flight(&mut self, n: u64) {
+        self.sink.in_flight(n);
+    }
+
+    #[inline]
+    fn bytes(&mut self, read: u64, written: u64) {
+        self.sink.bytes(read, written);
+    }
+
+    fn ended(&mut self, at: Instant) {
+        self.sink.ended(at);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
 //! The ring of one `uring-loop` worker: setup with the fastest flags the
 //! kernel accepts, what the kernel supports (probed, never assumed), the
-//! provided-buffer ring for multishot receives, and the `user_data` layout.
+//! provided-buffer ring for multishot receives.
 //!
 //! Every fast path has a fallback to what Linux 5.10 offers, and
 //! [`Profile::Linux510`] forces those fallbacks on new kernels so they stay
@@ -66,13 +66,6 @@ impl Features {
     /// finish a short send itself, so CQE_SKIP_SUCCESS loses nothing.
     pub fn silent_sends(&self) -> bool {
         self.skip_success && self.send_waitall
-    }
-
-    /// Whether a completion ends an operation that was counted in flight
-    /// when pushed: the last CQE of anything but a silent send.
-    pub fn ends_counted_op(&self, kind: Option<OpKind>, flags: u32) -> bool {
-        let silent = kind == Some(OpKind::Send) && self.silent_sends();
-        !io_uring::cqueue::more(flags) && !silent
     }
 }
 
@@ -296,50 +289,6 @@ pub fn setup(
     Ok((ring, features, bufs))
 }
 
-/// What a completion is for, kept in the top byte of `user_data`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum OpKind {
-    Connect = 1,
-    Send = 2,
-    Recv = 3,
-    /// A TIMEOUT op used for a timed wait (5.10 profile).
-    Timer = 4,
-    /// An ASYNC_CANCEL or CLOSE whose result does not matter.
-    Ignore = 5,
-    /// IORING_OP_SOCKET into a direct descriptor.
-    Socket = 6,
-}
-
-/// `user_data` = slot index (bits 0-31) | generation (bits 32-55) | kind
-/// (bits 56-63). A completion whose generation is not its slot's current
-/// one belongs to a connection that is gone: it is never applied to the
-/// connection that reuses the slot.
-pub fn encode(slot: usize, generation: u32, kind: OpKind) -> u64 {
-    (slot as u64 & 0xFFFF_FFFF) | ((generation as u64 & 0xFF_FFFF) << 32) | ((kind as u64) << 56)
-}
-
-/// The inverse of [`encode`]; an unknown kind decodes as `None`.
-pub fn decode(user_data: u64) -> (usize, u32, Option<OpKind>) {
-    let slot = (user_data & 0xFFFF_FFFF) as usize;
-    let generation = ((user_data >> 32) & 0xFF_FFFF) as u32;
-    let kind = match (user_data >> 56) as u8 {
-        1 => Some(OpKind::Connect),
-        2 => Some(OpKind::Send),
-        3 => Some(OpKind::Recv),
-        4 => Some(OpKind::Timer),
-        5 => Some(OpKind::Ignore),
-        6 => Some(OpKind::Socket),
-        _ => None,
-    };
-    (slot, generation, kind)
-}
-
-/// Generations wrap at 24 bits, the room they have in `user_data`.
-pub fn next_generation(g: u32) -> u32 {
-    (g + 1) & 0xFF_FFFF
-}
-
 /// A provided-buffer ring: `count` buffers of `size` bytes the kernel picks
 /// from for multishot receives; each is handed back after its bytes are parsed.
 pub struct BufRing {
@@ -438,14 +387,6 @@ impl Drop for BufRing {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn user_data_round_trips_and_generations_wrap() {
-        let ud = encode(12_345, 0xAB_CDEF, OpKind::Recv);
-        assert_eq!(decode(ud), (12_345, 0xAB_CDEF, Some(OpKind::Recv)));
-        assert_eq!(next_generation(0xFF_FFFF), 0);
-        assert_eq!(decode(0).2, None);
-    }
 
     #[test]
     fn kernel_version_is_read() {

@@ -1,99 +1,49 @@
-//! One connection slot of the `uring-loop` slab: its state machine, the
-//! socket calls that stay outside the ring, and feeding received bytes to
-//! the sans-IO parser (several pipelined responses per read).
+//! The I/O side of one `uring-loop` connection slot (its session holds the
+//! rest), and the socket calls that stay outside the ring.
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{IntoRawFd, RawFd};
 use std::time::Instant;
 
-use crate::http::{HttpError, Progress, Response, ResponseParser};
-use crate::plan::Ticket;
-
-/// Where a slot is in its request cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// Waiting for its next ticket (its connection, if any, is idle).
-    Free,
-    /// Holding an open-loop ticket whose time has not come.
-    Scheduled,
-    /// CONNECT submitted.
-    Connecting,
-    /// Request sent (or being sent); response(s) awaited.
-    Exchanging,
-}
-
-/// A connection slot. Slots live in a Vec that is never resized, so the
-/// addresses of `sockaddr` and `buf` stay valid while the kernel uses them.
-pub struct Slot {
-    /// Bumped whenever the connection closes; see the module docs of `uring_loop`.
+/// What the loop knows of a slot's socket and its operations.
+pub struct SlotIo {
+    /// Bumped whenever the connection closes: completions of the old
+    /// connection's operations carry the old value and are not applied.
     pub generation: u32,
-    pub state: State,
+    /// The socket; -1 for none. With direct descriptors, the slot's index
+    /// in the ring's file table while one is open.
     pub fd: RawFd,
-    /// Where the open connection goes.
-    pub peer: Option<SocketAddr>,
-    pub sockaddr: socket2::SockAddr,
-    /// Index of the current request's target.
-    pub target: usize,
-    /// Tickets whose responses are awaited, oldest first (several when pipelined).
-    pub tickets: VecDeque<Ticket>,
-    pub parser: ResponseParser,
-    pub head_request: bool,
-    /// Receive buffer for plain (not multishot) receives; empty otherwise.
-    pub buf: Vec<u8>,
-    pub sent_at: Instant,
-    /// Bytes of the current write, and how many the kernel took so far.
-    pub send_total: usize,
-    pub send_done: usize,
-    /// The deadline, and whether it is the connect timeout (else the request's).
-    pub deadline: Option<(Instant, bool)>,
-    pub connect_started: Instant,
-    /// Responses on the current connection: > 0 means it was reused.
-    pub served: u64,
-    pub retried: bool,
-    pub ever_connected: bool,
+    /// A receive of the current connection is armed.
     pub recv_armed: bool,
-    /// Only the timer carrying the current stamp is live.
-    pub timer_stamp: u32,
+    /// A send of the current connection that posts its completion is out.
+    pub sending: bool,
+    /// The plain receives' buffer (5.10 profile, or no buffer ring); `None`
+    /// while a receive owns it (see `ops`), which may outlive the
+    /// connection it was armed for: a new one waits for it.
+    pub buf: Option<Vec<u8>>,
+    /// The slot holds a connect turn.
+    pub turn: bool,
+    /// Deadline of the slot's live timer entry.
+    pub armed: Option<Instant>,
+    /// Whether the session was busy when last driven (the loop's count).
+    pub busy: bool,
+    pub done: bool,
 }
 
-impl Slot {
-    pub fn new(collect: bool, buf_size: usize, pipeline: usize) -> Self {
-        let now = Instant::now();
+impl SlotIo {
+    pub fn new(buf_size: usize) -> Self {
         Self {
             generation: 0,
-            state: State::Free,
             fd: -1,
-            peer: None,
-            sockaddr: socket2::SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))),
-            target: 0,
-            tickets: VecDeque::with_capacity(pipeline),
-            parser: ResponseParser::new(collect),
-            head_request: false,
-            buf: vec![0; buf_size],
-            sent_at: now,
-            send_total: 0,
-            send_done: 0,
-            deadline: None,
-            connect_started: now,
-            served: 0,
-            retried: false,
-            ever_connected: false,
             recv_armed: false,
-            timer_stamp: 0,
+            sending: false,
+            buf: (buf_size > 0).then(|| vec![0; buf_size]),
+            turn: false,
+            armed: None,
+            busy: false,
+            done: false,
         }
-    }
-
-    /// Waiting on the kernel (connect or response).
-    pub fn is_busy(&self) -> bool {
-        matches!(self.state, State::Connecting | State::Exchanging)
-    }
-
-    /// Invalidates the slot's previous timer; returns the new stamp.
-    pub fn new_timer(&mut self) -> u32 {
-        self.timer_stamp = self.timer_stamp.wrapping_add(1);
-        self.timer_stamp
     }
 }
 
@@ -131,65 +81,4 @@ pub fn close_all(fds: &mut Vec<RawFd>) {
             libc::close(fd);
         }
     }
-}
-
-/// What feeding bytes produced.
-pub struct Fed {
-    pub error: Option<HttpError>,
-    /// Bytes that came after the last awaited response.
-    pub trailing: usize,
-}
-
-/// Feeds received bytes; completed responses go to `out` (one per awaited
-/// ticket at most), the rest is reported as trailing.
-pub fn feed(s: &mut Slot, mut bytes: &[u8], out: &mut Vec<Response>) -> Fed {
-    loop {
-        if s.state != State::Exchanging || out.len() >= s.tickets.len() {
-            return Fed {
-                error: None,
-                trailing: bytes.len(),
-            };
-        }
-        match s.parser.feed(bytes) {
-            Ok(Progress::NeedMore) => {
-                return Fed {
-                    error: None,
-                    trailing: 0,
-                };
-            }
-            Ok(Progress::Done(r)) => {
-                let rest = bytes.get(r.consumed..).unwrap_or_default();
-                out.push(r);
-                if out.len() >= s.tickets.len() {
-                    return Fed {
-                        error: None,
-                        trailing: rest.len(),
-                    };
-                }
-                // More pipelined responses are awaited: the parser starts over.
-                s.parser.reset(s.head_request);
-                if rest.is_empty() {
-                    return Fed {
-                        error: None,
-                        trailing: 0,
-                    };
-                }
-                bytes = rest;
-            }
-            Err(e) => {
-                return Fed {
-                    error: Some(e),
-                    trailing: 0,
-                };
-            }
-        }
-    }
-}
-
-/// [`feed`] from the slot's own receive buffer (plain receives).
-pub fn feed_own(s: &mut Slot, len: usize, out: &mut Vec<Response>) -> Fed {
-    let buf = std::mem::take(&mut s.buf);
-    let fed = feed(s, &buf[..len.min(buf.len())], out);
-    s.buf = buf;
-    fed
 }

@@ -6,11 +6,13 @@
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
-use io_uring::{opcode, types};
+use io_uring::{cqueue, opcode, types};
 
-use super::ring::{self, OpKind, decode, encode};
+use super::ops::{Named, OpKind, Owned, decode};
+use super::ring;
 use super::slot;
 use super::{BATCH_WAIT, CANCEL_POLL, DRAIN_LIMIT, HAND_OFF_ABOVE, Loop, STEADY_BATCH_WAIT};
+use crate::session::Sink;
 
 /// A steady wait (see [`plan_wait`]) whose `io_uring_enter` takes longer
 /// than twice the budget plus this (the sends it submits take up to about
@@ -28,13 +30,13 @@ const BOUNDED_SPELL: Duration = Duration::from_millis(50);
 /// 6,000 and 0.75 at 10,000; up to 1,000 it did not show.
 const CANCEL_ALL_UP_TO: usize = 2048;
 
-impl Loop<'_> {
+impl<S: Sink> Loop<'_, S> {
     /// One io_uring_enter: submit everything queued, wait for a batch or a timer.
     pub(super) fn submit_and_wait(&mut self, now: Instant) -> std::io::Result<()> {
         if let Some(e) = self.ring_error.take() {
             return Err(e);
         }
-        let mut until = self.timers.peek().map(|Reverse((t, _, _))| *t);
+        let mut until = self.timers.peek().map(|Reverse((t, _))| *t);
         if !self.stopping {
             let poll = self
                 .ctx
@@ -43,23 +45,20 @@ impl Loop<'_> {
                 .map_or(now + CANCEL_POLL, |d| d.min(now + CANCEL_POLL));
             until = Some(until.map_or(poll, |u| u.min(poll)));
         }
-        let mut want = if self.inflight_ops == 0 {
+        let want = if self.uring.ops.in_flight() == 0 {
             0
         } else {
-            self.pace.target(self.busy, BATCH_WAIT)
+            self.sink.pace.target(self.busy, BATCH_WAIT)
         };
-        if self.stopping && self.inflight_ops == 0 {
-            want = 0;
-        }
         let wait = until.map(|u| u.saturating_duration_since(now));
-        let result = if self.features.ext_arg {
-            let budget = self.pace.budget(BATCH_WAIT);
+        let result = if self.uring.features.ext_arg {
+            let budget = self.sink.pace.budget(BATCH_WAIT);
             let plan = plan_wait(
                 want,
                 self.last_completions,
                 wait,
                 budget,
-                self.features.min_wait,
+                self.uring.features.min_wait,
                 now >= self.steady_after,
             );
             let (want, limit, min_wait) = (plan.want, plan.limit, plan.min_wait_us);
@@ -73,10 +72,11 @@ impl Loop<'_> {
                 None => types::SubmitArgs::new().min_wait_usec(min_wait),
             };
             let start = plan.steady.then(Instant::now);
+            let features = self.uring.features;
             let r = ring::enter(
-                &mut self.ring,
-                self.features.ring_index,
-                self.features.no_iowait,
+                &mut self.uring.ring,
+                features.ring_index,
+                features.no_iowait,
                 want as u32,
                 &args,
             );
@@ -92,14 +92,12 @@ impl Loop<'_> {
             if let Some(at) = until
                 && self.timer_op.is_none_or(|t| at < t)
             {
-                self.timespec = types::Timespec::from(at.saturating_duration_since(now));
-                let e = opcode::Timeout::new(&self.timespec)
-                    .build()
-                    .user_data(encode(0, 0, OpKind::Timer));
-                self.push(e, true);
+                let spec = Box::new(types::Timespec::from(at.saturating_duration_since(now)));
+                let e = opcode::Timeout::new(&*spec).build();
+                self.push_op(e, 0, OpKind::Timer, Owned::Timespec(spec));
                 self.timer_op = Some(at);
             }
-            self.ring.submit_and_wait(1)
+            self.uring.ring.submit_and_wait(1)
         };
         // What was queued is submitted, its descriptors resolved.
         self.close_submitted();
@@ -118,32 +116,31 @@ impl Loop<'_> {
     }
 
     /// Closes every connection and waits (boundedly) for the kernel to
-    /// finish their operations, so the buffer ring can be unregistered.
+    /// finish their operations, so that what they own can be freed (see
+    /// [`super::ops::Uring`]).
     pub(super) fn drain(&mut self) {
-        let open = self.slots.iter().filter(|s| s.fd >= 0).count();
+        let direct = self.uring.features.direct_descriptors;
+        let open = self.io.iter().filter(|s| s.fd >= 0).count();
         if open > HAND_OFF_ABOVE {
             // Thousands of connections: shutting each down here costs a
             // FIN exchange per socket on this thread. Closing our
             // descriptors and dropping the ring hands them to the kernel,
             // which cancels the receives and closes the sockets itself.
-            if self.features.direct_descriptors && self.bufs.is_some() && open <= CANCEL_ALL_UP_TO {
+            if direct && self.uring.bufs.is_some() && open <= CANCEL_ALL_UP_TO {
                 // The sockets live in the ring's file table, so cancelling
                 // every operation at once (ASYNC_CANCEL_ANY, 5.19) closes
                 // none of them here, and once the cancellations are in the
-                // buffer ring can be freed (see `finish`). Sockets from
-                // socket(2) would close on this thread as their receives
-                // let go, and more connections make the cancel too dear
-                // (CANCEL_ALL_UP_TO): those runs keep the buffer ring.
-                let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
-                    .build()
-                    .user_data(encode(0, 0, OpKind::Ignore));
-                // Counted: its own completion counts down like any other.
-                self.push(cancel, true);
+                // buffer ring can be freed. Sockets from socket(2) would
+                // close on this thread as their receives let go, and more
+                // connections make the cancel too dear (CANCEL_ALL_UP_TO):
+                // those runs leave the buffer ring to the kernel (leaked).
+                let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build();
+                self.push_op(cancel, 0, OpKind::Ignore, Owned::Nothing);
                 self.wait_for_ops();
             }
-            for s in &mut self.slots {
+            for s in &mut self.io {
                 // Direct descriptors close with the ring's file table.
-                if s.fd >= 0 && !self.features.direct_descriptors {
+                if s.fd >= 0 && !direct {
                     // SAFETY: the slot owns the descriptor and forgets it
                     // here; the ring's pending receive holds its own
                     // reference to the socket.
@@ -152,45 +149,54 @@ impl Loop<'_> {
                 s.fd = -1;
             }
             slot::close_all(&mut self.closing);
-            self.handed_off = true;
             return;
         }
-        for i in 0..self.slots.len() {
-            self.close(i);
+        for i in 0..self.io.len() {
+            self.close_now(i);
         }
         self.wait_for_ops();
         slot::close_all(&mut self.closing);
     }
 
-    /// Submits what is queued and reaps completions until no counted
-    /// operation is in flight, for at most DRAIN_LIMIT.
+    /// Submits what is queued and reaps completions until no operation is
+    /// in flight, for at most DRAIN_LIMIT; what they owned comes back.
     fn wait_for_ops(&mut self) {
         let start = Instant::now();
-        while self.inflight_ops > 0 && start.elapsed() < DRAIN_LIMIT {
+        let ext_arg = self.uring.features.ext_arg;
+        while self.uring.ops.in_flight() > 0 && start.elapsed() < DRAIN_LIMIT {
             self.timespec = types::Timespec::from(Duration::from_millis(10));
-            let r = if self.features.ext_arg {
+            let r = if ext_arg {
                 let args = types::SubmitArgs::new().timespec(&self.timespec);
+                let features = self.uring.features;
                 ring::enter(
-                    &mut self.ring,
-                    self.features.ring_index,
-                    self.features.no_iowait,
+                    &mut self.uring.ring,
+                    features.ring_index,
+                    features.no_iowait,
                     1,
                     &args,
                 )
             } else {
-                self.ring.submit_and_wait(0)
+                self.uring.ring.submit_and_wait(0)
             };
-            if r.is_err() && !self.features.ext_arg {
+            if r.is_err() && !ext_arg {
                 break;
             }
-            let features = self.features;
-            let n = self
+            let done: Vec<usize> = self
+                .uring
                 .ring
                 .completion()
-                .filter(|c| features.ends_counted_op(decode(c.user_data()).2, c.flags()))
-                .count();
-            self.inflight_ops = self.inflight_ops.saturating_sub(n);
-            if !self.features.ext_arg {
+                .filter(|c| !cqueue::more(c.flags()))
+                .filter_map(|c| match decode(c.user_data()) {
+                    Named::Op(key) => Some(key),
+                    Named::SilentSend { .. } => None,
+                })
+                .collect();
+            for key in done {
+                if let Some(op) = self.uring.ops.remove(key) {
+                    self.take_back(op);
+                }
+            }
+            if !ext_arg {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }

@@ -1,0 +1,254 @@
+//! The driver of the two futures backends: `uring-async` (tokio-uring,
+//! completion model) and `epoll-async` (tokio, readiness model).
+//!
+//! One task per session performs what its session wants, one operation at
+//! a time, each raced against the session's deadline and the end of the
+//! run, and feeds back what happened. The two backends differ only in their
+//! [`Transport`] (how a connection is opened, written, read and closed), so
+//! comparing them measures the I/O model and nothing else.
+
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::WorkerCtx;
+use crate::session::{Session, Sink, Want};
+
+/// Receive buffer per connection. Pages the kernel never writes to are never
+/// resident, so 10,000 connections cost far less than 10,000 x this.
+const READ_BUF: usize = 8 * 1024;
+/// Receive buffer for `get`, which keeps whole bodies.
+const FETCH_BUF: usize = 64 * 1024;
+/// How often the stop watcher looks for Ctrl-C.
+const CANCEL_POLL: Duration = Duration::from_millis(50);
+
+/// What an I/O model provides to the driver. Buffers pass by ownership (the
+/// completion model lends them to the kernel).
+pub(super) trait Transport: 'static {
+    type Stream;
+
+    /// Opens a connection, from source address `bind` if given.
+    async fn connect(addr: SocketAddr, bind: Option<IpAddr>) -> std::io::Result<Self::Stream>;
+
+    /// Writes some of `bytes`; how many the kernel took.
+    async fn write(stream: &mut Self::Stream, bytes: Bytes) -> std::io::Result<usize>;
+
+    /// Reads into `buf`, made with `vec![0; room]` and handed back each
+    /// time: how many bytes came (0: the peer closed), and the buffer with
+    /// them at its start.
+    async fn read(stream: &mut Self::Stream, buf: Vec<u8>) -> (std::io::Result<usize>, Vec<u8>);
+
+    /// Closes a connection now, even with an operation pending on it.
+    fn close(stream: Self::Stream);
+
+    /// Spawns a task on the worker thread's runtime.
+    fn spawn<F: Future + 'static>(task: F) -> JoinHandle<F::Output>
+    where
+        F::Output: 'static;
+}
+
+/// State shared by one worker thread's session tasks.
+struct Worker<S> {
+    ctx: WorkerCtx,
+    sink: RefCell<S>,
+    stop: watch::Receiver<bool>,
+}
+
+/// How a raced operation ended.
+enum Raced<T> {
+    Done(T),
+    /// The session's deadline passed first.
+    Timer,
+    /// The run ended first.
+    Stop,
+}
+
+/// Runs `fut` until it ends, `deadline` passes or the run stops.
+async fn race<T>(
+    fut: impl Future<Output = T>,
+    deadline: Option<Instant>,
+    stop: &mut watch::Receiver<bool>,
+) -> Raced<T> {
+    let timer = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = stop.wait_for(|stopped| *stopped) => Raced::Stop,
+        r = fut => Raced::Done(r),
+        _ = timer => Raced::Timer,
+    }
+}
+
+/// Runs one worker's sessions to the end of the plan; call it inside the
+/// worker's runtime.
+pub(super) async fn run<T: Transport, S: Sink + 'static>(ctx: WorkerCtx, sink: S) -> S {
+    let (tx, rx) = watch::channel(false);
+    let w = Rc::new(Worker {
+        ctx,
+        sink: RefCell::new(sink),
+        stop: rx,
+    });
+    let tasks: Vec<_> = (0..w.ctx.connections)
+        .map(|_| T::spawn(session_task::<T, S>(w.clone())))
+        .collect();
+    let watcher = T::spawn(watch_stop(w.ctx.clone(), tx));
+    for t in tasks {
+        let _ = t.await;
+    }
+    watcher.abort();
+    w.sink.borrow_mut().ended(Instant::now());
+    drop(watcher);
+    match Rc::try_unwrap(w) {
+        Ok(w) => w.sink.into_inner(),
+        // Every task has ended, so no other reference remains.
+        Err(_) => unreachable!("session tasks outlived the worker"),
+    }
+}
+
+/// One session, driven one operation at a time.
+async fn session_task<T: Transport, S: Sink>(w: Rc<Worker<S>>) {
+    let ctx = &w.ctx;
+    let mut session = Session::new(S::COLLECT, ctx.conn.pipeline);
+    let mut stream: Option<T::Stream> = None;
+    let room = if S::COLLECT { FETCH_BUF } else { READ_BUF };
+    // A read cut off by a timeout keeps its buffer: a new one is made.
+    let mut buf: Option<Vec<u8>> = None;
+    let mut stop = w.stop.clone();
+    loop {
+        if session.take_close()
+            && let Some(s) = stream.take()
+        {
+            T::close(s);
+        }
+        let want = session.want();
+        let raced: Raced<()> = match want {
+            Want::Done => break,
+            Want::Start => {
+                session.start(ctx, &mut *w.sink.borrow_mut(), Instant::now());
+                continue;
+            }
+            Want::Wait(at) => match race(std::future::pending::<()>(), Some(at), &mut stop).await {
+                Raced::Stop => Raced::Stop,
+                _ => Raced::Timer,
+            },
+            Want::Connect => {
+                // The request's --timeout starts with its connect turn.
+                if let Raced::Stop = race(ctx.turns.take(), None, &mut stop).await {
+                    session.cut_off(&mut *w.sink.borrow_mut(), Instant::now());
+                    break;
+                }
+                let (addr, bind) = session.connect_started(ctx, Instant::now());
+                let r = race(T::connect(addr, bind), session.deadline(), &mut stop).await;
+                ctx.turns.give_back();
+                match r {
+                    Raced::Done(Ok(s)) => {
+                        stream = Some(s);
+                        session.on_connected(ctx, &mut *w.sink.borrow_mut(), Instant::now());
+                        continue;
+                    }
+                    Raced::Done(Err(e)) => {
+                        let mut sink = w.sink.borrow_mut();
+                        session.on_connect_error(ctx, &mut *sink, &e, Instant::now());
+                        continue;
+                    }
+                    Raced::Timer => Raced::Timer,
+                    Raced::Stop => Raced::Stop,
+                }
+            }
+            // A sequential driver finishes its connect before it asks again.
+            Want::Connecting => Raced::Timer,
+            Want::Exchange { send } => {
+                let Some(s) = stream.as_mut() else {
+                    // Cannot happen: the session is connected when it exchanges.
+                    session.cut_off(&mut *w.sink.borrow_mut(), Instant::now());
+                    break;
+                };
+                if send {
+                    let bytes = session.to_send_bytes(ctx);
+                    match race(T::write(s, bytes), session.deadline(), &mut stop).await {
+                        Raced::Done(r) => {
+                            let mut sink = w.sink.borrow_mut();
+                            match r {
+                                Ok(0) => {
+                                    let e = std::io::Error::from(std::io::ErrorKind::WriteZero);
+                                    session.on_io_error(ctx, &mut *sink, &e, Instant::now());
+                                }
+                                Ok(n) => session.on_sent(&mut *sink, n),
+                                Err(e) => session.on_io_error(ctx, &mut *sink, &e, Instant::now()),
+                            }
+                            continue;
+                        }
+                        other => other.map_none(),
+                    }
+                } else {
+                    let owned = buf.take().unwrap_or_else(|| vec![0; room]);
+                    match race(T::read(s, owned), session.deadline(), &mut stop).await {
+                        Raced::Done((r, owned)) => {
+                            let now = Instant::now();
+                            let mut sink = w.sink.borrow_mut();
+                            match r {
+                                Ok(0) => session.on_eof(ctx, &mut *sink, now),
+                                Ok(n) => {
+                                    let data = owned.get(..n).unwrap_or_default();
+                                    session.on_recv(ctx, &mut *sink, data, now);
+                                }
+                                Err(e) => session.on_io_error(ctx, &mut *sink, &e, now),
+                            }
+                            buf = Some(owned);
+                            continue;
+                        }
+                        other => other.map_none(),
+                    }
+                }
+            }
+        };
+        let now = Instant::now();
+        let mut sink = w.sink.borrow_mut();
+        match raced {
+            Raced::Stop => {
+                session.cut_off(&mut *sink, now);
+                break;
+            }
+            _ => session.on_timer(ctx, &mut *sink, now),
+        }
+    }
+    if let Some(s) = stream.take() {
+        T::close(s);
+    }
+}
+
+impl<T> Raced<T> {
+    /// A race that did not finish: its output is not needed.
+    fn map_none(self) -> Raced<()> {
+        match self {
+            Raced::Done(_) => Raced::Done(()),
+            Raced::Timer => Raced::Timer,
+            Raced::Stop => Raced::Stop,
+        }
+    }
+}
+
+/// Tells every session task when the run is over: at the deadline, or
+/// soon after Ctrl-C cancels the plan.
+async fn watch_stop(ctx: WorkerCtx, tx: watch::Sender<bool>) {
+    loop {
+        let now = Instant::now();
+        if ctx.plan.is_over(now) {
+            let _ = tx.send(true);
+            return;
+        }
+        let wait = ctx.plan.deadline().map_or(CANCEL_POLL, |d| {
+            d.saturating_duration_since(now).min(CANCEL_POLL)
+        });
+        tokio::time::sleep(wait).await;
+    }
+}

@@ -1,0 +1,543 @@
+//! The sans-IO connection session: what happens to requests on one
+//! connection slot, decided once for every backend.
+//!
+//! A [`Session`] owns the tickets on its connection (one, or a pipelined
+//! batch), the response parser, the connect and request deadlines, the
+//! retry and keep-alive rules, what counts as in flight when the run ends,
+//! and byte counting; it reports every outcome to a [`Sink`]. It does no
+//! I/O. A backend is a driver: it asks [`Session::want`] what to do
+//! (connect, send, receive, wait), does it with its own I/O model, and
+//! feeds back what happened (`on_connected`, `on_sent`, `on_recv`,
+//! `on_eof`, `on_io_error`, `on_timer`). [`Session::take_close`] tells it
+//! when to close the socket; the results of operations still pending on a
+//! closed socket must never reach the session again.
+//!
+//! Bytes pass through in one place each way ([`Session::to_send`] and
+//! [`Session::on_recv`]), which is where a transport layer (TLS) goes
+//! between socket bytes and HTTP bytes; the ticket queue is where several
+//! exchanges in flight on one connection live (a pipelined batch now,
+//! HTTP/2 streams later).
+//!
+//! The rules, each in one place below:
+//! - A ticket counts as issued when its request starts (an open-loop ticket
+//!   at its time). Its `--timeout` runs from the moment it has a connection
+//!   or a connect turn ([`Session::connect_started`]) until its response
+//!   ends, across a retry; the connect has `--connect-timeout` of its own,
+//!   and the earlier of the two names a failure.
+//! - A response whose last byte arrives after the end of the run (the `-z`
+//!   deadline or Ctrl-C) is in flight, as is everything else under way then.
+//! - Bytes after a complete response are ignored and the connection is not
+//!   reused, however TCP splits them; bytes on an idle connection close it.
+//! - A connection is reused only if the response allows it and keep-alive is
+//!   on. A response that ends the connection (`Connection: close`, a
+//!   close-delimited body) sends the rest of a pipelined batch to a new one.
+//! - A connection that closes or resets before any byte of the current
+//!   response is retried on a new connection if it had already answered
+//!   something (a keep-alive race, a server that ends pipelined batches
+//!   early; RFC 9112 §9.3.2), so retries stop as soon as a fresh connection
+//!   fails without answering. Timeouts and malformed responses are never retried.
+
+pub(crate) mod pacing;
+pub(crate) mod sink;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use crate::backend::WorkerCtx;
+use crate::error::{ErrorKind, FetchError};
+use crate::http::{Progress, Response, ResponseParser};
+use crate::plan::Ticket;
+
+pub(crate) use pacing::ConnectTurns;
+pub(crate) use sink::{Collector, Done, Fetch, LoadSink, Sink};
+
+/// What a session needs from its driver now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// Between requests: call [`Session::start`] for the next ticket.
+    Start,
+    /// An open-loop ticket waits for its time: call [`Session::on_timer`] then.
+    Wait(Instant),
+    /// A new connection: once the driver may start one (a connect turn),
+    /// it calls [`Session::connect_started`], which says where to.
+    Connect,
+    /// The connect is under way: report how it ended.
+    Connecting,
+    /// Connected: send [`Session::to_send`] while `send`, and receive.
+    Exchange { send: bool },
+    /// No more tickets.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Scheduled,
+    Connect,
+    Connecting,
+    Exchanging,
+    Done,
+}
+
+/// One connection slot's state machine (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Session {
+    phase: Phase,
+    /// The peer of the open (or opening) connection.
+    conn: Option<SocketAddr>,
+    /// Responses completed on the current connection.
+    served: u64,
+    /// Tickets whose responses are awaited, oldest first.
+    tickets: VecDeque<Ticket>,
+    /// Requests written at once (`--pipeline`).
+    pipeline: usize,
+    /// Index of the current request's target.
+    target: usize,
+    parser: ResponseParser,
+    head_request: bool,
+    /// Bytes of the current write, and how many of them the kernel took.
+    send_len: usize,
+    sent: usize,
+    sent_at: Instant,
+    /// The request's `--timeout` and the connect's `--connect-timeout`.
+    deadline: Option<Instant>,
+    connect_by: Option<Instant>,
+    connect_started: Instant,
+    ever_connected: bool,
+    /// The driver must close its socket (see [`Session::take_close`]).
+    close: bool,
+}
+
+impl Session {
+    /// A session that writes up to `pipeline` requests at once; `collect`
+    /// keeps response heads and bodies (`Sink::COLLECT`).
+    pub fn new(collect: bool, pipeline: usize) -> Self {
+        let now = Instant::now();
+        Self {
+            phase: Phase::Idle,
+            conn: None,
+            served: 0,
+            tickets: VecDeque::with_capacity(pipeline.max(1)),
+            pipeline: pipeline.max(1),
+            target: 0,
+            parser: ResponseParser::new(collect),
+            head_request: false,
+            send_len: 0,
+            sent: 0,
+            sent_at: now,
+            deadline: None,
+            connect_by: None,
+            connect_started: now,
+            ever_connected: false,
+            close: false,
+        }
+    }
+
+    /// What the driver should do next.
+    #[inline]
+    pub fn want(&self) -> Want {
+        match self.phase {
+            Phase::Idle => Want::Start,
+            Phase::Scheduled => self
+                .tickets
+                .front()
+                .map_or(Want::Start, |t| Want::Wait(t.intended)),
+            Phase::Connect => Want::Connect,
+            Phase::Connecting => Want::Connecting,
+            Phase::Exchanging => Want::Exchange {
+                send: self.sent < self.send_len,
+            },
+            Phase::Done => Want::Done,
+        }
+    }
+
+    /// Whether the driver must close the session's socket now; the flag
+    /// clears as it is read. Drivers read it after every call into the
+    /// session, before acting on [`Session::want`].
+    #[inline]
+    pub fn take_close(&mut self) -> bool {
+        std::mem::take(&mut self.close)
+    }
+
+    /// Whether requests are under way (a cut-off counts them in flight).
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Connect | Phase::Connecting | Phase::Exchanging
+        )
+    }
+
+    /// When [`Session::on_timer`] must run next, if at all.
+    #[inline]
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Scheduled => self.tickets.front().map(|t| t.intended),
+            Phase::Connecting => match (self.deadline, self.connect_by) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            Phase::Exchanging => self.deadline,
+            Phase::Idle | Phase::Connect | Phase::Done => None,
+        }
+    }
+
+    /// The current request's target.
+    pub fn peer(&self, ctx: &WorkerCtx) -> SocketAddr {
+        ctx.targets[self.target].addr
+    }
+
+    /// Takes the next ticket (and, pipelined, the ones after it) and starts
+    /// it now, or waits for its time; `Want::Done` when the plan has none.
+    pub fn start<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, now: Instant) {
+        if !matches!(self.phase, Phase::Idle) {
+            return;
+        }
+        let Some(first) = ctx.plan.next_ticket_at(now) else {
+            self.finish();
+            return;
+        };
+        self.tickets.clear();
+        self.tickets.push_back(first);
+        if first.intended > now {
+            self.phase = Phase::Scheduled;
+            return;
+        }
+        while self.tickets.len() < self.pipeline {
+            match ctx.plan.next_ticket_at(now) {
+                Some(t) => self.tickets.push_back(t),
+                None => break,
+            }
+        }
+        self.begin(ctx, sink, now);
+    }
+
+    /// No more tickets: the connection closes and the session is done.
+    fn finish(&mut self) {
+        self.close_conn();
+        self.tickets.clear();
+        self.phase = Phase::Done;
+    }
+
+    /// Starts the held tickets: on the open connection if it goes to
+    /// their target, else on a new one.
+    fn begin<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, now: Instant) {
+        let Some(first) = self.tickets.front() else {
+            self.phase = Phase::Idle;
+            return;
+        };
+        sink.issued(self.tickets.len() as u64);
+        self.target = (first.seq % ctx.targets.len() as u64) as usize;
+        let target = &ctx.targets[self.target];
+        self.head_request = target.head_request;
+        if self.conn == Some(target.addr) {
+            self.deadline = ctx.conn.timeout.map(|t| now + t);
+            self.start_write(ctx, now);
+        } else {
+            self.close_conn();
+            self.deadline = None;
+            self.phase = Phase::Connect;
+        }
+    }
+
+    /// The driver starts the connect now (it has a connect turn): where to,
+    /// and from which source address. The request's `--timeout` starts
+    /// here unless it already runs (a retry).
+    pub fn connect_started(
+        &mut self,
+        ctx: &WorkerCtx,
+        now: Instant,
+    ) -> (SocketAddr, Option<IpAddr>) {
+        let addr = self.peer(ctx);
+        self.phase = Phase::Connecting;
+        self.conn = Some(addr);
+        self.served = 0;
+        self.connect_started = now;
+        if self.deadline.is_none() {
+            self.deadline = ctx.conn.timeout.map(|t| now + t);
+        }
+        self.connect_by = ctx.conn.connect_timeout.map(|t| now + t);
+        (addr, ctx.bind_addr())
+    }
+
+    /// The connection is established.
+    pub fn on_connected<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, now: Instant) {
+        if self.phase != Phase::Connecting {
+            return;
+        }
+        sink.connected(
+            now.saturating_duration_since(self.connect_started),
+            self.ever_connected,
+        );
+        self.ever_connected = true;
+        self.connect_by = None;
+        self.start_write(ctx, now);
+    }
+
+    /// The connect failed (or the socket for it could not be made).
+    pub fn on_connect_error<S: Sink>(
+        &mut self,
+        ctx: &WorkerCtx,
+        sink: &mut S,
+        error: &std::io::Error,
+        now: Instant,
+    ) {
+        if matches!(self.phase, Phase::Connect | Phase::Connecting) {
+            let error = FetchError::connect(error, self.peer(ctx));
+            self.fail(ctx, sink, error, false, now);
+        }
+    }
+
+    /// Writes the held tickets' requests: one write for the whole batch.
+    fn start_write(&mut self, ctx: &WorkerCtx, now: Instant) {
+        self.phase = Phase::Exchanging;
+        self.sent_at = now;
+        self.sent = 0;
+        let one = ctx.targets[self.target].request.len();
+        self.send_len = (one * self.tickets.len()).min(ctx.wire(self.target).len());
+        self.parser.reset(self.head_request);
+    }
+
+    /// The bytes still to send. They stay where they are until sent (the
+    /// run's encoded requests, see [`WorkerCtx::wire`]), so a driver may
+    /// hand them to the kernel by address.
+    #[inline]
+    pub fn to_send<'c>(&self, ctx: &'c WorkerCtx) -> &'c [u8] {
+        ctx.wire(self.target)
+            .get(self.sent..self.send_len)
+            .unwrap_or_default()
+    }
+
+    /// [`Session::to_send`] as a shared handle, for a driver that passes
+    /// buffers by ownership.
+    pub fn to_send_bytes(&self, ctx: &WorkerCtx) -> bytes::Bytes {
+        let wire = &ctx.wire[self.target];
+        wire.slice(self.sent.min(self.send_len)..self.send_len.min(wire.len()))
+    }
+
+    /// The kernel took `n` more bytes of [`Session::to_send`].
+    #[inline]
+    pub fn on_sent<S: Sink>(&mut self, sink: &mut S, n: usize) {
+        if self.phase != Phase::Exchanging {
+            return;
+        }
+        let n = n.min(self.send_len - self.sent);
+        self.sent += n;
+        sink.bytes(0, n as u64);
+    }
+
+    /// Bytes arrived on the connection.
+    pub fn on_recv<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, data: &[u8], now: Instant) {
+        sink.bytes(data.len() as u64, 0);
+        if self.phase != Phase::Exchanging {
+            // Bytes nobody asked for on an idle connection (a late 408, the
+            // excess of a response): it cannot be trusted any more.
+            self.close_conn();
+            return;
+        }
+        let mut bytes = data;
+        loop {
+            match self.parser.feed(bytes) {
+                Ok(Progress::NeedMore) => return,
+                Ok(Progress::Done(response)) => {
+                    let rest = bytes.get(response.consumed..).unwrap_or_default();
+                    if !self.complete(ctx, sink, &response, rest.len(), now) || rest.is_empty() {
+                        return;
+                    }
+                    bytes = rest;
+                }
+                Err(e) => {
+                    let error = FetchError::http(&e, self.peer(ctx));
+                    return self.fail(ctx, sink, error, false, now);
+                }
+            }
+        }
+    }
+
+    /// The peer closed the connection.
+    pub fn on_eof<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, now: Instant) {
+        if self.phase != Phase::Exchanging {
+            // An idle keep-alive connection the server closed: reopen on next use.
+            self.close_conn();
+            return;
+        }
+        let started = self.parser.started();
+        match self.parser.feed_eof() {
+            Ok(response) => {
+                // A close-delimited body ends here, and the connection with it.
+                self.close_conn();
+                self.complete(ctx, sink, &response, 0, now);
+            }
+            Err(e) => {
+                let error = FetchError::http(&e, self.peer(ctx));
+                self.fail(ctx, sink, error, !started, now);
+            }
+        }
+    }
+
+    /// A send or receive failed.
+    pub fn on_io_error<S: Sink>(
+        &mut self,
+        ctx: &WorkerCtx,
+        sink: &mut S,
+        error: &std::io::Error,
+        now: Instant,
+    ) {
+        match self.phase {
+            Phase::Connecting => self.on_connect_error(ctx, sink, error, now),
+            Phase::Exchanging => {
+                let started = self.parser.started();
+                let error = FetchError::io(error, self.peer(ctx));
+                self.fail(ctx, sink, error, !started, now);
+            }
+            // An idle connection broke: reopen on next use.
+            _ => self.close_conn(),
+        }
+    }
+
+    /// A deadline of [`Session::deadline`] may have passed.
+    pub fn on_timer<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, now: Instant) {
+        let passed = |at: Option<Instant>| at.is_some_and(|a| now >= a);
+        let error = match self.phase {
+            Phase::Scheduled if self.tickets.front().is_some_and(|t| now >= t.intended) => {
+                return self.begin(ctx, sink, now);
+            }
+            // The earlier of the two limits names the failure.
+            Phase::Connecting
+                if passed(self.connect_by)
+                    && self
+                        .deadline
+                        .is_none_or(|d| self.connect_by.is_some_and(|c| c <= d)) =>
+            {
+                let limit = ctx.conn.connect_timeout.unwrap_or_default();
+                FetchError::connect_timeout(limit, self.peer(ctx))
+            }
+            Phase::Connecting | Phase::Exchanging if passed(self.deadline) => {
+                FetchError::timeout(ctx.conn.timeout.unwrap_or_default())
+            }
+            _ => return,
+        };
+        self.fail(ctx, sink, error, false, now);
+    }
+
+    /// The run is over (its deadline, Ctrl-C, or the driver's end): what is
+    /// under way is in flight, a due open-loop ticket too; the connection closes.
+    pub fn cut_off<S: Sink>(&mut self, sink: &mut S, now: Instant) {
+        match self.phase {
+            Phase::Scheduled if self.tickets.front().is_some_and(|t| t.intended <= now) => {
+                sink.issued(1);
+                sink.in_flight(1);
+            }
+            Phase::Connect | Phase::Connecting | Phase::Exchanging => {
+                sink.in_flight(self.tickets.len() as u64);
+            }
+            _ => {}
+        }
+        self.finish();
+    }
+
+    /// The driver cannot go on (its ring broke): what is under way fails
+    /// with `error`, and the session is done.
+    pub fn abort<S: Sink>(&mut self, sink: &mut S, error: &FetchError) {
+        if self.is_busy() {
+            for t in self.tickets.drain(..) {
+                sink.failed(t.seq, error);
+            }
+        }
+        self.finish();
+    }
+
+    /// One response is complete, with `excess` bytes after it in the same
+    /// read. Records it against the oldest ticket; returns whether more
+    /// responses are awaited on this connection.
+    fn complete<S: Sink>(
+        &mut self,
+        ctx: &WorkerCtx,
+        sink: &mut S,
+        response: &Response,
+        excess: usize,
+        now: Instant,
+    ) -> bool {
+        if ctx.plan.is_over(now) {
+            // Too late: the run ended before this response did.
+            self.cut_off(sink, now);
+            return false;
+        }
+        let Some(ticket) = self.tickets.pop_front() else {
+            return false;
+        };
+        self.served += 1;
+        let excess = if self.tickets.is_empty() { excess } else { 0 };
+        sink.response(&Done {
+            seq: ticket.seq,
+            response,
+            parser: &self.parser,
+            origin: ctx.plan.latency_origin(&ticket, self.sent_at),
+            sent_at: self.sent_at,
+            now,
+            peer: self.peer(ctx),
+            excess,
+        });
+        let reusable = response.keep_alive && ctx.conn.keep_alive && excess == 0;
+        if self.tickets.is_empty() {
+            if !reusable {
+                self.close_conn();
+            }
+            self.phase = Phase::Idle;
+            return false;
+        }
+        if !reusable || self.conn.is_none() {
+            // The server ends the connection here (RFC 9112 §9.6): the rest
+            // of the batch goes to a new one.
+            self.close_conn();
+            sink.retried(self.tickets.len() as u64);
+            self.phase = Phase::Connect;
+            return false;
+        }
+        self.parser.reset(self.head_request);
+        true
+    }
+
+    /// The connection failed: retried on a new one (see the module docs)
+    /// if `before_response` (no byte of the current response had come)
+    /// allows it, else every awaited ticket fails with `error`.
+    fn fail<S: Sink>(
+        &mut self,
+        ctx: &WorkerCtx,
+        sink: &mut S,
+        error: FetchError,
+        before_response: bool,
+        now: Instant,
+    ) {
+        if ctx.plan.is_over(now) {
+            // The end of the run cut it off (a blocked driver's socket is
+            // shut down then): in flight, not an error.
+            return self.cut_off(sink, now);
+        }
+        let answered_before = self.served > 0;
+        self.close_conn();
+        let retry = before_response
+            && answered_before
+            && matches!(error.kind, ErrorKind::EarlyEof | ErrorKind::Reset)
+            && !self.tickets.is_empty();
+        if retry {
+            sink.retried(self.tickets.len() as u64);
+            self.phase = Phase::Connect;
+            return;
+        }
+        for t in self.tickets.drain(..) {
+            sink.failed(t.seq, &error);
+        }
+        self.phase = Phase::Idle;
+    }
+
+    /// Forgets the connection; the driver closes its socket.
+    fn close_conn(&mut self) {
+        if self.conn.take().is_some() {
+            self.close = true;
+        }
+        self.served = 0;
+    }
+}

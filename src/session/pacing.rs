@@ -1,0 +1,119 @@
+//! Connect pacing, one rule for every backend: at most [`CONNECTS_IN_FLIGHT`]
+//! connection attempts under way per worker thread.
+//!
+//! A loopback connect runs its whole handshake inside the call that starts
+//! it (a `connect(2)`, or the `io_uring_enter` that submits a CONNECT), so
+//! thousands started at once hold back every request and completion behind
+//! the last handshake. A request's `--timeout` starts only once it has its
+//! turn (see `Session::connect_started`), so a queue of connects is never
+//! counted against the requests waiting in it.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Connection attempts under way at once, per worker thread.
+pub const CONNECTS_IN_FLIGHT: usize = 256;
+
+/// The turns of one worker's connects. Event loops use [`try_take`]
+/// (a session that gets none waits for the next pass), futures [`take`],
+/// blocking threads [`take_blocking`]; all give a turn back once the
+/// attempt has ended, however it ended.
+///
+/// [`try_take`]: ConnectTurns::try_take
+/// [`take`]: ConnectTurns::take
+/// [`take_blocking`]: ConnectTurns::take_blocking
+#[derive(Debug)]
+pub(crate) struct ConnectTurns {
+    free: Mutex<usize>,
+    /// Blocking threads waiting for a turn.
+    cv: Condvar,
+    /// Tasks waiting for a turn.
+    notify: tokio::sync::Notify,
+}
+
+impl Default for ConnectTurns {
+    fn default() -> Self {
+        Self::new(CONNECTS_IN_FLIGHT)
+    }
+}
+
+impl ConnectTurns {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            free: Mutex::new(limit.max(1)),
+            cv: Condvar::new(),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, usize> {
+        self.free.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a turn if one is free.
+    pub fn try_take(&self) -> bool {
+        let mut free = self.lock();
+        if *free == 0 {
+            return false;
+        }
+        *free -= 1;
+        true
+    }
+
+    /// Waits for a turn (a task on a worker's runtime).
+    pub async fn take(&self) {
+        loop {
+            // Registered before the check, so a turn given back between
+            // the check and the wait still wakes this task.
+            let notified = self.notify.notified();
+            if self.try_take() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits for a turn on a blocking thread, looking at `stop` every
+    /// `tick`; `false` if `stop` said the run is over first.
+    pub fn take_blocking(&self, tick: Duration, stop: impl Fn() -> bool) -> bool {
+        let mut free = self.lock();
+        loop {
+            if stop() {
+                return false;
+            }
+            if *free > 0 {
+                *free -= 1;
+                return true;
+            }
+            free = self
+                .cv
+                .wait_timeout(free, tick)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Gives a turn back.
+    pub fn give_back(&self) {
+        *self.lock() += 1;
+        self.cv.notify_one();
+        self.notify.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turns_are_bounded_and_come_back() {
+        let turns = ConnectTurns::new(2);
+        assert!(turns.try_take());
+        assert!(turns.try_take());
+        assert!(!turns.try_take());
+        assert!(!turns.take_blocking(Duration::from_millis(1), || true));
+        turns.give_back();
+        assert!(turns.take_blocking(Duration::from_millis(1), || false));
+        assert!(!turns.try_take());
+    }
+}
