@@ -67,6 +67,15 @@ impl Transport for Epoll {
         (r, buf)
     }
 
+    /// tokio knows whether the socket was readable since the last read: a
+    /// `try_read` makes no system call unless something came.
+    fn idle_bytes(stream: &mut TcpStream, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
+        match stream.try_read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+            r => Some(r),
+        }
+    }
+
     fn close(stream: TcpStream) {
         drop(stream);
     }

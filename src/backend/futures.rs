@@ -43,6 +43,11 @@ pub(super) trait Transport: 'static {
     /// them at its start.
     async fn read(stream: &mut Self::Stream, buf: Vec<u8>) -> (std::io::Result<usize>, Vec<u8>);
 
+    /// What already came on an idle connection (a late `408`, the server's
+    /// close), if the I/O model can tell without a system call: `None`
+    /// when nothing came (or it cannot tell).
+    fn idle_bytes(stream: &mut Self::Stream, buf: &mut [u8]) -> Option<std::io::Result<usize>>;
+
     /// Closes a connection now, even with an operation pending on it.
     fn close(stream: Self::Stream);
 
@@ -133,11 +138,15 @@ async fn session_task<T: Transport, S: Sink>(w: Rc<Worker<S>>) {
         let raced: Raced<()> = match want {
             Want::Done => break,
             Want::Start => {
-                session.start(ctx, &mut *w.sink.borrow_mut(), Instant::now());
+                if !idle_seen::<T, S>(&w, &mut session, &mut stream, &mut buf, room) {
+                    session.start(ctx, &mut *w.sink.borrow_mut(), Instant::now());
+                }
                 continue;
             }
             Want::Wait(at) => match race(std::future::pending::<()>(), Some(at), &mut stop).await {
                 Raced::Stop => Raced::Stop,
+                // Before the ticket reuses the connection.
+                _ if idle_seen::<T, S>(&w, &mut session, &mut stream, &mut buf, room) => continue,
                 _ => Raced::Timer,
             },
             Want::Connect => {
@@ -224,6 +233,32 @@ async fn session_task<T: Transport, S: Sink>(w: Rc<Worker<S>>) {
     if let Some(s) = stream.take() {
         T::close(s);
     }
+}
+
+/// Feeds what already came on the session's idle connection, if anything
+/// (see [`Transport::idle_bytes`]); whether something did.
+fn idle_seen<T: Transport, S: Sink>(
+    w: &Worker<S>,
+    session: &mut Session,
+    stream: &mut Option<T::Stream>,
+    buf: &mut Option<Vec<u8>>,
+    room: usize,
+) -> bool {
+    let Some(s) = stream.as_mut() else {
+        return false;
+    };
+    let owned = buf.get_or_insert_with(|| vec![0; room]);
+    let Some(r) = T::idle_bytes(s, owned) else {
+        return false;
+    };
+    let (ctx, now) = (&w.ctx, Instant::now());
+    let mut sink = w.sink.borrow_mut();
+    match r {
+        Ok(0) => session.on_eof(ctx, &mut *sink, now),
+        Ok(n) => session.on_recv(ctx, &mut *sink, owned.get(..n).unwrap_or_default(), now),
+        Err(e) => session.on_io_error(ctx, &mut *sink, &e, now),
+    }
+    true
 }
 
 impl<T> Raced<T> {

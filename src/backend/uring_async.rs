@@ -110,6 +110,13 @@ impl Transport for Uring {
         stream.read(buf).await
     }
 
+    /// The completion model knows nothing of a socket without an operation
+    /// on it, and a check would cost a system call per request: an idle
+    /// connection is reused unchecked (as by `threads`).
+    fn idle_bytes(_stream: &mut TcpStream, _buf: &mut [u8]) -> Option<io::Result<usize>> {
+        None
+    }
+
     fn close(stream: TcpStream) {
         let _ = stream.shutdown(Shutdown::Both);
     }

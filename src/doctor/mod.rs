@@ -119,6 +119,7 @@ pub fn profile_name(backend: BackendKind, profile: Profile) -> &'static str {
     match (backend, profile) {
         (BackendKind::UringLoop, Profile::Auto) => "auto",
         (BackendKind::UringLoop, Profile::Linux510) => "5.10",
+        (BackendKind::UringLoop, Profile::AutoPlainRecv) => "auto-plain-recv",
         _ => "default",
     }
 }

@@ -380,6 +380,10 @@ macro_rules! every_backend {
         $suite! {
             uring_loop => ["uring-loop"],
             uring_loop_510 => ["uring-loop", "--uring-profile", "5.10"],
+            // DEFER_TASKRUN and direct descriptors with plain receives: a
+            // receive of a closed connection may still complete into the
+            // slot's buffer when the next connection wants it.
+            uring_loop_plain_recv => ["uring-loop", "--uring-profile", "auto-plain-recv"],
             uring_async => ["uring-async"],
             epoll_loop => ["epoll-loop"],
             epoll_async => ["epoll-async"],

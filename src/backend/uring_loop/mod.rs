@@ -257,7 +257,17 @@ impl<S: Sink> Loop<'_, S> {
                     break;
                 }
                 Want::Start => self.sessions[i].start(ctx, &mut self.sink, now),
-                Want::Wait(_) | Want::Connecting => break,
+                Want::Wait(_) => {
+                    // An idle keep-alive connection keeps a receive armed
+                    // (a multishot one stays armed anyway), so what comes
+                    // on it meanwhile (a late `408`, the server's close)
+                    // reaches the session before the connection is reused.
+                    if self.io[i].fd >= 0 && !self.io[i].recv_armed {
+                        self.arm_recv(i);
+                    }
+                    break;
+                }
+                Want::Connecting => break,
                 Want::Connect => {
                     if !ctx.turns.try_take() {
                         self.waiting_turn.push(i);

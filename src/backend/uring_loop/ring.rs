@@ -24,6 +24,12 @@ pub enum Profile {
     /// timed waits, no setup flags.
     #[value(name = "5.10")]
     Linux510,
+    /// `auto` without the provided-buffer ring: plain receives, each into
+    /// its slot's own buffer, beside every other fast path (DEFER_TASKRUN,
+    /// direct descriptors); what a kernel that refuses the buffer ring
+    /// runs. For tests.
+    #[value(name = "auto-plain-recv", hide = true)]
+    AutoPlainRecv,
 }
 
 /// What this ring runs with; printed by `doctor` and in verbose output.
@@ -115,7 +121,7 @@ pub fn build(entries: u32, profile: Profile) -> io::Result<(IoUring, Features)> 
         }
     };
     let ring = ring;
-    if profile == Profile::Auto {
+    if profile != Profile::Linux510 {
         let p = ring.params();
         f.skip_success = p.is_feature_skip_cqe_on_success();
         f.ext_arg = p.is_feature_ext_arg();
@@ -275,6 +281,9 @@ pub fn setup(
     size: usize,
 ) -> io::Result<(IoUring, Features, Option<BufRing>)> {
     let (ring, mut features) = build(entries, profile)?;
+    if profile == Profile::AutoPlainRecv {
+        features.multishot_recv = false;
+    }
     let bufs = if features.multishot_recv {
         match BufRing::new(&ring, count, size, 0) {
             Ok(b) => Some(b),
