@@ -11,8 +11,12 @@
 //! requests that would have seen the stall (coordinated omission, as in wrk2).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+/// Wakes a waiting loop: a write to an eventfd its ring polls, a mio
+/// `Waker`, a tokio `Notify`, a condition variable.
+pub type Wake = Box<dyn Fn() + Send + Sync>;
 
 /// When the run ends.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,7 +47,6 @@ pub struct Ticket {
 }
 
 /// The shared schedule of a run; cheap to call from every worker thread.
-#[derive(Debug)]
 pub struct Plan {
     stop: Stop,
     rate: Rate,
@@ -54,6 +57,20 @@ pub struct Plan {
     cancelled: AtomicBool,
     /// When Ctrl-C ended the run.
     cancelled_at: OnceLock<Instant>,
+    /// Who waits and must wake when the run is cancelled: loops wait for
+    /// their next timer (the deadline is one), never poll for Ctrl-C.
+    wakers: Mutex<Vec<Wake>>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("stop", &self.stop)
+            .field("rate", &self.rate)
+            .field("handed_out", &self.handed_out)
+            .field("cancelled", &self.cancelled)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Plan {
@@ -68,6 +85,7 @@ impl Plan {
             handed_out: AtomicU64::new(0),
             cancelled: AtomicBool::new(false),
             cancelled_at: OnceLock::new(),
+            wakers: Mutex::new(Vec::new()),
         })
     }
 
@@ -99,10 +117,24 @@ impl Plan {
         }
     }
 
-    /// Ends the run early (Ctrl-C): no further tickets.
+    /// Ends the run early (Ctrl-C): no further tickets, and every waiting
+    /// loop wakes.
     pub fn cancel(&self) {
         let _ = self.cancelled_at.set(Instant::now());
         self.cancelled.store(true, Ordering::Release);
+        for wake in self.wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            wake();
+        }
+    }
+
+    /// Calls `wake` when the run is cancelled (at once if it already is).
+    /// `wake` must not call back into the plan.
+    pub fn on_cancel(&self, wake: Wake) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        if self.is_cancelled() {
+            wake();
+        }
+        wakers.push(wake);
     }
 
     pub fn is_cancelled(&self) -> bool {

@@ -353,16 +353,18 @@ fn wait_out_window(plan: &Plan) -> Duration {
         // (their own clock), not after their teardown.
         return Duration::ZERO;
     }
+    let me = std::thread::current();
+    plan.on_cancel(Box::new(move || me.unpark()));
     loop {
         let now = Instant::now();
-        if now >= deadline {
-            return deadline.saturating_duration_since(plan.start());
-        }
         if plan.is_cancelled() {
             // Ctrl-C while waiting out the window: it ran until now.
             return now.saturating_duration_since(plan.start());
         }
-        std::thread::sleep((deadline - now).min(Duration::from_millis(50)));
+        if now >= deadline {
+            return deadline.saturating_duration_since(plan.start());
+        }
+        std::thread::park_timeout(deadline - now);
     }
 }
 

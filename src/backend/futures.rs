@@ -10,10 +10,11 @@
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::WorkerCtx;
@@ -24,8 +25,6 @@ use crate::session::{Session, Sink, Want};
 const READ_BUF: usize = 8 * 1024;
 /// Receive buffer for `get`, which keeps whole bodies.
 const FETCH_BUF: usize = 64 * 1024;
-/// How often the stop watcher looks for Ctrl-C.
-const CANCEL_POLL: Duration = Duration::from_millis(50);
 
 /// What an I/O model provides to the driver. Buffers pass by ownership (the
 /// completion model lends them to the kernel).
@@ -105,7 +104,11 @@ pub(super) async fn run<T: Transport, S: Sink + 'static>(ctx: WorkerCtx, sink: S
     let tasks: Vec<_> = (0..w.ctx.connections)
         .map(|_| T::spawn(session_task::<T, S>(w.clone())))
         .collect();
-    let watcher = T::spawn(watch_stop(w.ctx.clone(), tx));
+    let cancelled = Arc::new(Notify::new());
+    let notify = cancelled.clone();
+    // A permit is stored if the run is cancelled before the watcher waits.
+    w.ctx.plan.on_cancel(Box::new(move || notify.notify_one()));
+    let watcher = T::spawn(watch_stop(w.ctx.clone(), tx, cancelled));
     for t in tasks {
         let _ = t.await;
     }
@@ -273,17 +276,17 @@ impl<T> Raced<T> {
 }
 
 /// Tells every session task when the run is over: at the deadline, or
-/// soon after Ctrl-C cancels the plan.
-async fn watch_stop(ctx: WorkerCtx, tx: watch::Sender<bool>) {
-    loop {
-        let now = Instant::now();
-        if ctx.plan.is_over(now) {
-            let _ = tx.send(true);
-            return;
+/// when the plan's cancel (Ctrl-C) notifies `cancelled`.
+async fn watch_stop(ctx: WorkerCtx, tx: watch::Sender<bool>, cancelled: Arc<Notify>) {
+    let deadline = async {
+        match ctx.plan.deadline() {
+            Some(d) => tokio::time::sleep_until(d.into()).await,
+            None => std::future::pending().await,
         }
-        let wait = ctx.plan.deadline().map_or(CANCEL_POLL, |d| {
-            d.saturating_duration_since(now).min(CANCEL_POLL)
-        });
-        tokio::time::sleep(wait).await;
+    };
+    tokio::select! {
+        _ = cancelled.notified() => {}
+        _ = deadline => {}
     }
+    let _ = tx.send(true);
 }

@@ -28,8 +28,9 @@ const FETCH_BUF: usize = 64 * 1024;
 /// Stack of a connection thread: a session needs little, and 10,000
 /// default-sized stacks would reserve tens of gigabytes of address space.
 const STACK: usize = 64 * 1024;
-/// How often blocked waits look at the end of the run.
-const TICK: Duration = Duration::from_millis(20);
+/// After the run is over, how often the worker shuts down connections
+/// opened since (a session thread that was between two calls).
+const RESHUT: Duration = Duration::from_millis(20);
 
 /// What a session thread runs once the run starts: its index.
 type Job = Arc<dyn Fn(usize) + Send + Sync>;
@@ -133,9 +134,12 @@ fn thread_limit_error(e: &io::Error, index: usize, n: usize) -> FetchError {
 struct Shared<S> {
     ctx: WorkerCtx,
     sink: Mutex<S>,
-    /// Each session's open connection, so the worker can shut it down when
-    /// the run is over. The socket closes when both drop it.
+    /// Each session's open (or connecting) socket, so the worker can shut
+    /// it down when the run is over. The socket closes when both drop it.
     open: Vec<Mutex<Option<Arc<TcpStream>>>>,
+    /// Session threads waiting for an open-loop ticket's time sleep here;
+    /// the plan's cancel wakes them.
+    sleep: (Mutex<()>, Condvar),
 }
 
 impl<S> Shared<S> {
@@ -149,7 +153,39 @@ impl<S> Shared<S> {
         }
     }
 
-    /// Shuts every open connection down, which ends blocked reads and writes.
+    /// Sleeps until `at`; `false` if the run ended first.
+    fn sleep_until(&self, at: Instant) -> bool {
+        let plan = &self.ctx.plan;
+        let mut guard = lock(&self.sleep.0);
+        loop {
+            let now = Instant::now();
+            if plan.is_over(now) {
+                return false;
+            }
+            if now >= at {
+                return true;
+            }
+            guard = self
+                .sleep
+                .1
+                .wait_timeout(guard, at - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Wakes the session threads that wait for a ticket's time or a
+    /// connect turn, to see that the run is over.
+    fn wake_waiters(&self) {
+        {
+            let _held = lock(&self.sleep.0);
+            self.sleep.1.notify_all();
+        }
+        self.ctx.turns.wake_all();
+    }
+
+    /// Shuts every open connection down, which ends blocked reads, writes
+    /// and connects.
     fn shut_all(&self) {
         for slot in &self.open {
             if let Some(s) = lock(slot).as_ref() {
@@ -173,7 +209,23 @@ impl Prepared {
             ctx: ctx.clone(),
             sink: Mutex::new(sink),
             open: (0..n).map(|_| Mutex::new(None)).collect(),
+            sleep: (Mutex::new(()), Condvar::new()),
         });
+        // Ctrl-C wakes whoever waits: the supervisor, sleepers, threads
+        // waiting for a connect turn. (Weak: the plan outlives the run.)
+        let (gate, weak) = (Arc::downgrade(&self.gate), Arc::downgrade(&sh));
+        let turns = ctx.turns.clone();
+        ctx.plan.on_cancel(Box::new(move || {
+            if let Some(gate) = gate.upgrade() {
+                let _held = lock(&gate.finished);
+                gate.done_cv.notify_all();
+            }
+            if let Some(sh) = weak.upgrade() {
+                sh.wake_waiters();
+            } else {
+                turns.wake_all();
+            }
+        }));
         let job_sh = sh.clone();
         let job: Job = Arc::new(move |index| session_thread(&job_sh, index));
         self.gate.open(Some(job));
@@ -200,28 +252,37 @@ impl Prepared {
         }
     }
 
-    /// Waits for `n` session threads to end, shutting their connections
-    /// down (again every tick, for ones opened meanwhile) once the run is over.
+    /// Waits for `n` session threads to end; once the run is over (its
+    /// deadline, or the plan's cancel waking this wait), shuts their
+    /// connections down, and again every RESHUT for ones opened meanwhile.
     fn supervise<S>(&self, sh: &Shared<S>, n: usize) {
         let plan = &sh.ctx.plan;
         let mut finished = lock(&self.gate.finished);
         while *finished < n {
-            if plan.is_over(Instant::now()) {
+            let now = Instant::now();
+            let wait = if plan.is_over(now) {
                 drop(finished);
                 sh.shut_all();
+                sh.wake_waiters();
                 finished = lock(&self.gate.finished);
-            }
-            // Wake at the deadline itself, not up to a tick after it.
-            let wait = plan.deadline().map_or(TICK, |d| {
-                d.saturating_duration_since(Instant::now())
-                    .clamp(Duration::from_millis(1), TICK)
-            });
-            finished = self
-                .gate
-                .done_cv
-                .wait_timeout(finished, wait)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+                Some(RESHUT)
+            } else {
+                plan.deadline().map(|d| d.saturating_duration_since(now))
+            };
+            finished = match wait {
+                Some(d) => {
+                    self.gate
+                        .done_cv
+                        .wait_timeout(finished, d.max(Duration::from_millis(1)))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                None => self
+                    .gate
+                    .done_cv
+                    .wait(finished)
+                    .unwrap_or_else(|e| e.into_inner()),
+            };
         }
     }
 }
@@ -243,29 +304,24 @@ fn session_thread<S: Sink>(sh: &Shared<S>, index: usize) {
             Want::Done => break,
             Want::Start => session.start(ctx, &mut *sh.sink(), now),
             Want::Wait(at) => {
-                if !sleep_until(plan, at) {
+                if !sh.sleep_until(at) {
                     session.cut_off(&mut *sh.sink(), Instant::now());
                     break;
                 }
                 session.on_timer(ctx, &mut *sh.sink(), Instant::now());
             }
             Want::Connect => {
-                if !ctx
-                    .turns
-                    .take_blocking(TICK, || plan.is_over(Instant::now()))
-                {
+                if !ctx.turns.take_blocking(|| plan.is_over(Instant::now())) {
                     session.cut_off(&mut *sh.sink(), Instant::now());
                     break;
                 }
                 let (addr, bind) = session.connect_started(ctx, Instant::now());
-                let result = connect_until(plan, addr, bind, session.deadline());
+                let result = connect_until(sh, index, addr, bind, session.deadline());
                 ctx.turns.give_back();
                 let now = Instant::now();
                 let mut sink = sh.sink();
                 match result {
                     Ok(s) => {
-                        let s = Arc::new(s);
-                        sh.register(index, Some(s.clone()));
                         stream = Some(s);
                         session.on_connected(ctx, &mut *sink, now);
                     }
@@ -382,28 +438,16 @@ fn read_until(
     }
 }
 
-/// Sleeps until `at` in short slices; `false` if the run ended first.
-fn sleep_until(plan: &Plan, at: Instant) -> bool {
-    loop {
-        let now = Instant::now();
-        if plan.is_over(now) {
-            return false;
-        }
-        if now >= at {
-            return true;
-        }
-        std::thread::sleep((at - now).min(TICK));
-    }
-}
-
-/// Connects without blocking past `deadline` or the end of the run
-/// (checked every tick), then returns a blocking stream.
-fn connect_until(
-    plan: &Plan,
+/// Connects without blocking past `deadline` or the end of the run (the
+/// socket is registered with the worker from the start, so the stop's
+/// shutdown ends the wait), then returns the stream, blocking again.
+fn connect_until<S>(
+    sh: &Shared<S>,
+    index: usize,
     addr: SocketAddr,
     bind: Option<IpAddr>,
     deadline: Option<Instant>,
-) -> Result<TcpStream, Blocked> {
+) -> Result<Arc<TcpStream>, Blocked> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = match bind {
         Some(ip) => super::bound_socket(addr, ip),
@@ -411,10 +455,26 @@ fn connect_until(
     }
     .map_err(Blocked::Io)?;
     socket.set_nonblocking(true).map_err(Blocked::Io)?;
+    let stream = Arc::new(TcpStream::from(socket));
+    sh.register(index, Some(stream.clone()));
+    let result = connect_registered(&sh.ctx.plan, &stream, addr, deadline);
+    if result.is_err() {
+        sh.register(index, None);
+    }
+    result.map(|()| stream)
+}
+
+fn connect_registered(
+    plan: &Plan,
+    stream: &TcpStream,
+    addr: SocketAddr,
+    deadline: Option<Instant>,
+) -> Result<(), Blocked> {
+    let socket = socket2::SockRef::from(stream);
     match socket.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
-            wait_writable(&socket, plan, deadline)?;
+            wait_writable(stream, plan, deadline)?;
             if let Some(e) = socket.take_error().map_err(Blocked::Io)? {
                 return Err(Blocked::Io(e));
             }
@@ -423,12 +483,13 @@ fn connect_until(
     }
     socket.set_nonblocking(false).map_err(Blocked::Io)?;
     let _ = socket.set_nodelay(true);
-    Ok(socket.into())
+    Ok(())
 }
 
-/// Waits for a connecting socket to become writable (connected or failed).
+/// Waits for a connecting socket to become writable (connected, failed, or
+/// shut down by the worker at the end of the run).
 fn wait_writable(
-    socket: &socket2::Socket,
+    stream: &TcpStream,
     plan: &Plan,
     deadline: Option<Instant>,
 ) -> Result<(), Blocked> {
@@ -438,17 +499,21 @@ fn wait_writable(
         if plan.is_over(Instant::now()) {
             return Err(Blocked::Stopped);
         }
-        let wait = left.map_or(TICK, |l| l.min(TICK));
         let mut pfd = libc::pollfd {
-            fd: socket.as_raw_fd(),
+            fd: stream.as_raw_fd(),
             events: libc::POLLOUT,
             revents: 0,
         };
-        let ms = wait.as_millis().clamp(1, 1000) as libc::c_int;
+        // Without a deadline, a second at a time (the worker's shutdown
+        // ends the wait anyway).
+        let ms = left.map_or(1000, |l| l.as_millis().clamp(1, 1000)) as libc::c_int;
         // SAFETY: `pfd` is one valid, writable pollfd for a descriptor that
-        // `socket` keeps open for the duration of the call.
+        // `stream` keeps open for the duration of the call.
         let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
         if rc > 0 {
+            if plan.is_over(Instant::now()) {
+                return Err(Blocked::Stopped);
+            }
             return Ok(());
         }
         if rc < 0 {

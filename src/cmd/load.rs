@@ -213,63 +213,48 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
     })
 }
 
-/// Installs the Ctrl-C handling for a run: the first SIGINT ends the run and
-/// still prints its report; a second one exits at once.
-fn interrupt_flag() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let _ = signal_hook::flag::register_conditional_shutdown(
-        signal_hook::consts::SIGINT,
-        130,
-        flag.clone(),
-    );
-    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, flag.clone());
-    flag
-}
-
 /// Runs a config with progress and Ctrl-C; shared by `load` and `compare`.
 pub fn run_config(config: &LoadConfig, progress: bool) -> anyhow::Result<LoadOutcome> {
     let live = Arc::new(Live::default());
-    let interrupted = interrupt_flag();
     let done = Arc::new(AtomicBool::new(false));
     let mut watcher = None;
+    let mut ctrl_c = None;
     let outcome = runner::run(config, live.clone(), |plan: Arc<Plan>| {
-        let (done, interrupted, live) = (done.clone(), interrupted.clone(), live.clone());
-        let total = match config.stop {
-            Stop::Count(n) => Some(n),
-            Stop::Duration(_) => None,
-        };
-        let duration = match config.stop {
-            Stop::Duration(d) => Some(d),
-            Stop::Count(_) => None,
-        };
-        watcher = Some(std::thread::spawn(move || {
-            let bar = progress.then(|| progress_bar(total, duration));
-            while !done.load(Ordering::Acquire) {
-                if interrupted.load(Ordering::Relaxed) {
-                    plan.cancel();
-                }
-                if let Some(bar) = &bar {
-                    let n = live.completed.load(Ordering::Relaxed)
-                        + live.errors.load(Ordering::Relaxed);
-                    match duration {
-                        Some(_) => bar.set_position(plan.start().elapsed().as_millis() as u64),
-                        None => bar.set_position(n),
-                    }
-                    bar.set_message(format!("{n} done"));
-                }
-                std::thread::park_timeout(Duration::from_millis(50));
-            }
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
-            }
-        }));
+        ctrl_c = Some(super::interrupt::CancelOnCtrlC::new(plan.clone()));
+        if progress {
+            let (done, live) = (done.clone(), live.clone());
+            let stop = config.stop;
+            watcher = Some(std::thread::spawn(move || {
+                show_progress(&plan, stop, &live, &done)
+            }));
+        }
     });
+    drop(ctrl_c);
     done.store(true, Ordering::Release);
     if let Some(w) = watcher {
         w.thread().unpark();
         let _ = w.join();
     }
     Ok(outcome?)
+}
+
+/// Draws the progress bar until `done`.
+fn show_progress(plan: &Plan, stop: Stop, live: &Live, done: &AtomicBool) {
+    let (total, duration) = match stop {
+        Stop::Count(n) => (Some(n), None),
+        Stop::Duration(d) => (None, Some(d)),
+    };
+    let bar = progress_bar(total, duration);
+    while !done.load(Ordering::Acquire) {
+        let n = live.completed.load(Ordering::Relaxed) + live.errors.load(Ordering::Relaxed);
+        match duration {
+            Some(_) => bar.set_position(plan.start().elapsed().as_millis() as u64),
+            None => bar.set_position(n),
+        }
+        bar.set_message(format!("{n} done"));
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+    bar.finish_and_clear();
 }
 
 fn progress_bar(total: Option<u64>, duration: Option<Duration>) -> indicatif::ProgressBar {

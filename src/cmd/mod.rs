@@ -5,6 +5,7 @@ pub mod compare;
 pub mod demo;
 pub mod doctor;
 pub mod get;
+mod interrupt;
 pub mod load;
 pub mod merge;
 pub mod serve;

@@ -9,7 +9,6 @@
 //! counted against the requests waiting in it.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
 
 /// Connection attempts under way at once, per worker thread.
 pub const CONNECTS_IN_FLIGHT: usize = 256;
@@ -73,9 +72,9 @@ impl ConnectTurns {
         }
     }
 
-    /// Waits for a turn on a blocking thread, looking at `stop` every
-    /// `tick`; `false` if `stop` said the run is over first.
-    pub fn take_blocking(&self, tick: Duration, stop: impl Fn() -> bool) -> bool {
+    /// Waits for a turn on a blocking thread; `false` if `stop` says the
+    /// run is over first (its end calls [`ConnectTurns::wake_all`]).
+    pub fn take_blocking(&self, stop: impl Fn() -> bool) -> bool {
         let mut free = self.lock();
         loop {
             if stop() {
@@ -85,12 +84,14 @@ impl ConnectTurns {
                 *free -= 1;
                 return true;
             }
-            free = self
-                .cv
-                .wait_timeout(free, tick)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            free = self.cv.wait(free).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Wakes every blocking thread waiting for a turn, to look at its `stop`.
+    pub fn wake_all(&self) {
+        let _held = self.lock();
+        self.cv.notify_all();
     }
 
     /// Gives a turn back.
@@ -111,9 +112,9 @@ mod tests {
         assert!(turns.try_take());
         assert!(turns.try_take());
         assert!(!turns.try_take());
-        assert!(!turns.take_blocking(Duration::from_millis(1), || true));
+        assert!(!turns.take_blocking(|| true));
         turns.give_back();
-        assert!(turns.take_blocking(Duration::from_millis(1), || false));
+        assert!(turns.take_blocking(|| false));
         assert!(!turns.try_take());
     }
 }

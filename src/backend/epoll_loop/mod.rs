@@ -38,9 +38,9 @@ use crate::session::{Session, Sink, Want};
 
 /// Receive buffer of the loop (one per worker: every read is parsed at once).
 const READ_BUF: usize = 16 * 1024;
-/// Longest wait in `epoll_wait`: Ctrl-C only flips a flag in the plan, so
-/// the loop must look at it this often.
-const TICK: Duration = Duration::from_millis(50);
+/// The token of the waker that `plan.cancel()` wakes (no slot has it: a
+/// slot's index is below 2^32).
+const WAKE: Token = Token(usize::MAX);
 
 // Tokens carry a generation in their high 32 bits.
 const _: () = assert!(usize::BITS >= 64);
@@ -98,10 +98,14 @@ pub(crate) struct Prepared {
     poll: Poll,
 }
 
-pub(crate) fn prepare(_ctx: &WorkerCtx) -> Result<Prepared, FetchError> {
-    Ok(Prepared {
-        poll: Poll::new().map_err(|e| poll_error(&e))?,
-    })
+/// Makes the worker's epoll instance, with a waker the plan's cancel wakes.
+pub(crate) fn prepare(ctx: &WorkerCtx) -> Result<Prepared, FetchError> {
+    let poll = Poll::new().map_err(|e| poll_error(&e))?;
+    let waker = mio::Waker::new(poll.registry(), WAKE).map_err(|e| poll_error(&e))?;
+    ctx.plan.on_cancel(Box::new(move || {
+        let _ = waker.wake();
+    }));
+    Ok(Prepared { poll })
 }
 
 /// One worker thread's event loop.
@@ -161,7 +165,7 @@ impl<S: Sink> EventLoop<'_, S> {
             if self.finished == self.slots.len() {
                 return Ok(());
             }
-            if let Err(e) = self.poll.poll(events, Some(self.poll_timeout(now))) {
+            if let Err(e) = self.poll.poll(events, self.poll_timeout(now)) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -174,19 +178,22 @@ impl<S: Sink> EventLoop<'_, S> {
         }
     }
 
-    /// Until the earliest timer, the run's deadline, or one tick.
-    fn poll_timeout(&self, now: Instant) -> Duration {
-        let mut wait = TICK;
-        if let Some(Reverse((at, _))) = self.timers.peek() {
-            wait = wait.min(at.saturating_duration_since(now));
-        }
-        if let Some(d) = self.ctx.plan.deadline() {
-            wait = wait.min(d.saturating_duration_since(now));
-        }
-        wait
+    /// Until the earliest timer or the run's deadline (Ctrl-C wakes the
+    /// waker); no bound if there is neither.
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        let timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        let until = match (timer, self.ctx.plan.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        until.map(|u| u.saturating_duration_since(now))
     }
 
     fn on_event(&mut self, event: &mio::event::Event) {
+        if event.token() == WAKE {
+            // The loop sees the plan cancelled.
+            return;
+        }
         let (i, generation) = untoken(event.token());
         let Some(slot) = self.slots.get_mut(i) else {
             return;

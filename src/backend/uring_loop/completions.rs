@@ -54,6 +54,7 @@ impl<S: Sink> Loop<'_, S> {
                 let slot = match decode(ud) {
                     Named::Op(key) => self.uring.ops.get(key).map(|op| op.slot),
                     Named::SilentSend { slot, .. } => Some(slot),
+                    Named::Wake => None,
                 };
                 if let Some(s) = slot.and_then(|i| self.sessions.get(i)) {
                     prefetch(s);
@@ -75,6 +76,8 @@ impl<S: Sink> Loop<'_, S> {
                     }
                 }
                 Named::Op(key) => self.on_op(key, res, flags, now),
+                // The next pass sees the plan cancelled.
+                Named::Wake => {}
             }
         }
         if let Some(b) = &self.uring.bufs {
@@ -101,7 +104,11 @@ impl<S: Sink> Loop<'_, S> {
         let current = self.io.get(i).is_some_and(|io| io.generation == generation)
             && self.sessions[i].want() != Want::Done;
         match kind {
-            OpKind::Timer => self.timer_op = None,
+            OpKind::Timer => {
+                if self.timer_op.is_some_and(|(_, ud)| ud == key as u64) {
+                    self.timer_op = None;
+                }
+            }
             OpKind::Ignore => {}
             OpKind::Recv => self.on_recv(i, current, res, flags, owned, now),
             _ if !current => {}

@@ -64,8 +64,6 @@ const SMALL_BUF_SIZE: usize = 4 * 1024;
 /// queued. Longer writes (large bodies) post a completion per partial send,
 /// so a body cut off midway counts what went out, as on the other backends.
 const SILENT_SEND_MAX: usize = 64 * 1024;
-/// How often a run without a deadline still looks for Ctrl-C.
-const CANCEL_POLL: Duration = Duration::from_millis(50);
 /// Longest a batched wait holds completions back to gather more than the
 /// last pass handled, and the horizon over which the completion rate sizes
 /// a batch (less when quick responses take less, see [`pace`]; the
@@ -88,6 +86,31 @@ pub(crate) struct Prepared<'a> {
     ctx: &'a WorkerCtx,
     uring: Uring,
     io: Vec<SlotIo>,
+    /// Written when the run is cancelled; the ring polls it.
+    wake: std::sync::Arc<std::os::fd::OwnedFd>,
+}
+
+/// An eventfd that `plan.cancel()` writes, so a waiting ring wakes.
+fn wake_on_cancel(ctx: &WorkerCtx) -> std::io::Result<std::sync::Arc<std::os::fd::OwnedFd>> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: eventfd(2) takes no pointers; a non-negative result is a new
+    // descriptor that nothing else owns.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just made and is owned by nothing else.
+    let fd = std::sync::Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+    let writer = fd.clone();
+    ctx.plan.on_cancel(Box::new(move || {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to an eventfd that the
+        // Arc keeps open; a full counter (EAGAIN) already wakes the poll.
+        unsafe {
+            libc::write(writer.as_raw_fd(), (&one as *const u64).cast(), 8);
+        }
+    }));
+    Ok(fd)
 }
 
 /// Sets up a worker's ring with the fastest features the kernel (and
@@ -107,8 +130,11 @@ pub(crate) fn prepare(ctx: &WorkerCtx) -> Result<Prepared<'_>, FetchError> {
         && ctx.conn.bind.is_empty()
         && ring.submitter().register_files_sparse(n as u32).is_ok();
     let plain = if bufs.is_some() { 0 } else { BUF_SIZE };
+    let wake = wake_on_cancel(ctx)
+        .map_err(|e| FetchError::new(ErrorKind::Other, format!("cannot make an eventfd: {e}")))?;
     Ok(Prepared {
         ctx,
+        wake,
         io: (0..n).map(|_| SlotIo::new(plain)).collect(),
         uring: Uring {
             ring,
@@ -156,6 +182,7 @@ impl Prepared<'_> {
             steady_after: now,
             closing: Vec::new(),
         };
+        lp.poll_wake(&self.wake);
         lp.run();
         lp.sink.ended(Instant::now());
         lp.drain();
@@ -188,8 +215,8 @@ struct Loop<'a, S> {
     ring_error: Option<std::io::Error>,
     /// The run is over (deadline or Ctrl-C): nothing new starts.
     stopping: bool,
-    /// The expiry of the pending TIMEOUT op (5.10 profile), if any.
-    timer_op: Option<Instant>,
+    /// The expiry and `user_data` of the pending TIMEOUT op (5.10 profile).
+    timer_op: Option<(Instant, u64)>,
     /// The bound of a timed wait (read by the kernel during the enter).
     timespec: types::Timespec,
     cqes: Vec<(u64, i32, u32)>,
@@ -230,6 +257,17 @@ impl<S: Sink> Loop<'_, S> {
             }
             self.handle_completions();
         }
+    }
+
+    /// Has the ring watch the wake-up eventfd (see [`wake_on_cancel`]).
+    /// The poll holds its own reference to the file, and the plan's waker
+    /// keeps the descriptor open for as long as it may write to it.
+    fn poll_wake(&mut self, wake: &std::os::fd::OwnedFd) {
+        use std::os::fd::AsRawFd;
+        let entry = opcode::PollAdd::new(types::Fd(wake.as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(ops::WAKE);
+        self.push(entry);
     }
 
     /// Performs what slot `i`'s session wants until it waits for the
@@ -438,8 +476,9 @@ impl<S: Sink> Loop<'_, S> {
         self.push_op(entry, i, OpKind::Recv, owned);
     }
 
-    /// Queues an operation of slot `i` that owns `owned` until its last completion.
-    fn push_op(&mut self, entry: squeue::Entry, i: usize, kind: OpKind, owned: Owned) {
+    /// Queues an operation of slot `i` that owns `owned` until its last
+    /// completion; its `user_data`.
+    fn push_op(&mut self, entry: squeue::Entry, i: usize, kind: OpKind, owned: Owned) -> u64 {
         let ud = self.uring.ops.insert(Op {
             slot: i,
             generation: self.io[i].generation,
@@ -447,6 +486,7 @@ impl<S: Sink> Loop<'_, S> {
             owned,
         });
         self.push(entry.user_data(ud));
+        ud
     }
 
     /// Pushes an SQE, flushing the queue to the kernel when it is full.

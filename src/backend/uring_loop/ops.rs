@@ -62,8 +62,12 @@ pub struct Op {
 }
 
 /// `user_data` of a silent send: this bit, generation (bits 32-55), slot
-/// (bits 0-31). Any other `user_data` is a key of [`Ops`].
+/// (bits 0-31). Any other `user_data` is a key of [`Ops`], or [`WAKE`].
 const SILENT: u64 = 1 << 63;
+/// `user_data` of the poll on the worker's wake-up eventfd, which owns
+/// nothing and never ends before the ring does (no entry of [`Ops`], so
+/// a drain does not wait for it).
+pub const WAKE: u64 = 1 << 62;
 
 /// What a completion's `user_data` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +76,8 @@ pub enum Named {
     Op(usize),
     /// A silent send's failure: its slot and generation.
     SilentSend { slot: usize, generation: u32 },
+    /// The wake-up eventfd was written: the run was cancelled.
+    Wake,
 }
 
 /// `user_data` of a silent send of `slot` on connection `generation`.
@@ -80,7 +86,9 @@ pub fn silent_send(slot: usize, generation: u32) -> u64 {
 }
 
 pub fn decode(user_data: u64) -> Named {
-    if user_data & SILENT != 0 {
+    if user_data == WAKE {
+        Named::Wake
+    } else if user_data & SILENT != 0 {
         Named::SilentSend {
             slot: (user_data & 0xFFFF_FFFF) as usize,
             generation: ((user_data >> 32) & 0xFF_FFFF) as u32,
@@ -121,7 +129,7 @@ impl Ops {
     pub fn cancel_unsubmitted(&mut self, user_data: u64) -> Option<Op> {
         match decode(user_data) {
             Named::Op(key) => self.remove(key),
-            Named::SilentSend { .. } => None,
+            Named::SilentSend { .. } | Named::Wake => None,
         }
     }
 

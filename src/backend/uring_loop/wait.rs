@@ -11,7 +11,7 @@ use io_uring::{cqueue, opcode, types};
 use super::ops::{Named, OpKind, Owned, decode};
 use super::ring;
 use super::slot;
-use super::{BATCH_WAIT, CANCEL_POLL, DRAIN_LIMIT, HAND_OFF_ABOVE, Loop, STEADY_BATCH_WAIT};
+use super::{BATCH_WAIT, DRAIN_LIMIT, HAND_OFF_ABOVE, Loop, STEADY_BATCH_WAIT};
 use crate::session::Sink;
 
 /// A steady wait (see [`plan_wait`]) whose `io_uring_enter` takes longer
@@ -36,14 +36,12 @@ impl<S: Sink> Loop<'_, S> {
         if let Some(e) = self.ring_error.take() {
             return Err(e);
         }
+        // The next timer or the deadline; Ctrl-C writes the wake-up eventfd.
         let mut until = self.timers.peek().map(|Reverse((t, _))| *t);
-        if !self.stopping {
-            let poll = self
-                .ctx
-                .plan
-                .deadline()
-                .map_or(now + CANCEL_POLL, |d| d.min(now + CANCEL_POLL));
-            until = Some(until.map_or(poll, |u| u.min(poll)));
+        if !self.stopping
+            && let Some(d) = self.ctx.plan.deadline()
+        {
+            until = Some(until.map_or(d, |u| u.min(d)));
         }
         let want = if self.uring.ops.in_flight() == 0 {
             0
@@ -89,13 +87,15 @@ impl<S: Sink> Loop<'_, S> {
             r
         } else {
             // 5.10: a TIMEOUT op bounds the wait; no batching without it.
+            // One is pending at a time: an earlier one replaces it.
             if let Some(at) = until
-                && self.timer_op.is_none_or(|t| at < t)
+                && self.timer_op.is_none_or(|(t, _)| at < t)
             {
+                self.remove_timer_op();
                 let spec = Box::new(types::Timespec::from(at.saturating_duration_since(now)));
                 let e = opcode::Timeout::new(&*spec).build();
-                self.push_op(e, 0, OpKind::Timer, Owned::Timespec(spec));
-                self.timer_op = Some(at);
+                let ud = self.push_op(e, 0, OpKind::Timer, Owned::Timespec(spec));
+                self.timer_op = Some((at, ud));
             }
             self.uring.ring.submit_and_wait(1)
         };
@@ -115,10 +115,20 @@ impl<S: Sink> Loop<'_, S> {
         }
     }
 
+    /// Removes the pending TIMEOUT op (5.10 profile), if any; its
+    /// completion (cancelled) still comes, and ends its entry.
+    fn remove_timer_op(&mut self) {
+        if let Some((_, ud)) = self.timer_op.take() {
+            let e = opcode::TimeoutRemove::new(ud).build();
+            self.push_op(e, 0, OpKind::Ignore, Owned::Nothing);
+        }
+    }
+
     /// Closes every connection and waits (boundedly) for the kernel to
     /// finish their operations, so that what they own can be freed (see
     /// [`super::ops::Uring`]).
     pub(super) fn drain(&mut self) {
+        self.remove_timer_op();
         let direct = self.uring.features.direct_descriptors;
         let open = self.io.iter().filter(|s| s.fd >= 0).count();
         if open > HAND_OFF_ABOVE {
@@ -188,7 +198,7 @@ impl<S: Sink> Loop<'_, S> {
                 .filter(|c| !cqueue::more(c.flags()))
                 .filter_map(|c| match decode(c.user_data()) {
                     Named::Op(key) => Some(key),
-                    Named::SilentSend { .. } => None,
+                    Named::SilentSend { .. } | Named::Wake => None,
                 })
                 .collect();
             for key in done {
