@@ -25,7 +25,8 @@ fn read_inputs(files: &[String]) -> anyhow::Result<Vec<Input>> {
                 .context("cannot read stdin")?;
             s
         } else {
-            std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
+            std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", crate::report::escape(file)))?
         };
         let source = if file == "-" { "stdin" } else { file.as_str() };
         inputs.extend(merge::parse_documents(source, &text).map_err(anyhow::Error::msg)?);

@@ -15,7 +15,7 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::{Mode, Percentiles, Resources, SCHEMA_VERSION, Summary, text};
+use super::{Mode, Percentiles, Resources, SCHEMA_VERSION, Summary, escape, text};
 use crate::stats::{histogram_from_base64, new_histogram};
 use crate::wallclock::{from_unix_ns, rfc3339};
 
@@ -56,24 +56,24 @@ pub struct Merged {
 /// Reads the reports in one input: one JSON object, several concatenated,
 /// or arrays of them (as `compare --output json` prints).
 pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Input>, String> {
+    let shown = escape(source);
     let mut summaries = Vec::new();
     let stream = serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>();
     for (i, doc) in stream.enumerate() {
-        let doc = doc.map_err(|e| format!("{source}: not JSON (document {}): {e}", i + 1))?;
+        let doc = doc.map_err(|e| format!("{shown}: not JSON (document {}): {e}", i + 1))?;
         let items = match doc {
             serde_json::Value::Array(items) => items,
             other => vec![other],
         };
         for item in items {
             let n = summaries.len() + 1;
-            let s: Summary = serde_json::from_value(item).map_err(|e| {
-                format!("{source}: report {n} is not a uringfetch load report: {e}")
-            })?;
+            let s: Summary = serde_json::from_value(item)
+                .map_err(|e| format!("{shown}: report {n} is not a uringfetch load report: {e}"))?;
             summaries.push(s);
         }
     }
     if summaries.is_empty() {
-        return Err(format!("{source}: no report in it"));
+        return Err(format!("{shown}: no report in it"));
     }
     let several = summaries.len() > 1;
     Ok(summaries
@@ -109,12 +109,16 @@ fn differences(a: &Summary, b: &Summary) -> Vec<String> {
     if a.urls != b.urls {
         d.push(format!(
             "targets {} vs {}",
-            a.urls.join(" "),
-            b.urls.join(" ")
+            escape(&a.urls.join(" ")),
+            escape(&b.urls.join(" "))
         ));
     }
     if a.method != b.method {
-        d.push(format!("method {} vs {}", a.method, b.method));
+        d.push(format!(
+            "method {} vs {}",
+            escape(&a.method),
+            escape(&b.method)
+        ));
     }
     let (pa, pb) = (describe_plan(&a.mode), describe_plan(&b.mode));
     if pa != pb {
@@ -123,7 +127,7 @@ fn differences(a: &Summary, b: &Summary) -> Vec<String> {
     if let (Some(x), Some(y)) = (&a.run_id, &b.run_id)
         && x != y
     {
-        d.push(format!("run id {x} vs {y}"));
+        d.push(format!("run id {} vs {}", escape(x), escape(y)));
     }
     d
 }
@@ -139,8 +143,8 @@ pub fn check_same_test(inputs: &[Input]) -> Result<(), String> {
         if !d.is_empty() {
             return Err(format!(
                 "{} and {} are not runs of the same test: {}",
-                first.source,
-                other.source,
+                escape(&first.source),
+                escape(&other.source),
                 d.join("; ")
             ));
         }
@@ -150,6 +154,7 @@ pub fn check_same_test(inputs: &[Input]) -> Result<(), String> {
 
 /// Decodes one report's histogram and checks it against the report's count.
 fn decode(source: &str, what: &str, p: &Percentiles) -> Result<Histogram<u64>, String> {
+    let source = escape(source);
     if p.hdr.is_empty() && p.count == 0 {
         return Ok(new_histogram());
     }
@@ -176,10 +181,10 @@ fn add_histograms(inputs: &[Input]) -> Result<(Histogram<u64>, Histogram<u64>), 
         let c = decode(&i.source, "connect_us", &i.summary.connect_us)?;
         latency
             .add(&l)
-            .map_err(|e| format!("{}: latency_us.hdr: {e:?}", i.source))?;
+            .map_err(|e| format!("{}: latency_us.hdr: {e:?}", escape(&i.source)))?;
         connect
             .add(&c)
-            .map_err(|e| format!("{}: connect_us.hdr: {e:?}", i.source))?;
+            .map_err(|e| format!("{}: connect_us.hdr: {e:?}", escape(&i.source)))?;
     }
     Ok((latency, connect))
 }
@@ -443,10 +448,11 @@ fn refuse_repeats(inputs: &[Input]) -> Result<(), String> {
         let key = (start, s.ended_at_unix_ns, host_of(i));
         if let Some(first) = seen.insert(key, &i.source) {
             return Err(format!(
-                "{first} and {} are the same run (host {}, started and ended on the same \
+                "{} and {} are the same run (host {}, started and ended on the same \
                  nanosecond): give each client's report once",
-                i.source,
-                host_of(i)
+                escape(first),
+                escape(&i.source),
+                escape(&host_of(i))
             ));
         }
     }
@@ -461,7 +467,8 @@ pub fn merge(inputs: &[Input]) -> Result<Merged, String> {
     if let Some(i) = inputs.iter().find(|i| i.summary.schema != SCHEMA_VERSION) {
         return Err(format!(
             "{}: report schema {} is not {SCHEMA_VERSION}, which this uringfetch reads",
-            i.source, i.summary.schema
+            escape(&i.source),
+            i.summary.schema
         ));
     }
     refuse_repeats(inputs)?;
@@ -530,8 +537,8 @@ pub fn render_inputs(rows: &[MergeInput]) -> String {
     let labels: Vec<String> = rows
         .iter()
         .map(|r| match rows.iter().filter(|x| x.host == r.host).count() {
-            1 => r.host.clone(),
-            _ => format!("{} ({})", r.host, r.source),
+            1 => escape(&r.host).into_owned(),
+            _ => format!("{} ({})", escape(&r.host), escape(&r.source)),
         })
         .collect();
     let width = labels
@@ -590,11 +597,16 @@ pub fn render_text(m: &Merged) -> String {
         if rows.len() == 1 { "" } else { "s" },
         s.run_id
             .as_ref()
-            .map_or(String::new(), |id| format!(" of run {id}")),
-        s.started_at.as_deref().unwrap_or("?"),
-        s.ended_at.as_deref().unwrap_or("?"),
+            .map_or(String::new(), |id| format!(" of run {}", escape(id))),
+        escape(s.started_at.as_deref().unwrap_or("?")),
+        escape(s.ended_at.as_deref().unwrap_or("?")),
     );
-    let _ = writeln!(o, "  Targets:        {} ({})", s.urls.join(" "), s.method);
+    let _ = writeln!(
+        o,
+        "  Targets:        {} ({})",
+        escape(&s.urls.join(" ")),
+        escape(&s.method)
+    );
     o.push_str(&text::render(s, &m.latency));
     o.push_str(&render_inputs(rows));
     o

@@ -11,6 +11,7 @@ pub mod merge;
 mod merge_tests;
 pub mod text;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
@@ -20,6 +21,36 @@ use crate::plan::{Rate, Stop};
 use crate::runner::LoadOutcome;
 use crate::stats::histogram_to_base64;
 use crate::wallclock::{rfc3339, unix_ns};
+
+/// A string from outside (a file name, a label, a run id, a report's field,
+/// a server's bytes) made safe to print on a terminal: control characters
+/// (C0, DEL, C1) and the bidirectional overrides that reorder what a
+/// terminal shows are written as escapes (`\n`, `\u{1b}`), so that no
+/// argument can move the cursor, recolour the screen or fake a line of
+/// output. A backslash is doubled, so an escape in the output always means
+/// an escaped character. Clean strings are borrowed, not copied.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    let hidden = |c: char| {
+        c.is_control()
+            || c == '\\'
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(hidden) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\\' => out.push_str("\\\\"),
+            c if hidden(c) => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// Version of the JSON schema; bumped only on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -290,5 +321,27 @@ impl Summary {
             out.push_str(&format!("{i},{n}\n"));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_shows_control_characters_instead_of_obeying_them() {
+        assert!(matches!(escape("client-1 /x?a=b"), Cow::Borrowed(_)));
+        assert_eq!(escape("a\nb\r\tc"), "a\\nb\\r\\tc");
+        assert_eq!(
+            escape("\u{1b}[2J\u{7}x\u{7f}\u{9b}"),
+            "\\u{1b}[2J\\u{7}x\\u{7f}\\u{9b}"
+        );
+        assert_eq!(escape("abc\u{202e}fed"), "abc\\u{202e}fed");
+        assert_eq!(
+            escape("a\\nb"),
+            "a\\\\nb",
+            "a literal backslash stays distinct"
+        );
+        assert_eq!(escape("héllo ✓"), "héllo ✓");
     }
 }

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use hdrhistogram::Histogram;
 
-use super::Summary;
+use super::{Summary, escape};
 use crate::error::ErrorKind;
 
 /// `812µs`, `12.3ms`, `1.004s`.
@@ -66,7 +66,7 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
     let _ = writeln!(
         o,
         "Summary ({}, {} connection{}, {} thread{}, {mode}{})",
-        s.backend,
+        escape(&s.backend),
         s.connections,
         if s.connections == 1 { "" } else { "s" },
         s.threads,
@@ -160,7 +160,7 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
     if !s.status.is_empty() {
         let _ = writeln!(o, "\nStatus codes");
         for (code, n) in &s.status {
-            let _ = writeln!(o, "  [{code}] {n} responses");
+            let _ = writeln!(o, "  [{}] {n} responses", escape(code));
         }
     }
     if !s.errors.is_empty() {
@@ -170,7 +170,7 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
                 continue;
             };
             let example = s.error_examples.get(kind.name()).map_or("", String::as_str);
-            let _ = writeln!(o, "  {:<20} {n:>8}   e.g. {example}", kind.name());
+            let _ = writeln!(o, "  {:<20} {n:>8}   e.g. {}", kind.name(), escape(example));
             if let Some(advice) = kind.advice() {
                 let _ = writeln!(o, "  {:<20} {:>8}   -> {advice}", "", "");
             }
@@ -194,7 +194,7 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
             let _ = writeln!(o, "  Syscalls:       {per:.2}/request");
         }
         (None, Some(why)) => {
-            let _ = writeln!(o, "  Syscalls:       n/a ({why})");
+            let _ = writeln!(o, "  Syscalls:       n/a ({})", escape(why));
         }
         (None, None) => {}
     }

@@ -276,3 +276,49 @@ fn ctrl_c_while_waiting_for_the_start_sends_nothing() {
     );
     assert!(stdout(&out).is_empty());
 }
+
+/// Issue 19 item 13: a file name or a run id with control characters is
+/// shown escaped, so that it cannot clear the screen or fake a line.
+#[test]
+fn control_characters_in_names_and_reports_are_shown_escaped() {
+    let out = uringfetch(
+        &["merge", "/nonexistent/\u{1b}[2Jr\nuringfetch: ok.json"],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot read /nonexistent/\\u{1b}[2Jr\\nuringfetch: ok.json"),
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+
+    let server = demo_server(Duration::ZERO);
+    let report: Value =
+        serde_json::from_str(&load_report(&format!("http://{}/bar", server.addr))).unwrap();
+    server.shutdown();
+    let (mut a, mut b) = (report.clone(), report);
+    a["run_id"] = Value::from("r1\u{1b}]0;pwned\u{7}");
+    a["host"] = Value::from("client\u{9b}1");
+    b["run_id"] = Value::from("r2\r\nuringfetch: merged fine");
+    b["host"] = Value::from("client2");
+    let both = format!("{a}\n{b}");
+    let out = merge_with_stdin(&["-"], &both);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("run id r1\\u{1b}]0;pwned\\u{7} vs r2\\r\\nuringfetch: merged fine"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // Forced, the text report shows the run ids and hosts escaped too.
+    let out = merge_with_stdin(&["--force", "-"], &both);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("client\\u{9b}1"), "{text}");
+    assert!(text.contains("r2\\r\\nuringfetch: merged fine"), "{text}");
+    assert!(
+        !text.contains(['\u{1b}', '\u{7}', '\u{9b}', '\r']),
+        "{text:?}"
+    );
+}
