@@ -322,3 +322,51 @@ fn control_characters_in_names_and_reports_are_shown_escaped() {
         "{text:?}"
     );
 }
+
+/// Runs a command under `sh -c 'ulimit -v KIB; exec ...'`: a process that
+/// tries to allocate past the cap aborts instead of hogging the machine.
+fn uringfetch_capped(kib: u64, args: &[&str]) -> std::process::Output {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_uringfetch"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sh runs");
+    wait_limited(&mut child, LIMIT, &format!("uringfetch {}", args.join(" ")))
+}
+
+/// Issue 19 item 6: a report whose histogram declares a 4 GiB payload made
+/// merge allocate and zero 4 GiB (4.2 GB RSS for 5-11 s; under a memory cap
+/// it aborted, rc 134). It is refused from its header, in little memory.
+#[test]
+fn a_histogram_that_declares_4_gib_is_refused_in_bounded_memory() {
+    let server = demo_server(Duration::ZERO);
+    let mut report: Value =
+        serde_json::from_str(&load_report(&format!("http://{}/bar", server.addr))).unwrap();
+    server.shutdown();
+    report["latency_us"]["hdr"] =
+        Value::from("HISTE/////8AAAAAAAAAAwAAAAAAAAABAAAAANaTpAA/8AAAAAAAAA==");
+    let dir = temp_dir("merge-bomb");
+    let file = dir.join("bomb.json");
+    std::fs::write(&file, report.to_string()).unwrap();
+    let started = std::time::Instant::now();
+    // 512 MiB of address space: far below the 4 GiB the header asks for.
+    let out = uringfetch_capped(512 * 1024, &["merge", file.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("latency_us.hdr: histogram declares 4294967295 bytes of counts but holds 0"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(stdout(&out).is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}
