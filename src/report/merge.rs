@@ -175,9 +175,14 @@ fn add_histograms(inputs: &[Input]) -> Result<(Histogram<u64>, Histogram<u64>), 
     // these without growing them.
     let mut latency = new_histogram();
     let mut connect = new_histogram();
+    // hdrhistogram saturates its counts; the totals are checked here so
+    // that a sum past 2^64 - 1 is refused instead.
+    let (mut latency_n, mut connect_n) = (0u64, 0u64);
     for i in inputs {
         let l = decode(&i.source, "latency_us", &i.summary.latency_us)?;
         let c = decode(&i.source, "connect_us", &i.summary.connect_us)?;
+        add_to(&mut latency_n, l.len(), "latency_us.count", &i.source)?;
+        add_to(&mut connect_n, c.len(), "connect_us.count", &i.source)?;
         latency
             .add(&l)
             .map_err(|e| format!("{}: latency_us.hdr: {e:?}", escape(&i.source)))?;
@@ -188,19 +193,42 @@ fn add_histograms(inputs: &[Input]) -> Result<(Histogram<u64>, Histogram<u64>), 
     Ok((latency, connect))
 }
 
-fn add_map<V: Clone>(
-    into: &mut BTreeMap<String, V>,
-    from: &BTreeMap<String, V>,
-    add: fn(&mut V, &V),
-) {
+/// Why a merged counter cannot be given: past 2^64 - 1 it would wrap
+/// around (silently, in a release build). No run counts that far, so the
+/// reports are not real ones; a sum that is wrong is refused, not shown.
+fn overflow(what: &str, source: &str) -> String {
+    format!(
+        "{what} of the reports up to {} add up to more than {} (2^64 - 1): these are not \
+         real runs' counts; refusing to merge",
+        escape(source),
+        u64::MAX
+    )
+}
+
+/// `into += v`, refused past `u64::MAX`.
+fn add_to(into: &mut u64, v: u64, what: &str, source: &str) -> Result<(), String> {
+    *into = into.checked_add(v).ok_or_else(|| overflow(what, source))?;
+    Ok(())
+}
+
+/// `into += v` for a count kept as `usize` (connections, threads).
+fn add_usize(into: &mut usize, v: usize, what: &str, source: &str) -> Result<(), String> {
+    *into = into.checked_add(v).ok_or_else(|| overflow(what, source))?;
+    Ok(())
+}
+
+/// Adds a map of counts (by status, by error kind) into another.
+fn add_map(
+    into: &mut BTreeMap<String, u64>,
+    from: &BTreeMap<String, u64>,
+    what: &str,
+    source: &str,
+) -> Result<(), String> {
     for (k, v) in from {
-        match into.get_mut(k) {
-            Some(x) => add(x, v),
-            None => {
-                into.insert(k.clone(), v.clone());
-            }
-        }
+        let x = into.entry(k.clone()).or_insert(0);
+        add_to(x, *v, &format!("{what}[{}]", escape(k)), source)?;
     }
+    Ok(())
 }
 
 /// The measure of the union of `[start, end]` spans, in nanoseconds.
@@ -282,20 +310,40 @@ fn per(total: f64, n: u64) -> f64 {
 }
 
 /// Sums the client-side costs; the peak RSS is the largest single client's.
-fn add_resources(inputs: &[Input], requests: u64) -> Resources {
+fn add_resources(inputs: &[Input], requests: u64) -> Result<Resources, String> {
     let all: Vec<&Resources> = inputs.iter().map(|i| &i.summary.resources).collect();
     let (user, sys) = (
         all.iter().map(|r| r.cpu_user_s).sum::<f64>(),
         all.iter().map(|r| r.cpu_sys_s).sum::<f64>(),
     );
-    let vol = all.iter().map(|r| r.voluntary_ctx_switches).sum::<u64>();
-    let invol = all.iter().map(|r| r.involuntary_ctx_switches).sum::<u64>();
-    let syscalls: Option<u64> = all.iter().map(|r| r.syscalls).sum();
-    Resources {
+    let (mut vol, mut invol, mut syscalls) = (0u64, 0u64, Some(0u64));
+    for i in inputs {
+        let r = &i.summary.resources;
+        add_to(
+            &mut vol,
+            r.voluntary_ctx_switches,
+            "voluntary_ctx_switches",
+            &i.source,
+        )?;
+        add_to(
+            &mut invol,
+            r.involuntary_ctx_switches,
+            "involuntary_ctx_switches",
+            &i.source,
+        )?;
+        syscalls = match (syscalls, r.syscalls) {
+            (Some(mut a), Some(b)) => {
+                add_to(&mut a, b, "resources.syscalls", &i.source)?;
+                Some(a)
+            }
+            _ => None,
+        };
+    }
+    Ok(Resources {
         cpu_user_s: user,
         cpu_sys_s: sys,
         cpu_us_per_request: per((user + sys) * 1e6, requests),
-        ctx_switches_per_request: per((vol + invol) as f64, requests),
+        ctx_switches_per_request: per(vol as f64 + invol as f64, requests),
         voluntary_ctx_switches: vol,
         involuntary_ctx_switches: invol,
         max_rss_kb: all.iter().map(|r| r.max_rss_kb).max().unwrap_or(0),
@@ -309,16 +357,23 @@ fn add_resources(inputs: &[Input], requests: u64) -> Resources {
                     .unwrap_or_else(|| "not counted on every client".into()),
             ),
         },
-    }
+    })
 }
 
 /// The plan of all clients together: counts and rates add up.
-fn add_modes(inputs: &[Input]) -> Mode {
-    let modes: Vec<&Mode> = inputs.iter().map(|i| &i.summary.mode).collect();
-    let mut m = modes[0].clone();
-    m.count = modes.iter().map(|m| m.count).sum();
-    m.rate = modes.iter().map(|m| m.rate).sum();
-    m
+fn add_modes(inputs: &[Input]) -> Result<Mode, String> {
+    let mut m = inputs[0].summary.mode.clone();
+    for i in &inputs[1..] {
+        m.count = match (m.count, i.summary.mode.count) {
+            (Some(mut a), Some(b)) => {
+                add_to(&mut a, b, "mode.count", &i.source)?;
+                Some(a)
+            }
+            _ => None,
+        };
+        m.rate = m.rate.zip(i.summary.mode.rate).map(|(a, b)| a + b);
+    }
+    Ok(m)
 }
 
 /// Inputs that started further apart than this get no merged per-second
@@ -330,9 +385,9 @@ const MAX_SERIES_SPREAD_S: u64 = 24 * 3600;
 /// per second from the earliest start. An input that started `f` of a
 /// second into a bucket has each of its seconds straddle two buckets: its
 /// count is split between them in those proportions (rounded, so the sum
-/// stays exactly the completed responses). `None` when the starts are more
-/// than [`MAX_SERIES_SPREAD_S`] apart.
-fn add_per_second(inputs: &[Input], earliest: Option<u64>) -> Option<Vec<u64>> {
+/// stays exactly the completed responses). `Ok(None)` when the starts are
+/// more than [`MAX_SERIES_SPREAD_S`] apart.
+fn add_per_second(inputs: &[Input], earliest: Option<u64>) -> Result<Option<Vec<u64>>, String> {
     const SECOND: u64 = 1_000_000_000;
     let mut out: Vec<u64> = Vec::new();
     for i in inputs {
@@ -342,7 +397,7 @@ fn add_per_second(inputs: &[Input], earliest: Option<u64>) -> Option<Vec<u64>> {
             .zip(earliest)
             .map_or(0, |(t, e)| t.saturating_sub(e));
         if offset_ns / SECOND > MAX_SERIES_SPREAD_S {
-            return None;
+            return Ok(None);
         }
         let (whole, frac) = ((offset_ns / SECOND) as usize, offset_ns % SECOND);
         let series = &i.summary.per_second;
@@ -353,16 +408,16 @@ fn add_per_second(inputs: &[Input], earliest: Option<u64>) -> Option<Vec<u64>> {
             // The part of this second that falls in the next bucket.
             let later = ((u128::from(v) * u128::from(frac) + u128::from(SECOND / 2))
                 / u128::from(SECOND)) as u64;
-            out[whole + k] += v - later;
+            add_to(&mut out[whole + k], v - later, "per_second", &i.source)?;
             if later > 0 {
                 if out.len() < whole + k + 2 {
                     out.push(0);
                 }
-                out[whole + k + 1] += later;
+                add_to(&mut out[whole + k + 1], later, "per_second", &i.source)?;
             }
         }
     }
-    Some(out)
+    Ok(Some(out))
 }
 
 /// Identity fields of the merged report: what all inputs share.
@@ -393,25 +448,56 @@ fn shared_identity(inputs: &[Input], s: &mut Summary) {
     }
 }
 
-/// Adds the counters of `rest` into `s`, a copy of the first input.
-fn add_counts(rest: &[Input], s: &mut Summary) {
+/// Adds the counters of `rest` into `s`, a copy of the first input; a sum
+/// past `u64::MAX` is refused.
+fn add_counts(rest: &[Input], s: &mut Summary) -> Result<(), String> {
     for i in rest {
-        let x = &i.summary;
-        s.requests.issued += x.requests.issued;
-        s.requests.completed += x.requests.completed;
-        s.requests.errors += x.requests.errors;
-        s.requests.in_flight += x.requests.in_flight;
-        add_map(&mut s.status, &x.status, |a, b| *a += b);
-        add_map(&mut s.errors, &x.errors, |a, b| *a += b);
-        add_map(&mut s.error_examples, &x.error_examples, |_, _| {});
-        s.bytes.read += x.bytes.read;
-        s.bytes.written += x.bytes.written;
-        s.connections_opened += x.connections_opened;
-        s.reconnects += x.reconnects;
-        s.retries += x.retries;
-        s.connections += x.connections;
-        s.threads += x.threads;
+        let (x, src) = (&i.summary, i.source.as_str());
+        add_to(
+            &mut s.requests.issued,
+            x.requests.issued,
+            "requests.issued",
+            src,
+        )?;
+        add_to(
+            &mut s.requests.completed,
+            x.requests.completed,
+            "requests.completed",
+            src,
+        )?;
+        add_to(
+            &mut s.requests.errors,
+            x.requests.errors,
+            "requests.errors",
+            src,
+        )?;
+        add_to(
+            &mut s.requests.in_flight,
+            x.requests.in_flight,
+            "requests.in_flight",
+            src,
+        )?;
+        add_map(&mut s.status, &x.status, "status", src)?;
+        add_map(&mut s.errors, &x.errors, "errors", src)?;
+        for (k, v) in &x.error_examples {
+            s.error_examples
+                .entry(k.clone())
+                .or_insert_with(|| v.clone());
+        }
+        add_to(&mut s.bytes.read, x.bytes.read, "bytes.read", src)?;
+        add_to(&mut s.bytes.written, x.bytes.written, "bytes.written", src)?;
+        add_to(
+            &mut s.connections_opened,
+            x.connections_opened,
+            "connections_opened",
+            src,
+        )?;
+        add_to(&mut s.reconnects, x.reconnects, "reconnects", src)?;
+        add_to(&mut s.retries, x.retries, "retries", src)?;
+        add_usize(&mut s.connections, x.connections, "connections", src)?;
+        add_usize(&mut s.threads, x.threads, "threads", src)?;
     }
+    Ok(())
 }
 
 /// The length of the union of the inputs' windows in seconds, the first
@@ -476,12 +562,12 @@ pub fn merge(inputs: &[Input]) -> Result<Merged, String> {
     let (duration_s, earliest, latest) = time_window(inputs, &mut warnings);
     let mut s = first.summary.clone();
     s.tool = format!("uringfetch {}", env!("CARGO_PKG_VERSION"));
-    add_counts(&inputs[1..], &mut s);
+    add_counts(&inputs[1..], &mut s)?;
     shared_identity(inputs, &mut s);
-    s.mode = add_modes(inputs);
+    s.mode = add_modes(inputs)?;
     let (completed, errors) = (s.requests.completed, s.requests.errors);
-    s.success_rate = per(completed as f64, completed + errors);
-    s.resources = add_resources(inputs, completed + errors);
+    s.success_rate = per(completed as f64, completed.saturating_add(errors));
+    s.resources = add_resources(inputs, completed.saturating_add(errors))?;
     s.duration_s = duration_s;
     s.rps = if duration_s > 0.0 {
         s.requests.completed as f64 / duration_s
@@ -490,7 +576,7 @@ pub fn merge(inputs: &[Input]) -> Result<Merged, String> {
     };
     s.latency_us = Percentiles::of(&latency);
     s.connect_us = Percentiles::of(&connect);
-    s.per_second = add_per_second(inputs, earliest).unwrap_or_else(|| {
+    s.per_second = add_per_second(inputs, earliest)?.unwrap_or_else(|| {
         warnings.push(format!(
             "no per-second series: the runs started more than {} h apart",
             MAX_SERIES_SPREAD_S / 3600

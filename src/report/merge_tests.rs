@@ -228,3 +228,70 @@ fn union_of_windows() {
     let now = SystemTime::now();
     assert_eq!(from_unix_ns(unix_ns(now)), now);
 }
+
+/// Reports of `hosts`, each a different client of one test.
+fn clients(hosts: &[&str]) -> Vec<Input> {
+    hosts
+        .iter()
+        .map(|h| {
+            let mut s = report("http://127.0.0.1:1/x", &[100, 200], 0, 1000);
+            s.host = (*h).to_string();
+            Input {
+                source: format!("{h}.json"),
+                summary: s,
+            }
+        })
+        .collect()
+}
+
+/// Why `merge` refused the inputs ("" if it merged them: a short failure
+/// message instead of a whole merged report).
+fn refusal(inputs: &[Input]) -> String {
+    merge::merge(inputs).err().unwrap_or_default()
+}
+
+#[test]
+fn counters_that_would_wrap_around_are_refused() {
+    let mut inputs = clients(&["a", "b", "c"]);
+    let m = merge::merge(&inputs).unwrap();
+    assert_eq!(m.summary.requests.issued, 9);
+    inputs[1].summary.requests.issued = u64::MAX - 5;
+    let e = refusal(&inputs);
+    assert!(
+        e.contains(
+            "requests.issued of the reports up to c.json add up to more than 18446744073709551615"
+        ),
+        "{e}"
+    );
+
+    let mut inputs = clients(&["a", "b"]);
+    inputs[0].summary.status.insert("200".into(), u64::MAX);
+    let e = refusal(&inputs);
+    assert!(e.contains("status[200] of the reports up to b.json"), "{e}");
+
+    let mut inputs = clients(&["a", "b"]);
+    inputs[1].summary.bytes.read = u64::MAX;
+    assert!(refusal(&inputs).contains("bytes.read"));
+
+    let mut inputs = clients(&["a", "b"]);
+    inputs[0].summary.mode.count = Some(u64::MAX);
+    assert!(refusal(&inputs).contains("mode.count"));
+
+    let mut inputs = clients(&["a", "b"]);
+    inputs[0].summary.per_second = vec![u64::MAX];
+    assert!(refusal(&inputs).contains("per_second"));
+
+    // Histograms whose counts add up past 2^64 - 1: hdrhistogram would
+    // saturate them; the merge refuses.
+    let mut huge = new_histogram();
+    huge.record_n(100, 1 << 62).unwrap();
+    let mut inputs = clients(&["a", "b", "c", "d"]);
+    for i in &mut inputs {
+        i.summary.latency_us = super::Percentiles::of(&huge);
+    }
+    let e = refusal(&inputs);
+    assert!(
+        e.contains("latency_us.count of the reports up to d.json"),
+        "{e}"
+    );
+}
