@@ -10,5 +10,6 @@ mod limits;
 mod load;
 mod merge;
 mod parser_props;
+mod reports;
 mod seccomp;
 mod support;

@@ -1,0 +1,93 @@
+//! What the reports say and whether they arrive: a report that cannot be
+//! written is a failure, non-2xx/3xx responses are not counted as success,
+//! and the text, JSON and CSV describe the run they report.
+
+use std::fs::File;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs the binary with its standard output on `stdout`.
+fn uringfetch_to(stdout: Stdio, args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_uringfetch"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    wait_limited(&mut child, LIMIT, &format!("uringfetch {}", args.join(" ")))
+}
+
+fn dev_full() -> Stdio {
+    Stdio::from(
+        File::options()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full"),
+    )
+}
+
+/// Issue 19 item 10: `> /dev/full` exited 0 with the report lost, for load
+/// (text, json, csv), merge and doctor --output json.
+#[test]
+fn a_report_that_cannot_be_written_fails_the_command() {
+    let server = demo_server(Duration::ZERO);
+    let url = format!("http://{}/bar", server.addr);
+    let dir = temp_dir("reports-full");
+    let report = dir.join("r.json");
+    let out = uringfetch_to(
+        Stdio::from(File::create(&report).unwrap()),
+        &[
+            "load", "-n", "10", "-c", "2", "-t", "1", "--output", "json", &url,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = report.to_str().unwrap();
+    let cases: &[&[&str]] = &[
+        &["load", "-n", "10", "-c", "2", "-t", "1", &url],
+        &[
+            "load", "-n", "10", "-c", "2", "-t", "1", "--output", "json", &url,
+        ],
+        &[
+            "load", "-n", "10", "-c", "2", "-t", "1", "--output", "csv", &url,
+        ],
+        &["merge", report],
+        &["merge", "--output", "json", report],
+        &["doctor", "--output", "json"],
+        &["doctor"],
+    ];
+    for args in cases {
+        let out = uringfetch_to(dev_full(), args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("cannot write the report to standard output: No space left on device"),
+            "{args:?}: {err}"
+        );
+    }
+    server.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A reader that went away (`| head`) is no failure: exit 0, nothing said.
+#[test]
+fn a_closed_pipe_stays_quiet() {
+    let server = demo_server(Duration::from_millis(200));
+    let url = format!("http://{}/bar", server.addr);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_uringfetch"))
+        .args(["load", "-n", "2", "-c", "1", "-t", "1", &url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    // The read end closes before the report (due after 400 ms) is written.
+    drop(child.stdout.take());
+    let out = wait_limited(&mut child, LIMIT, "load into a closed pipe");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+}
