@@ -53,6 +53,12 @@ pub fn run(args: MergeArgs) -> anyhow::Result<i32> {
     for w in &merged.warnings {
         crate::say!("uringfetch: warning: {w}");
     }
+    // The text report carries its notes; JSON and CSV readers get them here.
+    if args.output != OutputFormat::Text {
+        for n in &merged.notes {
+            crate::say!("uringfetch: note: {n}");
+        }
+    }
     match args.output {
         OutputFormat::Text => super::emit(&merge::render_text(&merged)),
         OutputFormat::Json => {

@@ -51,6 +51,8 @@ pub struct Merged {
     pub latency: Histogram<u64>,
     /// Worth saying, but no reason to refuse the merge.
     pub warnings: Vec<String>,
+    /// What the merge did that a reader should know (shares added up).
+    pub notes: Vec<String>,
 }
 
 /// Reads the reports in one input: one JSON object, several concatenated,
@@ -103,6 +105,33 @@ pub fn describe_plan(m: &Mode) -> String {
     }
 }
 
+/// Whether two plans are one test's. Counts (`-n`) may differ: a test of
+/// 1,000,000 requests on three clients runs `-n 333334`, `-n 333333` and
+/// `-n 333333`, shares that add up to the test. A duration (`-z`) and the
+/// loop (closed, or `-q` per client) must be the same.
+fn same_plan(a: &Mode, b: &Mode) -> bool {
+    let counts = |m: &Mode| m.stop == "count" && m.count.is_some();
+    if counts(a) && counts(b) {
+        a.rate == b.rate
+    } else {
+        describe_plan(a) == describe_plan(b)
+    }
+}
+
+/// Says so when the inputs ran unequal shares (`-n`) of one test.
+fn shares_note(inputs: &[Input]) -> Option<String> {
+    let counts: Vec<u64> = inputs.iter().filter_map(|i| i.summary.mode.count).collect();
+    if counts.len() != inputs.len() || counts.iter().all(|&c| c == counts[0]) {
+        return None;
+    }
+    let total = counts.iter().try_fold(0u64, |t, &c| t.checked_add(c))?;
+    let list: Vec<String> = counts.iter().map(u64::to_string).collect();
+    Some(format!(
+        "the reports are unequal shares of one test, added up: -n {} = {total} requests",
+        list.join(" + ")
+    ))
+}
+
 /// Why two reports are not runs of the same test, if they are not.
 fn differences(a: &Summary, b: &Summary) -> Vec<String> {
     let mut d = Vec::new();
@@ -120,9 +149,12 @@ fn differences(a: &Summary, b: &Summary) -> Vec<String> {
             escape(&b.method)
         ));
     }
-    let (pa, pb) = (describe_plan(&a.mode), describe_plan(&b.mode));
-    if pa != pb {
-        d.push(format!("plan {pa} vs {pb}"));
+    if !same_plan(&a.mode, &b.mode) {
+        d.push(format!(
+            "plan {} vs {}",
+            describe_plan(&a.mode),
+            describe_plan(&b.mode)
+        ));
     }
     if let (Some(x), Some(y)) = (&a.run_id, &b.run_id)
         && x != y
@@ -605,6 +637,7 @@ pub fn merge(inputs: &[Input]) -> Result<Merged, String> {
         summary: s,
         latency,
         warnings,
+        notes: shares_note(inputs).into_iter().collect(),
     })
 }
 
@@ -692,6 +725,10 @@ pub fn render_text(m: &Merged) -> String {
         escape(&s.urls.join(" ")),
         escape(&s.method)
     );
+    let _ = writeln!(o, "  Plan:           {}", describe_plan(&s.mode));
+    for note in &m.notes {
+        let _ = writeln!(o, "  Note:           {note}");
+    }
     o.push_str(&text::render(s, &m.latency));
     o.push_str(&render_inputs(rows));
     o

@@ -295,3 +295,73 @@ fn counters_that_would_wrap_around_are_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn unequal_counts_are_shares_of_one_test_and_other_plans_still_differ() {
+    let mut inputs = clients(&["a", "b", "c"]);
+    for (i, n) in inputs.iter_mut().zip([333_334, 333_333, 333_333]) {
+        i.summary.mode.count = Some(n);
+    }
+    merge::check_same_test(&inputs).unwrap();
+    let m = merge::merge(&inputs).unwrap();
+    assert_eq!(m.summary.mode.count, Some(1_000_000));
+    assert_eq!(
+        m.notes,
+        ["the reports are unequal shares of one test, added up: \
+          -n 333334 + 333333 + 333333 = 1000000 requests"]
+    );
+    let text = merge::render_text(&m);
+    assert!(
+        text.contains("  Plan:           -n 1000000, closed loop\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  Note:           the reports are unequal shares"),
+        "{text}"
+    );
+    // Equal shares need no note.
+    assert!(
+        merge::merge(&clients(&["a", "b"]))
+            .unwrap()
+            .notes
+            .is_empty()
+    );
+
+    // A different rate, a duration, or a duration against a count: not one test.
+    let refused = |change: &dyn Fn(&mut super::Mode)| {
+        let mut inputs = clients(&["a", "b"]);
+        change(&mut inputs[1].summary.mode);
+        merge::check_same_test(&inputs).unwrap_err()
+    };
+    let e = refused(&|m| m.rate = Some(100.0));
+    assert!(
+        e.contains("plan -n 1000, closed loop vs -n 1000, open loop at 100 req/s"),
+        "{e}"
+    );
+    let e = refused(&|m| {
+        m.count = Some(500);
+        m.rate = Some(100.0);
+    });
+    assert!(e.contains("vs -n 500, open loop at 100 req/s"), "{e}");
+    let e = refused(&|m| {
+        m.stop = "duration".into();
+        m.count = None;
+        m.duration_s = Some(10.0);
+    });
+    assert!(e.contains("vs -z 10s, closed loop"), "{e}");
+    let mut inputs = clients(&["a", "b"]);
+    for (i, d) in inputs.iter_mut().zip([10.0, 20.0]) {
+        i.summary.mode = super::Mode {
+            stop: "duration".into(),
+            count: None,
+            duration_s: Some(d),
+            rate: None,
+            coordinated_omission_corrected: false,
+        };
+    }
+    let e = merge::check_same_test(&inputs).unwrap_err();
+    assert!(
+        e.contains("plan -z 10s, closed loop vs -z 20s, closed loop"),
+        "{e}"
+    );
+}

@@ -370,3 +370,72 @@ fn a_histogram_that_declares_4_gib_is_refused_in_bounded_memory() {
     assert!(stdout(&out).is_empty());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Issue 19 item 19: one test of 1,000 requests split over three clients
+/// as -n 334, -n 333, -n 333 was refused as different plans. Its shares
+/// are added up, and the merge says so; a different -q is still refused.
+#[test]
+fn unequal_shares_of_one_count_are_added_up() {
+    let server = demo_server(Duration::ZERO);
+    let url = format!("http://{}/bar", server.addr);
+    let share = |n: &str, host: &str, rate: &str| -> String {
+        let out = uringfetch(
+            &[
+                "load",
+                "--output",
+                "json",
+                "-n",
+                n,
+                "-c",
+                "2",
+                "-t",
+                "1",
+                "-q",
+                rate,
+                "--label",
+                &format!("host={host}"),
+                &url,
+            ],
+            LIMIT,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let shares = [
+        share("334", "a", "5000"),
+        share("333", "b", "5000"),
+        share("333", "c", "5000"),
+    ]
+    .concat();
+    let other_rate = share("333", "d", "2000");
+    server.shutdown();
+
+    let out = merge_with_stdin(&["-"], &shares);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("Plan:           -n 1000, open loop at 15000 req/s"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unequal shares of one test, added up: -n 334 + 333 + 333 = 1000 requests"),
+        "{text}"
+    );
+    assert!(text.contains("[200] 1000 responses"), "{text}");
+
+    let out = merge_with_stdin(&["--output", "json", "-"], &shares);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("note: the reports are unequal shares"));
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(n(&m, "/mode/count"), 1000);
+    assert_eq!(n(&m, "/requests/completed"), 1000);
+
+    let out = merge_with_stdin(&["-"], &format!("{shares}{other_rate}"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out)
+            .contains("plan -n 334, open loop at 5000 req/s vs -n 333, open loop at 2000 req/s"),
+        "{}",
+        stderr(&out)
+    );
+}
