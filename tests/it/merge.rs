@@ -439,3 +439,32 @@ fn unequal_shares_of_one_count_are_added_up() {
         stderr(&out)
     );
 }
+
+/// Issue 19 item 18: `--start-at 9999-12-31T23:59:59Z` was accepted and
+/// waited for (8,000 years) while `+366d` was refused. Every form has the
+/// bound of a duration: a year ahead.
+#[test]
+fn a_start_time_more_than_a_year_ahead_is_refused_in_every_form() {
+    let next_year_and_a_day = SystemTime::now() + Duration::from_secs(366 * 86_400);
+    let cases = [
+        "9999-12-31T23:59:59Z".to_string(),
+        humantime::format_rfc3339(next_year_and_a_day).to_string(),
+        format!(
+            "@{}",
+            uringfetch::wallclock::unix_ns(next_year_and_a_day) / 1_000_000_000
+        ),
+        "+366d".to_string(),
+    ];
+    for at in &cases {
+        let out = uringfetch(
+            &["load", "--start-at", at, "-n", "1", "http://127.0.0.1:9/"],
+            Duration::from_secs(10),
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{at}: a usage error: {err}");
+        assert!(
+            err.contains("more than a year (365d) ahead") || err.contains("longer than a year"),
+            "{at}: {err}"
+        );
+    }
+}
