@@ -40,6 +40,9 @@ pub struct MergeInput {
     pub duration_s: f64,
     pub completed: u64,
     pub errors: u64,
+    /// Responses outside 2xx/3xx (in `completed`).
+    #[serde(default)]
+    pub non_2xx_3xx: u64,
     pub rps: f64,
     pub p99_us: u64,
 }
@@ -330,6 +333,7 @@ fn rows(inputs: &[Input], earliest: Option<u64>) -> Vec<MergeInput> {
                 duration_s: s.duration_s,
                 completed: s.requests.completed,
                 errors: s.requests.errors,
+                non_2xx_3xx: super::non_2xx_3xx(&s.status),
                 rps: s.rps,
                 p99_us: s.latency_us.p99,
             }
@@ -598,7 +602,10 @@ pub fn merge(inputs: &[Input]) -> Result<Merged, String> {
     shared_identity(inputs, &mut s);
     s.mode = add_modes(inputs)?;
     let (completed, errors) = (s.requests.completed, s.requests.errors);
-    s.success_rate = per(completed as f64, completed.saturating_add(errors));
+    // From the merged status map, not summed: reports older than the field
+    // have it 0 but their statuses.
+    s.non_2xx_3xx = super::non_2xx_3xx(&s.status);
+    s.success_rate = super::success_rate(&s.requests, s.non_2xx_3xx);
     s.resources = add_resources(inputs, completed.saturating_add(errors))?;
     s.duration_s = duration_s;
     s.rps = if duration_s > 0.0 {
@@ -675,6 +682,9 @@ pub fn render_inputs(rows: &[MergeInput]) -> String {
         let mut notes = Vec::new();
         if r.errors > 0 {
             notes.push("errors");
+        }
+        if r.non_2xx_3xx > 0 {
+            notes.push("non-2xx/3xx responses");
         }
         if med_p99 > 0.0 && r.p99_us as f64 > 2.0 * med_p99 {
             notes.push("p99 over twice the median");

@@ -365,3 +365,21 @@ fn unequal_counts_are_shares_of_one_test_and_other_plans_still_differ() {
         "{e}"
     );
 }
+
+#[test]
+fn non_2xx_3xx_responses_are_counted_and_not_success() {
+    let mut inputs = clients(&["a", "b"]);
+    // a: 2 x 200 and an error (from report()); b: one 200 became a 404.
+    let b = &mut inputs[1].summary;
+    b.status = [("200".to_string(), 1), ("404".to_string(), 1)].into();
+    b.non_2xx_3xx = 0; // as in a report older than the field
+    let m = merge::merge(&inputs).unwrap();
+    assert_eq!(m.summary.non_2xx_3xx, 1);
+    assert_eq!(m.summary.requests.issued, 6);
+    assert!((m.summary.success_rate - 3.0 / 6.0).abs() < 1e-12);
+    let rows = m.summary.merged_from.as_ref().unwrap();
+    assert_eq!((rows[0].non_2xx_3xx, rows[1].non_2xx_3xx), (0, 1));
+    let text = merge::render_text(&m);
+    assert!(text.contains("Non-2xx or 3xx responses: 1\n"), "{text}");
+    assert!(text.contains("non-2xx/3xx responses"), "{text}");
+}

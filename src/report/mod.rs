@@ -157,8 +157,14 @@ pub struct Summary {
     pub threads: usize,
     pub mode: Mode,
     pub requests: Requests,
+    /// Responses with a 2xx or 3xx status over requests issued: a request
+    /// with no response, one cut off at the end and a 404 all count against it.
     pub success_rate: f64,
     pub status: BTreeMap<String, u64>,
+    /// Responses whose status is outside 2xx/3xx (they are in `completed`);
+    /// derived from `status`, so older reports without it merge right.
+    #[serde(default)]
+    pub non_2xx_3xx: u64,
     pub errors: BTreeMap<String, u64>,
     /// One example message per error kind.
     pub error_examples: BTreeMap<String, String>,
@@ -211,6 +217,26 @@ fn per(total: f64, n: u64) -> f64 {
     if n == 0 { 0.0 } else { total / n as f64 }
 }
 
+/// Whether a status (a `status` key) is a success: 2xx or 3xx. A key that
+/// is not a status at all is not one.
+fn is_2xx_3xx(code: &str) -> bool {
+    code.parse::<u16>().is_ok_and(|c| (200..400).contains(&c))
+}
+
+/// Responses outside 2xx/3xx in a `status` map.
+pub fn non_2xx_3xx(status: &BTreeMap<String, u64>) -> u64 {
+    status
+        .iter()
+        .filter(|(code, _)| !is_2xx_3xx(code))
+        .fold(0, |n, (_, v)| n.saturating_add(*v))
+}
+
+/// `success_rate`: responses with a 2xx or 3xx status over requests issued.
+pub fn success_rate(requests: &Requests, non_2xx_3xx: u64) -> f64 {
+    let good = requests.completed.saturating_sub(non_2xx_3xx);
+    per(good as f64, requests.issued)
+}
+
 impl Summary {
     /// Builds the summary of a finished run.
     pub fn new(o: &LoadOutcome, method: &str) -> Self {
@@ -246,6 +272,15 @@ impl Summary {
             },
             coordinated_omission_corrected: matches!(rate, Rate::Open(_)),
         };
+        let status: BTreeMap<String, u64> =
+            r.status.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let requests = Requests {
+            issued: r.issued,
+            completed,
+            errors,
+            in_flight: r.in_flight,
+        };
+        let non_2xx_3xx = non_2xx_3xx(&status);
         Summary {
             schema: SCHEMA_VERSION,
             tool: format!("uringfetch {}", env!("CARGO_PKG_VERSION")),
@@ -255,14 +290,10 @@ impl Summary {
             connections: o.config.connections,
             threads: crate::runner::split_connections(o.config.connections, o.config.threads).len(),
             mode,
-            requests: Requests {
-                issued: r.issued,
-                completed,
-                errors,
-                in_flight: r.in_flight,
-            },
-            success_rate: per(completed as f64, completed + errors),
-            status: r.status.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            success_rate: success_rate(&requests, non_2xx_3xx),
+            requests,
+            status,
+            non_2xx_3xx,
             errors: r
                 .errors
                 .iter()

@@ -78,11 +78,24 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
         },
     );
     let r = &s.requests;
-    if s.requests.completed + s.requests.errors == 0 {
-        // Nothing finished (all in flight at the end): no rate to give.
-        let _ = writeln!(o, "  Success rate:   n/a (no request finished)");
+    if r.issued == 0 {
+        let _ = writeln!(o, "  Success rate:   n/a (no request issued)");
     } else {
-        let _ = writeln!(o, "  Success rate:   {:.2}%", s.success_rate * 100.0);
+        // Said with its definition: a rate people read as "it worked".
+        let _ = writeln!(
+            o,
+            "  Success rate:   {:.2}% (2xx/3xx responses of {} requests issued{})",
+            s.success_rate * 100.0,
+            r.issued,
+            if r.in_flight > 0 {
+                format!(
+                    "; {} cut off in flight count as not successful",
+                    r.in_flight
+                )
+            } else {
+                String::new()
+            }
+        );
     }
     let _ = writeln!(o, "  Total time:     {:.4} s", s.duration_s);
     let _ = writeln!(
@@ -90,6 +103,10 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
         "  Requests:       {} issued, {} completed, {} errors, {} in flight at the end",
         r.issued, r.completed, r.errors, r.in_flight
     );
+    if s.non_2xx_3xx > 0 {
+        // wrk's words, so that a search for them finds this line too.
+        let _ = writeln!(o, "  Non-2xx or 3xx responses: {}", s.non_2xx_3xx);
+    }
     let _ = writeln!(o, "  Requests/sec:   {:.2}", s.rps);
     let secs = s.duration_s.max(1e-9);
     let _ = writeln!(
@@ -204,6 +221,90 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A summary of `statuses` responses and `errors` failures, `in_flight`
+    /// cut off: built from a real recorder.
+    fn summary(statuses: &[(u16, u64)], errors: u64, in_flight: u64) -> Summary {
+        use std::time::{Duration, Instant};
+        let start = Instant::now();
+        let mut r = crate::stats::Recorder::new(start);
+        for &(code, n) in statuses {
+            for _ in 0..n {
+                r.issue();
+                r.response(code, start, start + Duration::from_micros(100));
+            }
+        }
+        for _ in 0..errors {
+            r.issue();
+            r.error(ErrorKind::Refused, "connection refused: 127.0.0.1:9");
+        }
+        r.issued += in_flight;
+        r.in_flight = in_flight;
+        let outcome = crate::runner::LoadOutcome {
+            config: crate::runner::LoadConfig {
+                backend: crate::backend::BackendKind::Threads,
+                targets: std::sync::Arc::new(vec![
+                    crate::target::Target::new(
+                        "http://127.0.0.1:9/x",
+                        &crate::target::RequestOptions::default(),
+                    )
+                    .unwrap(),
+                ]),
+                connections: 1,
+                threads: 1,
+                stop: crate::plan::Stop::Count(1),
+                rate: crate::plan::Rate::Closed,
+                conn: Default::default(),
+            },
+            recorder: r,
+            elapsed: Duration::from_secs(1),
+            wall_start: std::time::SystemTime::now(),
+            usage: Default::default(),
+            cancelled: false,
+        };
+        Summary::new(&outcome, "GET")
+    }
+
+    fn render_summary(s: &Summary) -> String {
+        let h = crate::stats::histogram_from_base64(&s.latency_us.hdr).unwrap();
+        render(s, &h)
+    }
+
+    #[test]
+    fn responses_outside_2xx_3xx_are_not_success() {
+        // Issue 19 item 12: 2,000 x 404 read "Success rate: 100.00%".
+        let s = summary(&[(404, 2000)], 0, 0);
+        assert_eq!(s.non_2xx_3xx, 2000);
+        assert_eq!(s.success_rate, 0.0);
+        let text = render_summary(&s);
+        assert!(
+            text.contains("Success rate:   0.00% (2xx/3xx responses of 2000 requests issued)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  Non-2xx or 3xx responses: 2000\n"),
+            "{text}"
+        );
+
+        // 2xx and 3xx succeed; 1xx, 4xx, 5xx, errors and cut-off requests do not.
+        let s = summary(&[(200, 50), (204, 10), (301, 10), (503, 10)], 10, 20);
+        assert_eq!(s.requests.issued, 110);
+        assert_eq!(s.non_2xx_3xx, 10);
+        assert!((s.success_rate - 70.0 / 110.0).abs() < 1e-12);
+        let text = render_summary(&s);
+        assert!(
+            text.contains("63.64% (2xx/3xx responses of 110 requests issued; 20 cut off"),
+            "{text}"
+        );
+        let text = render_summary(&summary(&[(200, 3)], 0, 0));
+        assert!(text.contains("Success rate:   100.00%"), "{text}");
+        assert!(!text.contains("Non-2xx"), "{text}");
+        let text = render_summary(&summary(&[], 0, 0));
+        assert!(
+            text.contains("Success rate:   n/a (no request issued)"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn formats_units() {

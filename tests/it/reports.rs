@@ -6,6 +6,8 @@ use std::fs::File;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use serde_json::Value;
+
 use crate::support::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -90,4 +92,59 @@ fn a_closed_pipe_stays_quiet() {
     let out = wait_limited(&mut child, LIMIT, "load into a closed pipe");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+}
+
+/// Issue 19 item 12 (report side): 2,000 x 404 read "Success rate:
+/// 100.00%". Responses outside 2xx/3xx are counted apart (text, JSON,
+/// merge) and are not success.
+#[test]
+fn responses_outside_2xx_3xx_are_counted_and_not_success() {
+    let server = demo_server(Duration::ZERO);
+    let url = format!("http://{}/status/404", server.addr);
+    let args = ["-n", "2000", "-c", "4", "-t", "1", url.as_str()];
+    let out = uringfetch(&[&["load"][..], &args].concat(), LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("Success rate:   0.00% (2xx/3xx responses of 2000 requests issued)"),
+        "{text}"
+    );
+    assert!(text.contains("Non-2xx or 3xx responses: 2000"), "{text}");
+
+    let out = uringfetch(&[&["load", "--output", "json"][..], &args].concat(), LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let a: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(a["non_2xx_3xx"], 2000);
+    assert_eq!(a["success_rate"], 0.0);
+    assert_eq!(a["status"]["404"], 2000);
+
+    let ok = crate::load::load_json(&[
+        "-n",
+        "100",
+        "-c",
+        "2",
+        "-t",
+        "1",
+        &format!("http://{}/bar", server.addr),
+    ]);
+    assert_eq!(ok["non_2xx_3xx"], 0);
+    assert_eq!(ok["success_rate"], 1.0);
+    server.shutdown();
+
+    // Merged with a second client's report of the same test.
+    let mut b = a.clone();
+    b["host"] = Value::from("another-client");
+    let dir = temp_dir("reports-404");
+    let file = dir.join("both.json");
+    std::fs::write(&file, format!("{a}\n{b}")).unwrap();
+    let out = uringfetch(
+        &["merge", "--output", "json", file.to_str().unwrap()],
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(m["non_2xx_3xx"], 4000);
+    assert_eq!(m["success_rate"], 0.0);
+    assert_eq!(m["merged_from"][1]["non_2xx_3xx"], 2000);
+    let _ = std::fs::remove_dir_all(dir);
 }
