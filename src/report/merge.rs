@@ -601,6 +601,18 @@ pub fn merge(inputs: &[Input]) -> Result<Merged, String> {
     add_counts(&inputs[1..], &mut s)?;
     shared_identity(inputs, &mut s);
     s.mode = add_modes(inputs)?;
+    if inputs.iter().any(|i| i.summary.http.is_none()) {
+        // A report older than the field: how it sent its requests is unknown.
+        s.http = None;
+    } else if inputs.iter().any(|i| i.summary.http != s.http) {
+        // Said, not refused: the inputs' plans and targets are one test's.
+        warnings.push(
+            "the reports sent requests of different shapes (HTTP version, keep-alive, \
+             pipelining, headers or body): the merged report gives none"
+                .into(),
+        );
+        s.http = None;
+    }
     let (completed, errors) = (s.requests.completed, s.requests.errors);
     // From the merged status map, not summed: reports older than the field
     // have it 0 but their statuses.

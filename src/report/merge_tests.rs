@@ -383,3 +383,30 @@ fn non_2xx_3xx_responses_are_counted_and_not_success() {
     assert!(text.contains("Non-2xx or 3xx responses: 1\n"), "{text}");
     assert!(text.contains("non-2xx/3xx responses"), "{text}");
 }
+
+#[test]
+fn the_request_shape_is_kept_when_the_inputs_agree() {
+    let inputs = clients(&["a", "b"]);
+    let shape = inputs[0].summary.http.clone();
+    assert!(shape.is_some());
+    let m = merge::merge(&inputs).unwrap();
+    assert_eq!(m.summary.http, shape);
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+
+    let mut inputs = clients(&["a", "b"]);
+    if let Some(h) = inputs[1].summary.http.as_mut() {
+        h.pipeline = 16;
+    }
+    let m = merge::merge(&inputs).unwrap();
+    assert_eq!(m.summary.http, None);
+    assert!(
+        m.warnings.iter().any(|w| w.contains("different shapes")),
+        "{:?}",
+        m.warnings
+    );
+    // A report older than the field: unknown, no warning.
+    let mut inputs = clients(&["a", "b"]);
+    inputs[1].summary.http = None;
+    let m = merge::merge(&inputs).unwrap();
+    assert_eq!((m.summary.http.is_none(), m.warnings.len()), (true, 0));
+}

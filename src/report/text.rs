@@ -77,6 +77,14 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
             ""
         },
     );
+    if let Some(http) = &s.http {
+        let _ = writeln!(
+            o,
+            "  Requests sent:  {} {}",
+            escape(&s.method),
+            http.describe()
+        );
+    }
     let r = &s.requests;
     if r.issued == 0 {
         let _ = writeln!(o, "  Success rate:   n/a (no request issued)");

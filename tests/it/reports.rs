@@ -148,3 +148,85 @@ fn responses_outside_2xx_3xx_are_counted_and_not_success() {
     assert_eq!(m["merged_from"][1]["non_2xx_3xx"], 2000);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Issue 19 item 16 (report side): the reports did not say how the
+/// requests were sent. The text header and the JSON give the HTTP version,
+/// keep-alive, pipelining, the number of headers and the body size; the
+/// CSV gives each second's length, so its last partial second shows.
+#[test]
+fn reports_describe_the_run_they_measured() {
+    let server = demo_server(Duration::ZERO);
+    let url = format!("http://{}/bar", server.addr);
+    let out = uringfetch(
+        &[
+            "load",
+            "-n",
+            "50",
+            "-c",
+            "2",
+            "-t",
+            "1",
+            "--http1.0",
+            "--disable-keepalive",
+            "-H",
+            "X-One: 1",
+            "-H",
+            "X-Two: 2",
+            "-d",
+            "0123456789",
+            &url,
+        ],
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    // Host, User-Agent, Accept, X-One, X-Two, Content-Length.
+    assert!(
+        text.contains(
+            "  Requests sent:  GET HTTP/1.0, 6 headers, 10 B body, keep-alive off, no pipelining\n"
+        ),
+        "{text}"
+    );
+
+    let v = crate::load::load_json(&[
+        "-n",
+        "64",
+        "-c",
+        "2",
+        "-t",
+        "1",
+        "--pipeline",
+        "8",
+        "--backend",
+        "uring-loop",
+        &url,
+    ]);
+    assert_eq!(v["http"]["version"], "HTTP/1.1");
+    assert_eq!(v["http"]["keep_alive"], true);
+    assert_eq!(v["http"]["pipeline"], 8);
+    assert_eq!(v["http"]["headers"], 3);
+    assert_eq!(v["http"]["body_bytes"], 0);
+
+    // An open-loop -z run is timed to its deadline: 1.5 s, so its second
+    // second is half long.
+    let out = uringfetch(
+        &[
+            "load", "-z", "1500ms", "-q", "40", "-c", "2", "-t", "1", "--output", "csv", &url,
+        ],
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let csv = stdout(&out);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "second,responses,length_s", "{csv}");
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(
+        lines[1].starts_with("0,") && lines[1].ends_with(",1"),
+        "{csv}"
+    );
+    assert!(
+        lines[2].starts_with("1,") && lines[2].ends_with(",0.500"),
+        "{csv}"
+    );
+    server.shutdown();
+}
