@@ -306,6 +306,11 @@ mod tests {
         );
         let text = render_summary(&summary(&[(200, 3)], 0, 0));
         assert!(text.contains("Success rate:   100.00%"), "{text}");
+        // Issue 19 item 13: one of each is singular.
+        assert!(
+            text.starts_with("Summary (threads, 1 connection, 1 thread, closed loop)\n"),
+            "{text}"
+        );
         assert!(!text.contains("Non-2xx"), "{text}");
         let text = render_summary(&summary(&[], 0, 0));
         assert!(
