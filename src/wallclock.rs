@@ -23,7 +23,12 @@ pub const PAST_TOLERANCE: Duration = Duration::from_secs(1);
 /// duration has: `+366d` was refused while `9999-12-31T23:59:59Z`, 8,000
 /// years ahead, was waited for.
 pub fn parse_start_at(s: &str, now: SystemTime) -> Result<SystemTime, String> {
-    let s = s.trim();
+    // The messages echo the argument: control characters in it are shown
+    // escaped, wherever in the message they end up.
+    start_at_within_bounds(s.trim(), now).map_err(|e| crate::report::escape(&e).into_owned())
+}
+
+fn start_at_within_bounds(s: &str, now: SystemTime) -> Result<SystemTime, String> {
     let at = parse_start_at_any(s, now)?;
     // RFC 3339 (the reports' format) ends with year 9999.
     if at >= UNIX_EPOCH + Duration::from_secs(LAST_RFC3339_SECOND + 1) {
@@ -207,6 +212,8 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+        let e = parse_start_at("+1\u{1b}[2J", now()).unwrap_err();
+        assert!(e.contains("'1\\u{1b}[2J'") && !e.contains('\u{1b}'), "{e}");
         let e = parse_start_at("9999-12-31T23:59:59Z", now()).unwrap_err();
         assert!(
             e.contains(
