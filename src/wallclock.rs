@@ -9,6 +9,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::cli::MAX_DURATION;
+
 /// How far in the past a `--start-at` may be and still start at once
 /// (a client launched a moment late); further is refused, since that client
 /// could not start together with the others.
@@ -16,13 +18,31 @@ pub const PAST_TOLERANCE: Duration = Duration::from_secs(1);
 
 /// Parses `--start-at`: RFC 3339 (`2026-11-26T13:00:00Z`,
 /// `2026-11-26T14:00:00.5+01:00`), a delay from `now` (`+5s`, `+1m`,
-/// `+0.5`), or unix seconds (`@1795698000`).
+/// `+0.5`), or unix seconds (`@1795698000`). Whatever the form, the start
+/// is at most [`MAX_DURATION`] (a year) after `now`, the bound every
+/// duration has: `+366d` was refused while `9999-12-31T23:59:59Z`, 8,000
+/// years ahead, was waited for.
 pub fn parse_start_at(s: &str, now: SystemTime) -> Result<SystemTime, String> {
-    let s = s.trim();
+    // The messages echo the argument: control characters in it are shown
+    // escaped, wherever in the message they end up.
+    start_at_within_bounds(s.trim(), now).map_err(|e| crate::report::escape(&e).into_owned())
+}
+
+fn start_at_within_bounds(s: &str, now: SystemTime) -> Result<SystemTime, String> {
     let at = parse_start_at_any(s, now)?;
     // RFC 3339 (the reports' format) ends with year 9999.
     if at >= UNIX_EPOCH + Duration::from_secs(LAST_RFC3339_SECOND + 1) {
         return Err(format!("invalid --start-at '{s}': after the year 9999"));
+    }
+    if let Some(latest) = now.checked_add(MAX_DURATION)
+        && at > latest
+    {
+        return Err(format!(
+            "invalid --start-at '{s}': {} is more than a year (365d) ahead; the latest \
+             start is {}",
+            rfc3339(at),
+            rfc3339(latest)
+        ));
     }
     Ok(at)
 }
@@ -131,8 +151,13 @@ pub fn sleep_until(at: SystemTime, interrupted: &AtomicBool) -> bool {
 mod tests {
     use super::*;
 
+    /// 2026-11-18T...: the clock the tests parse against.
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_795_000_000)
+    }
+
     fn at(s: &str) -> SystemTime {
-        parse_start_at(s, UNIX_EPOCH).unwrap()
+        parse_start_at(s, now()).unwrap()
     }
 
     #[test]
@@ -147,8 +172,8 @@ mod tests {
             at("2026-11-26T13:00:00.25Z"),
             t + Duration::from_millis(250)
         );
-        assert_eq!(at("+5s"), UNIX_EPOCH + Duration::from_secs(5));
-        assert_eq!(at("+1.5"), UNIX_EPOCH + Duration::from_millis(1500));
+        assert_eq!(at("+5s"), now() + Duration::from_secs(5));
+        assert_eq!(at("+1.5"), now() + Duration::from_millis(1500));
         for bad in [
             "2026-11-26T13:00:00",
             "tomorrow",
@@ -161,8 +186,42 @@ mod tests {
             "@253402300800",
             "+18446744073709551615s",
         ] {
-            assert!(parse_start_at(bad, UNIX_EPOCH).is_err(), "{bad}");
+            assert!(parse_start_at(bad, now()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_start_is_at_most_a_year_ahead_in_every_form() {
+        let year = MAX_DURATION;
+        let unix = |t: SystemTime| format!("@{}", unix_ns(t) / 1_000_000_000);
+        let last = now() + year;
+        assert_eq!(at("+365d"), last);
+        assert_eq!(at(&rfc3339(last)), last);
+        assert_eq!(at(&unix(last)), last);
+        let late = last + Duration::from_secs(1);
+        for bad in [
+            "+366d".to_string(),
+            rfc3339(late),
+            unix(late),
+            "9999-12-31T23:59:59Z".to_string(),
+            "2100-01-01T00:00:00+01:00".to_string(),
+        ] {
+            let e = parse_start_at(&bad, now()).unwrap_err();
+            assert!(
+                e.contains("more than a year (365d) ahead") || e.contains("longer than a year"),
+                "{bad}: {e}"
+            );
+        }
+        let e = parse_start_at("+1\u{1b}[2J", now()).unwrap_err();
+        assert!(e.contains("'1\\u{1b}[2J'") && !e.contains('\u{1b}'), "{e}");
+        let e = parse_start_at("9999-12-31T23:59:59Z", now()).unwrap_err();
+        assert!(
+            e.contains(
+                "9999-12-31T23:59:59.000000000Z is more than a year (365d) ahead; \
+                 the latest start is 2027-11-18T"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -25,7 +25,8 @@ fn read_inputs(files: &[String]) -> anyhow::Result<Vec<Input>> {
                 .context("cannot read stdin")?;
             s
         } else {
-            std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
+            std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", crate::report::escape(file)))?
         };
         let source = if file == "-" { "stdin" } else { file.as_str() };
         inputs.extend(merge::parse_documents(source, &text).map_err(anyhow::Error::msg)?);
@@ -51,6 +52,12 @@ pub fn run(args: MergeArgs) -> anyhow::Result<i32> {
     let merged = merge::merge(&inputs).map_err(anyhow::Error::msg)?;
     for w in &merged.warnings {
         crate::say!("uringfetch: warning: {w}");
+    }
+    // The text report carries its notes; JSON and CSV readers get them here.
+    if args.output != OutputFormat::Text {
+        for n in &merged.notes {
+            crate::say!("uringfetch: note: {n}");
+        }
     }
     match args.output {
         OutputFormat::Text => super::emit(&merge::render_text(&merged)),

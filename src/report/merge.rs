@@ -15,7 +15,7 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::{Mode, Percentiles, Resources, SCHEMA_VERSION, Summary, text};
+use super::{Mode, Percentiles, Resources, SCHEMA_VERSION, Summary, escape, text};
 use crate::stats::{histogram_from_base64, new_histogram};
 use crate::wallclock::{from_unix_ns, rfc3339};
 
@@ -40,6 +40,9 @@ pub struct MergeInput {
     pub duration_s: f64,
     pub completed: u64,
     pub errors: u64,
+    /// Responses outside 2xx/3xx (in `completed`).
+    #[serde(default)]
+    pub non_2xx_3xx: u64,
     pub rps: f64,
     pub p99_us: u64,
 }
@@ -51,29 +54,31 @@ pub struct Merged {
     pub latency: Histogram<u64>,
     /// Worth saying, but no reason to refuse the merge.
     pub warnings: Vec<String>,
+    /// What the merge did that a reader should know (shares added up).
+    pub notes: Vec<String>,
 }
 
 /// Reads the reports in one input: one JSON object, several concatenated,
 /// or arrays of them (as `compare --output json` prints).
 pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Input>, String> {
+    let shown = escape(source);
     let mut summaries = Vec::new();
     let stream = serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>();
     for (i, doc) in stream.enumerate() {
-        let doc = doc.map_err(|e| format!("{source}: not JSON (document {}): {e}", i + 1))?;
+        let doc = doc.map_err(|e| format!("{shown}: not JSON (document {}): {e}", i + 1))?;
         let items = match doc {
             serde_json::Value::Array(items) => items,
             other => vec![other],
         };
         for item in items {
             let n = summaries.len() + 1;
-            let s: Summary = serde_json::from_value(item).map_err(|e| {
-                format!("{source}: report {n} is not a uringfetch load report: {e}")
-            })?;
+            let s: Summary = serde_json::from_value(item)
+                .map_err(|e| format!("{shown}: report {n} is not a uringfetch load report: {e}"))?;
             summaries.push(s);
         }
     }
     if summaries.is_empty() {
-        return Err(format!("{source}: no report in it"));
+        return Err(format!("{shown}: no report in it"));
     }
     let several = summaries.len() > 1;
     Ok(summaries
@@ -103,27 +108,61 @@ pub fn describe_plan(m: &Mode) -> String {
     }
 }
 
+/// Whether two plans are one test's. Counts (`-n`) may differ: a test of
+/// 1,000,000 requests on three clients runs `-n 333334`, `-n 333333` and
+/// `-n 333333`, shares that add up to the test. A duration (`-z`) and the
+/// loop (closed, or `-q` per client) must be the same.
+fn same_plan(a: &Mode, b: &Mode) -> bool {
+    let counts = |m: &Mode| m.stop == "count" && m.count.is_some();
+    if counts(a) && counts(b) {
+        a.rate == b.rate
+    } else {
+        describe_plan(a) == describe_plan(b)
+    }
+}
+
+/// Says so when the inputs ran unequal shares (`-n`) of one test.
+fn shares_note(inputs: &[Input]) -> Option<String> {
+    let counts: Vec<u64> = inputs.iter().filter_map(|i| i.summary.mode.count).collect();
+    if counts.len() != inputs.len() || counts.iter().all(|&c| c == counts[0]) {
+        return None;
+    }
+    let total = counts.iter().try_fold(0u64, |t, &c| t.checked_add(c))?;
+    let list: Vec<String> = counts.iter().map(u64::to_string).collect();
+    Some(format!(
+        "the reports are unequal shares of one test, added up: -n {} = {total} requests",
+        list.join(" + ")
+    ))
+}
+
 /// Why two reports are not runs of the same test, if they are not.
 fn differences(a: &Summary, b: &Summary) -> Vec<String> {
     let mut d = Vec::new();
     if a.urls != b.urls {
         d.push(format!(
             "targets {} vs {}",
-            a.urls.join(" "),
-            b.urls.join(" ")
+            escape(&a.urls.join(" ")),
+            escape(&b.urls.join(" "))
         ));
     }
     if a.method != b.method {
-        d.push(format!("method {} vs {}", a.method, b.method));
+        d.push(format!(
+            "method {} vs {}",
+            escape(&a.method),
+            escape(&b.method)
+        ));
     }
-    let (pa, pb) = (describe_plan(&a.mode), describe_plan(&b.mode));
-    if pa != pb {
-        d.push(format!("plan {pa} vs {pb}"));
+    if !same_plan(&a.mode, &b.mode) {
+        d.push(format!(
+            "plan {} vs {}",
+            describe_plan(&a.mode),
+            describe_plan(&b.mode)
+        ));
     }
     if let (Some(x), Some(y)) = (&a.run_id, &b.run_id)
         && x != y
     {
-        d.push(format!("run id {x} vs {y}"));
+        d.push(format!("run id {} vs {}", escape(x), escape(y)));
     }
     d
 }
@@ -139,8 +178,8 @@ pub fn check_same_test(inputs: &[Input]) -> Result<(), String> {
         if !d.is_empty() {
             return Err(format!(
                 "{} and {} are not runs of the same test: {}",
-                first.source,
-                other.source,
+                escape(&first.source),
+                escape(&other.source),
                 d.join("; ")
             ));
         }
@@ -150,6 +189,7 @@ pub fn check_same_test(inputs: &[Input]) -> Result<(), String> {
 
 /// Decodes one report's histogram and checks it against the report's count.
 fn decode(source: &str, what: &str, p: &Percentiles) -> Result<Histogram<u64>, String> {
+    let source = escape(source);
     if p.hdr.is_empty() && p.count == 0 {
         return Ok(new_histogram());
     }
@@ -166,37 +206,64 @@ fn decode(source: &str, what: &str, p: &Percentiles) -> Result<Histogram<u64>, S
 
 /// Adds every input's latency and connect histograms, exactly.
 fn add_histograms(inputs: &[Input]) -> Result<(Histogram<u64>, Histogram<u64>), String> {
+    // Decoding refuses histograms wider than ours, so each input adds into
+    // these without growing them.
     let mut latency = new_histogram();
     let mut connect = new_histogram();
-    // A histogram from another build may reach past our bounds: grow, never drop.
-    latency.auto(true);
-    connect.auto(true);
+    // hdrhistogram saturates its counts; the totals are checked here so
+    // that a sum past 2^64 - 1 is refused instead.
+    let (mut latency_n, mut connect_n) = (0u64, 0u64);
     for i in inputs {
         let l = decode(&i.source, "latency_us", &i.summary.latency_us)?;
         let c = decode(&i.source, "connect_us", &i.summary.connect_us)?;
+        add_to(&mut latency_n, l.len(), "latency_us.count", &i.source)?;
+        add_to(&mut connect_n, c.len(), "connect_us.count", &i.source)?;
         latency
             .add(&l)
-            .map_err(|e| format!("{}: latency_us.hdr: {e:?}", i.source))?;
+            .map_err(|e| format!("{}: latency_us.hdr: {e:?}", escape(&i.source)))?;
         connect
             .add(&c)
-            .map_err(|e| format!("{}: connect_us.hdr: {e:?}", i.source))?;
+            .map_err(|e| format!("{}: connect_us.hdr: {e:?}", escape(&i.source)))?;
     }
     Ok((latency, connect))
 }
 
-fn add_map<V: Clone>(
-    into: &mut BTreeMap<String, V>,
-    from: &BTreeMap<String, V>,
-    add: fn(&mut V, &V),
-) {
+/// Why a merged counter cannot be given: past 2^64 - 1 it would wrap
+/// around (silently, in a release build). No run counts that far, so the
+/// reports are not real ones; a sum that is wrong is refused, not shown.
+fn overflow(what: &str, source: &str) -> String {
+    format!(
+        "{what} of the reports up to {} add up to more than {} (2^64 - 1): these are not \
+         real runs' counts; refusing to merge",
+        escape(source),
+        u64::MAX
+    )
+}
+
+/// `into += v`, refused past `u64::MAX`.
+fn add_to(into: &mut u64, v: u64, what: &str, source: &str) -> Result<(), String> {
+    *into = into.checked_add(v).ok_or_else(|| overflow(what, source))?;
+    Ok(())
+}
+
+/// `into += v` for a count kept as `usize` (connections, threads).
+fn add_usize(into: &mut usize, v: usize, what: &str, source: &str) -> Result<(), String> {
+    *into = into.checked_add(v).ok_or_else(|| overflow(what, source))?;
+    Ok(())
+}
+
+/// Adds a map of counts (by status, by error kind) into another.
+fn add_map(
+    into: &mut BTreeMap<String, u64>,
+    from: &BTreeMap<String, u64>,
+    what: &str,
+    source: &str,
+) -> Result<(), String> {
     for (k, v) in from {
-        match into.get_mut(k) {
-            Some(x) => add(x, v),
-            None => {
-                into.insert(k.clone(), v.clone());
-            }
-        }
+        let x = into.entry(k.clone()).or_insert(0);
+        add_to(x, *v, &format!("{what}[{}]", escape(k)), source)?;
     }
+    Ok(())
 }
 
 /// The measure of the union of `[start, end]` spans, in nanoseconds.
@@ -266,6 +333,7 @@ fn rows(inputs: &[Input], earliest: Option<u64>) -> Vec<MergeInput> {
                 duration_s: s.duration_s,
                 completed: s.requests.completed,
                 errors: s.requests.errors,
+                non_2xx_3xx: super::non_2xx_3xx(&s.status),
                 rps: s.rps,
                 p99_us: s.latency_us.p99,
             }
@@ -278,20 +346,40 @@ fn per(total: f64, n: u64) -> f64 {
 }
 
 /// Sums the client-side costs; the peak RSS is the largest single client's.
-fn add_resources(inputs: &[Input], requests: u64) -> Resources {
+fn add_resources(inputs: &[Input], requests: u64) -> Result<Resources, String> {
     let all: Vec<&Resources> = inputs.iter().map(|i| &i.summary.resources).collect();
     let (user, sys) = (
         all.iter().map(|r| r.cpu_user_s).sum::<f64>(),
         all.iter().map(|r| r.cpu_sys_s).sum::<f64>(),
     );
-    let vol = all.iter().map(|r| r.voluntary_ctx_switches).sum::<u64>();
-    let invol = all.iter().map(|r| r.involuntary_ctx_switches).sum::<u64>();
-    let syscalls: Option<u64> = all.iter().map(|r| r.syscalls).sum();
-    Resources {
+    let (mut vol, mut invol, mut syscalls) = (0u64, 0u64, Some(0u64));
+    for i in inputs {
+        let r = &i.summary.resources;
+        add_to(
+            &mut vol,
+            r.voluntary_ctx_switches,
+            "voluntary_ctx_switches",
+            &i.source,
+        )?;
+        add_to(
+            &mut invol,
+            r.involuntary_ctx_switches,
+            "involuntary_ctx_switches",
+            &i.source,
+        )?;
+        syscalls = match (syscalls, r.syscalls) {
+            (Some(mut a), Some(b)) => {
+                add_to(&mut a, b, "resources.syscalls", &i.source)?;
+                Some(a)
+            }
+            _ => None,
+        };
+    }
+    Ok(Resources {
         cpu_user_s: user,
         cpu_sys_s: sys,
         cpu_us_per_request: per((user + sys) * 1e6, requests),
-        ctx_switches_per_request: per((vol + invol) as f64, requests),
+        ctx_switches_per_request: per(vol as f64 + invol as f64, requests),
         voluntary_ctx_switches: vol,
         involuntary_ctx_switches: invol,
         max_rss_kb: all.iter().map(|r| r.max_rss_kb).max().unwrap_or(0),
@@ -305,16 +393,23 @@ fn add_resources(inputs: &[Input], requests: u64) -> Resources {
                     .unwrap_or_else(|| "not counted on every client".into()),
             ),
         },
-    }
+    })
 }
 
 /// The plan of all clients together: counts and rates add up.
-fn add_modes(inputs: &[Input]) -> Mode {
-    let modes: Vec<&Mode> = inputs.iter().map(|i| &i.summary.mode).collect();
-    let mut m = modes[0].clone();
-    m.count = modes.iter().map(|m| m.count).sum();
-    m.rate = modes.iter().map(|m| m.rate).sum();
-    m
+fn add_modes(inputs: &[Input]) -> Result<Mode, String> {
+    let mut m = inputs[0].summary.mode.clone();
+    for i in &inputs[1..] {
+        m.count = match (m.count, i.summary.mode.count) {
+            (Some(mut a), Some(b)) => {
+                add_to(&mut a, b, "mode.count", &i.source)?;
+                Some(a)
+            }
+            _ => None,
+        };
+        m.rate = m.rate.zip(i.summary.mode.rate).map(|(a, b)| a + b);
+    }
+    Ok(m)
 }
 
 /// Inputs that started further apart than this get no merged per-second
@@ -326,9 +421,9 @@ const MAX_SERIES_SPREAD_S: u64 = 24 * 3600;
 /// per second from the earliest start. An input that started `f` of a
 /// second into a bucket has each of its seconds straddle two buckets: its
 /// count is split between them in those proportions (rounded, so the sum
-/// stays exactly the completed responses). `None` when the starts are more
-/// than [`MAX_SERIES_SPREAD_S`] apart.
-fn add_per_second(inputs: &[Input], earliest: Option<u64>) -> Option<Vec<u64>> {
+/// stays exactly the completed responses). `Ok(None)` when the starts are
+/// more than [`MAX_SERIES_SPREAD_S`] apart.
+fn add_per_second(inputs: &[Input], earliest: Option<u64>) -> Result<Option<Vec<u64>>, String> {
     const SECOND: u64 = 1_000_000_000;
     let mut out: Vec<u64> = Vec::new();
     for i in inputs {
@@ -338,7 +433,7 @@ fn add_per_second(inputs: &[Input], earliest: Option<u64>) -> Option<Vec<u64>> {
             .zip(earliest)
             .map_or(0, |(t, e)| t.saturating_sub(e));
         if offset_ns / SECOND > MAX_SERIES_SPREAD_S {
-            return None;
+            return Ok(None);
         }
         let (whole, frac) = ((offset_ns / SECOND) as usize, offset_ns % SECOND);
         let series = &i.summary.per_second;
@@ -349,16 +444,16 @@ fn add_per_second(inputs: &[Input], earliest: Option<u64>) -> Option<Vec<u64>> {
             // The part of this second that falls in the next bucket.
             let later = ((u128::from(v) * u128::from(frac) + u128::from(SECOND / 2))
                 / u128::from(SECOND)) as u64;
-            out[whole + k] += v - later;
+            add_to(&mut out[whole + k], v - later, "per_second", &i.source)?;
             if later > 0 {
                 if out.len() < whole + k + 2 {
                     out.push(0);
                 }
-                out[whole + k + 1] += later;
+                add_to(&mut out[whole + k + 1], later, "per_second", &i.source)?;
             }
         }
     }
-    Some(out)
+    Ok(Some(out))
 }
 
 /// Identity fields of the merged report: what all inputs share.
@@ -389,26 +484,62 @@ fn shared_identity(inputs: &[Input], s: &mut Summary) {
     }
 }
 
-/// Adds the counters of `rest` into `s`, a copy of the first input.
-fn add_counts(rest: &[Input], s: &mut Summary) {
+/// Adds the counters of `rest` into `s`, a copy of the first input; a sum
+/// past `u64::MAX` is refused.
+fn add_counts(rest: &[Input], s: &mut Summary) -> Result<(), String> {
     for i in rest {
-        let x = &i.summary;
-        s.requests.issued += x.requests.issued;
-        s.requests.completed += x.requests.completed;
-        s.requests.errors += x.requests.errors;
-        s.requests.in_flight += x.requests.in_flight;
-        s.requests.unsent += x.requests.unsent;
-        add_map(&mut s.status, &x.status, |a, b| *a += b);
-        add_map(&mut s.errors, &x.errors, |a, b| *a += b);
-        add_map(&mut s.error_examples, &x.error_examples, |_, _| {});
-        s.bytes.read += x.bytes.read;
-        s.bytes.written += x.bytes.written;
-        s.connections_opened += x.connections_opened;
-        s.reconnects += x.reconnects;
-        s.retries += x.retries;
-        s.connections += x.connections;
-        s.threads += x.threads;
+        let (x, src) = (&i.summary, i.source.as_str());
+        add_to(
+            &mut s.requests.issued,
+            x.requests.issued,
+            "requests.issued",
+            src,
+        )?;
+        add_to(
+            &mut s.requests.completed,
+            x.requests.completed,
+            "requests.completed",
+            src,
+        )?;
+        add_to(
+            &mut s.requests.errors,
+            x.requests.errors,
+            "requests.errors",
+            src,
+        )?;
+        add_to(
+            &mut s.requests.in_flight,
+            x.requests.in_flight,
+            "requests.in_flight",
+            src,
+        )?;
+        add_to(
+            &mut s.requests.unsent,
+            x.requests.unsent,
+            "requests.unsent",
+            src,
+        )?;
+        add_map(&mut s.status, &x.status, "status", src)?;
+        add_map(&mut s.errors, &x.errors, "errors", src)?;
+        for (k, v) in &x.error_examples {
+            s.error_examples
+                .entry(k.clone())
+                .or_insert_with(|| v.clone());
+        }
+        add_to(&mut s.bytes.read, x.bytes.read, "bytes.read", src)?;
+        add_to(&mut s.bytes.written, x.bytes.written, "bytes.written", src)?;
+        add_to(
+            &mut s.connections_opened,
+            x.connections_opened,
+            "connections_opened",
+            src,
+        )?;
+        add_to(&mut s.reconnects, x.reconnects, "reconnects", src)?;
+        add_to(&mut s.retries, x.retries, "retries", src)?;
+        add_usize(&mut s.connections, x.connections, "connections", src)?;
+        add_usize(&mut s.threads, x.threads, "threads", src)?;
     }
+    Ok(())
 }
 
 /// The length of the union of the inputs' windows in seconds, the first
@@ -444,10 +575,11 @@ fn refuse_repeats(inputs: &[Input]) -> Result<(), String> {
         let key = (start, s.ended_at_unix_ns, host_of(i));
         if let Some(first) = seen.insert(key, &i.source) {
             return Err(format!(
-                "{first} and {} are the same run (host {}, started and ended on the same \
+                "{} and {} are the same run (host {}, started and ended on the same \
                  nanosecond): give each client's report once",
-                i.source,
-                host_of(i)
+                escape(first),
+                escape(&i.source),
+                escape(&host_of(i))
             ));
         }
     }
@@ -462,7 +594,8 @@ pub fn merge(inputs: &[Input]) -> Result<Merged, String> {
     if let Some(i) = inputs.iter().find(|i| i.summary.schema != SCHEMA_VERSION) {
         return Err(format!(
             "{}: report schema {} is not {SCHEMA_VERSION}, which this uringfetch reads",
-            i.source, i.summary.schema
+            escape(&i.source),
+            i.summary.schema
         ));
     }
     refuse_repeats(inputs)?;
@@ -471,12 +604,27 @@ pub fn merge(inputs: &[Input]) -> Result<Merged, String> {
     let (duration_s, earliest, latest) = time_window(inputs, &mut warnings);
     let mut s = first.summary.clone();
     s.tool = format!("uringfetch {}", env!("CARGO_PKG_VERSION"));
-    add_counts(&inputs[1..], &mut s);
+    add_counts(&inputs[1..], &mut s)?;
     shared_identity(inputs, &mut s);
-    s.mode = add_modes(inputs);
+    s.mode = add_modes(inputs)?;
+    if inputs.iter().any(|i| i.summary.http.is_none()) {
+        // A report older than the field: how it sent its requests is unknown.
+        s.http = None;
+    } else if inputs.iter().any(|i| i.summary.http != s.http) {
+        // Said, not refused: the inputs' plans and targets are one test's.
+        warnings.push(
+            "the reports sent requests of different shapes (HTTP version, keep-alive, \
+             pipelining, headers or body): the merged report gives none"
+                .into(),
+        );
+        s.http = None;
+    }
     let (completed, errors) = (s.requests.completed, s.requests.errors);
-    s.success_rate = per(completed as f64, completed + errors);
-    s.resources = add_resources(inputs, completed + errors);
+    // From the merged status map, not summed: reports older than the field
+    // have it 0 but their statuses.
+    s.non_2xx_3xx = super::non_2xx_3xx(&s.status);
+    s.success_rate = super::success_rate(&s.requests, s.non_2xx_3xx);
+    s.resources = add_resources(inputs, completed.saturating_add(errors))?;
     s.duration_s = duration_s;
     s.rps = if duration_s > 0.0 {
         s.requests.completed as f64 / duration_s
@@ -485,7 +633,7 @@ pub fn merge(inputs: &[Input]) -> Result<Merged, String> {
     };
     s.latency_us = Percentiles::of(&latency);
     s.connect_us = Percentiles::of(&connect);
-    s.per_second = add_per_second(inputs, earliest).unwrap_or_else(|| {
+    s.per_second = add_per_second(inputs, earliest)?.unwrap_or_else(|| {
         warnings.push(format!(
             "no per-second series: the runs started more than {} h apart",
             MAX_SERIES_SPREAD_S / 3600
@@ -514,6 +662,7 @@ pub fn merge(inputs: &[Input]) -> Result<Merged, String> {
         summary: s,
         latency,
         warnings,
+        notes: shares_note(inputs).into_iter().collect(),
     })
 }
 
@@ -531,8 +680,8 @@ pub fn render_inputs(rows: &[MergeInput]) -> String {
     let labels: Vec<String> = rows
         .iter()
         .map(|r| match rows.iter().filter(|x| x.host == r.host).count() {
-            1 => r.host.clone(),
-            _ => format!("{} ({})", r.host, r.source),
+            1 => escape(&r.host).into_owned(),
+            _ => format!("{} ({})", escape(&r.host), escape(&r.source)),
         })
         .collect();
     let width = labels
@@ -551,6 +700,9 @@ pub fn render_inputs(rows: &[MergeInput]) -> String {
         let mut notes = Vec::new();
         if r.errors > 0 {
             notes.push("errors");
+        }
+        if r.non_2xx_3xx > 0 {
+            notes.push("non-2xx/3xx responses");
         }
         if med_p99 > 0.0 && r.p99_us as f64 > 2.0 * med_p99 {
             notes.push("p99 over twice the median");
@@ -591,11 +743,20 @@ pub fn render_text(m: &Merged) -> String {
         if rows.len() == 1 { "" } else { "s" },
         s.run_id
             .as_ref()
-            .map_or(String::new(), |id| format!(" of run {id}")),
-        s.started_at.as_deref().unwrap_or("?"),
-        s.ended_at.as_deref().unwrap_or("?"),
+            .map_or(String::new(), |id| format!(" of run {}", escape(id))),
+        escape(s.started_at.as_deref().unwrap_or("?")),
+        escape(s.ended_at.as_deref().unwrap_or("?")),
     );
-    let _ = writeln!(o, "  Targets:        {} ({})", s.urls.join(" "), s.method);
+    let _ = writeln!(
+        o,
+        "  Targets:        {} ({})",
+        escape(&s.urls.join(" ")),
+        escape(&s.method)
+    );
+    let _ = writeln!(o, "  Plan:           {}", describe_plan(&s.mode));
+    for note in &m.notes {
+        let _ = writeln!(o, "  Note:           {note}");
+    }
     o.push_str(&text::render(s, &m.latency));
     o.push_str(&render_inputs(rows));
     o

@@ -228,3 +228,187 @@ fn union_of_windows() {
     let now = SystemTime::now();
     assert_eq!(from_unix_ns(unix_ns(now)), now);
 }
+
+/// Reports of `hosts`, each a different client of one test.
+fn clients(hosts: &[&str]) -> Vec<Input> {
+    hosts
+        .iter()
+        .map(|h| {
+            let mut s = report("http://127.0.0.1:1/x", &[100, 200], 0, 1000);
+            s.host = (*h).to_string();
+            Input {
+                source: format!("{h}.json"),
+                summary: s,
+            }
+        })
+        .collect()
+}
+
+/// Why `merge` refused the inputs ("" if it merged them: a short failure
+/// message instead of a whole merged report).
+fn refusal(inputs: &[Input]) -> String {
+    merge::merge(inputs).err().unwrap_or_default()
+}
+
+#[test]
+fn counters_that_would_wrap_around_are_refused() {
+    let mut inputs = clients(&["a", "b", "c"]);
+    let m = merge::merge(&inputs).unwrap();
+    assert_eq!(m.summary.requests.issued, 9);
+    inputs[1].summary.requests.issued = u64::MAX - 5;
+    let e = refusal(&inputs);
+    assert!(
+        e.contains(
+            "requests.issued of the reports up to c.json add up to more than 18446744073709551615"
+        ),
+        "{e}"
+    );
+
+    let mut inputs = clients(&["a", "b"]);
+    inputs[0].summary.status.insert("200".into(), u64::MAX);
+    let e = refusal(&inputs);
+    assert!(e.contains("status[200] of the reports up to b.json"), "{e}");
+
+    let mut inputs = clients(&["a", "b"]);
+    inputs[1].summary.bytes.read = u64::MAX;
+    assert!(refusal(&inputs).contains("bytes.read"));
+
+    let mut inputs = clients(&["a", "b"]);
+    inputs[0].summary.mode.count = Some(u64::MAX);
+    assert!(refusal(&inputs).contains("mode.count"));
+
+    let mut inputs = clients(&["a", "b"]);
+    inputs[0].summary.per_second = vec![u64::MAX];
+    assert!(refusal(&inputs).contains("per_second"));
+
+    // Histograms whose counts add up past 2^64 - 1: hdrhistogram would
+    // saturate them; the merge refuses.
+    let mut huge = new_histogram();
+    huge.record_n(100, 1 << 62).unwrap();
+    let mut inputs = clients(&["a", "b", "c", "d"]);
+    for i in &mut inputs {
+        i.summary.latency_us = super::Percentiles::of(&huge);
+    }
+    let e = refusal(&inputs);
+    assert!(
+        e.contains("latency_us.count of the reports up to d.json"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unequal_counts_are_shares_of_one_test_and_other_plans_still_differ() {
+    let mut inputs = clients(&["a", "b", "c"]);
+    for (i, n) in inputs.iter_mut().zip([333_334, 333_333, 333_333]) {
+        i.summary.mode.count = Some(n);
+    }
+    merge::check_same_test(&inputs).unwrap();
+    let m = merge::merge(&inputs).unwrap();
+    assert_eq!(m.summary.mode.count, Some(1_000_000));
+    assert_eq!(
+        m.notes,
+        ["the reports are unequal shares of one test, added up: \
+          -n 333334 + 333333 + 333333 = 1000000 requests"]
+    );
+    let text = merge::render_text(&m);
+    assert!(
+        text.contains("  Plan:           -n 1000000, closed loop\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  Note:           the reports are unequal shares"),
+        "{text}"
+    );
+    // Equal shares need no note.
+    assert!(
+        merge::merge(&clients(&["a", "b"]))
+            .unwrap()
+            .notes
+            .is_empty()
+    );
+
+    // A different rate, a duration, or a duration against a count: not one test.
+    let refused = |change: &dyn Fn(&mut super::Mode)| {
+        let mut inputs = clients(&["a", "b"]);
+        change(&mut inputs[1].summary.mode);
+        merge::check_same_test(&inputs).unwrap_err()
+    };
+    let e = refused(&|m| m.rate = Some(100.0));
+    assert!(
+        e.contains("plan -n 1000, closed loop vs -n 1000, open loop at 100 req/s"),
+        "{e}"
+    );
+    let e = refused(&|m| {
+        m.count = Some(500);
+        m.rate = Some(100.0);
+    });
+    assert!(e.contains("vs -n 500, open loop at 100 req/s"), "{e}");
+    let e = refused(&|m| {
+        m.stop = "duration".into();
+        m.count = None;
+        m.duration_s = Some(10.0);
+    });
+    assert!(e.contains("vs -z 10s, closed loop"), "{e}");
+    let mut inputs = clients(&["a", "b"]);
+    for (i, d) in inputs.iter_mut().zip([10.0, 20.0]) {
+        i.summary.mode = super::Mode {
+            stop: "duration".into(),
+            count: None,
+            duration_s: Some(d),
+            rate: None,
+            coordinated_omission_corrected: false,
+        };
+    }
+    let e = merge::check_same_test(&inputs).unwrap_err();
+    assert!(
+        e.contains("plan -z 10s, closed loop vs -z 20s, closed loop"),
+        "{e}"
+    );
+}
+
+#[test]
+fn non_2xx_3xx_responses_are_counted_and_not_success() {
+    let mut inputs = clients(&["a", "b"]);
+    // a: 2 x 200 and an error (from report()); b: one 200 became a 404.
+    let b = &mut inputs[1].summary;
+    b.status = [("200".to_string(), 1), ("404".to_string(), 1)].into();
+    b.non_2xx_3xx = 0; // as in a report older than the field
+    let m = merge::merge(&inputs).unwrap();
+    assert_eq!(m.summary.non_2xx_3xx, 1);
+    assert_eq!(m.summary.requests.issued, 6);
+    // Of 6 finished (5 responses, 1 error), 3 are 2xx/3xx.
+    assert_eq!(m.summary.requests.in_flight, 0);
+    assert!((m.summary.success_rate - 3.0 / 6.0).abs() < 1e-12);
+    let rows = m.summary.merged_from.as_ref().unwrap();
+    assert_eq!((rows[0].non_2xx_3xx, rows[1].non_2xx_3xx), (0, 1));
+    let text = merge::render_text(&m);
+    assert!(text.contains("Non-2xx or 3xx responses: 1\n"), "{text}");
+    assert!(text.contains("non-2xx/3xx responses"), "{text}");
+}
+
+#[test]
+fn the_request_shape_is_kept_when_the_inputs_agree() {
+    let inputs = clients(&["a", "b"]);
+    let shape = inputs[0].summary.http.clone();
+    assert!(shape.is_some());
+    let m = merge::merge(&inputs).unwrap();
+    assert_eq!(m.summary.http, shape);
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+
+    let mut inputs = clients(&["a", "b"]);
+    if let Some(h) = inputs[1].summary.http.as_mut() {
+        h.pipeline = 16;
+    }
+    let m = merge::merge(&inputs).unwrap();
+    assert_eq!(m.summary.http, None);
+    assert!(
+        m.warnings.iter().any(|w| w.contains("different shapes")),
+        "{:?}",
+        m.warnings
+    );
+    // A report older than the field: unknown, no warning.
+    let mut inputs = clients(&["a", "b"]);
+    inputs[1].summary.http = None;
+    let m = merge::merge(&inputs).unwrap();
+    assert_eq!((m.summary.http.is_none(), m.warnings.len()), (true, 0));
+}

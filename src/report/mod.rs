@@ -11,6 +11,7 @@ pub mod merge;
 mod merge_tests;
 pub mod text;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
@@ -20,6 +21,36 @@ use crate::plan::{Rate, Stop};
 use crate::runner::LoadOutcome;
 use crate::stats::histogram_to_base64;
 use crate::wallclock::{rfc3339, unix_ns};
+
+/// A string from outside (a file name, a label, a run id, a report's field,
+/// a server's bytes) made safe to print on a terminal: control characters
+/// (C0, DEL, C1) and the bidirectional overrides that reorder what a
+/// terminal shows are written as escapes (`\n`, `\u{1b}`), so that no
+/// argument can move the cursor, recolour the screen or fake a line of
+/// output. A backslash is doubled, so an escape in the output always means
+/// an escaped character. Clean strings are borrowed, not copied.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    let hidden = |c: char| {
+        c.is_control()
+            || c == '\\'
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(hidden) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\\' => out.push_str("\\\\"),
+            c if hidden(c) => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// Version of the JSON schema; bumped only on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -118,6 +149,67 @@ pub struct Resources {
     pub syscalls_note: Option<String>,
 }
 
+/// What each request of a run was like on the wire, so that a report
+/// describes the run it measured (a pipelined or HTTP/1.0 run is not
+/// comparable with a plain one). Read from the run's configuration: the
+/// encoded request of the first target and the connection options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpShape {
+    /// `HTTP/1.1` or `HTTP/1.0`, as in the request line.
+    pub version: String,
+    /// Connections are reused between requests (false: `--disable-keepalive`).
+    pub keep_alive: bool,
+    /// Requests written at once on a connection (`--pipeline`); 1 without.
+    pub pipeline: usize,
+    /// Header fields in each request as sent, the defaults (`Host`,
+    /// `User-Agent`, `Accept`, `Content-Length`, `Connection`) included.
+    pub headers: usize,
+    /// Body bytes of each request.
+    pub body_bytes: u64,
+}
+
+impl HttpShape {
+    /// The shape of `config`'s requests; `None` if there is no target (or
+    /// its encoded request has no head, which `encode_request` never makes).
+    pub fn of(config: &crate::runner::LoadConfig) -> Option<Self> {
+        let request: &[u8] = &config.targets.first()?.request;
+        let end = request.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&request[..end]);
+        let mut lines = head.split("\r\n");
+        let version = lines.next()?.rsplit(' ').next()?.to_string();
+        Some(Self {
+            version,
+            keep_alive: config.conn.keep_alive,
+            pipeline: config.conn.pipeline,
+            headers: lines.count(),
+            body_bytes: (request.len() - end - 4) as u64,
+        })
+    }
+
+    /// `HTTP/1.0, 5 headers, 1.0 KiB body, keep-alive off, pipelined 16 deep`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}, {} header{}, {}, {}, {}",
+            self.version,
+            self.headers,
+            if self.headers == 1 { "" } else { "s" },
+            match self.body_bytes {
+                0 => "no body".to_string(),
+                n => format!("{} body", text::fmt_bytes(n)),
+            },
+            if self.keep_alive {
+                "keep-alive"
+            } else {
+                "keep-alive off"
+            },
+            match self.pipeline {
+                0 | 1 => "no pipelining".to_string(),
+                n => format!("pipelined {n} deep"),
+            }
+        )
+    }
+}
+
 /// One run, as JSON and as the source of every other output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
@@ -130,8 +222,18 @@ pub struct Summary {
     pub threads: usize,
     pub mode: Mode,
     pub requests: Requests,
+    /// How each request was sent; null in reports older than this field,
+    /// and in a merge of reports that sent different ones.
+    #[serde(default)]
+    pub http: Option<HttpShape>,
+    /// Responses with a 2xx or 3xx status over requests issued: a request
+    /// with no response, one cut off at the end and a 404 all count against it.
     pub success_rate: f64,
     pub status: BTreeMap<String, u64>,
+    /// Responses whose status is outside 2xx/3xx (they are in `completed`);
+    /// derived from `status`, so older reports without it merge right.
+    #[serde(default)]
+    pub non_2xx_3xx: u64,
     pub errors: BTreeMap<String, u64>,
     /// One example message per error kind.
     pub error_examples: BTreeMap<String, String>,
@@ -184,6 +286,32 @@ fn per(total: f64, n: u64) -> f64 {
     if n == 0 { 0.0 } else { total / n as f64 }
 }
 
+/// Whether a status (a `status` key) is a success: 2xx or 3xx. A key that
+/// is not a status at all is not one.
+fn is_2xx_3xx(code: &str) -> bool {
+    code.parse::<u16>().is_ok_and(|c| (200..400).contains(&c))
+}
+
+/// Responses outside 2xx/3xx in a `status` map.
+pub fn non_2xx_3xx(status: &BTreeMap<String, u64>) -> u64 {
+    status
+        .iter()
+        .filter(|(code, _)| !is_2xx_3xx(code))
+        .fold(0, |n, (_, v)| n.saturating_add(*v))
+}
+
+/// `success_rate`: responses with a 2xx or 3xx status over the requests
+/// that finished (a response or an error). Requests still in flight when a
+/// `-z` run or Ctrl-C ended it did not fail, and a long run on a slow
+/// endpoint would otherwise read well below 100% with no error at all.
+pub fn success_rate(requests: &Requests, non_2xx_3xx: u64) -> f64 {
+    let good = requests.completed.saturating_sub(non_2xx_3xx);
+    per(
+        good as f64,
+        requests.completed.saturating_add(requests.errors),
+    )
+}
+
 impl Summary {
     /// Builds the summary of a finished run.
     pub fn new(o: &LoadOutcome, method: &str) -> Self {
@@ -219,6 +347,16 @@ impl Summary {
             },
             coordinated_omission_corrected: matches!(rate, Rate::Open(_)),
         };
+        let status: BTreeMap<String, u64> =
+            r.status.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let requests = Requests {
+            issued: r.issued,
+            completed,
+            errors,
+            in_flight: r.in_flight,
+            unsent: r.unsent,
+        };
+        let non_2xx_3xx = non_2xx_3xx(&status);
         Summary {
             schema: SCHEMA_VERSION,
             tool: format!("uringfetch {}", env!("CARGO_PKG_VERSION")),
@@ -228,15 +366,11 @@ impl Summary {
             connections: o.config.connections,
             threads: crate::runner::split_connections(o.config.connections, o.config.threads).len(),
             mode,
-            requests: Requests {
-                issued: r.issued,
-                completed,
-                errors,
-                in_flight: r.in_flight,
-                unsent: r.unsent,
-            },
-            success_rate: per(completed as f64, completed + errors),
-            status: r.status.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            success_rate: success_rate(&requests, non_2xx_3xx),
+            requests,
+            http: HttpShape::of(&o.config),
+            status,
+            non_2xx_3xx,
             errors: r
                 .errors
                 .iter()
@@ -288,12 +422,135 @@ impl Summary {
         }
     }
 
-    /// The per-second series as CSV: `second,responses`.
+    /// The per-second series as CSV: `second,responses,length_s`, where
+    /// `length_s` is how much of that second the run lasted: 1 for a whole
+    /// second, less for the last one when the run ended inside it (so its
+    /// count is not read as a drop in throughput).
     pub fn to_csv(&self) -> String {
-        let mut out = String::from("second,responses\n");
+        // The series counts from the (earliest) start; it covers the span
+        // from there to the (last) end, which for a merge of runs that did
+        // not overlap is longer than `duration_s`.
+        let span_s = match (self.started_at_unix_ns, self.ended_at_unix_ns) {
+            (Some(start), Some(end)) => end.saturating_sub(start) as f64 / 1e9,
+            _ => self.duration_s,
+        };
+        let mut out = String::from("second,responses,length_s\n");
         for (i, n) in self.per_second.iter().enumerate() {
-            out.push_str(&format!("{i},{n}\n"));
+            let length = (span_s - i as f64).clamp(0.0, 1.0);
+            if length >= 1.0 {
+                out.push_str(&format!("{i},{n},1\n"));
+            } else {
+                out.push_str(&format!("{i},{n},{length:.3}\n"));
+            }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::ConnOptions;
+    use crate::http::Version;
+    use crate::runner::LoadConfig;
+    use crate::target::{RequestOptions, Target};
+
+    fn config(opts: &RequestOptions, conn: ConnOptions) -> LoadConfig {
+        LoadConfig {
+            backend: crate::backend::BackendKind::UringLoop,
+            targets: std::sync::Arc::new(vec![Target::new("http://127.0.0.1:9/x", opts).unwrap()]),
+            connections: 1,
+            threads: 1,
+            stop: Stop::Count(1),
+            rate: Rate::Closed,
+            conn: std::sync::Arc::new(conn),
+        }
+    }
+
+    #[test]
+    fn the_shape_of_the_requests_is_read_from_the_run() {
+        let plain = HttpShape::of(&config(&RequestOptions::default(), ConnOptions::default()));
+        assert_eq!(
+            plain,
+            Some(HttpShape {
+                version: "HTTP/1.1".into(),
+                keep_alive: true,
+                pipeline: 1,
+                headers: 3,
+                body_bytes: 0,
+            })
+        );
+        assert_eq!(
+            plain.unwrap().describe(),
+            "HTTP/1.1, 3 headers, no body, keep-alive, no pipelining"
+        );
+        let opts = RequestOptions {
+            method: "POST".into(),
+            headers: vec![("X-A".into(), "1".into()), ("X-B".into(), "2".into())],
+            body: Some(vec![b'x'; 2048]),
+            version: Version::Http10,
+            keep_alive: false,
+        };
+        let conn = ConnOptions {
+            keep_alive: false,
+            pipeline: 16,
+            ..ConnOptions::default()
+        };
+        let shape = HttpShape::of(&config(&opts, conn)).unwrap();
+        // Host, User-Agent, Accept, X-A, X-B, Content-Length.
+        assert_eq!((shape.headers, shape.body_bytes), (6, 2048));
+        assert_eq!(
+            shape.describe(),
+            "HTTP/1.0, 6 headers, 2.0 KiB body, keep-alive off, pipelined 16 deep"
+        );
+    }
+
+    #[test]
+    fn csv_marks_the_last_partial_second() {
+        let json = r#"{"schema":1,"tool":"t","backend":"b","urls":[],"method":"GET",
+            "connections":1,"threads":1,"mode":{"stop":"duration","count":null,
+            "duration_s":2.5,"rate":null,"coordinated_omission_corrected":false},
+            "requests":{"issued":0,"completed":0,"errors":0,"in_flight":0},
+            "success_rate":0,"status":{},"errors":{},"error_examples":{},
+            "duration_s":2.25,"rps":0,"bytes":{"read":0,"written":0},
+            "connections_opened":0,"reconnects":0,
+            "latency_us":{"count":0,"min":0,"mean":0,"p50":0,"p75":0,"p90":0,"p95":0,
+              "p99":0,"p999":0,"p9999":0,"max":0,"hdr":""},
+            "connect_us":{"count":0,"min":0,"mean":0,"p50":0,"p75":0,"p90":0,"p95":0,
+              "p99":0,"p999":0,"p9999":0,"max":0,"hdr":""},
+            "per_second":[100,100,25],
+            "resources":{"cpu_user_s":0,"cpu_sys_s":0,"cpu_us_per_request":0,
+              "ctx_switches_per_request":0,"voluntary_ctx_switches":0,
+              "involuntary_ctx_switches":0,"max_rss_kb":0,"syscalls":null,
+              "syscalls_per_request":null,"syscalls_note":null},
+            "cancelled":false}"#;
+        // A report older than `http`, `non_2xx_3xx` and the wall clock still reads.
+        let mut s: Summary = serde_json::from_str(json).unwrap();
+        assert_eq!((s.http.is_none(), s.non_2xx_3xx), (true, 0));
+        assert_eq!(
+            s.to_csv(),
+            "second,responses,length_s\n0,100,1\n1,100,1\n2,25,0.250\n"
+        );
+        // A merge's series spans its first start to its last end.
+        s.started_at_unix_ns = Some(10_000_000_000);
+        s.ended_at_unix_ns = Some(12_900_000_000);
+        assert!(s.to_csv().ends_with("2,25,0.900\n"), "{}", s.to_csv());
+    }
+
+    #[test]
+    fn escape_shows_control_characters_instead_of_obeying_them() {
+        assert!(matches!(escape("client-1 /x?a=b"), Cow::Borrowed(_)));
+        assert_eq!(escape("a\nb\r\tc"), "a\\nb\\r\\tc");
+        assert_eq!(
+            escape("\u{1b}[2J\u{7}x\u{7f}\u{9b}"),
+            "\\u{1b}[2J\\u{7}x\\u{7f}\\u{9b}"
+        );
+        assert_eq!(escape("abc\u{202e}fed"), "abc\\u{202e}fed");
+        assert_eq!(
+            escape("a\\nb"),
+            "a\\\\nb",
+            "a literal backslash stays distinct"
+        );
+        assert_eq!(escape("héllo ✓"), "héllo ✓");
     }
 }

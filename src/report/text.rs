@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use hdrhistogram::Histogram;
 
-use super::Summary;
+use super::{Summary, escape};
 use crate::error::ErrorKind;
 
 /// `812µs`, `12.3ms`, `1.004s`.
@@ -66,7 +66,7 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
     let _ = writeln!(
         o,
         "Summary ({}, {} connection{}, {} thread{}, {mode}{})",
-        s.backend,
+        escape(&s.backend),
         s.connections,
         if s.connections == 1 { "" } else { "s" },
         s.threads,
@@ -77,12 +77,30 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
             ""
         },
     );
+    if let Some(http) = &s.http {
+        let _ = writeln!(
+            o,
+            "  Requests sent:  {} {}",
+            escape(&s.method),
+            http.describe()
+        );
+    }
     let r = &s.requests;
-    if s.requests.completed + s.requests.errors == 0 {
-        // Nothing finished (all in flight at the end): no rate to give.
+    let finished = r.completed.saturating_add(r.errors);
+    if finished == 0 {
         let _ = writeln!(o, "  Success rate:   n/a (no request finished)");
     } else {
-        let _ = writeln!(o, "  Success rate:   {:.2}%", s.success_rate * 100.0);
+        // Said with its definition: a rate people read as "it worked".
+        let _ = writeln!(
+            o,
+            "  Success rate:   {:.2}% (2xx/3xx responses of {finished} requests finished{})",
+            s.success_rate * 100.0,
+            if r.in_flight > 0 {
+                format!("; {} in flight at the end not counted", r.in_flight)
+            } else {
+                String::new()
+            }
+        );
     }
     let _ = writeln!(o, "  Total time:     {:.4} s", s.duration_s);
     let _ = writeln!(
@@ -97,6 +115,10 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
              was busy (more -c would keep up with -q)",
             r.unsent
         );
+    }
+    if s.non_2xx_3xx > 0 {
+        // wrk's words, so that a search for them finds this line too.
+        let _ = writeln!(o, "  Non-2xx or 3xx responses: {}", s.non_2xx_3xx);
     }
     let _ = writeln!(o, "  Requests/sec:   {:.2}", s.rps);
     let secs = s.duration_s.max(1e-9);
@@ -168,7 +190,7 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
     if !s.status.is_empty() {
         let _ = writeln!(o, "\nStatus codes");
         for (code, n) in &s.status {
-            let _ = writeln!(o, "  [{code}] {n} responses");
+            let _ = writeln!(o, "  [{}] {n} responses", escape(code));
         }
     }
     if !s.errors.is_empty() {
@@ -178,7 +200,7 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
                 continue;
             };
             let example = s.error_examples.get(kind.name()).map_or("", String::as_str);
-            let _ = writeln!(o, "  {:<20} {n:>8}   e.g. {example}", kind.name());
+            let _ = writeln!(o, "  {:<20} {n:>8}   e.g. {}", kind.name(), escape(example));
             if let Some(advice) = kind.advice() {
                 let _ = writeln!(o, "  {:<20} {:>8}   -> {advice}", "", "");
             }
@@ -202,7 +224,7 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
             let _ = writeln!(o, "  Syscalls:       {per:.2}/request");
         }
         (None, Some(why)) => {
-            let _ = writeln!(o, "  Syscalls:       n/a ({why})");
+            let _ = writeln!(o, "  Syscalls:       n/a ({})", escape(why));
         }
         (None, None) => {}
     }
@@ -212,6 +234,98 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A summary of `statuses` responses and `errors` failures, `in_flight`
+    /// cut off: built from a real recorder.
+    fn summary(statuses: &[(u16, u64)], errors: u64, in_flight: u64) -> Summary {
+        use std::time::{Duration, Instant};
+        let start = Instant::now();
+        let mut r = crate::stats::Recorder::new(start);
+        for &(code, n) in statuses {
+            for _ in 0..n {
+                r.issue();
+                r.response(code, start, start + Duration::from_micros(100));
+            }
+        }
+        for _ in 0..errors {
+            r.issue();
+            r.error(ErrorKind::Refused, "connection refused: 127.0.0.1:9");
+        }
+        r.issued += in_flight;
+        r.in_flight = in_flight;
+        let outcome = crate::runner::LoadOutcome {
+            config: crate::runner::LoadConfig {
+                backend: crate::backend::BackendKind::Threads,
+                targets: std::sync::Arc::new(vec![
+                    crate::target::Target::new(
+                        "http://127.0.0.1:9/x",
+                        &crate::target::RequestOptions::default(),
+                    )
+                    .unwrap(),
+                ]),
+                connections: 1,
+                threads: 1,
+                stop: crate::plan::Stop::Count(1),
+                rate: crate::plan::Rate::Closed,
+                conn: Default::default(),
+            },
+            recorder: r,
+            elapsed: Duration::from_secs(1),
+            wall_start: std::time::SystemTime::now(),
+            usage: Default::default(),
+            cancelled: false,
+        };
+        Summary::new(&outcome, "GET")
+    }
+
+    fn render_summary(s: &Summary) -> String {
+        let h = crate::stats::histogram_from_base64(&s.latency_us.hdr).unwrap();
+        render(s, &h)
+    }
+
+    #[test]
+    fn responses_outside_2xx_3xx_are_not_success() {
+        // Issue 19 item 12: 2,000 x 404 read "Success rate: 100.00%".
+        let s = summary(&[(404, 2000)], 0, 0);
+        assert_eq!(s.non_2xx_3xx, 2000);
+        assert_eq!(s.success_rate, 0.0);
+        let text = render_summary(&s);
+        assert!(
+            text.contains("Success rate:   0.00% (2xx/3xx responses of 2000 requests finished)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  Non-2xx or 3xx responses: 2000\n"),
+            "{text}"
+        );
+
+        // 2xx and 3xx succeed; 1xx, 4xx, 5xx and errors do not; requests
+        // cut off in flight did not finish and are not counted.
+        let s = summary(&[(200, 50), (204, 10), (301, 10), (503, 10)], 10, 20);
+        assert_eq!(s.requests.issued, 110);
+        assert_eq!(s.non_2xx_3xx, 10);
+        assert!((s.success_rate - 70.0 / 90.0).abs() < 1e-12);
+        let text = render_summary(&s);
+        assert!(
+            text.contains(
+                "77.78% (2xx/3xx responses of 90 requests finished; 20 in flight at the end not counted)"
+            ),
+            "{text}"
+        );
+        let text = render_summary(&summary(&[(200, 3)], 0, 0));
+        assert!(text.contains("Success rate:   100.00%"), "{text}");
+        // Issue 19 item 13: one of each is singular.
+        assert!(
+            text.starts_with("Summary (threads, 1 connection, 1 thread, closed loop)\n"),
+            "{text}"
+        );
+        assert!(!text.contains("Non-2xx"), "{text}");
+        let text = render_summary(&summary(&[], 0, 0));
+        assert!(
+            text.contains("Success rate:   n/a (no request finished)"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn formats_units() {

@@ -34,14 +34,131 @@ pub fn histogram_to_base64(h: &Histogram<u64>) -> String {
     base64::engine::general_purpose::STANDARD.encode(buf)
 }
 
-/// Decodes what [`histogram_to_base64`] wrote (compressed or not).
+/// The V2 interchange format's cookies (HdrHistogram's `V2_COOKIE` and
+/// `V2_COMPRESSED_COOKIE`: the base cookies with word size 8).
+const V2_COOKIE: u32 = 0x1c84_9303 | 0x10;
+const V2_COMPRESSED_COOKIE: u32 = 0x1c84_9304 | 0x10;
+/// A V2 header: cookie, payload length, normalizing offset, significant
+/// figures (u32 each), lowest and highest trackable value (u64 each), and
+/// the integer-to-double ratio (f64).
+const V2_HEADER_LEN: usize = 40;
+/// A count takes at most 9 bytes in V2's LEB128 (zig-zag) encoding, and a
+/// run of zeros one count's place.
+const MAX_VARINT_LEN: usize = 9;
+
+/// The longest V2 payload a histogram within [`new_histogram`]'s bounds can
+/// have: every count of its counts array at its longest encoding.
+fn max_payload_len() -> usize {
+    static LEN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LEN.get_or_init(|| new_histogram().distinct_values() * MAX_VARINT_LEN)
+}
+
+fn be_u32(b: &[u8], at: usize) -> u32 {
+    let mut w = [0; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u32::from_be_bytes(w)
+}
+
+fn be_u64(b: &[u8], at: usize) -> u64 {
+    let mut w = [0; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(w)
+}
+
+/// Checks an uncompressed V2 histogram's header against what a histogram of
+/// our bounds could have, before anything is allocated from it: the
+/// decoder sizes its counts array from the declared bounds and its payload
+/// buffer from the declared length (a report claiming a 4 GiB payload made
+/// `merge` allocate and zero 4 GiB).
+fn check_v2_header(v2: &[u8]) -> Result<(), String> {
+    if v2.len() < V2_HEADER_LEN {
+        return Err(format!(
+            "histogram is cut short: {} bytes, less than a header",
+            v2.len()
+        ));
+    }
+    if be_u32(v2, 0) != V2_COOKIE {
+        return Err(format!(
+            "not an HdrHistogram V2 histogram (cookie {:#010x})",
+            be_u32(v2, 0)
+        ));
+    }
+    let payload = be_u32(v2, 4) as usize;
+    let digits = be_u32(v2, 12);
+    let (low, high) = (be_u64(v2, 16), be_u64(v2, 24));
+    // Every uringfetch histogram is new_histogram(): 1..MAX_US µs at 3
+    // significant figures. Narrower ones add into it exactly; wider ones
+    // could hold values ours cannot, and cost memory a report cannot justify.
+    if low == 0 || high > MAX_US || digits > 3 || high < low.saturating_mul(2) {
+        return Err(format!(
+            "histogram bounds {low}..{high} at {digits} significant figures are not within \
+             uringfetch's (1..{MAX_US} µs at 3)"
+        ));
+    }
+    let present = v2.len() - V2_HEADER_LEN;
+    if payload > present {
+        return Err(format!(
+            "histogram declares {payload} bytes of counts but holds {present}"
+        ));
+    }
+    let counts = Histogram::<u64>::new_with_bounds(low, high, digits as u8)
+        .map_err(|e| format!("histogram bounds {low}..{high} at {digits} figures: {e:?}"))?
+        .distinct_values();
+    if payload > counts * MAX_VARINT_LEN {
+        return Err(format!(
+            "histogram declares {payload} bytes of counts, more than its {counts} counts can take"
+        ));
+    }
+    Ok(())
+}
+
+/// Inflates a compressed V2 histogram (cookie, deflated length, zlib data)
+/// to its uncompressed form, never past the largest one of our bounds (so a
+/// small input cannot inflate to gigabytes).
+fn inflate_v2(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let declared = bytes.get(4..8).map(|_| be_u32(bytes, 4) as usize);
+    let data = declared
+        .and_then(|n| bytes.get(8..8usize.checked_add(n)?))
+        .ok_or_else(|| {
+            format!(
+                "compressed histogram declares {} bytes but holds {}",
+                declared.map_or("?".to_string(), |n| n.to_string()),
+                bytes.len().saturating_sub(8)
+            )
+        })?;
+    let limit = V2_HEADER_LEN + max_payload_len();
+    let mut out = Vec::new();
+    flate2::read::ZlibDecoder::new(data)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("compressed histogram does not inflate: {e}"))?;
+    if out.len() > limit {
+        return Err(format!(
+            "compressed histogram inflates past {limit} bytes, more than any histogram of \
+             uringfetch's bounds"
+        ));
+    }
+    Ok(out)
+}
+
+/// Decodes what [`histogram_to_base64`] wrote (compressed or not). The
+/// input is untrusted (a report from anywhere): its header is checked
+/// against our bounds before the decoder allocates anything from it, so
+/// the memory it costs is bounded by [`new_histogram`]'s, whatever it says.
 pub fn histogram_from_base64(s: &str) -> Result<Histogram<u64>, String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(s.trim())
         .map_err(|e| format!("histogram is not base64: {e}"))?;
+    let cookie = bytes.get(..4).map(|_| be_u32(&bytes, 0));
+    let v2 = match cookie {
+        Some(V2_COMPRESSED_COOKIE) => std::borrow::Cow::Owned(inflate_v2(&bytes)?),
+        _ => std::borrow::Cow::Borrowed(bytes.as_slice()),
+    };
+    check_v2_header(&v2)?;
     Deserializer::new()
-        .deserialize(&mut bytes.as_slice())
-        .map_err(|e| format!("histogram does not decode: {e:?}"))
+        .deserialize(&mut &v2[..])
+        .map_err(|e| format!("histogram does not decode: {e}"))
 }
 
 fn micros(d: Duration) -> u64 {
@@ -264,6 +381,97 @@ mod tests {
         let back = histogram_from_base64(&s).unwrap();
         assert_eq!(back, h);
         assert!(histogram_from_base64("not base64!").is_err());
+    }
+
+    /// A V2 header as `histogram_to_base64` writes one, with any values.
+    fn v2_header(payload: u32, digits: u32, low: u64, high: u64) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&V2_COOKIE.to_be_bytes());
+        v.extend_from_slice(&payload.to_be_bytes());
+        v.extend_from_slice(&0u32.to_be_bytes());
+        v.extend_from_slice(&digits.to_be_bytes());
+        v.extend_from_slice(&low.to_be_bytes());
+        v.extend_from_slice(&high.to_be_bytes());
+        v.extend_from_slice(&1.0f64.to_be_bytes());
+        v
+    }
+
+    fn compressed(v2: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(v2).unwrap();
+        let data = z.finish().unwrap();
+        let mut v = V2_COMPRESSED_COOKIE.to_be_bytes().to_vec();
+        v.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        v.extend_from_slice(&data);
+        v
+    }
+
+    fn b64(b: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(b)
+    }
+
+    #[test]
+    fn a_histogram_is_refused_before_its_declared_size_is_allocated() {
+        // Issue 19 item 6: our bounds, a payload of 2^32-1 bytes, no payload.
+        let bomb = "HISTE/////8AAAAAAAAAAwAAAAAAAAABAAAAANaTpAA/8AAAAAAAAA==";
+        let e = histogram_from_base64(bomb).unwrap_err();
+        assert!(
+            e.contains("declares 4294967295 bytes of counts but holds 0"),
+            "{e}"
+        );
+        // The same header compressed: the declared size is inside the zlib stream.
+        let header = v2_header(u32::MAX, 3, 1, MAX_US);
+        let e = histogram_from_base64(&b64(&compressed(&header))).unwrap_err();
+        assert!(e.contains("declares 4294967295 bytes"), "{e}");
+        // A payload that is there but longer than the counts could need.
+        let mut long = v2_header(30_000 * 9, 3, 1, MAX_US);
+        long.resize(long.len() + 30_000 * 9, 0);
+        let e = histogram_from_base64(&b64(&long)).unwrap_err();
+        assert!(e.contains("more than its"), "{e}");
+        // Bounds no uringfetch histogram has: a counts array of 50 MB.
+        let e = histogram_from_base64(&b64(&v2_header(0, 5, 1, u64::MAX))).unwrap_err();
+        assert!(e.contains("not within uringfetch's"), "{e}");
+        for (digits, low, high) in [(3, 0, 100), (3, 1, MAX_US + 1), (4, 1, 100), (3, 50, 60)] {
+            let e = histogram_from_base64(&b64(&v2_header(0, digits, low, high))).unwrap_err();
+            assert!(
+                e.contains("not within uringfetch's"),
+                "{digits} {low} {high}: {e}"
+            );
+        }
+        // Zeros that inflate to far more than any histogram of our bounds.
+        let zeros = vec![0u8; 4 << 20];
+        let e = histogram_from_base64(&b64(&compressed(&zeros))).unwrap_err();
+        assert!(e.contains("inflates past"), "{e}");
+        // Cut short, or a compressed length past the end.
+        assert!(histogram_from_base64(&b64(&header[..20])).is_err());
+        let mut cut = compressed(&v2_header(0, 3, 1, MAX_US));
+        cut.truncate(cut.len() - 2);
+        let e = histogram_from_base64(&b64(&cut)).unwrap_err();
+        assert!(e.contains("compressed histogram declares"), "{e}");
+        assert!(histogram_from_base64(&b64(b"HIST")).is_err());
+    }
+
+    #[test]
+    fn narrower_histograms_decode_and_add_into_ours() {
+        let mut small = Histogram::<u64>::new_with_bounds(1, 10_000, 2).unwrap();
+        small.record(500).unwrap();
+        small.record(9_000).unwrap();
+        let mut buf = Vec::new();
+        V2DeflateSerializer::new()
+            .serialize(&small, &mut buf)
+            .unwrap();
+        let back = histogram_from_base64(&b64(&buf)).unwrap();
+        assert_eq!(back, small);
+        let mut ours = new_histogram();
+        ours.add(&back).unwrap();
+        assert_eq!(ours.len(), 2);
+        // Uncompressed V2 is read too.
+        let mut plain = Vec::new();
+        hdrhistogram::serialization::V2Serializer::new()
+            .serialize(&small, &mut plain)
+            .unwrap();
+        assert_eq!(histogram_from_base64(&b64(&plain)).unwrap(), small);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! kernel's io_uring, our demo server, nginx and Python's http.server.
 
 mod backends;
+mod docs;
 mod doctor;
 mod fault_server;
 mod faults;
@@ -10,6 +11,7 @@ mod limits;
 mod load;
 mod merge;
 mod parser_props;
+mod reports;
 mod seccomp;
 mod session;
 mod support;

@@ -276,3 +276,195 @@ fn ctrl_c_while_waiting_for_the_start_sends_nothing() {
     );
     assert!(stdout(&out).is_empty());
 }
+
+/// Issue 19 item 13: a file name or a run id with control characters is
+/// shown escaped, so that it cannot clear the screen or fake a line.
+#[test]
+fn control_characters_in_names_and_reports_are_shown_escaped() {
+    let out = uringfetch(
+        &["merge", "/nonexistent/\u{1b}[2Jr\nuringfetch: ok.json"],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot read /nonexistent/\\u{1b}[2Jr\\nuringfetch: ok.json"),
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+
+    let server = demo_server(Duration::ZERO);
+    let report: Value =
+        serde_json::from_str(&load_report(&format!("http://{}/bar", server.addr))).unwrap();
+    server.shutdown();
+    let (mut a, mut b) = (report.clone(), report);
+    a["run_id"] = Value::from("r1\u{1b}]0;pwned\u{7}");
+    a["host"] = Value::from("client\u{9b}1");
+    b["run_id"] = Value::from("r2\r\nuringfetch: merged fine");
+    b["host"] = Value::from("client2");
+    let both = format!("{a}\n{b}");
+    let out = merge_with_stdin(&["-"], &both);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("run id r1\\u{1b}]0;pwned\\u{7} vs r2\\r\\nuringfetch: merged fine"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // Forced, the text report shows the run ids and hosts escaped too.
+    let out = merge_with_stdin(&["--force", "-"], &both);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("client\\u{9b}1"), "{text}");
+    assert!(text.contains("r2\\r\\nuringfetch: merged fine"), "{text}");
+    assert!(
+        !text.contains(['\u{1b}', '\u{7}', '\u{9b}', '\r']),
+        "{text:?}"
+    );
+}
+
+/// Runs a command under `sh -c 'ulimit -v KIB; exec ...'`: a process that
+/// tries to allocate past the cap aborts instead of hogging the machine.
+fn uringfetch_capped(kib: u64, args: &[&str]) -> std::process::Output {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_uringfetch"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sh runs");
+    wait_limited(&mut child, LIMIT, &format!("uringfetch {}", args.join(" ")))
+}
+
+/// Issue 19 item 6: a report whose histogram declares a 4 GiB payload made
+/// merge allocate and zero 4 GiB (4.2 GB RSS for 5-11 s; under a memory cap
+/// it aborted, rc 134). It is refused from its header, in little memory.
+#[test]
+fn a_histogram_that_declares_4_gib_is_refused_in_bounded_memory() {
+    let server = demo_server(Duration::ZERO);
+    let mut report: Value =
+        serde_json::from_str(&load_report(&format!("http://{}/bar", server.addr))).unwrap();
+    server.shutdown();
+    report["latency_us"]["hdr"] =
+        Value::from("HISTE/////8AAAAAAAAAAwAAAAAAAAABAAAAANaTpAA/8AAAAAAAAA==");
+    let dir = temp_dir("merge-bomb");
+    let file = dir.join("bomb.json");
+    std::fs::write(&file, report.to_string()).unwrap();
+    let started = std::time::Instant::now();
+    // 512 MiB of address space: far below the 4 GiB the header asks for.
+    let out = uringfetch_capped(512 * 1024, &["merge", file.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("latency_us.hdr: histogram declares 4294967295 bytes of counts but holds 0"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(stdout(&out).is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Issue 19 item 19: one test of 1,000 requests split over three clients
+/// as -n 334, -n 333, -n 333 was refused as different plans. Its shares
+/// are added up, and the merge says so; a different -q is still refused.
+#[test]
+fn unequal_shares_of_one_count_are_added_up() {
+    let server = demo_server(Duration::ZERO);
+    let url = format!("http://{}/bar", server.addr);
+    let share = |n: &str, host: &str, rate: &str| -> String {
+        let out = uringfetch(
+            &[
+                "load",
+                "--output",
+                "json",
+                "-n",
+                n,
+                "-c",
+                "2",
+                "-t",
+                "1",
+                "-q",
+                rate,
+                "--label",
+                &format!("host={host}"),
+                &url,
+            ],
+            LIMIT,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let shares = [
+        share("334", "a", "5000"),
+        share("333", "b", "5000"),
+        share("333", "c", "5000"),
+    ]
+    .concat();
+    let other_rate = share("333", "d", "2000");
+    server.shutdown();
+
+    let out = merge_with_stdin(&["-"], &shares);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("Plan:           -n 1000, open loop at 15000 req/s"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unequal shares of one test, added up: -n 334 + 333 + 333 = 1000 requests"),
+        "{text}"
+    );
+    assert!(text.contains("[200] 1000 responses"), "{text}");
+
+    let out = merge_with_stdin(&["--output", "json", "-"], &shares);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("note: the reports are unequal shares"));
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(n(&m, "/mode/count"), 1000);
+    assert_eq!(n(&m, "/requests/completed"), 1000);
+
+    let out = merge_with_stdin(&["-"], &format!("{shares}{other_rate}"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out)
+            .contains("plan -n 334, open loop at 5000 req/s vs -n 333, open loop at 2000 req/s"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Issue 19 item 18: `--start-at 9999-12-31T23:59:59Z` was accepted and
+/// waited for (8,000 years) while `+366d` was refused. Every form has the
+/// bound of a duration: a year ahead.
+#[test]
+fn a_start_time_more_than_a_year_ahead_is_refused_in_every_form() {
+    let next_year_and_a_day = SystemTime::now() + Duration::from_secs(366 * 86_400);
+    let cases = [
+        "9999-12-31T23:59:59Z".to_string(),
+        humantime::format_rfc3339(next_year_and_a_day).to_string(),
+        format!(
+            "@{}",
+            uringfetch::wallclock::unix_ns(next_year_and_a_day) / 1_000_000_000
+        ),
+        "+366d".to_string(),
+    ];
+    for at in &cases {
+        let out = uringfetch(
+            &["load", "--start-at", at, "-n", "1", "http://127.0.0.1:9/"],
+            Duration::from_secs(10),
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{at}: a usage error: {err}");
+        assert!(
+            err.contains("more than a year (365d) ahead") || err.contains("longer than a year"),
+            "{at}: {err}"
+        );
+    }
+}
