@@ -80,12 +80,43 @@ fn parse_pipeline(s: &str) -> Result<usize, String> {
     }
 }
 
-/// Options that shape every request, shared by `get` and `load`.
+/// A request method: an HTTP token (RFC 9110 §9.1), case-sensitive, so
+/// nothing but the method itself reaches the request line.
+pub fn parse_method(s: &str) -> Result<String, String> {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if s.is_empty() || !s.bytes().all(tchar) {
+        return Err(format!(
+            "'{}' is not a method: a method is one token of letters, digits and !#$%&'*+-.^_`|~ \
+             (e.g. GET, POST, DELETE)",
+            s.escape_default()
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// What every request is, shared by `get`, `load` and `compare`.
 #[derive(Debug, Clone, Args)]
 pub struct RequestArgs {
+    /// Request method, case-sensitive [default: GET, or POST with a body].
+    #[arg(short = 'm', long = "method", visible_short_alias = 'X', visible_alias = "request",
+          value_name = "METHOD", value_parser = parse_method)]
+    pub method: Option<String>,
     /// Add a request header (repeatable).
     #[arg(short = 'H', long = "header", value_name = "'Name: value'", value_parser = crate::target::parse_header)]
     pub headers: Vec<(String, String)>,
+    /// Request body, sent with Content-Length (as curl: `@FILE` sends a
+    /// file's bytes, `@-` standard input). Not the duration: that is -z.
+    #[arg(
+        short = 'd',
+        long = "data",
+        visible_alias = "body",
+        value_name = "BODY",
+        conflicts_with = "body_file"
+    )]
+    pub data: Option<String>,
+    /// Request body from a file.
+    #[arg(long, value_name = "FILE")]
+    pub body_file: Option<PathBuf>,
     /// Send HTTP/1.0 instead of HTTP/1.1.
     #[arg(long = "http1.0")]
     pub http10: bool,
@@ -98,6 +129,30 @@ pub struct RequestArgs {
     /// io_uring features for --backend uring-loop: probe the kernel, or force Linux 5.10's.
     #[arg(long, value_enum, default_value_t = Profile::Auto)]
     pub uring_profile: Profile,
+}
+
+/// When a run stops and how fast it goes, shared by `load` and `compare`.
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    /// Total number of requests [default: 200 for load, 20000 per compare
+    /// run, unless -z is given].
+    #[arg(
+        short = 'n',
+        long = "requests",
+        value_name = "N",
+        conflicts_with = "duration"
+    )]
+    pub requests: Option<u64>,
+    /// Run for this long instead (10s, 1m); requests still running at the end are reported as in flight.
+    #[arg(short = 'z', long = "duration", value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Open loop: this many requests per second over all connections, latency
+    /// measured from each request's intended start (coordinated omission corrected).
+    #[arg(short = 'q', long = "rate", value_name = "RATE")]
+    pub rate: Option<f64>,
+    /// Worker threads, one io_uring each [default: all cores].
+    #[arg(short = 't', long = "threads", value_name = "N", value_parser = parse_at_least_one)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -114,12 +169,6 @@ pub struct GetArgs {
     /// Fetch one URL after another with blocking sockets (the article's synchronous client).
     #[arg(long, conflicts_with = "backend")]
     pub sequential: bool,
-    /// Request method [default: GET, or POST with -d].
-    #[arg(short = 'X', long = "request", value_name = "METHOD")]
-    pub method: Option<String>,
-    /// Request body (sent with Content-Length; the method defaults to POST); `@FILE` sends a file's bytes, `@-` standard input.
-    #[arg(short = 'd', long = "data", value_name = "BODY")]
-    pub data: Option<String>,
     /// I/O model for the concurrent fetch.
     #[arg(long, value_enum, default_value_t = BackendKind::UringLoop)]
     pub backend: BackendKind,
@@ -151,51 +200,17 @@ pub struct LoadArgs {
     /// Read more URLs from a file, one per line (`#` starts a comment, also after a URL).
     #[arg(long, value_name = "FILE")]
     pub urls_file: Option<PathBuf>,
-    /// Total number of requests [default: 200 unless -z is given].
-    #[arg(
-        short = 'n',
-        long = "requests",
-        value_name = "N",
-        conflicts_with = "duration"
-    )]
-    pub requests: Option<u64>,
-    /// Run for this long instead (10s, 1m); requests still running at the end are reported as in flight.
-    #[arg(short = 'z', long = "duration", value_name = "DURATION", value_parser = parse_duration)]
-    pub duration: Option<Duration>,
+    #[command(flatten)]
+    pub plan: PlanArgs,
     /// Concurrent connections.
     #[arg(
         short = 'c',
         long = "connections",
         value_name = "N",
-        default_value_t = 50
+        default_value_t = 50,
+        value_parser = parse_at_least_one
     )]
     pub connections: usize,
-    /// Worker threads, one io_uring each [default: all cores].
-    #[arg(short = 't', long = "threads", value_name = "N")]
-    pub threads: Option<usize>,
-    /// Open loop: this many requests per second over all connections, latency
-    /// measured from each request's intended start (coordinated omission corrected).
-    #[arg(short = 'q', long = "rate", value_name = "RATE")]
-    pub rate: Option<f64>,
-    /// Request method.
-    #[arg(
-        short = 'm',
-        long = "method",
-        value_name = "METHOD",
-        default_value = "GET"
-    )]
-    pub method: String,
-    /// Request body.
-    #[arg(
-        short = 'd',
-        long = "body",
-        value_name = "BODY",
-        conflicts_with = "body_file"
-    )]
-    pub body: Option<String>,
-    /// Request body from a file.
-    #[arg(long, value_name = "FILE")]
-    pub body_file: Option<PathBuf>,
     /// Open a new connection for every request.
     #[arg(long)]
     pub disable_keepalive: bool,
@@ -361,23 +376,8 @@ pub struct CompareArgs {
         default_value = "1,64"
     )]
     pub connections: Vec<usize>,
-    /// Requests per run [default: 20000 unless -z is given].
-    #[arg(
-        short = 'n',
-        long = "requests",
-        value_name = "N",
-        conflicts_with = "duration"
-    )]
-    pub requests: Option<u64>,
-    /// Duration of each run instead.
-    #[arg(short = 'z', long = "duration", value_name = "DURATION", value_parser = parse_duration)]
-    pub duration: Option<Duration>,
-    /// Worker threads per run [default: all cores].
-    #[arg(short = 't', long = "threads", value_name = "N")]
-    pub threads: Option<usize>,
-    /// Open loop at this many requests per second.
-    #[arg(short = 'q', long = "rate", value_name = "RATE")]
-    pub rate: Option<f64>,
+    #[command(flatten)]
+    pub plan: PlanArgs,
     /// Pause between runs, so one run's closing connections do not burden the next.
     #[arg(long, value_parser = parse_duration, default_value = "500ms")]
     pub pause: Duration,

@@ -75,13 +75,22 @@ pub fn check_fd_limit(sockets: usize, option: &str) -> Result<(), String> {
     };
     // Descriptors for the rings, stdio, the binary and a margin.
     const RESERVED: u64 = 64;
-    let needed = sockets as u64 + RESERVED;
+    // A user's number: it must not wrap (-c 18446744073709551615).
+    let needed = (sockets as u64).saturating_add(RESERVED);
     if needed > soft {
         let flag = option.split(' ').next().unwrap_or(option);
+        let raise = match hard {
+            Some(h) if needed > h => format!(
+                "that is more than the hard limit ({h}) allows: lower {flag}, or raise the hard \
+                 limit (limits.conf, systemd LimitNOFILE) first"
+            ),
+            _ => format!(
+                "raise it with `ulimit -n {needed}` (hard limit {}) or lower {flag}",
+                hard.map_or_else(|| "unlimited".to_string(), |h| h.to_string()),
+            ),
+        };
         return Err(format!(
-            "{option} needs about {needed} open files but the limit (RLIMIT_NOFILE) is {soft}: \
-             raise it with `ulimit -n {needed}` (hard limit {}) or lower {flag}",
-            hard.map_or_else(|| "unlimited".to_string(), |h| h.to_string()),
+            "{option} needs about {needed} open files but the limit (RLIMIT_NOFILE) is {soft}: {raise}"
         ));
     }
     Ok(())
@@ -380,12 +389,64 @@ mod tests {
         assert_eq!(split_connections(10_000, 3).iter().sum::<usize>(), 10_000);
     }
 
+    /// A worker that fails its setup, or panics before it gets there, calls
+    /// the run off: the gate opens at once and the others do not run.
+    #[test]
+    fn a_worker_that_fails_before_it_is_ready_ends_the_run() {
+        let gate = Arc::new(StartGate::default());
+        let g = gate.clone();
+        let ok = std::thread::spawn(move || {
+            let arrival = Arrival {
+                gate: &g,
+                arrived: false,
+            };
+            arrival.arrive(true)
+        });
+        let g = gate.clone();
+        let panicked = std::thread::spawn(move || {
+            let _arrival = Arrival {
+                gate: &g,
+                arrived: false,
+            };
+            panic!("setup panicked");
+        });
+        assert!(panicked.join().is_err());
+        assert!(!gate.open_when_ready(2), "the run is off");
+        assert!(!ok.join().unwrap(), "the ready worker stands down");
+        // A worker whose setup returned an error: the same.
+        let gate = StartGate::default();
+        std::thread::scope(|s| {
+            let waiting = s.spawn(|| gate.arrive(true));
+            s.spawn(|| gate.arrive(false));
+            assert!(!gate.open_when_ready(3), "no wait for the third");
+            assert!(!waiting.join().unwrap());
+        });
+    }
+
     #[test]
     fn fd_limit_check_explains() {
         let err = check_fd_limit(200_000_000, "--requests 100000000").unwrap_err();
-        assert!(err.contains("ulimit -n 200000064"), "{err}");
-        assert!(err.starts_with("--requests 100000000 needs"), "{err}");
-        assert!(err.ends_with("or lower --requests"), "{err}");
+        assert!(
+            err.starts_with("--requests 100000000 needs about 200000064"),
+            "{err}"
+        );
+        let hard = crate::doctor::limits::Rlimit::get(libc::RLIMIT_NOFILE).and_then(|r| r.hard);
+        if hard.is_some_and(|h| h < 200_000_064) {
+            assert!(err.contains("more than the hard limit"), "{err}");
+            assert!(err.contains(": lower --requests"), "{err}");
+        } else {
+            assert!(err.contains("ulimit -n 200000064"), "{err}");
+            assert!(err.ends_with("or lower --requests"), "{err}");
+        }
         assert!(check_fd_limit(10, "-c 10").is_ok());
+        // Numbers near the top of the range are refused, not wrapped round.
+        if crate::doctor::limits::Rlimit::get(libc::RLIMIT_NOFILE).is_some_and(|r| r.soft.is_some())
+        {
+            let err = check_fd_limit(usize::MAX, "-c 18446744073709551615").unwrap_err();
+            assert!(
+                err.contains("needs about 18446744073709551615 open files"),
+                "{err}"
+            );
+        }
     }
 }

@@ -50,6 +50,7 @@ pub struct Target {
     pub port: u16,
     /// Path and query.
     pub path: String,
+    pub method: String,
     pub addr: SocketAddr,
     /// The request's wire bytes; cloning is a reference-count bump.
     pub request: Bytes,
@@ -207,6 +208,7 @@ impl Target {
             host: url.host,
             port: url.port,
             path: url.path,
+            method: opts.method.clone(),
             addr,
             request: Bytes::from(request),
             // Methods are case-sensitive (RFC 9110 §9.1): `head` is not HEAD,

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::backend::{BackendKind, ConnOptions};
+use crate::backend::BackendKind;
 use crate::cli::{CompareArgs, TableFormat};
-use crate::cmd::load::{request_options, run_config, stop_and_rate};
+use crate::cmd::config;
+use crate::cmd::load::run_config;
 use crate::plan::Stop;
 use crate::report::{Summary, chart, compare as table};
 use crate::runner::{self, LoadConfig};
@@ -35,7 +36,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
     if args.connections.contains(&0) {
         bail!("-c values must be at least 1");
     }
-    let (stop, rate) = stop_and_rate(args.requests, args.duration, args.rate, 20_000)?;
+    let (stop, rate) = config::stop_and_rate(&args.plan, 20_000)?;
     let max_c = args
         .connections
         .iter()
@@ -43,7 +44,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
         .max()
         .unwrap_or(1)
         .max(1000);
-    runner::check_fd_limit(max_c * 2, &format!("-c {max_c}")).map_err(anyhow::Error::msg)?;
+    runner::check_fd_limit(max_c.saturating_mul(2), &format!("-c {max_c}"))
+        .map_err(anyhow::Error::msg)?;
 
     // With no URL, compare on our own demo server: the article's point.
     let server = match &args.url {
@@ -82,15 +84,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
         ],
         (None, None) => Vec::new(),
     };
-    let opts = request_options("GET", &args.request, None, true);
-    let conn = Arc::new(ConnOptions {
-        timeout: Some(args.request.timeout),
-        connect_timeout: Some(args.request.connect_timeout),
-        keep_alive: true,
-        bind: Vec::new(),
-        pipeline: 1,
-        uring_profile: args.request.uring_profile,
-    });
+    let opts = config::request_options(&args.request, true)?;
+    let conn = Arc::new(config::conn_options(&args.request, true, Vec::new(), 1));
     let mut groups = Vec::new();
     let mut first = true;
     for sc in &scenarios {
@@ -106,14 +101,14 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
                     backend,
                     targets: targets.clone(),
                     connections: c,
-                    threads: args.threads.unwrap_or_else(runner::default_threads),
+                    threads: config::threads(&args.plan),
                     stop: sc.stop,
                     rate,
                     conn: conn.clone(),
                 };
                 crate::say!("running {backend} -c {c} on {}", sc.label);
                 match run_config(&config, false) {
-                    Ok(outcome) => rows.push(Summary::new(&outcome, "GET")),
+                    Ok(outcome) => rows.push(Summary::new(&outcome, &opts.method)),
                     Err(e) => crate::say!("uringfetch: {backend} -c {c}: {e:#}"),
                 }
             }

@@ -24,8 +24,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
     if args.requests == 0 {
         anyhow::bail!("--requests must be at least 1");
     }
-    runner::check_fd_limit(args.requests * 2, &format!("--requests {}", args.requests))
-        .map_err(anyhow::Error::msg)?;
+    runner::check_fd_limit(
+        args.requests.saturating_mul(2),
+        &format!("--requests {}", args.requests),
+    )
+    .map_err(anyhow::Error::msg)?;
     let handle = server::start(ServeOptions {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         delay: args.delay,

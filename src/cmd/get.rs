@@ -4,48 +4,10 @@
 use std::io::Write;
 use std::time::Instant;
 
-use crate::backend::{BackendKind, ConnOptions, Fetched};
+use crate::backend::{BackendKind, Fetched};
 use crate::cli::GetArgs;
 use crate::error::FetchError;
-use crate::http::Version;
-use crate::target::{RequestOptions, Target};
-
-/// `-d`'s body: the text itself, or as in curl `@FILE` for a file's bytes
-/// (sent as they are, like curl's `--data-binary @FILE`) and `@-` for
-/// standard input.
-fn request_body(data: &str) -> anyhow::Result<Vec<u8>> {
-    use anyhow::Context as _;
-    match data.strip_prefix('@') {
-        Some("-") => {
-            let mut body = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
-                .context("cannot read -d @- from standard input")?;
-            Ok(body)
-        }
-        Some(path) => std::fs::read(path).with_context(|| format!("cannot read -d @{path}")),
-        None => Ok(data.as_bytes().to_vec()),
-    }
-}
-
-/// Builds the request options shared by `get`'s targets.
-fn request_options(args: &GetArgs) -> anyhow::Result<RequestOptions> {
-    let method = args
-        .method
-        .clone()
-        .unwrap_or_else(|| if args.data.is_some() { "POST" } else { "GET" }.to_string());
-    Ok(RequestOptions {
-        method,
-        headers: args.request.headers.clone(),
-        body: args.data.as_deref().map(request_body).transpose()?,
-        version: if args.request.http10 {
-            Version::Http10
-        } else {
-            Version::Http11
-        },
-        // One request per connection: say so, and the server may close at once.
-        keep_alive: false,
-    })
-}
+use crate::target::Target;
 
 /// Writes one fetched response the way curl does (`-i` adds the head).
 fn print_response(out: &mut impl Write, f: &Fetched, include: bool) -> std::io::Result<()> {
@@ -60,15 +22,9 @@ pub fn run(args: GetArgs) -> anyhow::Result<i32> {
     if args.output.is_some() && args.urls.len() != 1 {
         anyhow::bail!("-o FILE takes exactly one URL ({} given)", args.urls.len());
     }
-    let opts = request_options(&args)?;
-    let conn = ConnOptions {
-        timeout: Some(args.request.timeout),
-        connect_timeout: Some(args.request.connect_timeout),
-        keep_alive: false,
-        bind: Vec::new(),
-        pipeline: 1,
-        uring_profile: args.request.uring_profile,
-    };
+    // One request per connection: say so, and the server may close at once.
+    let opts = super::config::request_options(&args.request, false)?;
+    let conn = super::config::conn_options(&args.request, false, Vec::new(), 1);
     let started = Instant::now();
     // Bad URLs are reported in place; the good ones are still fetched.
     let targets: Vec<Result<Target, String>> = args

@@ -9,13 +9,13 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 
-use crate::backend::{BackendKind, ConnOptions, Live};
+use super::config;
+use crate::backend::{BackendKind, Live};
 use crate::cli::{LoadArgs, OutputFormat};
-use crate::http::Version;
-use crate::plan::{Plan, Rate, Stop};
+use crate::plan::{Plan, Stop};
 use crate::report::{Summary, text};
 use crate::runner::{self, LoadConfig, LoadOutcome};
-use crate::target::{RequestOptions, Target};
+use crate::target::Target;
 use crate::wallclock;
 
 /// Parses `--bind`: one address, a comma list, or an IPv4 range `a-b`.
@@ -75,90 +75,16 @@ fn urls_in(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// The slowest open-loop rate `-q` takes: one request every 1,000 s. Below
-/// it the schedule's times leave what a clock can hold long before a run
-/// could reach them.
-const MIN_RATE: f64 = 0.001;
-
-/// `-n`, `-z` and `-q` into the plan's stop rule and rate.
-pub fn stop_and_rate(
-    requests: Option<u64>,
-    duration: Option<Duration>,
-    rate: Option<f64>,
-    default_count: u64,
-) -> anyhow::Result<(Stop, Rate)> {
-    let stop = match (requests, duration) {
-        (_, Some(d)) if d.is_zero() => bail!("-z must be longer than 0"),
-        (_, Some(d)) => Stop::Duration(d),
-        (Some(0), None) => bail!("-n must be at least 1"),
-        (Some(n), None) => Stop::Count(n),
-        (None, None) => Stop::Count(default_count),
-    };
-    let rate = match rate {
-        None => Rate::Closed,
-        Some(q) if q.is_finite() && q >= MIN_RATE => Rate::Open(q),
-        Some(q) if q.is_finite() && q > 0.0 => {
-            bail!(
-                "-q must be at least {MIN_RATE} requests per second (one every 1,000 s), not {q:e}"
-            )
-        }
-        Some(q) => bail!("-q must be a positive number of requests per second, not {q}"),
-    };
-    Ok((stop, rate))
-}
-
-/// Request options from the shared request arguments.
-pub fn request_options(
-    method: &str,
-    req: &crate::cli::RequestArgs,
-    body: Option<Vec<u8>>,
-    keep_alive: bool,
-) -> RequestOptions {
-    RequestOptions {
-        method: method.to_string(),
-        headers: req.headers.clone(),
-        body,
-        version: if req.http10 {
-            Version::Http10
-        } else {
-            Version::Http11
-        },
-        keep_alive,
-    }
-}
-
 /// Validates arguments into a config; every mistake is caught here, before any I/O.
 pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
     let urls = collect_urls(args)?;
-    let body = match (&args.body, &args.body_file) {
-        (Some(b), _) => Some(b.as_bytes().to_vec()),
-        (None, Some(p)) => Some(
-            std::fs::read(p).with_context(|| format!("cannot read --body-file {}", p.display()))?,
-        ),
-        (None, None) => None,
-    };
-    let opts = RequestOptions {
-        method: args.method.clone(),
-        headers: args.request.headers.clone(),
-        body,
-        version: if args.request.http10 {
-            Version::Http10
-        } else {
-            Version::Http11
-        },
-        keep_alive: !args.disable_keepalive,
-    };
+    let keep_alive = !args.disable_keepalive;
+    let opts = config::request_options(&args.request, keep_alive)?;
     let targets = urls
         .iter()
         .map(|u| Target::new(u, &opts))
         .collect::<Result<Vec<_>, _>>()?;
-    if args.connections == 0 {
-        bail!("-c must be at least 1");
-    }
-    if args.threads == Some(0) {
-        bail!("-t must be at least 1");
-    }
-    let (stop, rate) = stop_and_rate(args.requests, args.duration, args.rate, 200)?;
+    let (stop, rate) = config::stop_and_rate(&args.plan, 200)?;
     runner::check_fd_limit(args.connections, &format!("-c {}", args.connections))
         .map_err(anyhow::Error::msg)?;
     if args.pipeline > 1 {
@@ -173,7 +99,7 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
                 able.join(", ")
             );
         }
-        if targets.len() > 1 || args.rate.is_some() || args.disable_keepalive {
+        if targets.len() > 1 || args.plan.rate.is_some() || args.disable_keepalive {
             bail!("--pipeline works with one URL, a closed loop (no -q) and keep-alive");
         }
     }
@@ -199,17 +125,15 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
         backend: args.backend,
         targets: Arc::new(targets),
         connections: args.connections,
-        threads: args.threads.unwrap_or_else(runner::default_threads),
+        threads: config::threads(&args.plan),
         stop,
         rate,
-        conn: Arc::new(ConnOptions {
-            timeout: Some(args.request.timeout),
-            connect_timeout: Some(args.request.connect_timeout),
-            keep_alive: !args.disable_keepalive,
+        conn: Arc::new(config::conn_options(
+            &args.request,
+            keep_alive,
             bind,
-            pipeline: args.pipeline,
-            uring_profile: args.request.uring_profile,
-        }),
+            args.pipeline,
+        )),
     })
 }
 
@@ -313,7 +237,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<i32> {
     }
     let progress = !args.no_progress && std::io::stderr().is_terminal();
     let outcome = run_config(&config, progress)?;
-    let mut summary = Summary::new(&outcome, &args.method);
+    let mut summary = Summary::new(&outcome, &config.targets[0].method);
     summary.run_id = args.run_id.clone();
     summary.labels = args.labels.iter().cloned().collect();
     summary.start_at = args.start_at.map(wallclock::rfc3339);
@@ -328,23 +252,6 @@ pub fn run(args: LoadArgs) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rates_below_one_per_1000_s_are_refused() {
-        let (_, rate) = stop_and_rate(Some(2), None, Some(0.5), 200).unwrap();
-        assert_eq!(rate, Rate::Open(0.5));
-        for q in [1e-300, 1e-19, 0.0009] {
-            let e = stop_and_rate(Some(2), None, Some(q), 200).unwrap_err();
-            assert!(e.to_string().contains("-q must be at least 0.001"), "{e}");
-        }
-        for q in [0.0, -1.0, f64::NAN, f64::INFINITY] {
-            let e = stop_and_rate(Some(2), None, Some(q), 200).unwrap_err();
-            assert!(
-                e.to_string().contains("-q must be a positive number"),
-                "{e}"
-            );
-        }
-    }
 
     #[test]
     fn urls_file_comments() {

@@ -2,6 +2,7 @@
 //! runs it, and says what happened. `main` only dispatches here.
 
 pub mod compare;
+pub mod config;
 pub mod demo;
 pub mod doctor;
 pub mod get;

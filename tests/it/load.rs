@@ -181,10 +181,70 @@ fn too_many_connections_for_the_fd_limit_fails_early_with_advice() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
+    // `ulimit -n 256` in sh sets the hard limit too: no `ulimit -n` can help.
     assert!(
-        err.contains("RLIMIT_NOFILE") && err.contains("ulimit -n"),
+        err.contains("RLIMIT_NOFILE") && err.contains("more than the hard limit (256)"),
         "{err}"
     );
+}
+
+/// Issue 19 item 5: a method is a token. A request line cannot be injected
+/// through -X or -m on any command.
+#[test]
+fn a_method_that_is_not_a_token_is_refused() {
+    for cmd in ["get", "load", "compare"] {
+        for method in [
+            "GET /admin HTTP/1.1\r\nX-Injected: yes\r\n\r\nGET",
+            "DELETE /other",
+            "",
+        ] {
+            let out = uringfetch(&[cmd, "-X", method, "http://127.0.0.1:9/x"], LIMIT);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{cmd} {method:?}: {}",
+                stderr(&out)
+            );
+            assert!(stderr(&out).contains("is not a method"), "{}", stderr(&out));
+        }
+    }
+}
+
+/// Issue 19 item 14: `-d @FILE` is the file's bytes in `load` as in `get`
+/// (and as in curl), and a body switches the default method to POST.
+#[test]
+fn load_reads_a_body_file_as_get_does() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let server = RawServer::start(move |mut stream| {
+        while let Some((head, body)) = read_request(&mut stream) {
+            s.lock().unwrap().push((head, body));
+            send(&mut stream, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let dir = temp_dir("load-body");
+    let file = dir.join("body.json");
+    std::fs::write(&file, b"{\"a\": 1}").unwrap();
+    let at = format!("@{}", file.display());
+    let v = load_json(&["-n", "3", "-c", "1", "-d", &at, &server.url("/x")]);
+    assert_eq!(n(&v, "/status/200"), 3, "{v}");
+    for (head, body) in seen.lock().unwrap().iter() {
+        assert!(head.starts_with("POST /x HTTP/1.1\r\n"), "{head}");
+        assert_eq!(body, b"{\"a\": 1}");
+    }
+    // wrk's `-d 2s` is a duration: here it is a body, and the user is told.
+    let out = uringfetch(
+        &["load", "-n", "1", "-c", "1", "-d", "2s", &server.url("/x")],
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("-d '2s' is the request body (as in curl and oha); the duration is -z 2s"),
+        "{}",
+        stderr(&out)
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

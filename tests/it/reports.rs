@@ -180,10 +180,11 @@ fn reports_describe_the_run_they_measured() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    // Host, User-Agent, Accept, X-One, X-Two, Content-Length.
+    // A body makes the default method POST, as in curl. Host, User-Agent,
+    // Accept, X-One, X-Two, Content-Length.
     assert!(
         text.contains(
-            "  Requests sent:  GET HTTP/1.0, 6 headers, 10 B body, keep-alive off, no pipelining\n"
+            "  Requests sent:  POST HTTP/1.0, 6 headers, 10 B body, keep-alive off, no pipelining\n"
         ),
         "{text}"
     );

@@ -1,0 +1,150 @@
+//! Arguments into validated configuration, in one place for every command:
+//! the request every URL is sent with ([`RequestOptions`]), how connections
+//! behave ([`ConnOptions`]) and the plan (stop rule, rate, threads). Every
+//! mistake is caught here, before any I/O.
+
+use std::net::IpAddr;
+
+use anyhow::{Context, bail};
+
+use crate::backend::ConnOptions;
+use crate::cli::{PlanArgs, RequestArgs};
+use crate::http::Version;
+use crate::plan::{Rate, Stop};
+use crate::target::RequestOptions;
+
+/// The slowest open-loop rate `-q` takes: one request every 1,000 s. Below
+/// it the schedule's times leave what a clock can hold long before a run
+/// could reach them.
+const MIN_RATE: f64 = 0.001;
+
+/// `-n`, `-z` and `-q` into the plan's stop rule and rate.
+pub fn stop_and_rate(plan: &PlanArgs, default_count: u64) -> anyhow::Result<(Stop, Rate)> {
+    let stop = match (plan.requests, plan.duration) {
+        (_, Some(d)) if d.is_zero() => bail!("-z must be longer than 0"),
+        (_, Some(d)) => Stop::Duration(d),
+        (Some(0), None) => bail!("-n must be at least 1"),
+        (Some(n), None) => Stop::Count(n),
+        (None, None) => Stop::Count(default_count),
+    };
+    let rate = match plan.rate {
+        None => Rate::Closed,
+        Some(q) if q.is_finite() && q >= MIN_RATE => Rate::Open(q),
+        Some(q) if q.is_finite() && q > 0.0 => {
+            bail!(
+                "-q must be at least {MIN_RATE} requests per second (one every 1,000 s), not {q:e}"
+            )
+        }
+        Some(q) => bail!("-q must be a positive number of requests per second, not {q}"),
+    };
+    Ok((stop, rate))
+}
+
+/// Worker threads: `-t`, or all cores.
+pub fn threads(plan: &PlanArgs) -> usize {
+    plan.threads.unwrap_or_else(crate::runner::default_threads)
+}
+
+/// The body: `-d` as given, or as in curl `@FILE` for a file's bytes (sent
+/// as they are, like curl's `--data-binary @FILE`) and `@-` for standard
+/// input; or `--body-file`.
+fn body(req: &RequestArgs) -> anyhow::Result<Option<Vec<u8>>> {
+    if let Some(path) = &req.body_file {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read --body-file {}", path.display()))?;
+        return Ok(Some(bytes));
+    }
+    let Some(data) = &req.data else {
+        return Ok(None);
+    };
+    match data.strip_prefix('@') {
+        Some("-") => {
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
+                .context("cannot read -d @- from standard input")?;
+            Ok(Some(body))
+        }
+        Some(path) => std::fs::read(path)
+            .map(Some)
+            .with_context(|| format!("cannot read -d @{path}")),
+        None => {
+            if crate::cli::parse_duration(data).is_ok() && data.trim() != "0" {
+                // wrk's -d is the duration; here, as in curl and oha, the body.
+                crate::say!(
+                    "uringfetch: warning: -d '{data}' is the request body (as in curl and oha); \
+                     the duration is -z {data}"
+                );
+            }
+            Ok(Some(data.as_bytes().to_vec()))
+        }
+    }
+}
+
+/// The request every target is sent with. The method defaults to GET, or
+/// POST when there is a body (as in curl).
+pub fn request_options(req: &RequestArgs, keep_alive: bool) -> anyhow::Result<RequestOptions> {
+    let body = body(req)?;
+    let method = req
+        .method
+        .clone()
+        .unwrap_or_else(|| if body.is_some() { "POST" } else { "GET" }.to_string());
+    Ok(RequestOptions {
+        method,
+        headers: req.headers.clone(),
+        body,
+        version: if req.http10 {
+            Version::Http10
+        } else {
+            Version::Http11
+        },
+        keep_alive,
+    })
+}
+
+/// How connections behave; `pipeline` is the batch a connection writes at once.
+pub fn conn_options(
+    req: &RequestArgs,
+    keep_alive: bool,
+    bind: Vec<IpAddr>,
+    pipeline: usize,
+) -> ConnOptions {
+    ConnOptions {
+        timeout: Some(req.timeout),
+        connect_timeout: Some(req.connect_timeout),
+        keep_alive,
+        bind,
+        pipeline,
+        uring_profile: req.uring_profile,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(rate: Option<f64>) -> PlanArgs {
+        PlanArgs {
+            requests: Some(2),
+            duration: None,
+            rate,
+            threads: None,
+        }
+    }
+
+    #[test]
+    fn rates_below_one_per_1000_s_are_refused() {
+        let (_, rate) = stop_and_rate(&plan(Some(0.5)), 200).unwrap();
+        assert_eq!(rate, Rate::Open(0.5));
+        for q in [1e-300, 1e-19, 0.0009] {
+            let e = stop_and_rate(&plan(Some(q)), 200).unwrap_err();
+            assert!(e.to_string().contains("-q must be at least 0.001"), "{e}");
+        }
+        for q in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let e = stop_and_rate(&plan(Some(q)), 200).unwrap_err();
+            assert!(
+                e.to_string().contains("-q must be a positive number"),
+                "{e}"
+            );
+        }
+    }
+}
