@@ -4,30 +4,20 @@
 //! completions at all.
 //!
 //! A batched wait holds back every completion in the batch until the last
-//! one arrives, and that delay is part of each measured latency. Sized by
-//! the requests in flight alone, a batch costs nothing when the server is
-//! the bottleneck (its queue absorbs the delay), but in a mix of quick and
-//! slow requests most of what is in flight is slow: waiting for half of it
-//! held quick responses for the whole batch timer (p50 627 µs instead of
-//! 183 µs with three quick URLs and one of 20 ms at 64 connections). So a
-//! batch only asks for what the current completion rate brings within a
-//! budget tied to the quick responses' own time (how long a wait may then
-//! last is decided in `wait.rs`).
+//! one arrives, and that delay is part of each measured latency. So a batch
+//! only asks for what the current completion rate brings within a budget
+//! tied to the quick responses' own time, not for a share of everything in
+//! flight (most of which may be slow); how long a wait may last is decided
+//! in `wait.rs`.
 //!
-//! A hold only pays where the loop has time to spare. Against a server
-//! slower than the client (nginx on one core) the loop sleeps between
-//! completions, and gathering them saves a sleep and a wake each: about
-//! 30% of its CPU per request at 64 and 1,000 connections. Against a server
-//! as fast as the client (the demo server) the loop is busy anyway, and
-//! completions pile up while it works; holding them only leaves the loop,
-//! and then the server, idle (64 connections: 141-166k req/s held against
-//! 178-188k not held, at the same CPU per request). So a loop whose share
-//! of time on the CPU, smoothed over 10 ms windows (each halving the weight
-//! of the ones before), reaches 70% does not hold ([`Gate`]).
-//! Not holding costs CPU itself (0.6-0.7 of the time against nginx, where
-//! holding takes 0.45-0.55), so the share measured while not holding says
-//! nothing about holding: the gate tries holding again for a few windows,
-//! after 50 ms and then less and less often, and judges it on its own.
+//! A hold only pays where the loop has time to spare (against a server
+//! slower than the client it saves a sleep and a wake per completion);
+//! where the loop is busy on the CPU anyway, holding only leaves it, and
+//! then the server, idle. So a loop whose smoothed share of time on the
+//! CPU reaches [`STOP_HOLDING`] does not hold ([`Gate`]), and since not
+//! holding costs CPU itself, the gate judges holding afresh by trying it
+//! for a few windows now and then. The measurements behind each figure are
+//! in bench/README.md ("How uring-loop batches its waits").
 
 use std::time::{Duration, Instant};
 
@@ -43,9 +33,8 @@ const RATE_WINDOW: Duration = Duration::from_millis(1);
 /// and 0.0003 at 300k).
 const UTIL_WINDOW: Duration = Duration::from_millis(10);
 /// At or above this share of its time on the CPU a holding loop stops
-/// holding completions. Measured while holding: 0.45-0.55 against nginx
-/// (64 and 1,000 connections; single 10 ms windows up to 0.79), 0.76-0.8
-/// against the demo server.
+/// holding completions (between what holding loops measure against nginx
+/// and against the demo server; see bench/README.md).
 const STOP_HOLDING: f64 = 0.7;
 /// Windows a loop that stopped holding holds again to judge it afresh.
 const PROBE_WINDOWS: u32 = 2;
@@ -64,11 +53,10 @@ const QUICK_QUANTILE: f64 = 0.25;
 /// it follows a change within a few hundred responses.
 const STEP: f64 = 0.02;
 /// A closed-loop batch may gather for this fraction of a quick response's
-/// time. When the server is the bottleneck its queue absorbs the hold (with
-/// N connections latency is N / rate whatever the client does); it shows
-/// where quick responses mix with slow ones, and there the quick time is
-/// short and so is the budget, and where the client itself is the
-/// bottleneck, which is why the budget's cap stays small (`BATCH_WAIT`).
+/// time. When the server is the bottleneck its queue absorbs the hold;
+/// where quick responses mix with slow ones the quick time, and so the
+/// budget, is short; where the client is the bottleneck the budget's cap
+/// (`BATCH_WAIT`) keeps it small.
 pub const CLOSED_LOOP_SHARE: f64 = 0.75;
 /// An open-loop run measures latency at a set rate, and a held completion
 /// is recorded late: its batches get a smaller share.

@@ -236,32 +236,24 @@ struct WaitPlan {
 /// the current rate brings within `budget`) so that it never sleeps through
 /// a quiet spell on a batch timer; `wait` is the time to the next timer and
 /// `last` the completions the previous pass handled; `steady_ok` is false
-/// for a while after a steady wait overran (see below).
+/// for a while after a steady wait overran.
 ///
-/// - A target the last pass reached was just shown to be reachable, so it
-///   is only bounded by STEADY_BATCH_WAIT, a timer that outlasts the
-///   scheduler tick and so costs no timer reprogramming (a VM exit on
-///   virtual machines). The rate estimate wobbles by a few completions
-///   around a steady batch, so a target up to a quarter above the last count
-///   waits for that count instead of arming the short timer. If completions
-///   come in bursts rather than at the rate that sized the batch, such a
-///   wait holds the first of them until the next burst: against the demo
-///   server's 1 ms `/bar?delay=1` at 64 connections, 37% of steady waits
-///   took 1.3-2.7 ms instead of the 0.5 ms budget, and p99 was 4.9-5.2 ms
-///   against epoll-loop's 3.0-3.2 ms. So a steady wait that overran (see
-///   [`overran`]) turns the next BOUNDED_SPELL of waits into budget-bound
-///   ones (`steady_ok` false): p99 3.4-3.7 ms. Against nginx on this VM
-///   (whose stalls cause most overruns there) 11-19 steady waits overran in
-///   4 s at 64 and 1,000 connections, counted when the check still timed
-///   the whole pass rather than the enter alone (an upper bound). On
-///   kernels without the minimum wait
-///   (5.11-6.11) a budget-bound wait arms the short timeout this plan
-///   otherwise avoids; only 6.18 (with the minimum wait) was measured.
+/// - A target the last pass reached (or up to a quarter above it, for the
+///   rate estimate's wobble) was just shown to be reachable: it waits for
+///   that count under the long STEADY_BATCH_WAIT bound, a timer that
+///   outlasts the scheduler tick and so reprograms no hardware timer. If
+///   completions come in bursts rather than at the rate that sized the
+///   batch, such a wait holds the first of them until the next burst, so
+///   one that overran (see [`overran`]) makes the next BOUNDED_SPELL of
+///   waits budget-bound.
 /// - A larger target (batches growing) is held to `budget`: with the
-///   kernel's minimum-wait (6.12) it returns on the first completion after
+///   kernel's minimum wait (6.12) it returns on the first completion after
 ///   it, and the minimum wait never runs past the next timer (the kernel
-///   looks at the overall timeout only once it is over); else a short
-///   timeout is used, only while completions flow.
+///   looks at the overall timeout only once it is over); without it, a
+///   short timeout is used, and only while completions flow.
+///
+/// The measurements behind these rules are in bench/README.md ("How
+/// uring-loop batches its waits").
 fn plan_wait(
     want: usize,
     last: usize,
