@@ -169,6 +169,9 @@ pub struct GetArgs {
     /// Fetch one URL after another with blocking sockets (the article's synchronous client).
     #[arg(long, conflicts_with = "backend")]
     pub sequential: bool,
+    /// No timing line and no warnings on stderr (errors still go there, as with curl -sS).
+    #[arg(short = 's', long)]
+    pub silent: bool,
     /// I/O model for the concurrent fetch.
     #[arg(long, value_enum, default_value_t = BackendKind::UringLoop)]
     pub backend: BackendKind,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::backend::{self, BackendKind, ConnOptions, Live, WorkerCtx};
 use crate::error::{ErrorKind, FetchError};
 use crate::plan::{Plan, Rate, Stop};
-use crate::session::{Collector, Fetch, LoadSink};
+use crate::session::{Collector, Fetch, LoadSink, Sink};
 use crate::stats::Recorder;
 use crate::stats::resources::{self, Usage};
 use crate::stats::syscalls::SyscallCounter;
@@ -327,6 +327,24 @@ pub fn fetch(
     conn: &ConnOptions,
     connections: usize,
 ) -> Result<Vec<Fetch>, FetchError> {
+    let collected = fetch_into(
+        kind,
+        targets,
+        conn,
+        connections,
+        Collector::new(targets.len()),
+    )?;
+    Ok(collected.into_results())
+}
+
+/// [`fetch`] into any sink (`get` streams bodies out as they come).
+pub(crate) fn fetch_into<S: Sink + Send + 'static>(
+    kind: BackendKind,
+    targets: &[Target],
+    conn: &ConnOptions,
+    connections: usize,
+    sink: S,
+) -> Result<S, FetchError> {
     let n = targets.len();
     let conn = ConnOptions {
         pipeline: 1,
@@ -341,9 +359,7 @@ pub fn fetch(
         Arc::new(conn),
         Arc::default(),
     );
-    let prepared = backend::prepare(kind, &ctx)?;
-    let collected = prepared.run(&ctx, Collector::new(n))?;
-    Ok(collected.into_results())
+    backend::prepare(kind, &ctx)?.run(&ctx, sink)
 }
 
 /// An open-loop `-z` run hands out no ticket whose time falls past the

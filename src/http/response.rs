@@ -247,9 +247,16 @@ impl ResponseParser {
         }
     }
 
-    /// With `collect`: the decoded body.
+    /// With `collect`: the decoded body received so far (since the last
+    /// [`ResponseParser::clear_body`]).
     pub fn body(&self) -> &[u8] {
         &self.body
+    }
+
+    /// Forgets the body bytes collected so far (a caller that streams them
+    /// out keeps the parser's memory to one read's worth).
+    pub fn clear_body(&mut self) {
+        self.body.clear();
     }
 
     /// Consumes head bytes from `input`. Returns how many once a head (interim

@@ -109,6 +109,8 @@ pub(crate) struct Session {
     ever_connected: bool,
     /// The driver must close its socket (see [`Session::take_close`]).
     close: bool,
+    /// The current response's head went to the sink (`Sink::COLLECT`).
+    head_given: bool,
 }
 
 impl Session {
@@ -133,6 +135,7 @@ impl Session {
             connect_started: now,
             ever_connected: false,
             close: false,
+            head_given: false,
         }
     }
 
@@ -298,6 +301,7 @@ impl Session {
         let one = ctx.targets[self.target].request.len();
         self.send_len = (one * self.tickets.len()).min(ctx.wire(self.target).len());
         self.parser.reset(self.head_request);
+        self.head_given = false;
     }
 
     /// The bytes still to send. They stay where they are until sent (the
@@ -339,7 +343,11 @@ impl Session {
         }
         let mut bytes = data;
         loop {
-            match self.parser.feed(bytes) {
+            let fed = self.parser.feed(bytes);
+            if S::COLLECT {
+                self.hand_over(sink);
+            }
+            match fed {
                 Ok(Progress::NeedMore) => return,
                 Ok(Progress::Done(response)) => {
                     let rest = bytes.get(response.consumed..).unwrap_or_default();
@@ -353,6 +361,23 @@ impl Session {
                     return self.fail(ctx, sink, error, false, now);
                 }
             }
+        }
+    }
+
+    /// Gives the sink what the parser collected of the current response:
+    /// its head once, and the body bytes so far, which the parser forgets,
+    /// so a body of any length takes one read's worth of memory here.
+    fn hand_over<S: Sink>(&mut self, sink: &mut S) {
+        let Some(seq) = self.tickets.front().map(|t| t.seq) else {
+            return;
+        };
+        if !self.head_given && !self.parser.head().is_empty() {
+            sink.head(seq, self.parser.head());
+            self.head_given = true;
+        }
+        if !self.parser.body().is_empty() {
+            sink.body(seq, self.parser.body());
+            self.parser.clear_body();
         }
     }
 
@@ -470,10 +495,10 @@ impl Session {
         };
         self.served += 1;
         let excess = if self.tickets.is_empty() { excess } else { 0 };
+        self.head_given = false;
         sink.response(&Done {
             seq: ticket.seq,
             response,
-            parser: &self.parser,
             origin: ctx.plan.latency_origin(&ticket, self.sent_at),
             sent_at: self.sent_at,
             now,

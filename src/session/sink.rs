@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{Fetched, Live};
 use crate::error::FetchError;
-use crate::http::{Response, ResponseParser};
+use crate::http::Response;
 use crate::stats::Recorder;
 use crate::stats::resources::Usage;
 
@@ -21,8 +21,6 @@ pub(crate) struct Done<'a> {
     /// The ticket's sequence number.
     pub seq: u64,
     pub response: &'a Response,
-    /// The parser that framed it: with `Sink::COLLECT`, its head and body.
-    pub parser: &'a ResponseParser,
     /// Where its latency counts from (see [`crate::plan::Plan::latency_origin`]).
     pub origin: Instant,
     /// When its request was sent.
@@ -45,6 +43,13 @@ pub(crate) trait Sink {
     /// Requests sent again on a fresh connection (a keep-alive race, a
     /// pipelined batch the server cut short).
     fn retried(&mut self, n: u64);
+    /// With `COLLECT`: ticket `seq`'s response head (status line and
+    /// headers), once, as soon as it is complete.
+    fn head(&mut self, seq: u64, head: &[u8]);
+    /// With `COLLECT`: the next bytes of ticket `seq`'s decoded body, as
+    /// they arrive (the session keeps none of them).
+    fn body(&mut self, seq: u64, bytes: &[u8]);
+    /// Ticket `seq`'s response is complete (its head and body came before).
     fn response(&mut self, done: &Done<'_>);
     /// Ticket `seq` got no response.
     fn failed(&mut self, seq: u64, error: &FetchError);
@@ -53,10 +58,10 @@ pub(crate) trait Sink {
     /// Bytes moved on the connection, counted as they go.
     fn bytes(&mut self, read: u64, written: u64);
     /// The driver's last request ended at `at` (its teardown is not run time).
-    fn ended(&mut self, _at: Instant) {}
+    fn ended(&mut self, at: Instant);
     /// CPU time of a thread that did I/O besides the worker's own
     /// (the `threads` backend's session threads).
-    fn cpu(&mut self, _usage: Usage) {}
+    fn cpu(&mut self, usage: Usage);
 }
 
 /// A load worker's sink: its [`Recorder`] and the run's live counters.
@@ -87,6 +92,10 @@ impl Sink for LoadSink {
     fn retried(&mut self, n: u64) {
         self.rec.retries += n;
     }
+
+    fn head(&mut self, _seq: u64, _head: &[u8]) {}
+
+    fn body(&mut self, _seq: u64, _bytes: &[u8]) {}
 
     #[inline]
     fn response(&mut self, done: &Done<'_>) {
@@ -122,25 +131,32 @@ impl Sink for LoadSink {
 /// What `get` collects for one URL.
 pub type Fetch = Result<Fetched, FetchError>;
 
-/// `get`'s sink: each ticket's response (head and body kept) or error, by
-/// sequence number, which is the URL's position.
+/// A sink that keeps each ticket's response, head and body, by sequence
+/// number (the URL's position): `doctor`'s self-test and `demo` check what
+/// came back. `get` streams instead (see `cmd::get`).
 pub(crate) struct Collector {
-    pub results: Vec<Option<Fetch>>,
+    results: Vec<Option<Fetch>>,
+    /// Heads and bodies of responses under way.
+    partial: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Collector {
     pub fn new(n: usize) -> Self {
         Self {
             results: (0..n).map(|_| None).collect(),
+            partial: (0..n).map(|_| Default::default()).collect(),
         }
     }
 
-    fn put(&mut self, seq: u64, result: Fetch) {
-        if let Some(slot) = usize::try_from(seq)
+    fn index(&self, seq: u64) -> Option<usize> {
+        usize::try_from(seq)
             .ok()
-            .and_then(|i| self.results.get_mut(i))
-        {
-            slot.get_or_insert(result);
+            .filter(|&i| i < self.results.len())
+    }
+
+    fn put(&mut self, seq: u64, result: Fetch) {
+        if let Some(i) = self.index(seq) {
+            self.results[i].get_or_insert(result);
         }
     }
 
@@ -170,11 +186,27 @@ impl Sink for Collector {
 
     fn retried(&mut self, _n: u64) {}
 
+    fn head(&mut self, seq: u64, head: &[u8]) {
+        if let Some(i) = self.index(seq) {
+            self.partial[i].0 = head.to_vec();
+        }
+    }
+
+    fn body(&mut self, seq: u64, bytes: &[u8]) {
+        if let Some(i) = self.index(seq) {
+            self.partial[i].1.extend_from_slice(bytes);
+        }
+    }
+
     fn response(&mut self, done: &Done<'_>) {
+        let (head, body) = self
+            .index(done.seq)
+            .map(|i| std::mem::take(&mut self.partial[i]))
+            .unwrap_or_default();
         let fetched = Fetched {
             response: *done.response,
-            head: done.parser.head().to_vec(),
-            body: done.parser.body().to_vec(),
+            head,
+            body,
             peer: done.peer,
             excess: done.excess,
         };
@@ -188,4 +220,8 @@ impl Sink for Collector {
     fn in_flight(&mut self, _n: u64) {}
 
     fn bytes(&mut self, _read: u64, _written: u64) {}
+
+    fn ended(&mut self, _at: Instant) {}
+
+    fn cpu(&mut self, _usage: Usage) {}
 }

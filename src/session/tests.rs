@@ -17,6 +17,9 @@ struct Seen {
     retried: u64,
     /// (seq, status, excess, body)
     responses: Vec<(u64, u16, usize, Vec<u8>)>,
+    /// The body of the response under way, as handed over.
+    body: Vec<u8>,
+    heads: u64,
     failed: Vec<(u64, ErrorKind)>,
     in_flight: u64,
     read: u64,
@@ -34,9 +37,18 @@ impl Sink for Seen {
     fn retried(&mut self, n: u64) {
         self.retried += n;
     }
+    fn head(&mut self, _seq: u64, head: &[u8]) {
+        assert!(head.starts_with(b"HTTP/1."));
+        self.heads += 1;
+    }
+    fn body(&mut self, _seq: u64, bytes: &[u8]) {
+        self.body.extend_from_slice(bytes);
+    }
     fn response(&mut self, d: &Done<'_>) {
+        let body = std::mem::take(&mut self.body);
         self.responses
-            .push((d.seq, d.response.status, d.excess, d.parser.body().to_vec()));
+            .push((d.seq, d.response.status, d.excess, body));
+        assert_eq!(self.heads, self.responses.len() as u64, "one head each");
     }
     fn failed(&mut self, seq: u64, error: &FetchError) {
         self.failed.push((seq, error.kind));
@@ -48,6 +60,8 @@ impl Sink for Seen {
         self.read += read;
         self.written += written;
     }
+    fn ended(&mut self, _at: Instant) {}
+    fn cpu(&mut self, _usage: crate::stats::resources::Usage) {}
 }
 
 impl Seen {
@@ -344,7 +358,7 @@ fn pipelined_requests_cut_short_without_notice_are_retried() {
     };
     let ctx = ctx(setup, start);
     let mut seen = Seen::default();
-    let mut s = Session::new(false, 16);
+    let mut s = Session::new(true, 16);
     start_and_send(&mut s, &ctx, &mut seen, start);
     let mut connections = 1;
     while seen.responses.len() < 16 {
@@ -375,7 +389,7 @@ fn pipelined_requests_cut_short_without_notice_are_retried() {
         start,
     );
     let mut seen = Seen::default();
-    let mut s = Session::new(false, 4);
+    let mut s = Session::new(true, 4);
     start_and_send(&mut s, &ctx, &mut seen, start);
     s.on_recv(&ctx, &mut seen, FIXED, start);
     s.on_eof(&ctx, &mut seen, start);

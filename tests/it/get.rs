@@ -490,3 +490,130 @@ fn pipelined_requests_behind_a_close_delimited_response_are_retried() {
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     drop(server);
 }
+
+/// A server that answers with `head` and then never stops sending body
+/// bytes (64 KiB blocks, framed as `chunked` says), until the client goes.
+fn endless_server(head: &'static [u8], chunked: bool) -> RawServer {
+    RawServer::start(move |mut s| {
+        if read_head(&mut s).is_none() {
+            return;
+        }
+        let block = vec![b'x'; 64 * 1024];
+        let data = if chunked {
+            [format!("{:x}\r\n", block.len()).as_bytes(), &block, b"\r\n"].concat()
+        } else {
+            block
+        };
+        if std::io::Write::write_all(&mut s, head).is_err() {
+            return;
+        }
+        while std::io::Write::write_all(&mut s, &data).is_ok() {}
+    })
+}
+
+/// The largest resident set a process reaches while it runs, sampled.
+fn peak_rss_kb(child: &mut std::process::Child) -> u64 {
+    let mut peak = 0;
+    while child.try_wait().ok().flatten().is_none() {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()));
+        if let Some(kb) = status.ok().and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        }) {
+            peak = peak.max(kb);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    peak
+}
+
+/// Issue 19 item 1: `get` streams a body as it arrives, in constant
+/// memory, whatever its framing: an endless body streamed for a second
+/// (a Content-Length of a terabyte, chunked, close-delimited) keeps the
+/// process far below 50 MB and reaches stdout as it comes.
+pub fn get_streams_endless_bodies(b: &[&str]) {
+    use std::io::Read as _;
+    use std::process::{Command, Stdio};
+    let framings: [(&[u8], bool); 3] = [
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n",
+            false,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            true,
+        ),
+        (b"HTTP/1.0 200 OK\r\n\r\n", false),
+    ];
+    let runs: Vec<_> = framings
+        .iter()
+        .map(|&(head, chunked)| {
+            let server = endless_server(head, chunked);
+            let url = server.url("/");
+            let mut child = Command::new(env!("CARGO_BIN_EXE_uringfetch"))
+                .args([&["get", "--timeout", "1s"], b, &[url.as_str()]].concat())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("binary runs");
+            let mut stdout = child.stdout.take().unwrap();
+            let counter = std::thread::spawn(move || {
+                let (mut n, mut buf) = (0u64, vec![0; 1 << 16]);
+                while let Ok(k) = stdout.read(&mut buf) {
+                    if k == 0 {
+                        break;
+                    }
+                    n += k as u64;
+                }
+                n
+            });
+            (server, child, counter)
+        })
+        .collect();
+    for (i, (server, mut child, counter)) in runs.into_iter().enumerate() {
+        let peak = peak_rss_kb(&mut child);
+        let out = child.wait_with_output().unwrap();
+        let streamed = counter.join().unwrap();
+        assert_eq!(out.status.code(), Some(1), "framing {i}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("timed out after 1s"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(peak < 50 * 1024, "framing {i}: peak RSS {peak} KiB");
+        assert!(
+            streamed > 10 << 20,
+            "framing {i}: only {streamed} bytes out"
+        );
+        drop(server);
+    }
+}
+
+/// With several URLs, bodies come out in URL order: a later URL that
+/// finishes first waits (spooled) for the ones before it.
+pub fn get_keeps_url_order(b: &[&str]) {
+    let server = demo_server(Duration::ZERO);
+    let slow = format!("http://{}/foo?delay=300", server.addr);
+    let quick = format!("http://{}/bar", server.addr);
+    let out = uringfetch(
+        &[&["get", "-s"], b, &[slow.as_str(), quick.as_str()]].concat(),
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "<h1>foo!</h1><h1>bar!</h1>");
+    assert_eq!(stderr(&out), "", "-s: no timing line");
+    server.shutdown();
+}
+
+macro_rules! get_suite {
+    ($($module:ident => [$($arg:literal),+]),* $(,)?) => {$(
+        mod $module {
+            const B: &[&str] = &["--backend", $($arg),+];
+            #[test] fn get_streams_endless_bodies() { super::get_streams_endless_bodies(B) }
+            #[test] fn get_keeps_url_order() { super::get_keeps_url_order(B) }
+        }
+    )*};
+}
+
+every_backend!(get_suite);

@@ -257,6 +257,14 @@ impl<S: crate::session::Sink> crate::session::Sink for Paced<S> {
         self.sink.retried(n);
     }
 
+    fn head(&mut self, seq: u64, head: &[u8]) {
+        self.sink.head(seq, head);
+    }
+
+    fn body(&mut self, seq: u64, bytes: &[u8]) {
+        self.sink.body(seq, bytes);
+    }
+
     #[inline]
     fn response(&mut self, done: &crate::session::Done<'_>) {
         self.pace
@@ -279,6 +287,10 @@ impl<S: crate::session::Sink> crate::session::Sink for Paced<S> {
 
     fn ended(&mut self, at: Instant) {
         self.sink.ended(at);
+    }
+
+    fn cpu(&mut self, usage: crate::stats::resources::Usage) {
+        self.sink.cpu(usage);
     }
 }
 
