@@ -267,8 +267,9 @@ pub struct ServeArgs {
     /// Threads, each with its own io_uring and SO_REUSEPORT listener [default: all cores].
     #[arg(long, value_parser = parse_at_least_one)]
     pub threads: Option<usize>,
-    /// Largest request head accepted; larger gets 431.
-    #[arg(long, default_value_t = 16 * 1024)]
+    /// Largest request head accepted, 1024 to 1048576 bytes; a larger head
+    /// gets 431 (414 when its request line alone is larger).
+    #[arg(long, default_value_t = 16 * 1024, value_parser = crate::http::server::parse_head_limit)]
     pub max_head_bytes: usize,
     /// Close connections idle (or still sending their head) this long.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]

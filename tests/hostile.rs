@@ -214,7 +214,10 @@ fn slowloris_is_cut_off_and_others_are_still_answered() {
     );
     drop(conns);
     let mut s = TcpStream::connect(server.addr).expect("connect after");
-    assert_eq!(exchange(&mut s, b"GET /foo HTTP/1.1\r\n\r\n"), 200);
+    assert_eq!(
+        exchange(&mut s, b"GET /foo HTTP/1.1\r\nHost: t\r\n\r\n"),
+        200
+    );
 }
 
 /// Whether the server still holds the connection (no EOF or error yet).
@@ -243,14 +246,14 @@ fn connect_burst_and_vanishing_clients_do_not_stall_others() {
         // Clients that ask for /bar and are gone before the answer.
         let mut conns = connect_many(server.addr, VANISHING);
         for s in &mut conns {
-            let _ = s.write_all(b"GET /bar HTTP/1.1\r\n\r\n");
+            let _ = s.write_all(b"GET /bar HTTP/1.1\r\nHost: t\r\n\r\n");
         }
         std::thread::sleep(DELAY / 2);
         drop(conns);
         // Big answers cut off after their first bytes.
         for _ in 0..50 {
             let mut s = TcpStream::connect(server.addr).expect("connect");
-            let _ = s.write_all(b"GET /bytes/16777216 HTTP/1.1\r\n\r\n");
+            let _ = s.write_all(b"GET /bytes/16777216 HTTP/1.1\r\nHost: t\r\n\r\n");
             let _ = s.read(&mut [0u8; 1000]);
             socket2::SockRef::from(&s)
                 .set_linger(Some(Duration::ZERO))
@@ -273,7 +276,10 @@ fn connect_burst_and_vanishing_clients_do_not_stall_others() {
     check_watch(probe, &format!("bursts of {n} connects"));
     assert!(hwm < RSS_LIMIT_KIB, "server peak RSS {hwm} KiB");
     let mut s = TcpStream::connect(server.addr).expect("connect after");
-    assert_eq!(exchange(&mut s, b"GET /foo HTTP/1.1\r\n\r\n"), 200);
+    assert_eq!(
+        exchange(&mut s, b"GET /foo HTTP/1.1\r\nHost: t\r\n\r\n"),
+        200
+    );
 }
 
 #[test]

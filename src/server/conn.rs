@@ -31,8 +31,12 @@ use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::TcpStream;
 
 use super::reaper::Reaper;
-use super::request::{self, Parsed, ReqBody, Request};
+use super::request::{self, Parsed, Request};
 use super::routes::{self, Body, Plan};
+use crate::http::server::{
+    ConnHeader, Framing, RequestBody, RequestHeadReader, ResponseHead, push_chunk_size,
+    push_decimal, reason,
+};
 
 /// Per-thread copy of the options a connection needs.
 #[derive(Debug, Clone)]
@@ -103,6 +107,8 @@ struct Conn {
     /// pipelined batch of requests gets its answers in one write, and no
     /// answer waits behind a blocking step.
     out: Vec<u8>,
+    /// Where the search for the end of the next head resumes.
+    heads: RequestHeadReader,
 }
 
 /// Serves one accepted connection until it ends; never panics on input and
@@ -114,6 +120,7 @@ pub(crate) async fn serve(stream: TcpStream, cfg: Rc<ConnConfig>, reaper: Rc<Rea
         buf: Vec::with_capacity(INITIAL_BUF),
         start: 0,
         out: Vec::new(),
+        heads: RequestHeadReader::default(),
     };
     let end = match conn.run().await {
         Ok(end) => end,
@@ -132,8 +139,8 @@ impl Conn {
             self.start += req.head_len;
 
             match req.body {
-                ReqBody::None => {}
-                ReqBody::Length(n) => {
+                RequestBody::None => {}
+                RequestBody::Length(n) => {
                     let buffered = (self.buf.len() - self.start) as u64;
                     if req.expect_continue && req.minor >= 1 && buffered < n {
                         self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -141,7 +148,7 @@ impl Conn {
                     }
                     self.discard_body(n).await?;
                 }
-                ReqBody::Chunked => {
+                RequestBody::Chunked => {
                     self.push_error(411, req.minor);
                     self.flush().await?;
                     return Ok(End::Linger);
@@ -180,20 +187,19 @@ impl Conn {
         let mut deadline: Option<Instant> = None;
         loop {
             let pending = &self.buf[self.start..];
-            match request::parse(pending, self.cfg.max_head_bytes, self.cfg.delay) {
+            match request::parse(
+                &mut self.heads,
+                pending,
+                self.cfg.max_head_bytes,
+                self.cfg.delay,
+            ) {
                 Parsed::Complete(req) => return Ok(Ok(req)),
                 Parsed::Invalid(status) => {
                     self.push_error(status, 1);
                     self.flush().await?;
                     return Ok(Err(End::Linger));
                 }
-                Parsed::Partial => {
-                    if pending.len() > self.cfg.max_head_bytes {
-                        self.push_error(431, 1);
-                        self.flush().await?;
-                        return Ok(Err(End::Linger));
-                    }
-                }
+                Parsed::Partial => {}
             }
             self.flush().await?;
             // About to wait: an idle connection must not keep what a big
@@ -305,9 +311,9 @@ impl Conn {
                 }
             }
             Body::Status => {
-                let reason = routes::reason(plan.status);
+                let phrase = reason(plan.status);
                 // "NNN Reason\n": three digits, a space, the reason, newline.
-                let framing = Framing::Length(3 + 1 + reason.len() as u64 + 1);
+                let framing = Framing::Length(3 + 1 + phrase.len() as u64 + 1);
                 self.push_head(
                     req.minor,
                     plan.status,
@@ -316,9 +322,9 @@ impl Conn {
                     conn,
                 );
                 if !head_only {
-                    push_dec(&mut self.out, plan.status.into());
+                    push_decimal(&mut self.out, plan.status.into());
                     self.out.push(b' ');
-                    self.out.extend_from_slice(reason.as_bytes());
+                    self.out.extend_from_slice(phrase.as_bytes());
                     self.out.push(b'\n');
                 }
             }
@@ -387,8 +393,7 @@ impl Conn {
         let mut remaining = n;
         while remaining > 0 {
             let k = remaining.min(routes::CHUNK as u64) as usize;
-            push_hex(&mut self.out, k);
-            self.out.extend_from_slice(b"\r\n");
+            push_chunk_size(&mut self.out, k);
             self.out.extend_from_slice(&FILL[..k]);
             self.out.extend_from_slice(b"\r\n");
             remaining -= k as u64;
@@ -402,8 +407,8 @@ impl Conn {
 
     /// Queues a short error answer that closes the connection.
     fn push_error(&mut self, status: u16, minor: u8) {
-        let reason = routes::reason(status);
-        let framing = Framing::Length(reason.len() as u64 + 1);
+        let phrase = reason(status);
+        let framing = Framing::Length(phrase.len() as u64 + 1);
         self.push_head(
             minor,
             status,
@@ -411,7 +416,7 @@ impl Conn {
             framing,
             ConnHeader::Close,
         );
-        self.out.extend_from_slice(reason.as_bytes());
+        self.out.extend_from_slice(phrase.as_bytes());
         self.out.push(b'\n');
     }
 
@@ -421,38 +426,16 @@ impl Conn {
         status: u16,
         content_type: Option<&str>,
         framing: Framing,
-        conn: ConnHeader,
+        connection: ConnHeader,
     ) {
-        let out = &mut self.out;
-        out.extend_from_slice(if minor == 0 {
-            b"HTTP/1.0 "
-        } else {
-            b"HTTP/1.1 "
-        });
-        push_dec(out, status.into());
-        out.push(b' ');
-        out.extend_from_slice(routes::reason(status).as_bytes());
-        out.extend_from_slice(b"\r\nServer: uringfetch\r\n");
-        if let Some(ct) = content_type {
-            out.extend_from_slice(b"Content-Type: ");
-            out.extend_from_slice(ct.as_bytes());
-            out.extend_from_slice(b"\r\n");
+        ResponseHead {
+            minor,
+            status,
+            content_type,
+            framing,
+            connection,
         }
-        match framing {
-            Framing::None => {}
-            Framing::Length(n) => {
-                out.extend_from_slice(b"Content-Length: ");
-                push_dec(out, n);
-                out.extend_from_slice(b"\r\n");
-            }
-            Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-        }
-        match conn {
-            ConnHeader::Default => {}
-            ConnHeader::Close => out.extend_from_slice(b"Connection: close\r\n"),
-            ConnHeader::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
-        }
-        out.extend_from_slice(b"\r\n");
+        .encode(&mut self.out);
     }
 
     /// Writes and clears `out`, keeping its allocation for the rest of the
@@ -515,67 +498,9 @@ impl Conn {
     }
 }
 
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-}
-
-enum ConnHeader {
-    /// HTTP/1.1 keep-alive: nothing to say.
-    Default,
-    Close,
-    /// HTTP/1.0 client asked for keep-alive and gets it.
-    KeepAlive,
-}
-
-fn push_dec(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
-fn push_hex(out: &mut Vec<u8>, mut n: usize) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut digits = [0u8; 16];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = HEX[n % 16];
-        n /= 16;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn number_formatting() {
-        let mut v = Vec::new();
-        push_dec(&mut v, 0);
-        v.push(b' ');
-        push_dec(&mut v, 16777216);
-        v.push(b' ');
-        push_hex(&mut v, 1000);
-        v.push(b' ');
-        push_hex(&mut v, 0);
-        assert_eq!(v, b"0 16777216 3e8 0");
-        push_dec(&mut v, u64::MAX);
-        assert!(v.ends_with(b"18446744073709551615"));
-    }
 
     #[test]
     fn fill_pattern() {

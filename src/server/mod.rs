@@ -88,7 +88,10 @@ pub struct ServeOptions {
     pub delay: Duration,
     /// Threads, each with one io_uring and one listener (0 is treated as 1).
     pub threads: usize,
-    /// Largest request head accepted; larger gets 431.
+    /// Largest request head accepted, within
+    /// `http::server::MIN_HEAD_LIMIT..=MAX_HEAD_LIMIT` (1 KiB to
+    /// 1 MiB; `start` refuses others); larger gets 431, or 414 when the
+    /// request line alone is larger.
     pub max_head_bytes: usize,
     /// A connection idle (or dribbling its head) this long is closed. Also
     /// bounds each body read and each write of up to 64 KiB, so a peer that
@@ -145,6 +148,8 @@ impl ServerHandle {
 /// reached its accept loop. An error creating a ring in any thread stops the
 /// others and is returned.
 pub fn start(opts: ServeOptions) -> io::Result<ServerHandle> {
+    crate::http::server::check_head_limit(opts.max_head_bytes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("max_head_bytes: {e}")))?;
     let n = opts.threads.max(1);
     let mut listeners = Vec::with_capacity(n);
     let first = bind_listener(opts.addr)?;

@@ -209,7 +209,7 @@ fn connection_close_honoured() {
     let srv = server();
     let all = exchange(
         srv.addr,
-        b"GET /foo?delay=0 HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /foo?delay=0 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
     );
     let text = String::from_utf8(all).unwrap();
     assert!(text.contains("Connection: close\r\n"));
@@ -222,7 +222,7 @@ fn pipelined_answered_in_order() {
     let srv = server();
     let mut s = connect(srv.addr);
     s.write_all(
-        b"GET /foo HTTP/1.1\r\nHost: t\r\n\r\nGET /bar?delay=0 HTTP/1.1\r\nHost: t\r\n\r\nGET /status/503 HTTP/1.1\r\n\r\n",
+        b"GET /foo HTTP/1.1\r\nHost: t\r\n\r\nGET /bar?delay=0 HTTP/1.1\r\nHost: t\r\n\r\nGET /status/503 HTTP/1.1\r\nHost: t\r\n\r\n",
     )
     .unwrap();
     let mut buf = Vec::new();
@@ -242,14 +242,18 @@ fn pipelined_answered_in_order() {
 #[test]
 fn head_has_no_body() {
     let srv = server();
-    let all = exchange(srv.addr, b"HEAD /bar HTTP/1.1\r\nConnection: close\r\n\r\n");
+    let all = exchange(
+        srv.addr,
+        b"HEAD /bar HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
     let text = String::from_utf8(all).unwrap();
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(text.contains("Content-Length: 13\r\n"));
     assert!(text.ends_with("\r\n\r\n"), "{text}");
     // And keep-alive continues cleanly after a HEAD of a big body.
     let mut s = connect(srv.addr);
-    s.write_all(b"HEAD /bytes/100000 HTTP/1.1\r\n\r\n").unwrap();
+    s.write_all(b"HEAD /bytes/100000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
     let mut buf = Vec::new();
     let r = read_response(&mut s, &mut buf, true);
     assert_eq!(r.header("content-length"), Some("100000"));
@@ -283,6 +287,63 @@ fn oversized_head_gets_431() {
     );
     assert!(text.contains("Connection: close\r\n"));
     srv.shutdown();
+}
+
+/// One HTTP core: the server frames requests by the client's rules. It
+/// once refused `Content-Length: 5, 5`, which the client accepts (RFC 9110
+/// §8.6); it took requests without `Host`, or with two (RFC 9112 §3.2: 400);
+/// and it answered a long request line with 431 instead of 414.
+#[test]
+fn framing_host_and_long_request_lines() {
+    let srv = server();
+    let mut s = connect(srv.addr);
+    s.write_all(b"POST /bar?delay=0 HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 5\r\n\r\nhello")
+        .unwrap();
+    assert_eq!(read_response(&mut s, &mut Vec::new(), false).status, 200);
+    s.write_all(b"POST /foo?delay=0 HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi")
+        .unwrap();
+    assert_eq!(
+        read_response(&mut s, &mut Vec::new(), false).body,
+        b"<h1>foo!</h1>"
+    );
+    for bad in [
+        &b"GET /bar HTTP/1.1\r\n\r\n"[..],
+        b"GET /bar HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET /bar HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n",
+        b"POST /bar HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 6\r\n\r\nhello",
+    ] {
+        let text = String::from_utf8(exchange(srv.addr, bad)).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{:?}: {text}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    // HTTP/1.0 needs no Host.
+    let text = String::from_utf8(exchange(srv.addr, b"GET /bar?delay=0 HTTP/1.0\r\n\r\n")).unwrap();
+    assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
+    // A request line longer than --max-head-bytes (8192 here) is 414.
+    let mut req = b"GET /".to_vec();
+    req.extend(std::iter::repeat_n(b'a', 10_000));
+    req.extend_from_slice(b" HTTP/1.1\r\nHost: t\r\n\r\n");
+    let text = String::from_utf8(exchange(srv.addr, &req)).unwrap();
+    assert!(text.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{text}");
+    srv.shutdown();
+}
+
+/// `--max-head-bytes` outside 1 KiB..1 MiB is refused before anything runs.
+#[test]
+fn head_limit_is_bounded() {
+    for bad in [0, 1023, (1 << 20) + 1, usize::MAX] {
+        let e = start(ServeOptions {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_head_bytes: bad,
+            ..ServeOptions::default()
+        })
+        .err()
+        .expect("refused");
+        assert!(e.to_string().contains("1 KiB to 1 MiB"), "{bad}: {e}");
+    }
 }
 
 #[test]
@@ -326,7 +387,7 @@ fn chunked_2500_framing() {
     let srv = server();
     let all = exchange(
         srv.addr,
-        b"GET /chunked/2500 HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /chunked/2500 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
     );
     let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     let head = String::from_utf8_lossy(&all[..split]);
@@ -375,7 +436,7 @@ fn status_and_bytes_routes() {
 #[test]
 fn close_route_closes() {
     let srv = server();
-    let all = exchange(srv.addr, b"GET /close HTTP/1.1\r\n\r\n");
+    let all = exchange(srv.addr, b"GET /close HTTP/1.1\r\nHost: t\r\n\r\n");
     let text = String::from_utf8(all).unwrap();
     assert!(text.contains("Connection: close\r\n"));
     assert!(text.ends_with("<h1>bar!</h1>"));
@@ -386,11 +447,11 @@ fn close_route_closes() {
 fn request_bodies_are_discarded() {
     let srv = server();
     let mut s = connect(srv.addr);
-    s.write_all(b"POST /bar?delay=0 HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
+    s.write_all(b"POST /bar?delay=0 HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello")
         .unwrap();
     assert_eq!(read_response(&mut s, &mut Vec::new(), false).status, 200);
     // Body arriving later than its head, in pieces.
-    s.write_all(b"POST /foo?delay=0 HTTP/1.1\r\nContent-Length: 10000\r\n\r\n")
+    s.write_all(b"POST /foo?delay=0 HTTP/1.1\r\nHost: t\r\nContent-Length: 10000\r\n\r\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(30));
     s.write_all(&[b'x'; 6000]).unwrap();
@@ -401,7 +462,7 @@ fn request_bodies_are_discarded() {
         b"<h1>foo!</h1>"
     );
     // Expect: 100-continue gets its interim answer first.
-    s.write_all(b"PUT /bar?delay=0 HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+    s.write_all(b"PUT /bar?delay=0 HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
         .unwrap();
     let mut buf = Vec::new();
     assert_eq!(read_response(&mut s, &mut buf, true).status, 100);
@@ -410,7 +471,7 @@ fn request_bodies_are_discarded() {
     // Chunked request bodies are refused with 411 and a close.
     let all = exchange(
         srv.addr,
-        b"POST /bar HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"POST /bar HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     );
     assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 411 Length Required\r\n"));
     srv.shutdown();
@@ -421,13 +482,14 @@ fn client_vanishing_mid_answer_is_harmless() {
     let srv = server();
     for _ in 0..5 {
         let mut s = connect(srv.addr);
-        s.write_all(b"GET /bytes/16777216 HTTP/1.1\r\n\r\n")
+        s.write_all(b"GET /bytes/16777216 HTTP/1.1\r\nHost: t\r\n\r\n")
             .unwrap();
         let mut b = [0u8; 1000];
         let _ = s.read(&mut b);
         drop(s);
         let mut s = connect(srv.addr);
-        s.write_all(b"GET /bar HTTP/1.1\r\n\r\n").unwrap();
+        s.write_all(b"GET /bar HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
         drop(s); // gone while the server sleeps
     }
     let mut s = connect(srv.addr);
@@ -464,7 +526,7 @@ fn shutdown_is_prompt_with_idle_connections() {
     let mut idle: Vec<TcpStream> = (0..20).map(|_| connect(addr)).collect();
     // One mid-delay, one mid-head.
     idle[0]
-        .write_all(b"GET /bar?delay=30000 HTTP/1.1\r\n\r\n")
+        .write_all(b"GET /bar?delay=30000 HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     idle[1].write_all(b"GET /bar HTT").unwrap();
     std::thread::sleep(Duration::from_millis(50));

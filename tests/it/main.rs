@@ -11,4 +11,5 @@ mod load;
 mod merge;
 mod parser_props;
 mod seccomp;
+mod serve;
 mod support;
