@@ -68,9 +68,23 @@ fn hostile_conns() -> usize {
 
 /// `uringfetch serve` as a child process on a free loopback port.
 fn serve() -> Peer {
+    serve_limited(None)
+}
+
+/// [`serve`], optionally under `ulimit -n nofile`.
+fn serve_limited(nofile: Option<u32>) -> Peer {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let child = Command::new(env!("CARGO_BIN_EXE_uringfetch"))
+    let mut cmd = match nofile {
+        None => Command::new(env!("CARGO_BIN_EXE_uringfetch")),
+        Some(n) => {
+            let mut c = Command::new("sh");
+            c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")])
+                .arg(env!("CARGO_BIN_EXE_uringfetch"));
+            c
+        }
+    };
+    let child = cmd
         .args(["serve", "--addr", &addr.to_string(), "--threads", "2"])
         .args(["--delay", "200ms", "--idle-timeout", "2s"])
         .args(["--max-head-bytes", "16384"])
@@ -357,4 +371,80 @@ fn idle_connections_do_not_keep_big_answers_buffers() {
         "{per_conn} KiB per idle connection after a 70,000-byte chunked answer"
     );
     drop(conns);
+}
+
+/// Request bodies dribbled at one byte a second (`Content-Length:
+/// 1000000000`) from more connections than the server has descriptors
+/// (`ulimit -n 256`): the server restarted a body's deadline on every read,
+/// so they held every slot for ever and no new client was answered. A body
+/// must now average a minimum rate, so they are cut after about
+/// `--idle-timeout`, and a new client is then answered within one delay +
+/// 100 ms while the attack goes on.
+#[test]
+fn slow_bodies_are_cut_off_under_a_low_descriptor_limit() {
+    const NOFILE: u32 = 256;
+    const ATTACKERS: usize = 256;
+    let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let server = serve_limited(Some(NOFILE));
+    let addr = server.addr;
+    let mut conns: Vec<TcpStream> = (0..ATTACKERS)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).expect("attacker connects");
+            s.write_all(b"POST /bar HTTP/1.1\r\nHost: slow\r\nContent-Length: 1000000000\r\n\r\n")
+                .expect("attacker head");
+            s.set_nonblocking(true).expect("nonblocking");
+            s
+        })
+        .collect();
+    let start = Instant::now();
+    // New clients from when the bodies should have been cut off.
+    let probe = std::thread::spawn(move || {
+        std::thread::sleep((IDLE + Duration::from_millis(1500)).saturating_sub(start.elapsed()));
+        let mut worst = Duration::ZERO;
+        for _ in 0..5 {
+            let t = Instant::now();
+            let answered = (|| {
+                let mut s = TcpStream::connect(addr).ok()?;
+                s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+                s.write_all(b"GET /bar HTTP/1.1\r\nHost: probe\r\n\r\n")
+                    .ok()?;
+                let mut parser = ResponseParser::new(false);
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = s.read(&mut buf).ok().filter(|&n| n > 0)?;
+                    if let Ok(Progress::Done(r)) = parser.feed(&buf[..n]) {
+                        return Some(r.status);
+                    }
+                }
+            })();
+            let took = t.elapsed();
+            assert_eq!(
+                answered,
+                Some(200),
+                "a new client got no answer in {took:?}, {:?} into the attack",
+                start.elapsed()
+            );
+            worst = worst.max(took);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        worst
+    });
+    // One byte a second from every attacker until the probe is done.
+    while !probe.is_finished() && start.elapsed() < IDLE + Duration::from_secs(15) {
+        for s in &mut conns {
+            let _ = s.write(b"x");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let worst = probe.join().expect("probe answered");
+    eprintln!("{ATTACKERS} slow bodies under ulimit -n {NOFILE}: slowest new client {worst:?}");
+    assert!(
+        worst <= BOUND,
+        "a new client waited {worst:?} (bound {BOUND:?})"
+    );
+    let open = conns.iter().filter(|s| still_open(s)).count();
+    assert!(
+        open < ATTACKERS / 4,
+        "{open} of {ATTACKERS} slow bodies still held"
+    );
 }

@@ -216,20 +216,22 @@ impl Conn {
         }
     }
 
-    /// Reads `n` body bytes (some may already be buffered) and drops them.
+    /// Reads `n` body bytes (some may already be buffered) and drops them,
+    /// within a [`BodyDeadline`].
     async fn discard_body(&mut self, n: u64) -> Result<(), Abort> {
         let buffered = (self.buf.len() - self.start) as u64;
         let take = buffered.min(n);
         self.start += take as usize;
         let mut remaining = n - take;
+        let mut deadline = BodyDeadline::new(Instant::now(), self.cfg.idle_timeout);
         while remaining > 0 {
             // `take < n` means the buffer was fully consumed.
             self.compact_if_empty();
-            let deadline = Instant::now() + self.cfg.idle_timeout;
-            let got = self.read_more(deadline).await? as u64;
+            let got = self.read_more(deadline.at).await? as u64;
             if got == 0 {
                 return Err(Abort);
             }
+            deadline.received(Instant::now(), got);
             let take = got.min(remaining);
             self.start += take as usize;
             remaining -= take;
@@ -498,9 +500,64 @@ impl Conn {
     }
 }
 
+/// A request body must keep arriving at [`BODY_MIN_RATE`] on average
+/// (Apache mod_reqtimeout's `body=T,MinRate=R`, with T the idle timeout):
+/// the body starts with `idle_timeout` to arrive, each byte received adds
+/// `1 / BODY_MIN_RATE` s, and the deadline is never more than
+/// `idle_timeout` ahead, so an early burst buys no long stall. A body
+/// dribbled at 1 byte/s is cut after about `idle_timeout`, however large its
+/// `Content-Length`.
+struct BodyDeadline {
+    at: Instant,
+    idle: Duration,
+}
+
+/// Bytes per second a request body must average (mod_reqtimeout's default).
+const BODY_MIN_RATE: u64 = 500;
+
+impl BodyDeadline {
+    fn new(now: Instant, idle: Duration) -> Self {
+        Self {
+            at: now + idle,
+            idle,
+        }
+    }
+
+    /// `n` more bytes arrived at `now`.
+    fn received(&mut self, now: Instant, n: u64) {
+        let credit = Duration::from_micros(n.saturating_mul(1_000_000) / BODY_MIN_RATE);
+        let cap = now + self.idle;
+        self.at = self.at.checked_add(credit).map_or(cap, |at| at.min(cap));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_must_average_the_minimum_rate() {
+        let idle = Duration::from_secs(2);
+        let t0 = Instant::now();
+        let sec = |n: u64| t0 + Duration::from_secs(n);
+        // One byte a second: 2 ms of credit each, so the deadline barely
+        // moves past the first two seconds.
+        let mut d = BodyDeadline::new(t0, idle);
+        d.received(sec(1), 1);
+        assert_eq!(d.at, sec(2) + Duration::from_millis(2));
+        // 500 bytes a second keeps pace for ever.
+        let mut d = BodyDeadline::new(t0, idle);
+        for s in 1..100 {
+            d.received(sec(s), BODY_MIN_RATE);
+            assert!(d.at >= sec(s + 1), "{s}");
+        }
+        // A megabyte at once buys idle_timeout, not 2,000 seconds.
+        let mut d = BodyDeadline::new(t0, idle);
+        d.received(sec(1), 1 << 20);
+        assert_eq!(d.at, sec(3));
+        d.received(sec(1), u64::MAX);
+        assert_eq!(d.at, sec(3));
+    }
 
     #[test]
     fn fill_pattern() {
