@@ -1,12 +1,13 @@
 //! The demo server: the article's `/foo` and `/bar` after a delay, plus a few
 //! routes useful for load tests. Built on tokio-uring, one ring per thread,
-//! each thread with its own `SO_REUSEPORT` listener.
+//! each thread with its own `SO_REUSEPORT` listeners.
 //!
 //! Why this shape: a tokio-uring runtime is single-threaded (tasks are
 //! `!Send`, spawned with `spawn_local`), so using several cores means several
-//! independent runtimes. Giving each its own `SO_REUSEPORT` listener lets the
-//! kernel spread incoming connections across them with no shared accept
-//! queue and no cross-thread hand-off.
+//! independent runtimes. Giving each its own `SO_REUSEPORT` listeners lets
+//! the kernel spread incoming connections across them with no shared accept
+//! queue and no cross-thread hand-off; [`listen`] says how many and why, and
+//! how an address another process holds is refused.
 //!
 //! Layout: [`routes`] chooses an answer (pure), [`request`] parses heads
 //! (pure), [`conn`] runs one connection on the ring, [`reaper`] closes
@@ -21,6 +22,7 @@
 //! for clients, only for the kernel to acknowledge the cancellations.
 
 mod conn;
+mod listen;
 mod reaper;
 mod request;
 mod routes;
@@ -34,17 +36,10 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
 use conn::ConnConfig;
 use reaper::Reaper;
-
-/// Listen backlog per listener. The kernel caps it at `net.core.somaxconn`
-/// (4096 by default); asking for more costs nothing and helps where it is
-/// raised. A burst of 10,000 connects must not overflow it, or the clients
-/// see SYN retransmits (a one-second stall).
-const BACKLOG: i32 = 65_535;
 
 /// Submission-queue entries per ring (the completion queue gets twice
 /// that). Small on purpose, for fairness between connections:
@@ -72,8 +67,10 @@ const SQ_ENTRIES: u32 = 32;
 
 /// Accept operations kept in flight per listener, so that a burst of
 /// connects is not drained strictly one executor round trip at a time.
-/// (On the 2-core test machine, 1, 4 and 16 gave the same 10,000-connection
-/// figures within noise; the client was the bottleneck there.)
+/// (1, 4 and 16 gave the same 10,000-connection figures within noise.
+/// Draining the queue with non-blocking accepts after each completion made
+/// them slower: with room in the kernel's queue, accepting lazily leaves the
+/// CPU to the connects; see bench/README.md.)
 const ACCEPTS_IN_FLIGHT: usize = 4;
 
 /// After an accept error such as EMFILE, wait this long before retrying, so
@@ -86,7 +83,7 @@ pub struct ServeOptions {
     pub addr: SocketAddr,
     /// Delay before `/foo` and `/bar` answer.
     pub delay: Duration,
-    /// Threads, each with one io_uring and one listener (0 is treated as 1).
+    /// Threads, each with one io_uring and its own listeners (0 is treated as 1).
     pub threads: usize,
     /// Largest request head accepted, within
     /// `http::server::MIN_HEAD_LIMIT..=MAX_HEAD_LIMIT` (1 KiB to
@@ -135,7 +132,7 @@ impl ServerHandle {
         }
     }
 
-    /// Number of server threads (one listener and one ring each).
+    /// Number of server threads (one ring each).
     pub fn threads(&self) -> usize {
         self.threads.len()
     }
@@ -151,15 +148,10 @@ pub fn start(opts: ServeOptions) -> io::Result<ServerHandle> {
     crate::http::server::check_head_limit(opts.max_head_bytes)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("max_head_bytes: {e}")))?;
     let n = opts.threads.max(1);
-    let mut listeners = Vec::with_capacity(n);
-    let first = bind_listener(opts.addr)?;
-    // With port 0 the kernel picks a port for the first listener; the others
-    // must join that concrete port to form one SO_REUSEPORT group.
-    let addr = first.local_addr()?;
-    listeners.push(first);
-    for _ in 1..n {
-        listeners.push(bind_listener(addr)?);
-    }
+    let listen::Listeners {
+        addr,
+        per_thread: listeners,
+    } = listen::bind(opts.addr, n)?;
 
     let cfg = ConnConfig {
         delay: opts.delay,
@@ -251,23 +243,11 @@ pub fn run_foreground(opts: ServeOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One listening socket with `SO_REUSEPORT`, non-blocking as tokio-uring
-/// expects of the fds it is handed.
-fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
-}
-
 /// Body of one server thread: build a ring, report readiness, accept until
 /// told to stop. The runtime (and with it every connection) is dropped when
 /// this returns.
 fn server_thread(
-    listener: std::net::TcpListener,
+    listeners: Vec<std::net::TcpListener>,
     cfg: ConnConfig,
     stop: watch::Receiver<bool>,
     ready: mpsc::Sender<io::Result<()>>,
@@ -282,20 +262,22 @@ fn server_thread(
     let _ = ready.send(Ok(()));
     drop(ready);
     rt.block_on(async move {
-        let listener = Rc::new(tokio_uring::net::TcpListener::from_std(listener));
         let cfg = Rc::new(cfg);
         let reaper = Reaper::start();
-        for _ in 1..ACCEPTS_IN_FLIGHT {
-            tokio_uring::spawn(accept_loop(
-                listener.clone(),
-                cfg.clone(),
-                reaper.clone(),
-                stop.clone(),
-            ));
+        for listener in listeners {
+            let listener = Rc::new(tokio_uring::net::TcpListener::from_std(listener));
+            for _ in 0..ACCEPTS_IN_FLIGHT {
+                tokio_uring::spawn(accept_loop(
+                    listener.clone(),
+                    cfg.clone(),
+                    reaper.clone(),
+                    stop.clone(),
+                ));
+            }
         }
-        // When this one returns, `block_on` ends and the runtime drop takes
-        // the other accept loops (and all connections) with it.
-        accept_loop(listener, cfg, reaper, stop).await;
+        // When shutdown is called, `block_on` ends and the runtime drop takes
+        // the accept loops (and all connections) with it.
+        stopped(&mut stop.clone()).await;
     });
 }
 
