@@ -274,6 +274,10 @@ pub struct ServeArgs {
     /// Close connections idle (or still sending their head) this long.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub idle_timeout: Duration,
+    /// I/O engine: io_uring, epoll (where io_uring is unavailable), or auto
+    /// (io_uring if usable, else epoll).
+    #[arg(long, value_enum, default_value_t = crate::server::Engine::Uring)]
+    pub engine: crate::server::Engine,
 }
 
 #[derive(Debug, Args)]

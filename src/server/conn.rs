@@ -2,12 +2,13 @@
 //!
 //! Written as one straight-line async loop per connection (the point of the
 //! article: the switch between requests happens in user space, here in the
-//! tokio-uring executor, without splitting the code into callbacks).
+//! executor, without splitting the code into callbacks), generic over the
+//! I/O engine ([`super::io`]): the same loop runs on io_uring and on epoll.
 //!
-//! tokio-uring works on *owned* buffers: a read takes the buffer and gives it
-//! back on completion, and if the future is dropped first (a timeout) the
-//! buffer and a reference to the fd stay with the kernel operation until it
-//! completes. Two consequences shape this file:
+//! Buffers are *owned*: a read takes the buffer and gives it back on
+//! completion, and on io_uring, if the future is dropped first (a timeout)
+//! the buffer and a reference to the fd stay with the kernel operation until
+//! it completes. Two consequences shape this file:
 //! - the read buffer lives in `Conn::buf` and is moved in and out of each
 //!   read; after a timeout it is gone, so a timeout always ends the
 //!   connection;
@@ -27,9 +28,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::time::{Instant, timeout, timeout_at};
-use tokio_uring::buf::BoundedBuf;
-use tokio_uring::net::TcpStream;
 
+use super::io::Stream;
 use super::reaper::Reaper;
 use super::request::{self, Parsed, Request};
 use super::routes::{self, Body, Plan};
@@ -96,8 +96,8 @@ enum End {
 /// The connection cannot continue (I/O error, timeout, peer gone).
 struct Abort;
 
-struct Conn {
-    stream: TcpStream,
+struct Conn<S: Stream> {
+    stream: S,
     cfg: Rc<ConnConfig>,
     /// Received bytes; `buf[start..]` is not yet consumed. Invariant:
     /// `start <= buf.len()`.
@@ -113,7 +113,7 @@ struct Conn {
 
 /// Serves one accepted connection until it ends; never panics on input and
 /// swallows all I/O errors (a vanished client only ends its own task).
-pub(crate) async fn serve(stream: TcpStream, cfg: Rc<ConnConfig>, reaper: Rc<Reaper>) {
+pub(crate) async fn serve<S: Stream>(stream: S, cfg: Rc<ConnConfig>, reaper: Rc<Reaper<S>>) {
     let mut conn = Conn {
         stream,
         cfg,
@@ -129,7 +129,7 @@ pub(crate) async fn serve(stream: TcpStream, cfg: Rc<ConnConfig>, reaper: Rc<Rea
     conn.finish(end, &reaper).await;
 }
 
-impl Conn {
+impl<S: Stream> Conn<S> {
     async fn run(&mut self) -> Result<End, Abort> {
         loop {
             let req = match self.next_head().await? {
@@ -241,16 +241,15 @@ impl Conn {
 
     /// Appends one read to `buf`. Requires spare capacity in `buf`.
     async fn read_more(&mut self, deadline: Instant) -> Result<usize, Abort> {
-        let len = self.buf.len();
-        if len >= self.buf.capacity() {
-            // Callers guarantee room; reserve rather than panic in `slice`.
+        if self.buf.len() >= self.buf.capacity() {
+            // Callers guarantee room; a full buffer would read nothing.
             self.buf.reserve(INITIAL_BUF);
         }
         let buf = std::mem::take(&mut self.buf);
-        let read = self.stream.read(buf.slice(len..));
+        let read = self.stream.read_append(buf);
         // On timeout the buffer stays with the in-flight read; we abort.
-        let (res, slice) = timeout_at(deadline, read).await.map_err(|_| Abort)?;
-        self.buf = slice.into_inner();
+        let (res, buf) = timeout_at(deadline, read).await.map_err(|_| Abort)?;
+        self.buf = buf;
         res.map_err(|_| Abort)
     }
 
@@ -383,7 +382,7 @@ impl Conn {
         while remaining > 0 {
             let k = remaining.min(FILL_LEN as u64) as usize;
             let chunk: &'static [u8] = &FILL[..k];
-            self.write_timed(chunk).await?;
+            self.write_static_timed(chunk).await?;
             remaining -= k as u64;
         }
         Ok(())
@@ -448,7 +447,7 @@ impl Conn {
             return Ok(());
         }
         let out = std::mem::take(&mut self.out);
-        let mut out = self.write_timed(out).await?;
+        let mut out = self.write_vec_timed(out).await?;
         out.clear();
         if out.capacity() <= 2 * WRITE_CHUNK {
             self.out = out;
@@ -456,20 +455,28 @@ impl Conn {
         Ok(())
     }
 
-    /// `write_all` bounded by `idle_timeout`; gives the buffer back.
-    async fn write_timed<B: BoundedBuf>(&mut self, buf: B) -> Result<B, Abort> {
-        let (res, buf) = timeout(self.cfg.idle_timeout, self.stream.write_all(buf))
+    /// Writes all of `buf` within `idle_timeout`; gives the buffer back.
+    async fn write_vec_timed(&mut self, buf: Vec<u8>) -> Result<Vec<u8>, Abort> {
+        let (res, buf) = timeout(self.cfg.idle_timeout, self.stream.write_vec(buf))
             .await
             .map_err(|_| Abort)?;
         res.map_err(|_| Abort)?;
         Ok(buf)
     }
 
+    /// Writes all of a static slice within `idle_timeout`.
+    async fn write_static_timed(&mut self, buf: &'static [u8]) -> Result<(), Abort> {
+        timeout(self.cfg.idle_timeout, self.stream.write_static(buf))
+            .await
+            .map_err(|_| Abort)?
+            .map_err(|_| Abort)
+    }
+
     /// Ends the connection. A close the peer started, or an abort, is left
     /// to the thread's reaper (see [`super::reaper`]), behind the answers;
     /// a close after a `Connection: close` answer happens at once, so the
     /// peer sees the end of the answer's stream without delay.
-    async fn finish(self, end: End, reaper: &Reaper) {
+    async fn finish(self, end: End, reaper: &Reaper<S>) {
         match end {
             End::Graceful => {
                 let _ = self.stream.shutdown(Shutdown::Write);
@@ -478,11 +485,12 @@ impl Conn {
             End::Linger => {
                 let _ = self.stream.shutdown(Shutdown::Write);
                 let limit = self.cfg.idle_timeout.min(LINGER_TIME);
-                let mut buf = vec![0u8; INITIAL_BUF];
+                let mut buf = Vec::with_capacity(INITIAL_BUF);
                 let mut drained = 0;
                 let drain = async {
                     while drained < LINGER_BYTES {
-                        let (res, b) = self.stream.read(buf).await;
+                        buf.clear();
+                        let (res, b) = self.stream.read_append(buf).await;
                         buf = b;
                         match res {
                             Ok(n) if n > 0 => drained += n,
