@@ -9,6 +9,9 @@
 //! issue asks; `URINGFETCH_HOSTILE_CONNS=N` changes that. Those two tests
 //! hold that many descriptors each, so they take turns through a lock.
 //!
+//! Every test runs on both of the server's engines (`uring::NAME`,
+//! `epoll::NAME`): the fallback must hold up as the io_uring server does.
+//!
 //! This is a test binary of its own, not part of `tests/it`: the bound is a
 //! latency promise, and on a 2-core machine it cannot hold while the rest
 //! of the suite competes for the same cores (in the shared binary a burst
@@ -66,13 +69,14 @@ fn hostile_conns() -> usize {
     n
 }
 
-/// `uringfetch serve` as a child process on a free loopback port.
-fn serve() -> Peer {
-    serve_limited(None)
+/// `uringfetch serve --engine ENGINE` as a child process on a free
+/// loopback port.
+fn serve(engine: &str) -> Peer {
+    serve_limited(engine, None)
 }
 
 /// [`serve`], optionally under `ulimit -n nofile`.
-fn serve_limited(nofile: Option<u32>) -> Peer {
+fn serve_limited(engine: &str, nofile: Option<u32>) -> Peer {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let mut cmd = match nofile {
@@ -86,6 +90,7 @@ fn serve_limited(nofile: Option<u32>) -> Peer {
     };
     let child = cmd
         .args(["serve", "--addr", &addr.to_string(), "--threads", "2"])
+        .args(["--engine", engine])
         .args(["--delay", "200ms", "--idle-timeout", "2s"])
         .args(["--max-head-bytes", "16384"])
         .stdin(Stdio::null())
@@ -189,10 +194,9 @@ fn connect_many(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
         .collect()
 }
 
-#[test]
-fn slowloris_is_cut_off_and_others_are_still_answered() {
+fn slowloris_is_cut_off_and_others_are_still_answered(engine: &str) {
     let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-    let server = serve();
+    let server = serve(engine);
     let pid = server.child.id();
     let n = hostile_conns();
     let stop = Arc::new(AtomicBool::new(false));
@@ -245,10 +249,9 @@ fn still_open(s: &TcpStream) -> bool {
     }
 }
 
-#[test]
-fn connect_burst_and_vanishing_clients_do_not_stall_others() {
+fn connect_burst_and_vanishing_clients_do_not_stall_others(engine: &str) {
     let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-    let server = serve();
+    let server = serve(engine);
     let pid = server.child.id();
     let n = hostile_conns();
     let stop = Arc::new(AtomicBool::new(false));
@@ -296,11 +299,10 @@ fn connect_burst_and_vanishing_clients_do_not_stall_others() {
     );
 }
 
-#[test]
-fn oversize_and_malformed_heads_get_431_and_400() {
+fn oversize_and_malformed_heads_get_431_and_400(engine: &str) {
     // Its probe's bound would not hold next to 10,000 hostile connections.
     let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-    let server = serve();
+    let server = serve(engine);
     let stop = Arc::new(AtomicBool::new(false));
     let probe = watch(server.addr, stop.clone());
     let mut big = b"GET /bar HTTP/1.1\r\nX-Big: ".to_vec();
@@ -348,11 +350,10 @@ fn oversize_and_malformed_heads_get_431_and_400() {
 /// A connection that got a big answer and went idle keeps little memory:
 /// the server once kept the output buffer the answer grew (73 KiB per idle
 /// connection after `/chunked/70000`, against about 5 KiB after `/bar`).
-#[test]
-fn idle_connections_do_not_keep_big_answers_buffers() {
+fn idle_connections_do_not_keep_big_answers_buffers(engine: &str) {
     const N: usize = 500;
     let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-    let peer = serve();
+    let peer = serve(engine);
     let pid = peer.child.id();
     let before = status_kib(pid, "VmRSS");
     let conns: Vec<TcpStream> = (0..N)
@@ -380,12 +381,11 @@ fn idle_connections_do_not_keep_big_answers_buffers() {
 /// must now average a minimum rate, so they are cut after about
 /// `--idle-timeout`, and a new client is then answered within one delay +
 /// 100 ms while the attack goes on.
-#[test]
-fn slow_bodies_are_cut_off_under_a_low_descriptor_limit() {
+fn slow_bodies_are_cut_off_under_a_low_descriptor_limit(engine: &str) {
     const NOFILE: u32 = 256;
     const ATTACKERS: usize = 256;
     let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-    let server = serve_limited(Some(NOFILE));
+    let server = serve_limited(engine, Some(NOFILE));
     let addr = server.addr;
     let mut conns: Vec<TcpStream> = (0..ATTACKERS)
         .map(|_| {
@@ -448,3 +448,23 @@ fn slow_bodies_are_cut_off_under_a_low_descriptor_limit() {
         "{open} of {ATTACKERS} slow bodies still held"
     );
 }
+
+/// Runs each of these tests once per server engine.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod uring {
+            $( #[test] fn $name() { super::$name("uring") } )*
+        }
+        mod epoll {
+            $( #[test] fn $name() { super::$name("epoll") } )*
+        }
+    };
+}
+
+on_both_engines!(
+    slowloris_is_cut_off_and_others_are_still_answered,
+    connect_burst_and_vanishing_clients_do_not_stall_others,
+    oversize_and_malformed_heads_get_431_and_400,
+    idle_connections_do_not_keep_big_answers_buffers,
+    slow_bodies_are_cut_off_under_a_low_descriptor_limit,
+);
