@@ -51,22 +51,27 @@ static HEAVY: Mutex<()> = Mutex::new(());
 /// Hostile connections per phase. (Until the server's submission queue was
 /// made small, a 10,000-connect burst delayed the probe's answers by up to
 /// 150 ms past the bound on the 2-core test machine; see `SQ_ENTRIES` in
-/// `src/server/mod.rs`.)
+/// `src/server/uring.rs`.)
 fn hostile_conns() -> usize {
     let n = std::env::var("URINGFETCH_HOSTILE_CONNS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
+    need_descriptors(n, "or set URINGFETCH_HOSTILE_CONNS lower");
+    n
+}
+
+/// Fails the test unless the open-file limit leaves room for `n`
+/// connections and 2,000 descriptors more.
+fn need_descriptors(n: usize, or: &str) {
     // The soft open-file limit (unlimited reads as u64::MAX, unknown as 0).
     let nofile = Rlimit::get(libc::RLIMIT_NOFILE).map_or(0, |l| l.soft.unwrap_or(u64::MAX));
     assert!(
         nofile >= n as u64 + 2_000,
-        "{n} hostile connections need an open-file limit above {}; it is {nofile}: \
-         run the tests through scripts/test (which runs `ulimit -n 20000`) \
-         or set URINGFETCH_HOSTILE_CONNS lower",
+        "{n} connections need an open-file limit above {}; it is {nofile}: \
+         run the tests through scripts/test (which runs `ulimit -n 20000`) {or}",
         n + 2_000,
     );
-    n
 }
 
 /// `uringfetch serve --engine ENGINE` as a child process on a free
@@ -77,6 +82,11 @@ fn serve(engine: &str) -> Peer {
 
 /// [`serve`], optionally under `ulimit -n nofile`.
 fn serve_limited(engine: &str, nofile: Option<u32>) -> Peer {
+    serve_with(engine, nofile, 2)
+}
+
+/// [`serve`] with `threads` threads, optionally under `ulimit -n nofile`.
+fn serve_with(engine: &str, nofile: Option<u32>, threads: usize) -> Peer {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let mut cmd = match nofile {
@@ -89,7 +99,8 @@ fn serve_limited(engine: &str, nofile: Option<u32>) -> Peer {
         }
     };
     let child = cmd
-        .args(["serve", "--addr", &addr.to_string(), "--threads", "2"])
+        .args(["serve", "--addr", &addr.to_string()])
+        .args(["--threads", &threads.to_string()])
         .args(["--engine", engine])
         .args(["--delay", "200ms", "--idle-timeout", "2s"])
         .args(["--max-head-bytes", "16384"])
@@ -449,6 +460,52 @@ fn slow_bodies_are_cut_off_under_a_low_descriptor_limit(engine: &str) {
     );
 }
 
+/// A burst of 10,000 connects fits in the kernel's accept queues of a
+/// one-thread server even while it accepts none of them (it is stopped):
+/// no SYN is dropped, so no client waits for the 1 s retransmit. With one
+/// listener per thread the queue held `net.core.somaxconn` (4096 here) and
+/// the rest of the burst waited; `load -n 10000 -c 10000` then took 2.3-3.2 s.
+fn ten_thousand_connects_fit_the_accept_queues(engine: &str) {
+    const N: usize = 10_000;
+    let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    need_descriptors(N, "");
+    let server = serve_with(engine, None, 1);
+    let pid = server.child.id().to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let start = Instant::now();
+    let mut conns = Vec::with_capacity(N);
+    let mut failed = None;
+    for i in 0..N {
+        // A dropped SYN is retransmitted after 1 s: 500 ms tells them apart.
+        match TcpStream::connect_timeout(&server.addr, Duration::from_millis(500)) {
+            Ok(s) => conns.push(s),
+            Err(e) => {
+                failed = Some(format!("connect {i} of {N}: {e}"));
+                break;
+            }
+        }
+    }
+    let took = start.elapsed();
+    signal("-CONT");
+    assert_eq!(failed, None, "after {took:?} with the server stopped");
+    eprintln!("{N} connects to a stopped one-thread server in {took:?}");
+    // Once running again it answers, the queued connections notwithstanding.
+    drop(conns);
+    let mut s = TcpStream::connect(server.addr).expect("connect after");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(
+        exchange(&mut s, b"GET /bar?delay=0 HTTP/1.1\r\nHost: t\r\n\r\n"),
+        200
+    );
+}
+
 /// Runs each of these tests once per server engine.
 macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => {
@@ -462,6 +519,7 @@ macro_rules! on_both_engines {
 }
 
 on_both_engines!(
+    ten_thousand_connects_fit_the_accept_queues,
     slowloris_is_cut_off_and_others_are_still_answered,
     connect_burst_and_vanishing_clients_do_not_stall_others,
     oversize_and_malformed_heads_get_431_and_400,
