@@ -45,7 +45,14 @@ impl Io for Uring {
     type Stream = tokio_uring::net::TcpStream;
 
     fn runtime() -> io::Result<Self::Runtime> {
-        tokio_uring::Runtime::new(tokio_uring::builder().entries(SQ_ENTRIES))
+        // The probe's small ring worked; a ring per thread may still not
+        // (RLIMIT_MEMLOCK on kernels before 5.12): say why, as the probe would.
+        tokio_uring::Runtime::new(tokio_uring::builder().entries(SQ_ENTRIES)).map_err(|error| {
+            super::uring_unavailable(&crate::doctor::probe::Unusable {
+                call: "io_uring_setup",
+                error,
+            })
+        })
     }
 
     fn block_on<F: Future>(rt: &Self::Runtime, fut: F) -> F::Output {
