@@ -65,6 +65,10 @@ use reaper::Reaper;
 /// CPU to the connects; see bench/README.md.)
 const ACCEPTS_IN_FLIGHT: usize = 4;
 
+/// Most server threads: each has a runtime and listeners of its own, so
+/// more is a typo, not a machine.
+const MAX_THREADS: usize = 1024;
+
 /// After an accept error such as EMFILE, wait this long before retrying, so
 /// fd exhaustion does not turn the accept loop into a busy loop.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
@@ -98,7 +102,7 @@ pub struct ServeOptions {
     /// Delay before `/foo` and `/bar` answer.
     pub delay: Duration,
     /// Threads, each with its own runtime (a ring on io_uring) and
-    /// listeners (0 is treated as 1).
+    /// listeners (0 is treated as 1, more than 1024 refused).
     pub threads: usize,
     /// Largest request head accepted, within
     /// `http::server::MIN_HEAD_LIMIT..=MAX_HEAD_LIMIT` (1 KiB to
@@ -193,6 +197,15 @@ pub fn start(opts: ServeOptions) -> std::io::Result<ServerHandle> {
             format!("max_head_bytes: {e}"),
         )
     })?;
+    if opts.threads > MAX_THREADS {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} threads: at most {MAX_THREADS} (each has its own runtime and listeners)",
+                opts.threads
+            ),
+        ));
+    }
     let (engine, fallback) = match opts.engine {
         Engine::Epoll => (Engine::Epoll, None),
         wanted => match probe::usable() {

@@ -24,6 +24,19 @@ fn max_head_bytes_is_bounded_at_parse_time() {
     }
 }
 
+/// A thread count past 1,024 is refused with a reason, not a panic
+/// ("capacity overflow" for 2^64 - 1).
+#[test]
+fn absurd_thread_counts_are_refused() {
+    for n in ["1025", "18446744073709551615"] {
+        let out = uringfetch(&["serve", "--addr", "127.0.0.1:0", "--threads", n], LIMIT);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{n}: {err}");
+        assert!(err.contains("at most 1024"), "{n}: {err}");
+        assert!(!err.contains("panicked"), "{n}: {err}");
+    }
+}
+
 /// A second `serve` on a port a running one holds used to start silently
 /// and share it through SO_REUSEPORT (7 of 8 requests went to the old
 /// server). It must refuse, as Python's http.server and nginx do; so must
