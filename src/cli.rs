@@ -282,15 +282,22 @@ pub struct ServeArgs {
     /// How long /foo and /bar wait before answering (0 allowed).
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub delay: Duration,
-    /// Threads, each with its own io_uring and SO_REUSEPORT listener [default: all cores].
+    /// Threads, each with its own io_uring (or epoll) runtime and
+    /// SO_REUSEPORT listeners [default: all cores].
     #[arg(long, value_parser = parse_at_least_one)]
     pub threads: Option<usize>,
-    /// Largest request head accepted; larger gets 431.
-    #[arg(long, default_value_t = 16 * 1024)]
+    /// Largest request head accepted, 1024 to 1048576 bytes; a larger head
+    /// gets 431 (414 when its request line alone is larger).
+    #[arg(long, default_value_t = 16 * 1024, value_parser = crate::http::server::parse_head_limit)]
     pub max_head_bytes: usize,
-    /// Close connections idle (or still sending their head) this long.
+    /// Close connections idle (or still sending their head) this long; a
+    /// request body gets this long, then must average 500 bytes/s.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub idle_timeout: Duration,
+    /// I/O engine: io_uring, epoll (where io_uring is unavailable), or auto
+    /// (io_uring if usable, else epoll).
+    #[arg(long, value_enum, default_value_t = crate::server::Engine::Uring)]
+    pub engine: crate::server::Engine,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,9 @@
 //! issue asks; `URINGFETCH_HOSTILE_CONNS=N` changes that. Those two tests
 //! hold that many descriptors each, so they take turns through a lock.
 //!
+//! Every test runs on both of the server's engines (`uring::NAME`,
+//! `epoll::NAME`): the fallback must hold up as the io_uring server does.
+//!
 //! This is a test binary of its own, not part of `tests/it`: the bound is a
 //! latency promise, and on a 2-core machine it cannot hold while the rest
 //! of the suite competes for the same cores (in the shared binary a burst
@@ -48,30 +51,57 @@ static HEAVY: Mutex<()> = Mutex::new(());
 /// Hostile connections per phase. (Until the server's submission queue was
 /// made small, a 10,000-connect burst delayed the probe's answers by up to
 /// 150 ms past the bound on the 2-core test machine; see `SQ_ENTRIES` in
-/// `src/server/mod.rs`.)
+/// `src/server/uring.rs`.)
 fn hostile_conns() -> usize {
     let n = std::env::var("URINGFETCH_HOSTILE_CONNS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
+    need_descriptors(n, "or set URINGFETCH_HOSTILE_CONNS lower");
+    n
+}
+
+/// Fails the test unless the open-file limit leaves room for `n`
+/// connections and 2,000 descriptors more.
+fn need_descriptors(n: usize, or: &str) {
     // The soft open-file limit (unlimited reads as u64::MAX, unknown as 0).
     let nofile = Rlimit::get(libc::RLIMIT_NOFILE).map_or(0, |l| l.soft.unwrap_or(u64::MAX));
     assert!(
         nofile >= n as u64 + 2_000,
-        "{n} hostile connections need an open-file limit above {}; it is {nofile}: \
-         run the tests through scripts/test (which runs `ulimit -n 20000`) \
-         or set URINGFETCH_HOSTILE_CONNS lower",
+        "{n} connections need an open-file limit above {}; it is {nofile}: \
+         run the tests through scripts/test (which runs `ulimit -n 20000`) {or}",
         n + 2_000,
     );
-    n
 }
 
-/// `uringfetch serve` as a child process on a free loopback port.
-fn serve() -> Peer {
+/// `uringfetch serve --engine ENGINE` as a child process on a free
+/// loopback port.
+fn serve(engine: &str) -> Peer {
+    serve_limited(engine, None)
+}
+
+/// [`serve`], optionally under `ulimit -n nofile`.
+fn serve_limited(engine: &str, nofile: Option<u32>) -> Peer {
+    serve_with(engine, nofile, 2)
+}
+
+/// [`serve`] with `threads` threads, optionally under `ulimit -n nofile`.
+fn serve_with(engine: &str, nofile: Option<u32>, threads: usize) -> Peer {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let child = Command::new(env!("CARGO_BIN_EXE_uringfetch"))
-        .args(["serve", "--addr", &addr.to_string(), "--threads", "2"])
+    let mut cmd = match nofile {
+        None => Command::new(env!("CARGO_BIN_EXE_uringfetch")),
+        Some(n) => {
+            let mut c = Command::new("sh");
+            c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")])
+                .arg(env!("CARGO_BIN_EXE_uringfetch"));
+            c
+        }
+    };
+    let child = cmd
+        .args(["serve", "--addr", &addr.to_string()])
+        .args(["--threads", &threads.to_string()])
+        .args(["--engine", engine])
         .args(["--delay", "200ms", "--idle-timeout", "2s"])
         .args(["--max-head-bytes", "16384"])
         .stdin(Stdio::null())
@@ -175,10 +205,9 @@ fn connect_many(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
         .collect()
 }
 
-#[test]
-fn slowloris_is_cut_off_and_others_are_still_answered() {
+fn slowloris_is_cut_off_and_others_are_still_answered(engine: &str) {
     let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-    let server = serve();
+    let server = serve(engine);
     let pid = server.child.id();
     let n = hostile_conns();
     let stop = Arc::new(AtomicBool::new(false));
@@ -214,7 +243,10 @@ fn slowloris_is_cut_off_and_others_are_still_answered() {
     );
     drop(conns);
     let mut s = TcpStream::connect(server.addr).expect("connect after");
-    assert_eq!(exchange(&mut s, b"GET /foo HTTP/1.1\r\n\r\n"), 200);
+    assert_eq!(
+        exchange(&mut s, b"GET /foo HTTP/1.1\r\nHost: t\r\n\r\n"),
+        200
+    );
 }
 
 /// Whether the server still holds the connection (no EOF or error yet).
@@ -228,10 +260,9 @@ fn still_open(s: &TcpStream) -> bool {
     }
 }
 
-#[test]
-fn connect_burst_and_vanishing_clients_do_not_stall_others() {
+fn connect_burst_and_vanishing_clients_do_not_stall_others(engine: &str) {
     let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-    let server = serve();
+    let server = serve(engine);
     let pid = server.child.id();
     let n = hostile_conns();
     let stop = Arc::new(AtomicBool::new(false));
@@ -243,14 +274,14 @@ fn connect_burst_and_vanishing_clients_do_not_stall_others() {
         // Clients that ask for /bar and are gone before the answer.
         let mut conns = connect_many(server.addr, VANISHING);
         for s in &mut conns {
-            let _ = s.write_all(b"GET /bar HTTP/1.1\r\n\r\n");
+            let _ = s.write_all(b"GET /bar HTTP/1.1\r\nHost: t\r\n\r\n");
         }
         std::thread::sleep(DELAY / 2);
         drop(conns);
         // Big answers cut off after their first bytes.
         for _ in 0..50 {
             let mut s = TcpStream::connect(server.addr).expect("connect");
-            let _ = s.write_all(b"GET /bytes/16777216 HTTP/1.1\r\n\r\n");
+            let _ = s.write_all(b"GET /bytes/16777216 HTTP/1.1\r\nHost: t\r\n\r\n");
             let _ = s.read(&mut [0u8; 1000]);
             socket2::SockRef::from(&s)
                 .set_linger(Some(Duration::ZERO))
@@ -273,14 +304,16 @@ fn connect_burst_and_vanishing_clients_do_not_stall_others() {
     check_watch(probe, &format!("bursts of {n} connects"));
     assert!(hwm < RSS_LIMIT_KIB, "server peak RSS {hwm} KiB");
     let mut s = TcpStream::connect(server.addr).expect("connect after");
-    assert_eq!(exchange(&mut s, b"GET /foo HTTP/1.1\r\n\r\n"), 200);
+    assert_eq!(
+        exchange(&mut s, b"GET /foo HTTP/1.1\r\nHost: t\r\n\r\n"),
+        200
+    );
 }
 
-#[test]
-fn oversize_and_malformed_heads_get_431_and_400() {
+fn oversize_and_malformed_heads_get_431_and_400(engine: &str) {
     // Its probe's bound would not hold next to 10,000 hostile connections.
     let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-    let server = serve();
+    let server = serve(engine);
     let stop = Arc::new(AtomicBool::new(false));
     let probe = watch(server.addr, stop.clone());
     let mut big = b"GET /bar HTTP/1.1\r\nX-Big: ".to_vec();
@@ -328,11 +361,10 @@ fn oversize_and_malformed_heads_get_431_and_400() {
 /// A connection that got a big answer and went idle keeps little memory:
 /// the server once kept the output buffer the answer grew (73 KiB per idle
 /// connection after `/chunked/70000`, against about 5 KiB after `/bar`).
-#[test]
-fn idle_connections_do_not_keep_big_answers_buffers() {
+fn idle_connections_do_not_keep_big_answers_buffers(engine: &str) {
     const N: usize = 500;
     let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-    let peer = serve();
+    let peer = serve(engine);
     let pid = peer.child.id();
     let before = status_kib(pid, "VmRSS");
     let conns: Vec<TcpStream> = (0..N)
@@ -352,3 +384,145 @@ fn idle_connections_do_not_keep_big_answers_buffers() {
     );
     drop(conns);
 }
+
+/// Request bodies dribbled at one byte a second (`Content-Length:
+/// 1000000000`) from more connections than the server has descriptors
+/// (`ulimit -n 256`): the server restarted a body's deadline on every read,
+/// so they held every slot for ever and no new client was answered. A body
+/// must now average a minimum rate, so they are cut after about
+/// `--idle-timeout`, and a new client is then answered within one delay +
+/// 100 ms while the attack goes on.
+fn slow_bodies_are_cut_off_under_a_low_descriptor_limit(engine: &str) {
+    const NOFILE: u32 = 256;
+    const ATTACKERS: usize = 256;
+    let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let server = serve_limited(engine, Some(NOFILE));
+    let addr = server.addr;
+    let mut conns: Vec<TcpStream> = (0..ATTACKERS)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).expect("attacker connects");
+            s.write_all(b"POST /bar HTTP/1.1\r\nHost: slow\r\nContent-Length: 1000000000\r\n\r\n")
+                .expect("attacker head");
+            s.set_nonblocking(true).expect("nonblocking");
+            s
+        })
+        .collect();
+    let start = Instant::now();
+    // New clients from when the bodies should have been cut off.
+    let probe = std::thread::spawn(move || {
+        std::thread::sleep((IDLE + Duration::from_millis(1500)).saturating_sub(start.elapsed()));
+        let mut worst = Duration::ZERO;
+        for _ in 0..5 {
+            let t = Instant::now();
+            let answered = (|| {
+                let mut s = TcpStream::connect(addr).ok()?;
+                s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+                s.write_all(b"GET /bar HTTP/1.1\r\nHost: probe\r\n\r\n")
+                    .ok()?;
+                let mut parser = ResponseParser::new(false);
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = s.read(&mut buf).ok().filter(|&n| n > 0)?;
+                    if let Ok(Progress::Done(r)) = parser.feed(&buf[..n]) {
+                        return Some(r.status);
+                    }
+                }
+            })();
+            let took = t.elapsed();
+            assert_eq!(
+                answered,
+                Some(200),
+                "a new client got no answer in {took:?}, {:?} into the attack",
+                start.elapsed()
+            );
+            worst = worst.max(took);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        worst
+    });
+    // One byte a second from every attacker until the probe is done.
+    while !probe.is_finished() && start.elapsed() < IDLE + Duration::from_secs(15) {
+        for s in &mut conns {
+            let _ = s.write(b"x");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let worst = probe.join().expect("probe answered");
+    eprintln!("{ATTACKERS} slow bodies under ulimit -n {NOFILE}: slowest new client {worst:?}");
+    assert!(
+        worst <= BOUND,
+        "a new client waited {worst:?} (bound {BOUND:?})"
+    );
+    let open = conns.iter().filter(|s| still_open(s)).count();
+    assert!(
+        open < ATTACKERS / 4,
+        "{open} of {ATTACKERS} slow bodies still held"
+    );
+}
+
+/// A burst of 10,000 connects fits in the kernel's accept queues of a
+/// one-thread server even while it accepts none of them (it is stopped):
+/// no SYN is dropped, so no client waits for the 1 s retransmit. With one
+/// listener per thread the queue held `net.core.somaxconn` (4096 here) and
+/// the rest of the burst waited; `load -n 10000 -c 10000` then took 2.3-3.2 s.
+fn ten_thousand_connects_fit_the_accept_queues(engine: &str) {
+    const N: usize = 10_000;
+    let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    need_descriptors(N, "");
+    let server = serve_with(engine, None, 1);
+    let pid = server.child.id().to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let start = Instant::now();
+    let mut conns = Vec::with_capacity(N);
+    let mut failed = None;
+    for i in 0..N {
+        // A dropped SYN is retransmitted after 1 s: 500 ms tells them apart.
+        match TcpStream::connect_timeout(&server.addr, Duration::from_millis(500)) {
+            Ok(s) => conns.push(s),
+            Err(e) => {
+                failed = Some(format!("connect {i} of {N}: {e}"));
+                break;
+            }
+        }
+    }
+    let took = start.elapsed();
+    signal("-CONT");
+    assert_eq!(failed, None, "after {took:?} with the server stopped");
+    eprintln!("{N} connects to a stopped one-thread server in {took:?}");
+    // Once running again it answers, the queued connections notwithstanding.
+    drop(conns);
+    let mut s = TcpStream::connect(server.addr).expect("connect after");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(
+        exchange(&mut s, b"GET /bar?delay=0 HTTP/1.1\r\nHost: t\r\n\r\n"),
+        200
+    );
+}
+
+/// Runs each of these tests once per server engine.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod uring {
+            $( #[test] fn $name() { super::$name("uring") } )*
+        }
+        mod epoll {
+            $( #[test] fn $name() { super::$name("epoll") } )*
+        }
+    };
+}
+
+on_both_engines!(
+    ten_thousand_connects_fit_the_accept_queues,
+    slowloris_is_cut_off_and_others_are_still_answered,
+    connect_burst_and_vanishing_clients_do_not_stall_others,
+    oversize_and_malformed_heads_get_431_and_400,
+    idle_connections_do_not_keep_big_answers_buffers,
+    slow_bodies_are_cut_off_under_a_low_descriptor_limit,
+);

@@ -2,7 +2,6 @@
 //! side. Only the I/O model changes between rows: the targets, plan, HTTP
 //! code and statistics are the same objects.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,16 +49,14 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
     // With no URL, compare on our own demo server: the article's point.
     let server = match &args.url {
         Some(_) => None,
-        None => Some(
-            server::start(ServeOptions {
-                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                delay: Duration::ZERO,
-                threads: runner::default_threads(),
-                max_head_bytes: 16 * 1024,
-                idle_timeout: Duration::from_secs(30),
-            })
-            .context("cannot start the demo server")?,
-        ),
+        None => {
+            let s = server::start(ServeOptions::in_process(Duration::ZERO))
+                .context("cannot start the demo server")?;
+            if let Some(why) = &s.fallback {
+                crate::say!("uringfetch: {why}; the demo server runs on epoll instead");
+            }
+            Some(s)
+        }
     };
     let scenarios = match (&args.url, &server) {
         (Some(url), _) => vec![Scenario {

@@ -5,9 +5,8 @@
 //! requests concurrently on the chosen backend (about one delay), and prints
 //! both times and the speed-up.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 
@@ -29,17 +28,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
         &format!("--requests {}", args.requests),
     )
     .map_err(anyhow::Error::msg)?;
-    let handle = server::start(ServeOptions {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        delay: args.delay,
-        threads: runner::default_threads(),
-        max_head_bytes: 16 * 1024,
-        idle_timeout: Duration::from_secs(30),
-    })
-    .context("cannot start the demo server")?;
+    let handle = server::start(ServeOptions::in_process(args.delay))
+        .context("cannot start the demo server")?;
     let base = format!("http://{}", handle.addr);
+    if let Some(why) = &handle.fallback {
+        crate::say!("uringfetch: {why}; the demo server runs on epoll instead");
+    }
     println!(
-        "demo server on {base} (/bar and /foo answer after {})",
+        "demo server ({}) on {base} (/bar and /foo answer after {})",
+        handle.engine.name(),
         crate::error::fmt_duration(args.delay)
     );
     let result = experiment(&args, &base);

@@ -13,6 +13,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<i32> {
         threads,
         max_head_bytes: args.max_head_bytes,
         idle_timeout: args.idle_timeout,
+        engine: args.engine,
     })?;
     Ok(0)
 }

@@ -8,7 +8,6 @@
 //! ([`limits`]). [`selftest`] then proves it by running every backend
 //! against the demo server on loopback.
 
-pub mod fallback;
 pub mod limits;
 pub mod probe;
 pub mod selftest;

@@ -57,7 +57,51 @@ fn seccomp_mode() -> Option<u8> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Tries to set up a small ring.
+/// Why io_uring cannot be used: the system call that failed and its error.
+#[derive(Debug)]
+pub struct Unusable {
+    /// `io_uring_setup` or `io_uring_enter`.
+    pub call: &'static str,
+    pub error: io::Error,
+}
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.call, self.error)
+    }
+}
+
+/// Whether this process can use io_uring at all: a ring can be set up and a
+/// no-op submitted through it completes. A seccomp filter may allow
+/// `io_uring_setup` and deny `io_uring_enter`; then rings are created fine
+/// and no operation ever runs. Takes microseconds.
+pub fn usable() -> Result<(), Unusable> {
+    let mut ring = IoUring::new(2).map_err(|error| Unusable {
+        call: "io_uring_setup",
+        error,
+    })?;
+    enter_works(&mut ring)
+}
+
+/// Submits a no-op on `ring` and waits for its completion.
+fn enter_works(ring: &mut IoUring) -> Result<(), Unusable> {
+    let enter = |error| Unusable {
+        call: "io_uring_enter",
+        error,
+    };
+    let nop = opcode::Nop::new().build().user_data(0x6e6f70);
+    // SAFETY: a no-op references no memory the kernel could use later.
+    unsafe { ring.submission().push(&nop) }
+        .map_err(|_| enter(io::Error::other("a fresh submission queue is full")))?;
+    ring.submit_and_wait(1).map_err(enter)?;
+    match ring.completion().next() {
+        Some(cqe) if cqe.result() >= 0 => Ok(()),
+        Some(cqe) => Err(enter(io::Error::from_raw_os_error(-cqe.result()))),
+        None => Err(enter(io::Error::other("the no-op did not complete"))),
+    }
+}
+
+/// Tries to set up a small ring and run a no-op on it.
 pub fn status() -> (UringStatus, Option<IoUring>) {
     let gates = UringStatus {
         available: false,
@@ -66,20 +110,27 @@ pub fn status() -> (UringStatus, Option<IoUring>) {
         error: None,
         cause: None,
     };
+    let unusable = |u: Unusable| UringStatus {
+        error: Some(u.to_string()),
+        cause: Some(UringSetupCause::of(&u.error)),
+        ..gates.clone()
+    };
     match IoUring::new(8) {
-        Ok(ring) => (
-            UringStatus {
-                available: true,
-                ..gates
-            },
-            Some(ring),
-        ),
-        Err(e) => (
-            UringStatus {
-                error: Some(e.to_string()),
-                cause: Some(UringSetupCause::of(&e)),
-                ..gates
-            },
+        Ok(mut ring) => match enter_works(&mut ring) {
+            Ok(()) => (
+                UringStatus {
+                    available: true,
+                    ..gates
+                },
+                Some(ring),
+            ),
+            Err(u) => (unusable(u), None),
+        },
+        Err(error) => (
+            unusable(Unusable {
+                call: "io_uring_setup",
+                error,
+            }),
             None,
         ),
     }

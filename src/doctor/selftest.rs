@@ -1,7 +1,7 @@
 //! `doctor --self-test`: proves each backend on this kernel instead of
-//! trusting the probe. Starts the demo server in-process on loopback (or,
-//! where io_uring is refused and the demo server cannot run, the blocking
-//! [`fallback`](super::fallback) server), then on every backend, and on
+//! trusting the probe. Starts the demo server in-process on loopback (on
+//! epoll where io_uring is unusable, see [`crate::server`]), then on every
+//! backend, and on
 //! `uring-loop` once more with the Linux 5.10 profile: a `get` of `/foo`
 //! and `/bar` (both 200 with the right bodies) and a short bounded load of
 //! `/bar` whose counts must add up (every request issued completed with a
@@ -11,13 +11,11 @@
 //! unsupported with the reason; only a backend that should work and does
 //! not fails the self-test.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::fallback::FallbackServer;
 use super::{Report, profile_name};
 use crate::backend::uring_loop::ring::Profile;
 use crate::backend::{BackendKind, ConnOptions, Live};
@@ -80,56 +78,26 @@ pub struct SelfTest {
     pub passed: bool,
 }
 
-/// The server the backends talk to: ours on io_uring, or the fallback.
-enum TestServer {
-    Demo(server::ServerHandle),
-    Fallback(FallbackServer),
-}
-
-impl TestServer {
-    fn start(io_uring: bool) -> Result<(Self, String), String> {
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let mut why = "io_uring is unavailable".to_string();
-        if io_uring {
-            match server::start(ServeOptions {
-                addr: loopback,
-                delay: Duration::ZERO,
-                threads: 1,
-                max_head_bytes: 16 * 1024,
-                idle_timeout: Duration::from_secs(30),
-            }) {
-                Ok(h) => {
-                    let label = format!("demo server (io_uring) on {}", h.addr);
-                    return Ok((TestServer::Demo(h), label));
-                }
-                Err(e) => why = format!("the demo server did not start: {e}"),
-            }
-        }
-        let f = FallbackServer::start(loopback).map_err(|e| format!("no server: {e}"))?;
-        let label = format!("blocking fallback server on {} ({why})", f.addr);
-        Ok((TestServer::Fallback(f), label))
-    }
-
-    fn addr(&self) -> SocketAddr {
-        match self {
-            TestServer::Demo(h) => h.addr,
-            TestServer::Fallback(f) => f.addr,
-        }
-    }
-
-    fn shutdown(self) {
-        match self {
-            TestServer::Demo(h) => h.shutdown(),
-            TestServer::Fallback(f) => f.shutdown(),
-        }
-    }
+/// The demo server the backends talk to, and a line saying which engine it
+/// runs on and, on epoll, why.
+fn test_server() -> Result<(server::ServerHandle, String), String> {
+    let opts = ServeOptions {
+        threads: 1,
+        ..ServeOptions::in_process(Duration::ZERO)
+    };
+    let h = server::start(opts).map_err(|e| format!("no server: {e}"))?;
+    let label = match &h.fallback {
+        None => format!("demo server ({}) on {}", h.engine.name(), h.addr),
+        Some(why) => format!("demo server ({}) on {} ({why})", h.engine.name(), h.addr),
+    };
+    Ok((h, label))
 }
 
 /// Runs the self-test over every backend; `report` says which ones this
 /// kernel supports.
 pub fn run(report: &Report, opts: &Options) -> Result<SelfTest, String> {
-    let (srv, label) = TestServer::start(report.io_uring.available)?;
-    let base = format!("http://{}", srv.addr());
+    let (srv, label) = test_server()?;
+    let base = format!("http://{}", srv.addr);
     let mut runs: Vec<(BackendKind, Profile)> = BackendKind::ALL
         .iter()
         .map(|&k| (k, Profile::Auto))

@@ -1,13 +1,18 @@
-//! Sans-IO HTTP/1.x client framing.
+//! Sans-IO HTTP/1.x, both sides of a connection.
 //!
-//! Nothing here touches a socket: requests are encoded to bytes once, and
-//! responses are parsed from byte slices of any size as they arrive. Every
-//! backend and the demo server share this code, so a comparison of backends
+//! Nothing here touches a socket. The client encodes requests to bytes once
+//! (`request`) and parses responses from byte slices of any size as they
+//! arrive (`response`); the demo server parses request heads and encodes
+//! answers (`server`). Framing rules both sides must agree on
+//! (`Content-Length` repeats, where a head ends) live once, in `fields`.
+//! Every backend shares the client half, so a comparison of backends
 //! measures I/O models, not parsers.
 
 mod chunked;
+mod fields;
 mod request;
 mod response;
+pub(crate) mod server;
 #[cfg(test)]
 mod tests;
 

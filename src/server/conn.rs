@@ -2,12 +2,13 @@
 //!
 //! Written as one straight-line async loop per connection (the point of the
 //! article: the switch between requests happens in user space, here in the
-//! tokio-uring executor, without splitting the code into callbacks).
+//! executor, without splitting the code into callbacks), generic over the
+//! I/O engine ([`super::io`]): the same loop runs on io_uring and on epoll.
 //!
-//! tokio-uring works on *owned* buffers: a read takes the buffer and gives it
-//! back on completion, and if the future is dropped first (a timeout) the
-//! buffer and a reference to the fd stay with the kernel operation until it
-//! completes. Two consequences shape this file:
+//! Buffers are *owned*: a read takes the buffer and gives it back on
+//! completion, and on io_uring, if the future is dropped first (a timeout)
+//! the buffer and a reference to the fd stay with the kernel operation until
+//! it completes. Two consequences shape this file:
 //! - the read buffer lives in `Conn::buf` and is moved in and out of each
 //!   read; after a timeout it is gone, so a timeout always ends the
 //!   connection;
@@ -27,12 +28,15 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::time::{Instant, timeout, timeout_at};
-use tokio_uring::buf::BoundedBuf;
-use tokio_uring::net::TcpStream;
 
+use super::io::Stream;
 use super::reaper::Reaper;
-use super::request::{self, Parsed, ReqBody, Request};
+use super::request::{self, Parsed, Request};
 use super::routes::{self, Body, Plan};
+use crate::http::server::{
+    ConnHeader, Framing, RequestBody, RequestHeadReader, ResponseHead, push_chunk_size,
+    push_decimal, reason,
+};
 
 /// Per-thread copy of the options a connection needs.
 #[derive(Debug, Clone)]
@@ -92,8 +96,8 @@ enum End {
 /// The connection cannot continue (I/O error, timeout, peer gone).
 struct Abort;
 
-struct Conn {
-    stream: TcpStream,
+struct Conn<S: Stream> {
+    stream: S,
     cfg: Rc<ConnConfig>,
     /// Received bytes; `buf[start..]` is not yet consumed. Invariant:
     /// `start <= buf.len()`.
@@ -103,17 +107,20 @@ struct Conn {
     /// pipelined batch of requests gets its answers in one write, and no
     /// answer waits behind a blocking step.
     out: Vec<u8>,
+    /// Where the search for the end of the next head resumes.
+    heads: RequestHeadReader,
 }
 
 /// Serves one accepted connection until it ends; never panics on input and
 /// swallows all I/O errors (a vanished client only ends its own task).
-pub(crate) async fn serve(stream: TcpStream, cfg: Rc<ConnConfig>, reaper: Rc<Reaper>) {
+pub(crate) async fn serve<S: Stream>(stream: S, cfg: Rc<ConnConfig>, reaper: Rc<Reaper<S>>) {
     let mut conn = Conn {
         stream,
         cfg,
         buf: Vec::with_capacity(INITIAL_BUF),
         start: 0,
         out: Vec::new(),
+        heads: RequestHeadReader::default(),
     };
     let end = match conn.run().await {
         Ok(end) => end,
@@ -122,7 +129,7 @@ pub(crate) async fn serve(stream: TcpStream, cfg: Rc<ConnConfig>, reaper: Rc<Rea
     conn.finish(end, &reaper).await;
 }
 
-impl Conn {
+impl<S: Stream> Conn<S> {
     async fn run(&mut self) -> Result<End, Abort> {
         loop {
             let req = match self.next_head().await? {
@@ -132,8 +139,8 @@ impl Conn {
             self.start += req.head_len;
 
             match req.body {
-                ReqBody::None => {}
-                ReqBody::Length(n) => {
+                RequestBody::None => {}
+                RequestBody::Length(n) => {
                     let buffered = (self.buf.len() - self.start) as u64;
                     if req.expect_continue && req.minor >= 1 && buffered < n {
                         self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -141,7 +148,7 @@ impl Conn {
                     }
                     self.discard_body(n).await?;
                 }
-                ReqBody::Chunked => {
+                RequestBody::Chunked => {
                     self.push_error(411, req.minor);
                     self.flush().await?;
                     return Ok(End::Linger);
@@ -180,20 +187,19 @@ impl Conn {
         let mut deadline: Option<Instant> = None;
         loop {
             let pending = &self.buf[self.start..];
-            match request::parse(pending, self.cfg.max_head_bytes, self.cfg.delay) {
+            match request::parse(
+                &mut self.heads,
+                pending,
+                self.cfg.max_head_bytes,
+                self.cfg.delay,
+            ) {
                 Parsed::Complete(req) => return Ok(Ok(req)),
                 Parsed::Invalid(status) => {
                     self.push_error(status, 1);
                     self.flush().await?;
                     return Ok(Err(End::Linger));
                 }
-                Parsed::Partial => {
-                    if pending.len() > self.cfg.max_head_bytes {
-                        self.push_error(431, 1);
-                        self.flush().await?;
-                        return Ok(Err(End::Linger));
-                    }
-                }
+                Parsed::Partial => {}
             }
             self.flush().await?;
             // About to wait: an idle connection must not keep what a big
@@ -210,20 +216,22 @@ impl Conn {
         }
     }
 
-    /// Reads `n` body bytes (some may already be buffered) and drops them.
+    /// Reads `n` body bytes (some may already be buffered) and drops them,
+    /// within a [`BodyDeadline`].
     async fn discard_body(&mut self, n: u64) -> Result<(), Abort> {
         let buffered = (self.buf.len() - self.start) as u64;
         let take = buffered.min(n);
         self.start += take as usize;
         let mut remaining = n - take;
+        let mut deadline = BodyDeadline::new(Instant::now(), self.cfg.idle_timeout);
         while remaining > 0 {
             // `take < n` means the buffer was fully consumed.
             self.compact_if_empty();
-            let deadline = Instant::now() + self.cfg.idle_timeout;
-            let got = self.read_more(deadline).await? as u64;
+            let got = self.read_more(deadline.at).await? as u64;
             if got == 0 {
                 return Err(Abort);
             }
+            deadline.received(Instant::now(), got);
             let take = got.min(remaining);
             self.start += take as usize;
             remaining -= take;
@@ -233,16 +241,15 @@ impl Conn {
 
     /// Appends one read to `buf`. Requires spare capacity in `buf`.
     async fn read_more(&mut self, deadline: Instant) -> Result<usize, Abort> {
-        let len = self.buf.len();
-        if len >= self.buf.capacity() {
-            // Callers guarantee room; reserve rather than panic in `slice`.
+        if self.buf.len() >= self.buf.capacity() {
+            // Callers guarantee room; a full buffer would read nothing.
             self.buf.reserve(INITIAL_BUF);
         }
         let buf = std::mem::take(&mut self.buf);
-        let read = self.stream.read(buf.slice(len..));
+        let read = self.stream.read_append(buf);
         // On timeout the buffer stays with the in-flight read; we abort.
-        let (res, slice) = timeout_at(deadline, read).await.map_err(|_| Abort)?;
-        self.buf = slice.into_inner();
+        let (res, buf) = timeout_at(deadline, read).await.map_err(|_| Abort)?;
+        self.buf = buf;
         res.map_err(|_| Abort)
     }
 
@@ -305,9 +312,9 @@ impl Conn {
                 }
             }
             Body::Status => {
-                let reason = routes::reason(plan.status);
+                let phrase = reason(plan.status);
                 // "NNN Reason\n": three digits, a space, the reason, newline.
-                let framing = Framing::Length(3 + 1 + reason.len() as u64 + 1);
+                let framing = Framing::Length(3 + 1 + phrase.len() as u64 + 1);
                 self.push_head(
                     req.minor,
                     plan.status,
@@ -316,9 +323,9 @@ impl Conn {
                     conn,
                 );
                 if !head_only {
-                    push_dec(&mut self.out, plan.status.into());
+                    push_decimal(&mut self.out, plan.status.into());
                     self.out.push(b' ');
-                    self.out.extend_from_slice(reason.as_bytes());
+                    self.out.extend_from_slice(phrase.as_bytes());
                     self.out.push(b'\n');
                 }
             }
@@ -375,7 +382,7 @@ impl Conn {
         while remaining > 0 {
             let k = remaining.min(FILL_LEN as u64) as usize;
             let chunk: &'static [u8] = &FILL[..k];
-            self.write_timed(chunk).await?;
+            self.write_static_timed(chunk).await?;
             remaining -= k as u64;
         }
         Ok(())
@@ -387,8 +394,7 @@ impl Conn {
         let mut remaining = n;
         while remaining > 0 {
             let k = remaining.min(routes::CHUNK as u64) as usize;
-            push_hex(&mut self.out, k);
-            self.out.extend_from_slice(b"\r\n");
+            push_chunk_size(&mut self.out, k);
             self.out.extend_from_slice(&FILL[..k]);
             self.out.extend_from_slice(b"\r\n");
             remaining -= k as u64;
@@ -402,8 +408,8 @@ impl Conn {
 
     /// Queues a short error answer that closes the connection.
     fn push_error(&mut self, status: u16, minor: u8) {
-        let reason = routes::reason(status);
-        let framing = Framing::Length(reason.len() as u64 + 1);
+        let phrase = reason(status);
+        let framing = Framing::Length(phrase.len() as u64 + 1);
         self.push_head(
             minor,
             status,
@@ -411,7 +417,7 @@ impl Conn {
             framing,
             ConnHeader::Close,
         );
-        self.out.extend_from_slice(reason.as_bytes());
+        self.out.extend_from_slice(phrase.as_bytes());
         self.out.push(b'\n');
     }
 
@@ -421,38 +427,16 @@ impl Conn {
         status: u16,
         content_type: Option<&str>,
         framing: Framing,
-        conn: ConnHeader,
+        connection: ConnHeader,
     ) {
-        let out = &mut self.out;
-        out.extend_from_slice(if minor == 0 {
-            b"HTTP/1.0 "
-        } else {
-            b"HTTP/1.1 "
-        });
-        push_dec(out, status.into());
-        out.push(b' ');
-        out.extend_from_slice(routes::reason(status).as_bytes());
-        out.extend_from_slice(b"\r\nServer: uringfetch\r\n");
-        if let Some(ct) = content_type {
-            out.extend_from_slice(b"Content-Type: ");
-            out.extend_from_slice(ct.as_bytes());
-            out.extend_from_slice(b"\r\n");
+        ResponseHead {
+            minor,
+            status,
+            content_type,
+            framing,
+            connection,
         }
-        match framing {
-            Framing::None => {}
-            Framing::Length(n) => {
-                out.extend_from_slice(b"Content-Length: ");
-                push_dec(out, n);
-                out.extend_from_slice(b"\r\n");
-            }
-            Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-        }
-        match conn {
-            ConnHeader::Default => {}
-            ConnHeader::Close => out.extend_from_slice(b"Connection: close\r\n"),
-            ConnHeader::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
-        }
-        out.extend_from_slice(b"\r\n");
+        .encode(&mut self.out);
     }
 
     /// Writes and clears `out`, keeping its allocation for the rest of the
@@ -463,7 +447,7 @@ impl Conn {
             return Ok(());
         }
         let out = std::mem::take(&mut self.out);
-        let mut out = self.write_timed(out).await?;
+        let mut out = self.write_vec_timed(out).await?;
         out.clear();
         if out.capacity() <= 2 * WRITE_CHUNK {
             self.out = out;
@@ -471,20 +455,28 @@ impl Conn {
         Ok(())
     }
 
-    /// `write_all` bounded by `idle_timeout`; gives the buffer back.
-    async fn write_timed<B: BoundedBuf>(&mut self, buf: B) -> Result<B, Abort> {
-        let (res, buf) = timeout(self.cfg.idle_timeout, self.stream.write_all(buf))
+    /// Writes all of `buf` within `idle_timeout`; gives the buffer back.
+    async fn write_vec_timed(&mut self, buf: Vec<u8>) -> Result<Vec<u8>, Abort> {
+        let (res, buf) = timeout(self.cfg.idle_timeout, self.stream.write_vec(buf))
             .await
             .map_err(|_| Abort)?;
         res.map_err(|_| Abort)?;
         Ok(buf)
     }
 
+    /// Writes all of a static slice within `idle_timeout`.
+    async fn write_static_timed(&mut self, buf: &'static [u8]) -> Result<(), Abort> {
+        timeout(self.cfg.idle_timeout, self.stream.write_static(buf))
+            .await
+            .map_err(|_| Abort)?
+            .map_err(|_| Abort)
+    }
+
     /// Ends the connection. A close the peer started, or an abort, is left
     /// to the thread's reaper (see [`super::reaper`]), behind the answers;
     /// a close after a `Connection: close` answer happens at once, so the
     /// peer sees the end of the answer's stream without delay.
-    async fn finish(self, end: End, reaper: &Reaper) {
+    async fn finish(self, end: End, reaper: &Reaper<S>) {
         match end {
             End::Graceful => {
                 let _ = self.stream.shutdown(Shutdown::Write);
@@ -493,11 +485,12 @@ impl Conn {
             End::Linger => {
                 let _ = self.stream.shutdown(Shutdown::Write);
                 let limit = self.cfg.idle_timeout.min(LINGER_TIME);
-                let mut buf = vec![0u8; INITIAL_BUF];
+                let mut buf = Vec::with_capacity(INITIAL_BUF);
                 let mut drained = 0;
                 let drain = async {
                     while drained < LINGER_BYTES {
-                        let (res, b) = self.stream.read(buf).await;
+                        buf.clear();
+                        let (res, b) = self.stream.read_append(buf).await;
                         buf = b;
                         match res {
                             Ok(n) if n > 0 => drained += n,
@@ -515,47 +508,35 @@ impl Conn {
     }
 }
 
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
+/// A request body must keep arriving at [`BODY_MIN_RATE`] on average
+/// (Apache mod_reqtimeout's `body=T,MinRate=R`, with T the idle timeout):
+/// the body starts with `idle_timeout` to arrive, each byte received adds
+/// `1 / BODY_MIN_RATE` s, and the deadline is never more than
+/// `idle_timeout` ahead, so an early burst buys no long stall. A body
+/// dribbled at 1 byte/s is cut after about `idle_timeout`, however large its
+/// `Content-Length`.
+struct BodyDeadline {
+    at: Instant,
+    idle: Duration,
 }
 
-enum ConnHeader {
-    /// HTTP/1.1 keep-alive: nothing to say.
-    Default,
-    Close,
-    /// HTTP/1.0 client asked for keep-alive and gets it.
-    KeepAlive,
-}
+/// Bytes per second a request body must average (mod_reqtimeout's default).
+const BODY_MIN_RATE: u64 = 500;
 
-fn push_dec(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+impl BodyDeadline {
+    fn new(now: Instant, idle: Duration) -> Self {
+        Self {
+            at: now + idle,
+            idle,
         }
     }
-    out.extend_from_slice(&digits[i..]);
-}
 
-fn push_hex(out: &mut Vec<u8>, mut n: usize) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut digits = [0u8; 16];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = HEX[n % 16];
-        n /= 16;
-        if n == 0 {
-            break;
-        }
+    /// `n` more bytes arrived at `now`.
+    fn received(&mut self, now: Instant, n: u64) {
+        let credit = Duration::from_micros(n.saturating_mul(1_000_000) / BODY_MIN_RATE);
+        let cap = now + self.idle;
+        self.at = self.at.checked_add(credit).map_or(cap, |at| at.min(cap));
     }
-    out.extend_from_slice(&digits[i..]);
 }
 
 #[cfg(test)]
@@ -563,18 +544,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn number_formatting() {
-        let mut v = Vec::new();
-        push_dec(&mut v, 0);
-        v.push(b' ');
-        push_dec(&mut v, 16777216);
-        v.push(b' ');
-        push_hex(&mut v, 1000);
-        v.push(b' ');
-        push_hex(&mut v, 0);
-        assert_eq!(v, b"0 16777216 3e8 0");
-        push_dec(&mut v, u64::MAX);
-        assert!(v.ends_with(b"18446744073709551615"));
+    fn a_body_must_average_the_minimum_rate() {
+        let idle = Duration::from_secs(2);
+        let t0 = Instant::now();
+        let sec = |n: u64| t0 + Duration::from_secs(n);
+        // One byte a second: 2 ms of credit each, so the deadline barely
+        // moves past the first two seconds.
+        let mut d = BodyDeadline::new(t0, idle);
+        d.received(sec(1), 1);
+        assert_eq!(d.at, sec(2) + Duration::from_millis(2));
+        // 500 bytes a second keeps pace for ever.
+        let mut d = BodyDeadline::new(t0, idle);
+        for s in 1..100 {
+            d.received(sec(s), BODY_MIN_RATE);
+            assert!(d.at >= sec(s + 1), "{s}");
+        }
+        // A megabyte at once buys idle_timeout, not 2,000 seconds.
+        let mut d = BodyDeadline::new(t0, idle);
+        d.received(sec(1), 1 << 20);
+        assert_eq!(d.at, sec(3));
+        d.received(sec(1), u64::MAX);
+        assert_eq!(d.at, sec(3));
     }
 
     #[test]

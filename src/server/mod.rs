@@ -1,84 +1,99 @@
 //! The demo server: the article's `/foo` and `/bar` after a delay, plus a few
-//! routes useful for load tests. Built on tokio-uring, one ring per thread,
-//! each thread with its own `SO_REUSEPORT` listener.
+//! routes useful for load tests. It runs on io_uring (tokio-uring, one ring
+//! per thread) or, where io_uring is unavailable, on epoll (tokio, one
+//! runtime per thread): one connection loop, generic over the engine
+//! ([`io`]), so the fallback answers exactly as the io_uring server does.
+//! Each thread has its own `SO_REUSEPORT` listeners.
 //!
 //! Why this shape: a tokio-uring runtime is single-threaded (tasks are
 //! `!Send`, spawned with `spawn_local`), so using several cores means several
-//! independent runtimes. Giving each its own `SO_REUSEPORT` listener lets the
-//! kernel spread incoming connections across them with no shared accept
-//! queue and no cross-thread hand-off.
+//! independent runtimes. Giving each its own `SO_REUSEPORT` listeners lets
+//! the kernel spread incoming connections across them with no shared accept
+//! queue and no cross-thread hand-off; [`listen`] says how many and why, and
+//! how an address another process holds is refused.
 //!
-//! Layout: [`routes`] chooses an answer (pure), [`request`] parses heads
-//! (pure), [`conn`] runs one connection on the ring, [`reaper`] closes
-//! finished ones behind the answers; this file owns sockets, threads and
-//! shutdown.
+//! Whether io_uring is usable is asked of the kernel before any thread
+//! starts: a ring is set up and a no-op submitted and waited for
+//! ([`crate::doctor::probe::usable`]), since a seccomp filter may allow
+//! `io_uring_setup` and deny `io_uring_enter`, and then a server would
+//! listen and never answer.
 //!
-//! Shutdown: every accept loop also waits on a shared `watch` channel. When
-//! [`ServerHandle::shutdown`] flips it, each loop returns, which ends that
-//! thread's `block_on`; dropping the runtime then drops every connection task
-//! and the tokio-uring driver cancels all in-flight operations (including
-//! reads on idle connections) and closes their fds. So shutdown does not wait
-//! for clients, only for the kernel to acknowledge the cancellations.
+//! Layout: [`routes`] chooses an answer (pure), [`request`] routes heads
+//! that [`crate::http::server`] parses (pure), [`conn`] runs one connection,
+//! [`reaper`] closes finished ones behind the answers, [`uring`] and
+//! [`epoll`] are the engines; this file owns threads and shutdown.
+//!
+//! Shutdown: each thread's runtime runs until a shared `watch` channel
+//! flips. When [`ServerHandle::shutdown`] flips it, `block_on` returns and
+//! dropping the runtime drops every task, accept loops and connections
+//! alike; on io_uring the driver cancels all in-flight operations
+//! (including reads on idle connections) and closes their fds. So shutdown
+//! does not wait for clients, only for the kernel to acknowledge the
+//! cancellations.
 
 mod conn;
+mod epoll;
+mod io;
+mod listen;
 mod reaper;
 mod request;
 mod routes;
 #[cfg(test)]
 mod tests;
+mod uring;
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
+use crate::doctor::probe;
+use crate::error::UringSetupCause;
 use conn::ConnConfig;
+use io::Io;
 use reaper::Reaper;
-
-/// Listen backlog per listener. The kernel caps it at `net.core.somaxconn`
-/// (4096 by default); asking for more costs nothing and helps where it is
-/// raised. A burst of 10,000 connects must not overflow it, or the clients
-/// see SYN retransmits (a one-second stall).
-const BACKLOG: i32 = 65_535;
-
-/// Submission-queue entries per ring (the completion queue gets twice
-/// that). Small on purpose, for fairness between connections:
-/// - tokio-uring hands queued SQEs to the kernel only when its runtime parks
-///   (no task ready) or the queue is full. Under a flood of work the runtime
-///   never parks, so with a large queue a well-behaved client's answer sat
-///   unsent behind the flood.
-/// - Each pass over the completion queue wakes one task per completion, and
-///   they run first come, first served. A small queue keeps that batch, and
-///   with it the wait of a task woken just after it, short.
-///
-/// With 2048 entries a burst of 10,000 connects delayed a keep-alive
-/// client's 200 ms answers to 300-480 ms on the 2-core test machine; with
-/// 64, the slowest was 215-318 ms over 14 later runs (3 over the tests'
-/// 300 ms bound, each when 10,000 connections closed at once); with 32,
-/// 216-308 ms over 18 (1 over; mean 252 ms against 267): suggestive, not
-/// conclusive (16: 228-270 ms over 8, no better). The cost is one `io_uring_enter`
-/// per 32 operations at most: 64 keep-alive connections of `uring-loop` on
-/// `/bar?delay=0` got 170-177k req/s from either size.
-///
-/// What was left of those delays came from the mass close (220-260 ms over
-/// 6 runs with 32 entries): handing teardown to [`reaper`] took the slowest
-/// answer to 206-220 ms over 16.
-const SQ_ENTRIES: u32 = 32;
 
 /// Accept operations kept in flight per listener, so that a burst of
 /// connects is not drained strictly one executor round trip at a time.
-/// (On the 2-core test machine, 1, 4 and 16 gave the same 10,000-connection
-/// figures within noise; the client was the bottleneck there.)
+/// (1, 4 and 16 gave the same 10,000-connection figures within noise.
+/// Draining the queue with non-blocking accepts after each completion made
+/// them slower: with room in the kernel's queue, accepting lazily leaves the
+/// CPU to the connects; see bench/README.md.)
 const ACCEPTS_IN_FLIGHT: usize = 4;
+
+/// Most server threads: each has a runtime and listeners of its own, so
+/// more is a typo, not a machine.
+const MAX_THREADS: usize = 1024;
 
 /// After an accept error such as EMFILE, wait this long before retrying, so
 /// fd exhaustion does not turn the accept loop into a busy loop.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+
+/// Which I/O engine the server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// io_uring (tokio-uring); refuses to start where io_uring is unusable.
+    Uring,
+    /// epoll (tokio): the readiness model, wherever Linux runs.
+    Epoll,
+    /// io_uring where it is usable, else epoll.
+    Auto,
+}
+
+impl Engine {
+    /// How the engine is named in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Uring => "io_uring",
+            Engine::Epoll => "epoll",
+            Engine::Auto => "auto",
+        }
+    }
+}
 
 /// How the demo server runs.
 #[derive(Debug, Clone)]
@@ -86,19 +101,43 @@ pub struct ServeOptions {
     pub addr: SocketAddr,
     /// Delay before `/foo` and `/bar` answer.
     pub delay: Duration,
-    /// Threads, each with one io_uring and one listener (0 is treated as 1).
+    /// Threads, each with its own runtime (a ring on io_uring) and
+    /// listeners (0 is treated as 1, more than 1024 refused).
     pub threads: usize,
-    /// Largest request head accepted; larger gets 431.
+    /// Largest request head accepted, within
+    /// `http::server::MIN_HEAD_LIMIT..=MAX_HEAD_LIMIT` (1 KiB to
+    /// 1 MiB; `start` refuses others); larger gets 431, or 414 when the
+    /// request line alone is larger.
     pub max_head_bytes: usize,
-    /// A connection idle (or dribbling its head) this long is closed. Also
-    /// bounds each body read and each write of up to 64 KiB, so a peer that
-    /// stops reading an answer is dropped too.
+    /// A connection idle (or dribbling its head) this long is closed. A
+    /// request body gets this long to start and must then average 500
+    /// bytes/s; each write of up to 64 KiB gets this long too, so a peer
+    /// that stops reading an answer is dropped.
     pub idle_timeout: Duration,
+    pub engine: Engine,
+}
+
+impl ServeOptions {
+    /// The server `demo`, `compare` and `doctor --self-test` start
+    /// in-process: a free loopback port, `/foo` and `/bar` after `delay`,
+    /// one thread per core, 16 KiB heads, a 30 s idle timeout, and epoll
+    /// where io_uring is unusable (their point is the client's I/O model;
+    /// [`ServerHandle::fallback`] says why the server's is not io_uring).
+    pub fn in_process(delay: Duration) -> Self {
+        ServeOptions {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            delay,
+            threads: crate::runner::default_threads(),
+            max_head_bytes: 16 * 1024,
+            idle_timeout: Duration::from_secs(30),
+            engine: Engine::Auto,
+        }
+    }
 }
 
 impl Default for ServeOptions {
     /// The article's setup: 127.0.0.1:5555, one-second delay; one thread per
-    /// core, 8 KiB heads, 60 s idle timeout.
+    /// core, 8 KiB heads, 60 s idle timeout, on io_uring.
     fn default() -> Self {
         ServeOptions {
             addr: SocketAddr::from(([127, 0, 0, 1], 5555)),
@@ -106,6 +145,7 @@ impl Default for ServeOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_head_bytes: 8 * 1024,
             idle_timeout: Duration::from_secs(60),
+            engine: Engine::Uring,
         }
     }
 }
@@ -113,6 +153,10 @@ impl Default for ServeOptions {
 /// A running server; dropping it does not stop it, call `shutdown`.
 pub struct ServerHandle {
     pub addr: SocketAddr,
+    /// The engine it runs on: `Uring` or `Epoll`, never `Auto`.
+    pub engine: Engine,
+    /// With `Engine::Auto` on epoll: why not io_uring (cause and errno).
+    pub fallback: Option<String>,
     /// Flipped to `true` by `shutdown`. Kept here so that dropping the handle
     /// does not close the channel; the accept loops treat a closed channel
     /// as "run forever", as documented above.
@@ -132,7 +176,7 @@ impl ServerHandle {
         }
     }
 
-    /// Number of server threads (one listener and one ring each).
+    /// Number of server threads (one ring each).
     pub fn threads(&self) -> usize {
         self.threads.len()
     }
@@ -142,19 +186,68 @@ impl ServerHandle {
 ///
 /// All listeners are bound (and listening) before any thread starts, so a
 /// connect right after `start` returns is queued even if a thread has not yet
-/// reached its accept loop. An error creating a ring in any thread stops the
-/// others and is returned.
-pub fn start(opts: ServeOptions) -> io::Result<ServerHandle> {
-    let n = opts.threads.max(1);
-    let mut listeners = Vec::with_capacity(n);
-    let first = bind_listener(opts.addr)?;
-    // With port 0 the kernel picks a port for the first listener; the others
-    // must join that concrete port to form one SO_REUSEPORT group.
-    let addr = first.local_addr()?;
-    listeners.push(first);
-    for _ in 1..n {
-        listeners.push(bind_listener(addr)?);
+/// reached its accept loop. An error creating a runtime in any thread stops
+/// the others and is returned. With `Engine::Uring` an unusable io_uring is
+/// an error that names the cause and the way out; with `Engine::Auto` it
+/// means epoll.
+pub fn start(opts: ServeOptions) -> std::io::Result<ServerHandle> {
+    crate::http::server::check_head_limit(opts.max_head_bytes).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("max_head_bytes: {e}"),
+        )
+    })?;
+    if opts.threads > MAX_THREADS {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} threads: at most {MAX_THREADS} (each has its own runtime and listeners)",
+                opts.threads
+            ),
+        ));
     }
+    let (engine, fallback) = match opts.engine {
+        Engine::Epoll => (Engine::Epoll, None),
+        wanted => match probe::usable() {
+            Ok(()) => (Engine::Uring, None),
+            Err(u) if wanted == Engine::Auto => {
+                let cause = UringSetupCause::of(&u.error);
+                (
+                    Engine::Epoll,
+                    Some(format!("io_uring is unavailable: {} ({u})", cause.why)),
+                )
+            }
+            Err(u) => return Err(uring_unavailable(&u)),
+        },
+    };
+    let mut handle = match engine {
+        Engine::Uring => start_on::<uring::Uring>(&opts),
+        _ => start_on::<epoll::Epoll>(&opts),
+    }?;
+    handle.engine = engine;
+    handle.fallback = fallback;
+    Ok(handle)
+}
+
+/// Why io_uring cannot serve here and what to do, as `get` and `load` say
+/// it, plus the server's own way out.
+fn uring_unavailable(u: &probe::Unusable) -> std::io::Error {
+    let cause = UringSetupCause::of(&u.error);
+    std::io::Error::new(
+        u.error.kind(),
+        format!(
+            "io_uring is unavailable: {} ({u}); {}; or serve on epoll: --engine epoll",
+            cause.why, cause.fix
+        ),
+    )
+}
+
+fn start_on<E: Io>(opts: &ServeOptions) -> std::io::Result<ServerHandle> {
+    let n = opts.threads.max(1);
+    let listen::Listeners {
+        addr,
+        per_thread: listeners,
+    } = listen::bind(opts.addr, n)?;
 
     let cfg = ConnConfig {
         delay: opts.delay,
@@ -162,39 +255,36 @@ pub fn start(opts: ServeOptions) -> io::Result<ServerHandle> {
         idle_timeout: opts.idle_timeout,
     };
     let (stop, stop_rx) = watch::channel(false);
-    let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
-    let mut threads = Vec::with_capacity(n);
-    for (i, listener) in listeners.into_iter().enumerate() {
+    let (ready_tx, ready_rx) = mpsc::channel::<std::io::Result<()>>();
+    let mut handle = ServerHandle {
+        addr,
+        engine: opts.engine,
+        fallback: None,
+        stop,
+        threads: Vec::with_capacity(n),
+    };
+    for (i, listeners) in listeners.into_iter().enumerate() {
         let cfg = cfg.clone();
         let stop_rx = stop_rx.clone();
         let ready_tx = ready_tx.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("uringfetch-server-{i}"))
-            .spawn(move || server_thread(listener, cfg, stop_rx, ready_tx));
+            .spawn(move || server_thread::<E>(listeners, cfg, stop_rx, ready_tx));
         match spawned {
-            Ok(t) => threads.push(t),
+            Ok(t) => handle.threads.push(t),
             Err(e) => {
-                ServerHandle {
-                    addr,
-                    stop,
-                    threads,
-                }
-                .shutdown();
+                handle.shutdown();
                 return Err(e);
             }
         }
     }
     drop(ready_tx);
-
-    let handle = ServerHandle {
-        addr,
-        stop,
-        threads,
-    };
     for _ in 0..n {
-        let result = ready_rx
-            .recv()
-            .unwrap_or_else(|_| Err(io::Error::other("server thread exited before it was ready")));
+        let result = ready_rx.recv().unwrap_or_else(|_| {
+            Err(std::io::Error::other(
+                "server thread exited before it was ready",
+            ))
+        });
         if let Err(e) = result {
             handle.shutdown();
             return Err(e);
@@ -213,7 +303,7 @@ pub fn run_foreground(opts: ServeOptions) -> anyhow::Result<()> {
         .build()?;
     let (mut sigint, mut sigterm) = rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
-        io::Result::Ok((
+        std::io::Result::Ok((
             signal(SignalKind::interrupt())?,
             signal(SignalKind::terminate())?,
         ))
@@ -221,13 +311,17 @@ pub fn run_foreground(opts: ServeOptions) -> anyhow::Result<()> {
 
     let delay = opts.delay;
     let handle = start(opts)?;
+    if let Some(why) = &handle.fallback {
+        crate::say!("uringfetch: {why}; serving on epoll instead");
+    }
     {
-        let mut stdout = io::stdout().lock();
+        let mut stdout = std::io::stdout().lock();
         writeln!(
             stdout,
-            "listening on http://{} ({} threads, delay {:?})",
+            "listening on http://{} ({} threads on {}, delay {:?})",
             handle.addr,
             handle.threads(),
+            handle.engine.name(),
             delay
         )?;
         stdout.flush()?;
@@ -240,84 +334,74 @@ pub fn run_foreground(opts: ServeOptions) -> anyhow::Result<()> {
         }
     });
     handle.shutdown();
-    let mut stdout = io::stdout().lock();
+    let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "stopped")?;
     stdout.flush()?;
     Ok(())
 }
 
-/// One listening socket with `SO_REUSEPORT`, non-blocking as tokio-uring
-/// expects of the fds it is handed.
-fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
-}
-
-/// Body of one server thread: build a ring, report readiness, accept until
-/// told to stop. The runtime (and with it every connection) is dropped when
-/// this returns.
-fn server_thread(
-    listener: std::net::TcpListener,
+/// Body of one server thread: build its runtime, report readiness, accept
+/// until told to stop. The runtime (and with it every connection) is
+/// dropped when this returns.
+fn server_thread<E: Io>(
+    listeners: Vec<std::net::TcpListener>,
     cfg: ConnConfig,
-    stop: watch::Receiver<bool>,
-    ready: mpsc::Sender<io::Result<()>>,
+    mut stop: watch::Receiver<bool>,
+    ready: mpsc::Sender<std::io::Result<()>>,
 ) {
-    let rt = match tokio_uring::Runtime::new(tokio_uring::builder().entries(SQ_ENTRIES)) {
+    let rt = match E::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
-    let _ = ready.send(Ok(()));
-    drop(ready);
-    rt.block_on(async move {
-        let listener = Rc::new(tokio_uring::net::TcpListener::from_std(listener));
-        let cfg = Rc::new(cfg);
-        let reaper = Reaper::start();
-        for _ in 1..ACCEPTS_IN_FLIGHT {
-            tokio_uring::spawn(accept_loop(
-                listener.clone(),
-                cfg.clone(),
-                reaper.clone(),
-                stop.clone(),
-            ));
+    E::block_on(&rt, async move {
+        let mut ours = Vec::with_capacity(listeners.len());
+        for l in listeners {
+            match E::listener(l) {
+                Ok(l) => ours.push(Rc::new(l)),
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            }
         }
-        // When this one returns, `block_on` ends and the runtime drop takes
-        // the other accept loops (and all connections) with it.
-        accept_loop(listener, cfg, reaper, stop).await;
+        let _ = ready.send(Ok(()));
+        drop(ready);
+        let cfg = Rc::new(cfg);
+        let reaper = Reaper::<E::Stream>::start();
+        for listener in ours {
+            for _ in 0..ACCEPTS_IN_FLIGHT {
+                tokio::task::spawn_local(accept_loop::<E>(
+                    listener.clone(),
+                    cfg.clone(),
+                    reaper.clone(),
+                ));
+            }
+        }
+        // `block_on` ends here, and dropping the runtime takes the accept
+        // loops (and all connections) with it.
+        stopped(&mut stop).await;
     });
 }
 
-/// Accepts connections and spawns a task for each until `stop` flips.
-/// Several run per listener, each with one accept op in flight.
-async fn accept_loop(
-    listener: Rc<tokio_uring::net::TcpListener>,
+/// Accepts connections and spawns a task for each, for as long as the
+/// runtime runs. Several run per listener, each with one accept in flight.
+async fn accept_loop<E: Io>(
+    listener: Rc<E::Listener>,
     cfg: Rc<ConnConfig>,
-    reaper: Rc<Reaper>,
-    mut stop: watch::Receiver<bool>,
+    reaper: Rc<Reaper<E::Stream>>,
 ) {
     loop {
-        tokio::select! {
-            biased;
-            () = stopped(&mut stop) => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    // Answers go out in one write each; no Nagle delay for
-                    // the rare multi-write one.
-                    let _ = stream.set_nodelay(true);
-                    tokio_uring::spawn(conn::serve(stream, cfg.clone(), reaper.clone()));
-                }
-                // ECONNABORTED and friends concern one connection; EMFILE
-                // and ENFILE clear when connections close. Either way keep
-                // serving, after a short pause.
-                Err(_) => tokio::time::sleep(ACCEPT_BACKOFF).await,
-            },
+        match E::accept(&listener).await {
+            Ok(stream) => {
+                tokio::task::spawn_local(conn::serve(stream, cfg.clone(), reaper.clone()));
+            }
+            // ECONNABORTED and friends concern one connection; EMFILE and
+            // ENFILE clear when connections close. Either way keep serving,
+            // after a short pause.
+            Err(_) => tokio::time::sleep(ACCEPT_BACKOFF).await,
         }
     }
 }

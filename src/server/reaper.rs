@@ -13,10 +13,10 @@
 //! bound; with the reaper, 206-220 ms over 16 runs). Handing a socket over
 //! costs a queue push, so the backlog of
 //! completions drains quickly, and the reaper then closes REAP_CHUNK
-//! sockets per turn, each turn ending in an io_uring no-op: other ready
-//! tasks run before the next turn, and the no-op goes to the kernel with
-//! the ring's other queued submissions (a waiting answer's write among
-//! them) when the runtime parks or the submission queue fills.
+//! sockets per turn, each turn ending in the engine's `end_turn`: other
+//! ready tasks run before the next turn (on io_uring it is a no-op, which
+//! goes to the kernel with the ring's other queued submissions, a waiting
+//! answer's write among them, when the runtime parks or the queue fills).
 //!
 //! The queue is bounded (REAP_QUEUE_MAX), and a reaper that is gone (its
 //! task ended by a panic) is never waited for: past either, a socket is
@@ -28,7 +28,8 @@ use std::net::Shutdown;
 use std::rc::Rc;
 
 use tokio::sync::Notify;
-use tokio_uring::net::TcpStream;
+
+use super::io::Stream;
 
 /// Sockets closed per turn (about 1.3 ms of FIN exchanges on loopback).
 const REAP_CHUNK: usize = 32;
@@ -39,27 +40,29 @@ const REAP_CHUNK: usize = 32;
 const REAP_QUEUE_MAX: usize = 16 * 1024;
 
 /// One server thread's queue of connections to shut down and close.
-#[derive(Default)]
-pub(crate) struct Reaper {
-    queue: RefCell<VecDeque<(TcpStream, Shutdown)>>,
+pub(crate) struct Reaper<S> {
+    queue: RefCell<VecDeque<(S, Shutdown)>>,
     wake: Notify,
     /// Whether the reaper task is running (cleared if it ends).
     alive: Cell<bool>,
 }
 
-impl Reaper {
-    /// Starts the thread's reaper task; call inside its tokio-uring runtime.
+impl<S: Stream> Reaper<S> {
+    /// Starts the thread's reaper task; call inside its runtime.
     pub(crate) fn start() -> Rc<Self> {
-        let reaper = Rc::new(Self::default());
-        reaper.alive.set(true);
-        tokio_uring::spawn(reap(reaper.clone()));
+        let reaper = Rc::new(Self {
+            queue: RefCell::default(),
+            wake: Notify::new(),
+            alive: Cell::new(true),
+        });
+        tokio::task::spawn_local(reap(reaper.clone()));
         reaper
     }
 
     /// Queues `stream` to be shut down (`how`) and closed, or does that at
     /// once if the queue is full or the reaper gone. Sockets still queued
     /// when the runtime is dropped are closed by their drop.
-    pub(crate) fn hand(&self, stream: TcpStream, how: Shutdown) {
+    pub(crate) fn hand(&self, stream: S, how: Shutdown) {
         let mut q = self.queue.borrow_mut();
         if !self.alive.get() || q.len() >= REAP_QUEUE_MAX {
             drop(q);
@@ -79,9 +82,9 @@ impl Reaper {
 }
 
 /// Marks the reaper gone when its task ends, however it ends.
-struct Alive(Rc<Reaper>);
+struct Alive<S: Stream>(Rc<Reaper<S>>);
 
-impl Drop for Alive {
+impl<S: Stream> Drop for Alive<S> {
     fn drop(&mut self) {
         self.0.alive.set(false);
         // What is left is closed now rather than at the runtime's end.
@@ -92,7 +95,7 @@ impl Drop for Alive {
     }
 }
 
-async fn reap(reaper: Rc<Reaper>) {
+async fn reap<S: Stream>(reaper: Rc<Reaper<S>>) {
     let guard = Alive(reaper);
     let reaper = &guard.0;
     let mut chunk = Vec::with_capacity(REAP_CHUNK);
@@ -113,7 +116,7 @@ async fn reap(reaper: Rc<Reaper>) {
                 let _ = stream.shutdown(how);
             }
             // Everything else that is ready runs before the next chunk.
-            let _ = tokio_uring::no_op().await;
+            S::end_turn().await;
         }
     }
 }
@@ -124,6 +127,7 @@ mod tests {
     use std::io::Read;
     use std::os::fd::AsRawFd;
     use std::time::{Duration, Instant};
+    use tokio_uring::net::TcpStream;
 
     /// `n` connected pairs: (our end as a tokio-uring stream, the peer's end).
     async fn pairs(n: usize) -> Vec<(TcpStream, std::net::TcpStream)> {
@@ -139,7 +143,7 @@ mod tests {
     }
 
     /// Waits (boundedly) until the reaper's queue is empty.
-    async fn drained(reaper: &Reaper) {
+    async fn drained(reaper: &Reaper<TcpStream>) {
         let start = Instant::now();
         while reaper.queued() > 0 {
             assert!(start.elapsed() < Duration::from_secs(5), "reaper stalled");
@@ -159,7 +163,7 @@ mod tests {
     #[test]
     fn closes_everything_a_chunk_per_turn_letting_others_run_between() {
         tokio_uring::start(async {
-            let reaper = Reaper::start();
+            let reaper = Reaper::<TcpStream>::start();
             let n = 3 * REAP_CHUNK;
             let mut peers = Vec::new();
             for (i, (ours, peer)) in pairs(n).await.into_iter().enumerate() {
@@ -201,7 +205,7 @@ mod tests {
     #[test]
     fn an_abort_with_a_read_in_flight_still_closes() {
         tokio_uring::start(async {
-            let reaper = Reaper::start();
+            let reaper = Reaper::<TcpStream>::start();
             let (ours, peer) = pairs(1).await.pop().expect("a pair");
             // A read whose future is dropped by a timeout: the kernel
             // operation keeps a reference to the socket.

@@ -198,7 +198,8 @@ fn seccomp_refusing_io_uring_is_named_and_the_other_backends_still_pass() {
     let o = uringfetch_without_io_uring(&["doctor", "--self-test", "--requests", "100"]);
     let t = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{t}\n{}", stderr(&o));
-    assert!(t.contains("blocking fallback server"), "{t}");
+    assert!(t.contains("demo server (epoll)"), "{t}");
+    assert!(t.contains("io_uring is unavailable"), "{t}");
     for backend in ["uring-loop", "uring-async"] {
         assert!(
             t.lines().any(|l| l.starts_with(backend)

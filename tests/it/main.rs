@@ -13,5 +13,6 @@ mod merge;
 mod parser_props;
 mod reports;
 mod seccomp;
+mod serve;
 mod session;
 mod support;

@@ -22,11 +22,11 @@ pub const INSTALL_PYTHON: &str = "apt-get install -y python3";
 /// The demo server in-process on 127.0.0.1, port 0.
 pub fn demo_server(delay: Duration) -> ServerHandle {
     server::start(ServeOptions {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        delay,
         threads: 2,
-        max_head_bytes: 16 * 1024,
         idle_timeout: Duration::from_secs(10),
+        // The peer of the client tests: io_uring, never a silent fallback.
+        engine: server::Engine::Uring,
+        ..ServeOptions::in_process(delay)
     })
     .expect("demo server starts")
 }
