@@ -187,6 +187,20 @@ impl FetchError {
         )
     }
 
+    /// A ring was set up but `io_uring_enter` fails (a seccomp filter that
+    /// allows only the setup): no operation could ever run.
+    pub fn uring_enter(e: &io::Error) -> Self {
+        let cause = UringSetupCause::of(e);
+        Self::new(
+            ErrorKind::UringUnavailable,
+            format!(
+                "io_uring is unavailable: rings can be set up but io_uring_enter is refused: {} \
+                 ({e}); {}; or use --backend epoll-loop or --backend threads",
+                cause.why, cause.fix
+            ),
+        )
+    }
+
     pub fn connect_timeout(after: Duration, addr: SocketAddr) -> Self {
         Self::new(
             ErrorKind::ConnectTimeout,
@@ -216,12 +230,24 @@ impl UringSetupCause {
                 "run on Linux 5.10 or newer built with io_uring".to_string(),
             ),
             Some(libc::EPERM | libc::EACCES) => eperm_cause(),
+            // Kernels before 5.12 charge rings to RLIMIT_MEMLOCK; later
+            // ones to memory cgroups, where ENOMEM means memory ran short.
+            Some(libc::ENOMEM | libc::ENOBUFS)
+                if crate::backend::uring_loop::ring::kernel_version() < (5, 12) =>
+            {
+                (
+                    "RLIMIT_MEMLOCK is too low for the ring (kernels before 5.12 charge rings to it)"
+                        .to_string(),
+                    "raise it: `ulimit -l unlimited` (or memlock in /etc/security/limits.conf, \
+                     LimitMEMLOCK= for a systemd unit, --ulimit memlock=-1 for docker)"
+                        .to_string(),
+                )
+            }
             Some(libc::ENOMEM | libc::ENOBUFS) => (
-                "RLIMIT_MEMLOCK is too low for the ring (kernels before 5.12 charge rings to it)"
+                "the kernel could not allocate the ring's memory (the process or its memory \
+                 cgroup is short of memory)"
                     .to_string(),
-                "raise it: `ulimit -l unlimited` (or memlock in /etc/security/limits.conf, \
-                 LimitMEMLOCK= for a systemd unit, --ulimit memlock=-1 for docker)"
-                    .to_string(),
+                "free memory, raise the cgroup's memory limit, or run fewer rings (-t)".to_string(),
             ),
             _ => (
                 "the kernel refused io_uring_setup".to_string(),

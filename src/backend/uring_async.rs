@@ -40,6 +40,14 @@ pub(crate) fn runtime(connections: usize) -> Result<tokio_uring::Runtime, FetchE
         .clamp(256, 32768) as u32;
     let mut builder = tokio_uring::builder();
     builder.entries(entries);
+    // tokio-uring panics if it cannot enter its ring (a seccomp filter that
+    // allows only the setup): find out first, on a ring of our own.
+    if let Err(u) = crate::doctor::probe::usable() {
+        return Err(match u.call {
+            "io_uring_enter" => FetchError::uring_enter(&u.error),
+            _ => FetchError::uring_setup(&u.error),
+        });
+    }
     tokio_uring::Runtime::new(&builder).map_err(|e| FetchError::uring_setup(&e))
 }
 

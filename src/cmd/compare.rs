@@ -85,6 +85,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
     let conn = Arc::new(config::conn_options(&args.request, true, Vec::new(), 1));
     let mut groups = Vec::new();
     let mut first = true;
+    let mut not_run = 0;
     for sc in &scenarios {
         let targets = Arc::new(vec![Target::new(&sc.url, &opts)?]);
         let mut rows = Vec::new();
@@ -106,7 +107,11 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
                 crate::say!("running {backend} -c {c} on {}", sc.label);
                 match run_config(&config, false) {
                     Ok(outcome) => rows.push(Summary::new(&outcome, &opts.method)),
-                    Err(e) => crate::say!("uringfetch: {backend} -c {c}: {e:#}"),
+                    Err(e) => {
+                        // A backend that could not run fails the comparison.
+                        not_run += 1;
+                        crate::say!("uringfetch: {backend} -c {c}: {e:#}");
+                    }
                 }
             }
         }
@@ -135,5 +140,5 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
         .iter()
         .flat_map(|(_, r)| r)
         .any(|s| s.requests.errors > 0);
-    Ok(if failed { 1 } else { 0 })
+    Ok(if failed || not_run > 0 { 1 } else { 0 })
 }

@@ -102,6 +102,21 @@ fn io_uring_backends_name_the_cause_and_the_way_out() {
         assert_explains(&out, &format!("get {b:?}"));
         let out = run_denied(&[&["load", "-n", "10", "-c", "2"], b, &[url.as_str()]].concat());
         assert_explains(&out, &format!("load {b:?}"));
+        // Issue 19 item 4: the ring is set up, io_uring_enter refused.
+        // uring-async aborted in tokio-uring (rc 134), and uring-loop
+        // counted half the requests as errors and exited 0.
+        for args in [
+            &[&["get"], b, &[url.as_str()]].concat(),
+            &[&["load", "-n", "10", "-c", "2"], b, &[url.as_str()]].concat(),
+        ] {
+            let out = run_under(deny_io_uring_enter(), args);
+            assert_explains(&out, &format!("{args:?}, io_uring_enter denied"));
+            assert!(
+                stderr(&out).contains("io_uring_enter is refused"),
+                "{}",
+                stderr(&out)
+            );
+        }
     }
     server.shutdown();
 }
@@ -212,10 +227,31 @@ fn demo_and_compare_fall_back_to_an_epoll_server() {
             "{call}: {e}"
         );
 
-        if call == "io_uring_setup" {
-            let out = run_under(filter(), &["demo", "--delay", "100ms"]);
-            assert_explains(&out, "demo on uring-loop");
-        }
+        // The default backend needs io_uring: one line, exit 1 (with only
+        // io_uring_enter denied it used to hang).
+        let out = run_under(filter(), &["demo", "--delay", "100ms"]);
+        assert_explains(&out, &format!("demo on uring-loop, {call}"));
+        // A backend that cannot run fails the comparison, after the rows
+        // that could.
+        let out = run_under(
+            filter(),
+            &[
+                "compare",
+                "--backends",
+                "uring-loop,epoll-loop",
+                "-n",
+                "100",
+                "-c",
+                "2",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{call}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("io_uring is unavailable"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(stdout(&out).contains("epoll-loop"), "{}", stdout(&out));
 
         let out = run_under(
             filter(),

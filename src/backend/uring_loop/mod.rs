@@ -122,8 +122,9 @@ pub(crate) fn prepare(ctx: &WorkerCtx) -> Result<Prepared<'_>, FetchError> {
     // kernel fills is resident, and C10K responses are small.
     let count = (n * 2).next_power_of_two().clamp(64, 1024) as u16;
     let size = if n > 256 { SMALL_BUF_SIZE } else { BUF_SIZE };
-    let (ring, mut features, bufs) = ring::setup(entries, ctx.conn.uring_profile, count, size)
+    let (mut ring, mut features, bufs) = ring::setup(entries, ctx.conn.uring_profile, count, size)
         .map_err(|e| FetchError::uring_setup(&e))?;
+    ring::check_enter(&mut ring).map_err(|e| FetchError::uring_enter(&e))?;
     // One table entry per slot; without one (RLIMIT_NOFILE below the slot
     // count, or memory) sockets come from socket(2) instead.
     features.direct_descriptors = features.direct_descriptors

@@ -152,6 +152,22 @@ pub fn build(entries: u32, profile: Profile) -> io::Result<(IoUring, Features)> 
     Ok((ring, f))
 }
 
+/// Submits a no-op and waits for it: a seccomp filter may allow
+/// `io_uring_setup` and refuse `io_uring_enter`, and then nothing the loop
+/// queues would ever run. One enter at setup, before the run's clock.
+pub fn check_enter(ring: &mut IoUring) -> io::Result<()> {
+    let nop = opcode::Nop::new().build().user_data(0);
+    // SAFETY: a no-op references no memory.
+    unsafe { ring.submission().push(&nop) }
+        .map_err(|_| io::Error::other("a fresh submission queue is full"))?;
+    ring.submit_and_wait(1)?;
+    let result = ring.completion().next().map(|c| c.result());
+    match result {
+        Some(r) if r < 0 => Err(io::Error::from_raw_os_error(-r)),
+        _ => Ok(()),
+    }
+}
+
 /// `IORING_REGISTER_RING_FDS`, from the kernel's uapi.
 const IORING_REGISTER_RING_FDS: libc::c_uint = 20;
 /// `IORING_UNREGISTER_RING_FDS`, from the kernel's uapi.
