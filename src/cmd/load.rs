@@ -103,6 +103,7 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
             bail!("--pipeline works with one URL, a closed loop (no -q) and keep-alive");
         }
     }
+    let pipeline = pipeline_depth(args.pipeline, &targets);
     let bind = args
         .bind
         .as_deref()
@@ -132,9 +133,34 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
             &args.request,
             keep_alive,
             bind,
-            args.pipeline,
+            pipeline,
         )),
     })
+}
+
+/// At most this many bytes of requests go into one pipelined write (the
+/// batch is encoded once per run).
+const MAX_PIPELINED_BYTES: usize = 1 << 20;
+
+/// `--pipeline`, bounded by bytes as well as by count: 10,000 copies of a
+/// 1 MiB request would be 10 GB. Says so when it cuts the depth.
+fn pipeline_depth(wanted: usize, targets: &[Target]) -> usize {
+    let longest = targets
+        .iter()
+        .map(|t| t.request.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let depth = wanted.min((MAX_PIPELINED_BYTES / longest).max(1));
+    if depth < wanted {
+        crate::say!(
+            "uringfetch: --pipeline {wanted} of {longest}-byte requests would write {} at once; \
+             writing batches of {depth} instead (at most {} of requests per write)",
+            crate::report::text::fmt_bytes((wanted as u64).saturating_mul(longest as u64)),
+            crate::report::text::fmt_bytes(MAX_PIPELINED_BYTES as u64)
+        );
+    }
+    depth
 }
 
 /// Runs a config with progress and Ctrl-C; shared by `load` and `compare`.

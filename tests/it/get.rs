@@ -511,23 +511,6 @@ fn endless_server(head: &'static [u8], chunked: bool) -> RawServer {
     })
 }
 
-/// The largest resident set a process reaches while it runs, sampled.
-fn peak_rss_kb(child: &mut std::process::Child) -> u64 {
-    let mut peak = 0;
-    while child.try_wait().ok().flatten().is_none() {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()));
-        if let Some(kb) = status.ok().and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        }) {
-            peak = peak.max(kb);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    peak
-}
-
 /// Issue 19 item 1: `get` streams a body as it arrives, in constant
 /// memory, whatever its framing: an endless body streamed for a second
 /// (a Content-Length of a terabyte, chunked, close-delimited) keeps the

@@ -379,3 +379,46 @@ fn impossible_options_are_refused_up_front() {
         assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
     }
 }
+
+/// Issue 19 item 7: `--pipeline 10000` with a 1 MiB body tried to copy the
+/// request 10,000 times (10 GB) even for `-n 1`; batches are now bounded by
+/// bytes, the user is told, and the run stays small.
+#[test]
+fn a_pipelined_batch_is_bounded_by_bytes() {
+    let server = demo_server(Duration::ZERO);
+    let dir = temp_dir("pipeline-bytes");
+    let body = dir.join("body.bin");
+    std::fs::write(&body, vec![b'x'; 1 << 20]).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_uringfetch"))
+        .args([
+            "load",
+            "--pipeline",
+            "10000",
+            "--body-file",
+            body.to_str().unwrap(),
+            "-n",
+            "2",
+            "-c",
+            "1",
+            "--output",
+            "json",
+            &format!("http://{}/bar", server.addr),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let peak = peak_rss_kb(&mut child);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("writing batches of 1 instead"),
+        "{}",
+        stderr(&out)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(n(&v, "/status/200"), 2, "{v}");
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+    server.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}
