@@ -10,9 +10,18 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::backend::BackendKind;
 use crate::backend::uring_loop::ring::Profile;
 
+/// Exit codes, for scripts and CI.
+const EXIT_CODES: &str = "Exit codes:
+  0    done (load, compare, merge: the run ran and got responses)
+  1    failed: an error, a URL that could not be fetched (get), a run in
+       which not one request got a response, a backend that could not run
+  2    usage error: bad arguments
+  3    a --fail-on condition held (the report is still printed)
+  130  interrupted (a second Ctrl-C; the first ends a run and prints its report)";
+
 /// An HTTP fetcher and load generator whose network I/O runs on Linux io_uring.
 #[derive(Debug, Parser)]
-#[command(name = "uringfetch", version, about, propagate_version = true)]
+#[command(name = "uringfetch", version, about, propagate_version = true, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -21,16 +30,21 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Fetch URLs concurrently over io_uring and print the responses.
+    #[command(after_help = EXIT_CODES)]
     Get(GetArgs),
     /// Load-test URLs: count or duration, connections, threads, open-loop rate.
+    #[command(after_help = EXIT_CODES)]
     Load(LoadArgs),
     /// Run the demo server: /foo and /bar answer after --delay.
     Serve(ServeArgs),
     /// Reproduce the article's experiment: two 1 s requests, one after the other, then concurrently.
+    #[command(after_help = EXIT_CODES)]
     Demo(DemoArgs),
     /// Run the same workload on each backend and print them side by side.
+    #[command(after_help = EXIT_CODES)]
     Compare(CompareArgs),
     /// Add up the JSON reports of runs of one test on several clients, exactly.
+    #[command(after_help = EXIT_CODES)]
     Merge(MergeArgs),
     /// What this kernel and machine let uringfetch do: io_uring support and
     /// profiles, limits; --self-test runs every backend on loopback.
@@ -226,6 +240,12 @@ pub struct LoadArgs {
     /// Report format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Fail the run (exit 3) when a condition holds, e.g.
+    /// 'errors>0.1%,non-2xx>0,p99>200ms': errors, non-2xx (a count, or % of
+    /// responses), success (%), p50..p9999, max, mean (with us, ms or s),
+    /// rps; with >, >=, <, <=.
+    #[arg(long, value_name = "CONDITIONS", value_parser = crate::report::thresholds::parse_fail_on)]
+    pub fail_on: Option<crate::report::thresholds::FailOn>,
     /// No progress bar even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
@@ -272,6 +292,9 @@ pub struct MergeArgs {
     /// Report format (csv: the merged per-second series).
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Fail (exit 3) when a condition holds on the merged report (as `load --fail-on`).
+    #[arg(long, value_name = "CONDITIONS", value_parser = crate::report::thresholds::parse_fail_on)]
+    pub fail_on: Option<crate::report::thresholds::FailOn>,
 }
 
 #[derive(Debug, Args)]

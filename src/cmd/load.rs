@@ -272,7 +272,10 @@ pub fn run(args: LoadArgs) -> anyhow::Result<i32> {
         OutputFormat::Json => super::emit(&(serde_json::to_string_pretty(&summary)? + "\n")),
         OutputFormat::Csv => super::emit(&summary.to_csv()),
     }
-    Ok(0)
+    Ok(crate::report::thresholds::verdict(
+        &summary,
+        args.fail_on.as_ref(),
+    ))
 }
 
 #[cfg(test)]

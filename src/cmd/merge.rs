@@ -66,5 +66,8 @@ pub fn run(args: MergeArgs) -> anyhow::Result<i32> {
         }
         OutputFormat::Csv => super::emit(&merged.summary.to_csv()),
     }
-    Ok(0)
+    Ok(crate::report::thresholds::verdict(
+        &merged.summary,
+        args.fail_on.as_ref(),
+    ))
 }

@@ -10,6 +10,7 @@ pub mod merge;
 #[cfg(test)]
 mod merge_tests;
 pub mod text;
+pub mod thresholds;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

@@ -10,18 +10,37 @@ use crate::support::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// Runs `load ... --output json` and returns the parsed report.
+/// Runs `load ... --output json` and returns the parsed report. A run in
+/// which not one request got a response still prints its report and exits
+/// 1 (saying so); any other run must exit 0.
 pub fn load_json(args: &[&str]) -> Value {
     let mut all = vec!["load", "--output", "json"];
     all.extend_from_slice(args);
     let out = uringfetch(&all, LIMIT);
-    assert!(
-        out.status.success(),
-        "load {args:?} failed: {}",
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "load {args:?}: JSON report ({e}): {}\n{}",
+            stdout(&out),
+            stderr(&out)
+        )
+    });
+    let none_arrived =
+        v["requests"]["issued"].as_u64() > Some(0) && v["requests"]["completed"] == 0;
+    let expected = if none_arrived { 1 } else { 0 };
+    assert_eq!(
+        out.status.code(),
+        Some(expected),
+        "load {args:?}: {}",
         stderr(&out)
     );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("JSON report ({e}): {}", stdout(&out)))
+    if none_arrived {
+        assert!(
+            stderr(&out).contains("uringfetch: not one response arrived"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    v
 }
 
 fn n(v: &Value, path: &str) -> u64 {
@@ -420,5 +439,116 @@ fn a_pipelined_batch_is_bounded_by_bytes() {
     assert_eq!(n(&v, "/status/200"), 2, "{v}");
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
     server.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Issue 19 item 12: a run where not one response arrived exits 1 (it used
+/// to exit 0 with "Success rate: 0.00%"), and `--fail-on` lets CI fail a
+/// run on its figures (exit 3), the report printed all the same; `merge`
+/// takes the same conditions.
+#[test]
+fn failure_is_not_success() {
+    let out = uringfetch(
+        &["load", "-n", "5", "-c", "1", "http://127.0.0.1:9/"],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("refused"),
+        "the report: {}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("not one response arrived (5 requests: 5 errors"),
+        "{}",
+        stderr(&out)
+    );
+
+    let not_found = RawServer::start(|mut s| {
+        while read_head(&mut s).is_some() {
+            send(
+                &mut s,
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+            );
+        }
+    });
+    let url = not_found.url("/");
+    let args = |fail_on: &str| -> Vec<String> {
+        [
+            "load",
+            "-n",
+            "20",
+            "-c",
+            "2",
+            "--fail-on",
+            fail_on,
+            url.as_str(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let run = |fail_on: &str| {
+        let a = args(fail_on);
+        uringfetch(&a.iter().map(String::as_str).collect::<Vec<_>>(), LIMIT)
+    };
+    let out = run("non-2xx>0");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("Non-2xx or 3xx responses: 20"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("--fail-on non-2xx>0: 20 responses outside 2xx/3xx"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run("errors>0,p99>10s,success<50%");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--fail-on success<50%: success rate 0.000%"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("errors>0"), "{}", stderr(&out));
+    let out = run("errors>0,p99>10s");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run("p99>10");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a latency needs a unit"),
+        "{}",
+        stderr(&out)
+    );
+
+    // merge: the same conditions on the merged report.
+    let dir = temp_dir("fail-on-merge");
+    let report = dir.join("a.json");
+    let out = uringfetch(
+        &[
+            "load",
+            "-n",
+            "10",
+            "-c",
+            "1",
+            "--output",
+            "json",
+            url.as_str(),
+        ],
+        LIMIT,
+    );
+    std::fs::write(&report, &out.stdout).unwrap();
+    let out = uringfetch(
+        &[
+            "merge",
+            "--fail-on",
+            "non-2xx>50%",
+            report.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let out = uringfetch(&["load", "--help"], LIMIT);
+    assert!(stdout(&out).contains("Exit codes:"), "{}", stdout(&out));
     let _ = std::fs::remove_dir_all(dir);
 }
