@@ -237,9 +237,13 @@ pub struct LoadArgs {
     /// Source addresses to spread connections over: `127.0.0.2`, `127.0.0.2-127.0.0.9` or a comma list.
     #[arg(long, value_name = "ADDRS")]
     pub bind: Option<String>,
-    /// Report format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    /// The report's format [default: text, or by -o's file extension].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub output_format: Option<OutputFormat>,
+    /// Write the report to FILE (as curl and oha do); `text`, `json` or
+    /// `csv` alone is the format instead, as before.
+    #[arg(short = 'o', long, value_name = "FILE|FORMAT")]
+    pub output: Option<String>,
     /// Fail the run (exit 3) when a condition holds, e.g.
     /// 'errors>0.1%,non-2xx>0,p99>200ms': errors, non-2xx (a count, or % of
     /// responses), success (%), p50..p9999, max, mean (with us, ms or s),
@@ -289,9 +293,13 @@ pub struct MergeArgs {
     /// Add up reports even of different targets, methods or plans.
     #[arg(long)]
     pub force: bool,
-    /// Report format (csv: the merged per-second series).
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    /// The report's format [default: text, or by -o's file extension].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub output_format: Option<OutputFormat>,
+    /// Write the report to FILE (as curl and oha do); `text`, `json` or
+    /// `csv` alone is the format instead, as before.
+    #[arg(short = 'o', long, value_name = "FILE|FORMAT")]
+    pub output: Option<String>,
     /// Fail (exit 3) when a condition holds on the merged report (as `load --fail-on`).
     #[arg(long, value_name = "CONDITIONS", value_parser = crate::report::thresholds::parse_fail_on)]
     pub fail_on: Option<crate::report::thresholds::FailOn>,
@@ -346,9 +354,13 @@ pub struct DoctorArgs {
     #[arg(long, value_name = "N", default_value_t = 400, requires = "self_test",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub requests: u64,
-    /// Report format (json: the report, and with --self-test the results).
-    #[arg(long, value_enum, default_value_t = TableFormat::Text)]
-    pub output: TableFormat,
+    /// The report's format [default: text, or by -o's file extension].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub output_format: Option<TableFormat>,
+    /// Write the report to FILE (as curl and oha do); `text` or `json`
+    /// alone is the format instead, as before.
+    #[arg(short = 'o', long, value_name = "FILE|FORMAT")]
+    pub output: Option<String>,
 }
 
 #[cfg(test)]
@@ -414,9 +426,13 @@ pub struct CompareArgs {
     /// Pause between runs, so one run's closing connections do not burden the next.
     #[arg(long, value_parser = parse_duration, default_value = "500ms")]
     pub pause: Duration,
-    /// Table as text, or an array of load reports as JSON.
-    #[arg(long, value_enum, default_value_t = TableFormat::Text)]
-    pub output: TableFormat,
+    /// The table as text, or the rows' load reports as a JSON array [default: text, or by -o's file extension].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub output_format: Option<TableFormat>,
+    /// Write the report to FILE (as curl and oha do); `text` or `json`
+    /// alone is the format instead, as before.
+    #[arg(short = 'o', long, value_name = "FILE|FORMAT")]
+    pub output: Option<String>,
     /// Also draw req/s and CPU µs/request against connections, one line per backend.
     #[arg(long, value_name = "FILE.svg")]
     pub chart: Option<PathBuf>,

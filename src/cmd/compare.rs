@@ -32,6 +32,11 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
     } else {
         args.backends.clone()
     };
+    let format = super::report_output(
+        args.output.as_deref(),
+        args.output_format,
+        TableFormat::Text,
+    )?;
     if args.connections.contains(&0) {
         bail!("-c values must be at least 1");
     }
@@ -120,7 +125,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
     if let Some(s) = server {
         s.shutdown();
     }
-    match args.output {
+    match format {
         TableFormat::Json => {
             let all: Vec<&Summary> = groups.iter().flat_map(|(_, r)| r).collect();
             super::emit(&(serde_json::to_string_pretty(&all)? + "\n"));

@@ -9,7 +9,12 @@ use crate::doctor::{self, Report, selftest};
 /// Runs `doctor`; returns the exit code.
 pub fn run(args: DoctorArgs) -> anyhow::Result<i32> {
     let report = Report::gather();
-    let json = args.output == TableFormat::Json;
+    let format = super::report_output(
+        args.output.as_deref(),
+        args.output_format,
+        TableFormat::Text,
+    )?;
+    let json = format == TableFormat::Json;
     if !args.self_test {
         if json {
             super::emit(&format!("{}\n", serde_json::to_string_pretty(&report)?));

@@ -258,6 +258,15 @@ pub fn run(args: GetArgs) -> anyhow::Result<i32> {
     if args.output.is_some() && args.urls.len() != 1 {
         anyhow::bail!("-o FILE takes exactly one URL ({} given)", args.urls.len());
     }
+    if let Some(name) = args.output.as_ref().and_then(|p| p.to_str())
+        && ["text", "json", "csv"].contains(&name)
+    {
+        // Elsewhere `-o json` names a report format; get has none.
+        anyhow::bail!(
+            "get -o writes the body to a file, and get has no report format: to write the body \
+             to a file named '{name}', say -o ./{name}"
+        );
+    }
     // One request per connection: say so, and the server may close at once.
     let opts = super::config::request_options(&args.request, false)?;
     let conn = super::config::conn_options(&args.request, false, Vec::new(), 1);

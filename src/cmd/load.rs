@@ -255,6 +255,11 @@ fn wait_for_start(at: SystemTime) -> anyhow::Result<bool> {
 /// Runs `load`; returns the exit code.
 pub fn run(args: LoadArgs) -> anyhow::Result<i32> {
     let config = config_from_args(&args)?;
+    let format = super::report_output(
+        args.output.as_deref(),
+        args.output_format,
+        OutputFormat::Text,
+    )?;
     if let Some(at) = args.start_at
         && !wait_for_start(at)?
     {
@@ -267,7 +272,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<i32> {
     summary.run_id = args.run_id.clone();
     summary.labels = args.labels.iter().cloned().collect();
     summary.start_at = args.start_at.map(wallclock::rfc3339);
-    match args.output {
+    match format {
         OutputFormat::Text => super::emit(&text::render(&summary, &outcome.recorder.latency)),
         OutputFormat::Json => super::emit(&(serde_json::to_string_pretty(&summary)? + "\n")),
         OutputFormat::Csv => super::emit(&summary.to_csv()),

@@ -36,6 +36,11 @@ fn read_inputs(files: &[String]) -> anyhow::Result<Vec<Input>> {
 
 /// Runs `merge`; returns the exit code.
 pub fn run(args: MergeArgs) -> anyhow::Result<i32> {
+    let format = super::report_output(
+        args.output.as_deref(),
+        args.output_format,
+        OutputFormat::Text,
+    )?;
     let inputs = read_inputs(&args.files)?;
     if inputs.is_empty() {
         bail!("no report to merge");
@@ -54,12 +59,12 @@ pub fn run(args: MergeArgs) -> anyhow::Result<i32> {
         crate::say!("uringfetch: warning: {w}");
     }
     // The text report carries its notes; JSON and CSV readers get them here.
-    if args.output != OutputFormat::Text {
+    if format != OutputFormat::Text {
         for n in &merged.notes {
             crate::say!("uringfetch: note: {n}");
         }
     }
-    match args.output {
+    match format {
         OutputFormat::Text => super::emit(&merge::render_text(&merged)),
         OutputFormat::Json => {
             super::emit(&(serde_json::to_string_pretty(&merged.summary)? + "\n"));

@@ -30,9 +30,17 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Doctor(args) => doctor::run(args),
     };
     match (result, take_write_error()) {
-        (Ok(_), Some(e)) => Err(anyhow::anyhow!(
-            "cannot write the report to standard output: {e}"
-        )),
+        (Ok(_), Some(e)) => {
+            let to = OUTPUT_FILE
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map_or_else(
+                    || "standard output".to_string(),
+                    |(p, _)| p.display().to_string(),
+                );
+            Err(anyhow::anyhow!("cannot write the report to {to}: {e}"))
+        }
         // The command's own failure says more than the write's.
         (result, _) => result,
     }
@@ -47,7 +55,39 @@ fn take_write_error() -> Option<io::Error> {
     WRITE_ERROR.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
-/// Writes a report to stdout. A report that could not be written (a full
+/// Where [`emit`] writes: `-o FILE`, or stdout.
+static OUTPUT_FILE: Mutex<Option<(std::path::PathBuf, std::fs::File)>> = Mutex::new(None);
+
+/// Resolves `--output-format` and `-o/--output`: `-o` with a format's name
+/// is that format (as the flag meant before it also took files); `-o FILE`
+/// sends the report to that file (made now, so a bad path fails before the
+/// run), in `--output-format`, or the format its extension names, or text.
+pub fn report_output<F: clap::ValueEnum + Copy + PartialEq + std::fmt::Debug>(
+    output: Option<&str>,
+    format: Option<F>,
+    default: F,
+) -> anyhow::Result<F> {
+    let named = |v: &str| F::from_str(v, true).ok();
+    let Some(output) = output else {
+        return Ok(format.unwrap_or(default));
+    };
+    if let Some(f) = named(output) {
+        if let Some(g) = format
+            && g != f
+        {
+            anyhow::bail!("-o {output} and --output-format {g:?} name two formats");
+        }
+        return Ok(f);
+    }
+    let path = std::path::PathBuf::from(output);
+    let by_extension = path.extension().and_then(|e| e.to_str()).and_then(named);
+    let file = std::fs::File::create(&path)
+        .map_err(|e| anyhow::anyhow!("cannot write the report to {output}: {e}"))?;
+    *OUTPUT_FILE.lock().unwrap_or_else(|e| e.into_inner()) = Some((path, file));
+    Ok(format.or(by_extension).unwrap_or(default))
+}
+
+/// Writes a report to stdout (or `-o`'s file, see [`report_output`]). A report that could not be written (a full
 /// disk, `> /dev/full`, an I/O error) fails the command in [`run`], and
 /// nothing more is written after it (no torn rest of a report). A reader
 /// that went away (`| head`: EPIPE) is no failure: it has what it wanted,
@@ -57,8 +97,15 @@ pub fn emit(text: &str) {
     if failed.is_some() {
         return;
     }
-    let mut out = io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+    let mut file = OUTPUT_FILE.lock().unwrap_or_else(|e| e.into_inner());
+    let written = match file.as_mut() {
+        Some((_, f)) => f.write_all(text.as_bytes()).and_then(|()| f.flush()),
+        None => {
+            let mut out = io::stdout().lock();
+            out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        }
+    };
+    match written {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
         Err(e) => *failed = Some(e),

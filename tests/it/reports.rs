@@ -231,3 +231,60 @@ fn reports_describe_the_run_they_measured() {
     );
     server.shutdown();
 }
+
+/// Issue 19 item 15: one convention for `--output`, as in curl and oha:
+/// `-o FILE` is a file (the report's format from `--output-format` or the
+/// extension), `--output-format` names the format, and `-o json` alone
+/// still means the format (scripts use it). `get -o json`, which wrote the
+/// body to a file named `json`, is refused with the way to say that.
+#[test]
+fn output_is_a_file_and_output_format_a_format() {
+    let server = demo_server(Duration::ZERO);
+    let url = format!("http://{}/bar", server.addr);
+    let dir = temp_dir("output-convention");
+    let file = dir.join("run.json");
+    let out = uringfetch(
+        &[
+            "load",
+            "-n",
+            "5",
+            "-c",
+            "1",
+            "-o",
+            file.to_str().unwrap(),
+            &url,
+        ],
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "", "the report went to the file");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).expect("JSON by extension");
+    assert_eq!(v["requests"]["completed"], 5);
+    let out = uringfetch(
+        &["load", "-n", "5", "-c", "1", "--output-format", "csv", &url],
+        LIMIT,
+    );
+    assert!(stdout(&out).starts_with("second,"), "{}", stdout(&out));
+    let out = uringfetch(
+        &["load", "-n", "5", "-c", "1", "--output", "json", &url],
+        LIMIT,
+    );
+    assert!(
+        stdout(&out).trim_start().starts_with('{'),
+        "{}",
+        stdout(&out)
+    );
+    let out = uringfetch(&["get", "-o", "json", &url], LIMIT);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("say -o ./json"), "{}", stderr(&out));
+    assert!(!std::path::Path::new("json").exists());
+    let out = uringfetch(&["doctor", "--output-format", "json"], LIMIT);
+    assert!(
+        stdout(&out).trim_start().starts_with('{'),
+        "{}",
+        stdout(&out)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+    server.shutdown();
+}
