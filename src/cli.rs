@@ -276,6 +276,25 @@ fn parse_start_at(s: &str) -> Result<SystemTime, String> {
     crate::wallclock::parse_start_at(s, SystemTime::now())
 }
 
+/// `serve --addr`: `127.0.0.1:5555`, `[::1]:5555`, or a name the resolver
+/// knows with a port (`localhost:5601`; its first IPv4 address, else the first).
+fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("'{}' is not HOST:PORT ({e})", s.escape_default()))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("'{}' resolves to no address", s.escape_default()))
+}
+
 /// `key=value` for `--label`.
 pub fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -307,8 +326,9 @@ pub struct MergeArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (never all interfaces unless you say so).
-    #[arg(long, default_value = "127.0.0.1:5555")]
+    /// Address to listen on (never all interfaces unless you say so): an
+    /// IP and port, or a host name and port (`localhost:5555`).
+    #[arg(long, default_value = "127.0.0.1:5555", value_parser = parse_listen_addr)]
     pub addr: SocketAddr,
     /// How long /foo and /bar wait before answering (0 allowed).
     #[arg(long, value_parser = parse_duration, default_value = "1s")]

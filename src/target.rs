@@ -51,7 +51,10 @@ pub struct Target {
     /// Path and query.
     pub path: String,
     pub method: String,
+    /// The first of `addrs`.
     pub addr: SocketAddr,
+    /// Every address the host resolved to, in the order they are tried.
+    pub addrs: Vec<SocketAddr>,
     /// The request's wire bytes; cloning is a reference-count bump.
     pub request: Bytes,
     /// HEAD responses have no body whatever their headers say.
@@ -90,6 +93,16 @@ impl HttpUrl {
 /// Parses an `http://` URL; a URL without a scheme is taken as `http://`, as curl does.
 pub fn parse_url(input: &str) -> Result<HttpUrl, TargetError> {
     let trimmed = input.trim();
+    let lower = trimmed.to_ascii_lowercase();
+    for scheme in ["http:", "https:"] {
+        if lower.starts_with(scheme) && !lower[scheme.len()..].starts_with("//") {
+            // `http:/host` or `http:host`: not a host named "http".
+            return Err(TargetError::InvalidUrl {
+                url: input.to_string(),
+                reason: format!("malformed: a URL starts with {scheme}// (two slashes)"),
+            });
+        }
+    }
     let with_scheme = if trimmed.contains("://") {
         trimmed.to_string()
     } else {
@@ -158,29 +171,36 @@ pub fn shown_url(input: &str) -> String {
     parse_url(input).map_or_else(|_| input.to_string(), |u| u.url)
 }
 
-/// Resolves a host name; IPv4 addresses are preferred, as most servers listen there.
-pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, TargetError> {
+/// Resolves a host name to every address it has, IPv4 first (most test
+/// servers listen there), each once; a connect that is refused, cannot
+/// reach or times out on one tries the next (see `Session`).
+pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, TargetError> {
     let err = |reason: String| TargetError::Resolve {
         host: host.to_string(),
         reason,
     };
-    let addrs: Vec<SocketAddr> = (host, port)
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for a in (host, port)
         .to_socket_addrs()
         .map_err(|e| err(e.to_string()))?
-        .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| addrs.first())
-        .copied()
-        .ok_or_else(|| err("no address found".into()))
+    {
+        if !addrs.contains(&a) {
+            addrs.push(a);
+        }
+    }
+    addrs.sort_by_key(|a| !a.is_ipv4());
+    if addrs.is_empty() {
+        return Err(err("no address found".into()));
+    }
+    Ok(addrs)
 }
 
 impl Target {
     /// Parses, resolves and encodes; all the work that must not happen per request.
     pub fn new(input: &str, opts: &RequestOptions) -> Result<Self, TargetError> {
         let url = parse_url(input)?;
-        let addr = resolve(&url.host, url.port)?;
+        let addrs = resolve(&url.host, url.port)?;
+        let addr = addrs[0];
         let host_header = url.host_header();
         let mut headers = std::borrow::Cow::Borrowed(&opts.headers);
         if let Some(c) = &url.credentials
@@ -210,6 +230,7 @@ impl Target {
             path: url.path,
             method: opts.method.clone(),
             addr,
+            addrs,
             request: Bytes::from(request),
             // Methods are case-sensitive (RFC 9110 §9.1): `head` is not HEAD,
             // and its response has the body its headers announce.
@@ -310,6 +331,15 @@ mod tests {
         ));
         let msg = parse_url("http://[::1").unwrap_err().to_string();
         assert!(msg.starts_with("invalid URL 'http://[::1'"), "{msg}");
+        // Issue 19 item 13: a typo in the scheme is not a host named "http".
+        for typo in ["http:/127.0.0.1:8080/bar", "HTTP:127.0.0.1/", "https:/x/"] {
+            let msg = parse_url(typo).unwrap_err().to_string();
+            assert!(
+                msg.contains("malformed: a URL starts with"),
+                "{typo}: {msg}"
+            );
+        }
+        assert!(parse_url("localhost:8080/x").is_ok());
     }
 
     #[test]

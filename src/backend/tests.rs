@@ -125,3 +125,29 @@ fn refused_connections_are_counted() {
         );
     }
 }
+
+/// A source address bind(2) refuses during a run (the command line checks
+/// its addresses first, but one can go away): every request is counted as
+/// `address_unavailable` and the run ends on every backend (a slot lost on
+/// that path once left `uring-loop` running for ever).
+#[test]
+fn a_failing_bind_is_counted_and_the_run_ends() {
+    let opts = ServeOptions::in_process(Duration::ZERO);
+    let srv = server::start(opts).expect("demo server");
+    let url = format!("http://{}/bar", srv.addr);
+    for kind in BackendKind::ALL {
+        let conn = ConnOptions {
+            bind: vec!["192.0.2.1".parse().expect("address")],
+            ..ConnOptions::default()
+        };
+        let r = load(kind, &url, 6, conn);
+        assert_eq!(
+            r.errors.get(&crate::error::ErrorKind::AddressUnavailable),
+            Some(&6),
+            "{kind}: {:?}",
+            r.errors
+        );
+        assert_eq!(r.completed(), 0, "{kind}");
+    }
+    srv.shutdown();
+}

@@ -51,6 +51,31 @@ pub fn parse_bind(s: &str) -> anyhow::Result<Vec<IpAddr>> {
     Ok(out)
 }
 
+/// Every `--bind` address must be one of this host's: else each connect
+/// would fail at bind(2) and the run would report nothing but
+/// `address_unavailable`, with advice about ephemeral ports. A UDP socket
+/// bound to the address tells, without taking a TCP port.
+fn check_local(bind: &[IpAddr]) -> anyhow::Result<()> {
+    for &ip in bind {
+        let domain = if ip.is_ipv4() {
+            socket2::Domain::IPV4
+        } else {
+            socket2::Domain::IPV6
+        };
+        let bound = socket2::Socket::new(domain, socket2::Type::DGRAM, None)
+            .and_then(|s| s.bind(&std::net::SocketAddr::new(ip, 0).into()));
+        match bound {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => bail!(
+                "--bind {ip}: this host has no such address (`ip -brief address` lists its \
+                 addresses; on loopback, any of 127.0.0.0/8 works)"
+            ),
+            Err(e) => bail!("--bind {ip}: cannot bind to it: {e}"),
+        }
+    }
+    Ok(())
+}
+
 /// All URLs of the run: arguments first, then the file's lines.
 fn collect_urls(args: &LoadArgs) -> anyhow::Result<Vec<String>> {
     let mut urls = args.urls.clone();
@@ -110,6 +135,7 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
         .map(parse_bind)
         .transpose()?
         .unwrap_or_default();
+    check_local(&bind)?;
     // Connections take the bind addresses in turn, whatever their target:
     // one of the other family would fail every connect it is given.
     for t in &targets {

@@ -55,6 +55,19 @@ fn take_write_error() -> Option<io::Error> {
     WRITE_ERROR.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
+/// A mistake in the arguments found after clap parsed them: exit 2, as
+/// clap's own usage errors.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
 /// Where [`emit`] writes: `-o FILE`, or stdout.
 static OUTPUT_FILE: Mutex<Option<(std::path::PathBuf, std::fs::File)>> = Mutex::new(None);
 
@@ -71,11 +84,27 @@ pub fn report_output<F: clap::ValueEnum + Copy + PartialEq + std::fmt::Debug>(
     let Some(output) = output else {
         return Ok(format.unwrap_or(default));
     };
+    if named(output).is_none() && ["text", "json", "csv"].contains(&output) {
+        // Another command's format: surely not meant as a file name.
+        let known: Vec<String> = F::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
+            .collect();
+        return Err(Usage(format!(
+            "this command has no {output} format (it writes {}); -o ./{output} would write a \
+             file named {output}",
+            known.join(" or ")
+        ))
+        .into());
+    }
     if let Some(f) = named(output) {
         if let Some(g) = format
             && g != f
         {
-            anyhow::bail!("-o {output} and --output-format {g:?} name two formats");
+            return Err(Usage(format!(
+                "-o {output} and --output-format {g:?} name two formats"
+            ))
+            .into());
         }
         return Ok(f);
     }

@@ -31,9 +31,19 @@ use crate::wallclock::{rfc3339, unix_ns};
 /// output. A backslash is doubled, so an escape in the output always means
 /// an escaped character. Clean strings are borrowed, not copied.
 pub fn escape(s: &str) -> Cow<'_, str> {
+    escape_with(s, true)
+}
+
+/// [`escape`] for a message that may hold text escaped already: control
+/// and bidi characters only, backslashes left as they are.
+pub fn escape_controls(s: &str) -> Cow<'_, str> {
+    escape_with(s, false)
+}
+
+fn escape_with(s: &str, backslashes: bool) -> Cow<'_, str> {
     let hidden = |c: char| {
         c.is_control()
-            || c == '\\'
+            || (backslashes && c == '\\')
             || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
     };
     if !s.chars().any(hidden) {
@@ -45,7 +55,7 @@ pub fn escape(s: &str) -> Cow<'_, str> {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            '\\' => out.push_str("\\\\"),
+            '\\' if backslashes => out.push_str("\\\\"),
             c if hidden(c) => out.extend(c.escape_unicode()),
             c => out.push(c),
         }

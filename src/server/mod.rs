@@ -318,11 +318,12 @@ pub fn run_foreground(opts: ServeOptions) -> anyhow::Result<()> {
         let mut stdout = std::io::stdout().lock();
         writeln!(
             stdout,
-            "listening on http://{} ({} threads on {}, delay {:?})",
+            "listening on http://{} ({} thread{} on {}, delay {})",
             handle.addr,
             handle.threads(),
+            if handle.threads() == 1 { "" } else { "s" },
             handle.engine.name(),
-            delay
+            crate::error::fmt_duration(delay)
         )?;
         stdout.flush()?;
     }

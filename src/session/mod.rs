@@ -88,6 +88,10 @@ pub(crate) struct Session {
     phase: Phase,
     /// The peer of the open (or opening) connection.
     conn: Option<SocketAddr>,
+    /// Which of its target's addresses the next connect tries: the next
+    /// one after a refusal, an unreachable address or a connect timeout;
+    /// kept while the session stays on the same target.
+    addr_index: usize,
     /// Responses completed on the current connection.
     served: u64,
     /// Tickets whose responses are awaited, oldest first.
@@ -121,6 +125,7 @@ impl Session {
         Self {
             phase: Phase::Idle,
             conn: None,
+            addr_index: 0,
             served: 0,
             tickets: VecDeque::with_capacity(pipeline.max(1)),
             pipeline: pipeline.max(1),
@@ -187,9 +192,10 @@ impl Session {
         }
     }
 
-    /// The current request's target.
+    /// The peer of the current request: the address being connected to
+    /// or in use, else its target's first.
     pub fn peer(&self, ctx: &WorkerCtx) -> SocketAddr {
-        ctx.targets[self.target].addr
+        self.conn.unwrap_or(ctx.targets[self.target].addr)
     }
 
     /// Takes the next ticket (and, pipelined, the ones after it) and starts
@@ -232,10 +238,14 @@ impl Session {
             return;
         };
         sink.issued(self.tickets.len() as u64);
-        self.target = (first.seq % ctx.targets.len() as u64) as usize;
+        let target_index = (first.seq % ctx.targets.len() as u64) as usize;
+        if target_index != self.target {
+            self.addr_index = 0;
+        }
+        self.target = target_index;
         let target = &ctx.targets[self.target];
         self.head_request = target.head_request;
-        if self.conn == Some(target.addr) {
+        if self.conn.is_some_and(|c| target.addrs.contains(&c)) {
             self.deadline = ctx.conn.timeout.map(|t| now + t);
             self.start_write(ctx, now);
         } else {
@@ -253,7 +263,12 @@ impl Session {
         ctx: &WorkerCtx,
         now: Instant,
     ) -> (SocketAddr, Option<IpAddr>) {
-        let addr = self.peer(ctx);
+        let target = &ctx.targets[self.target];
+        let addr = target
+            .addrs
+            .get(self.addr_index)
+            .copied()
+            .unwrap_or(target.addr);
         self.phase = Phase::Connecting;
         self.conn = Some(addr);
         self.served = 0;
@@ -289,7 +304,7 @@ impl Session {
     ) {
         if matches!(self.phase, Phase::Connect | Phase::Connecting) {
             let error = FetchError::connect(error, self.peer(ctx));
-            self.fail(ctx, sink, error, false, now);
+            self.connect_failed(ctx, sink, error, now);
         }
     }
 
@@ -437,13 +452,40 @@ impl Session {
                         .is_none_or(|d| self.connect_by.is_some_and(|c| c <= d)) =>
             {
                 let limit = ctx.conn.connect_timeout.unwrap_or_default();
-                FetchError::connect_timeout(limit, self.peer(ctx))
+                let error = FetchError::connect_timeout(limit, self.peer(ctx));
+                return self.connect_failed(ctx, sink, error, now);
             }
             Phase::Connecting | Phase::Exchanging if passed(self.deadline) => {
                 FetchError::timeout(ctx.conn.timeout.unwrap_or_default())
             }
             _ => return,
         };
+        self.fail(ctx, sink, error, false, now);
+    }
+
+    /// A connect failed: the target's next address is tried (as curl tries
+    /// every address a name has) if the failure was the address's (refused,
+    /// unreachable, timed out); else the requests fail.
+    fn connect_failed<S: Sink>(
+        &mut self,
+        ctx: &WorkerCtx,
+        sink: &mut S,
+        error: FetchError,
+        now: Instant,
+    ) {
+        let addrs = ctx.targets[self.target].addrs.len();
+        let address_failed = matches!(
+            error.kind,
+            ErrorKind::Refused | ErrorKind::Unreachable | ErrorKind::ConnectTimeout
+        );
+        if address_failed && self.addr_index + 1 < addrs && !ctx.plan.is_over(now) {
+            self.addr_index += 1;
+            self.close_conn();
+            self.phase = Phase::Connect;
+            return;
+        }
+        // Every address failed: the next request starts from the first.
+        self.addr_index = 0;
         self.fail(ctx, sink, error, false, now);
     }
 

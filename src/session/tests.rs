@@ -521,3 +521,52 @@ fn malformed_responses_fail_without_retry() {
     assert_eq!(seen.failed, [(0, ErrorKind::BadResponse)]);
     assert_eq!(seen.retried, 0);
 }
+
+/// A name with several addresses (`localhost`: ::1 and 127.0.0.1): a
+/// connect refused, unreachable or timed out on one tries the next, as
+/// curl does; the address that worked is kept for the next connections.
+#[test]
+fn every_address_of_a_name_is_tried() {
+    let start = Instant::now();
+    let mut ctx = ctx(
+        Setup {
+            keep_alive: false,
+            ..Setup::default()
+        },
+        start,
+    );
+    let second: std::net::SocketAddr = "127.0.0.2:9".parse().unwrap();
+    let mut targets = (*ctx.targets).clone();
+    targets[0].addrs.push(second);
+    ctx.targets = Arc::new(targets);
+    let mut seen = Seen::default();
+    let mut s = Session::new(true, 1);
+    s.start(&ctx, &mut seen, start);
+    assert_eq!(s.connect_started(&ctx, start).0, ctx.targets[0].addr);
+    let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+    s.on_connect_error(&ctx, &mut seen, &refused, start);
+    assert!(
+        seen.failed.is_empty(),
+        "not an error while an address is left"
+    );
+    assert_eq!(s.want(), Want::Connect);
+    assert_eq!(s.connect_started(&ctx, start).0, second);
+    s.on_connected(&ctx, &mut seen, start);
+    s.on_sent(&mut seen, s.to_send(&ctx).len());
+    s.on_recv(&ctx, &mut seen, FIXED, start);
+    assert_eq!(seen.responses.len(), 1);
+    // The next connection goes straight to the address that worked.
+    assert!(s.take_close());
+    s.start(&ctx, &mut seen, start);
+    assert_eq!(s.connect_started(&ctx, start).0, second);
+    // Every address refused: one error, and the next request starts over.
+    s.on_connect_error(&ctx, &mut seen, &refused, start);
+    assert_eq!(seen.failed, [(1, ErrorKind::Refused)]);
+    s.start(&ctx, &mut seen, start);
+    assert_eq!(s.connect_started(&ctx, start).0, ctx.targets[0].addr);
+    // A connect timeout moves on too.
+    s.on_timer(&ctx, &mut seen, start + Duration::from_secs(1));
+    assert_eq!(s.want(), Want::Connect);
+    assert_eq!(s.connect_started(&ctx, start).0, second);
+    assert!(seen.adds_up() || s.is_busy());
+}

@@ -85,3 +85,39 @@ fn an_address_in_use_is_refused() {
     assert_eq!(stdout(&out), "<h1>bar!</h1>");
     drop(first);
 }
+
+/// Issue 19 item 13: `serve --addr localhost:PORT` was refused as bad
+/// syntax, and one thread read "(1 threads".
+#[test]
+fn serve_takes_a_host_name_and_counts_its_threads() {
+    use std::io::BufRead;
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_uringfetch"))
+        .args([
+            "serve",
+            "--addr",
+            &format!("localhost:{port}"),
+            "--threads",
+            "1",
+            "--delay",
+            "0",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.starts_with(&format!(
+            "listening on http://127.0.0.1:{port} (1 thread on "
+        )),
+        "{line}"
+    );
+    assert!(line.contains("delay 0ms"), "{line}");
+}
