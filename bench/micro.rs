@@ -14,8 +14,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use uringfetch::http::{Progress, RequestSpec, ResponseParser, Version, encode_request};
-use uringfetch::stats::{Recorder, new_histogram};
+use uringfetch::testing::{
+    Progress, Recorder, RequestSpec, ResponseParser, Version, encode_request, new_histogram,
+};
 
 /// What nginx answers for the 4-byte static `/bar` that `bench/run` loads.
 const SMALL: &[u8] = b"HTTP/1.1 200 OK\r\n\

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use uringfetch::backend::uring_loop::ring::{self, Profile};
-use uringfetch::backend::{BackendKind, ConnOptions, Live};
-use uringfetch::doctor::limits::Rlimit;
-use uringfetch::plan::{Rate, Stop};
-use uringfetch::runner::{self, LoadConfig};
-use uringfetch::target::{RequestOptions, Target};
+use uringfetch::testing::Rlimit;
+use uringfetch::testing::{BackendKind, ConnOptions, Live};
+use uringfetch::testing::{LoadConfig, runner};
+use uringfetch::testing::{Profile, ring};
+use uringfetch::testing::{Rate, Stop};
+use uringfetch::testing::{RequestOptions, Target};
 
 struct Counting;
 

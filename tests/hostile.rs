@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use uringfetch::doctor::limits::Rlimit;
-use uringfetch::http::{Progress, ResponseParser};
+use uringfetch::testing::Rlimit;
+use uringfetch::testing::{Progress, ResponseParser};
 
 #[allow(unused_imports, unused_macros)]
 #[path = "it/support.rs"]

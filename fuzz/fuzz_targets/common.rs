@@ -2,7 +2,7 @@
 //! `tests/it/parser_props.rs`): feed a byte stream to the response parser
 //! whole and split at fuzzer-chosen points, and demand the same outcome.
 
-use uringfetch::http::{HttpError, Progress, Response, ResponseParser};
+use uringfetch::testing::{HttpError, Progress, Response, ResponseParser};
 
 /// Finished responses (`consumed` zeroed) with their bodies, then the error.
 pub type Outcome = (Vec<(Response, Vec<u8>)>, Option<HttpError>);

@@ -114,15 +114,6 @@ pub fn peak_rss_kb() -> Option<u64> {
         .ok()
 }
 
-/// Current resident set size of this process in KiB, from /proc/self/statm.
-pub fn current_rss_kb() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * page.max(4096) as u64 / 1024)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +129,5 @@ mod tests {
         let d = Usage::now().since(&before);
         assert!(d.user + d.sys > Duration::ZERO);
         assert!(d.max_rss_kb > 0);
-        assert!(current_rss_kb().unwrap() > 0);
     }
 }

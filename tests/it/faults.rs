@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use uringfetch::backend::{BackendKind, ConnOptions, Live};
-use uringfetch::plan::{Rate, Stop};
-use uringfetch::runner::{self, LoadConfig};
-use uringfetch::target::{RequestOptions, Target};
+use uringfetch::testing::{BackendKind, ConnOptions, Live};
+use uringfetch::testing::{LoadConfig, runner};
+use uringfetch::testing::{Rate, Stop};
+use uringfetch::testing::{RequestOptions, Target};
 
 use crate::fault_server::{Fault, FaultServer, TINY_CHUNKS, refused_url};
 use crate::load::{assert_counts_add_up, load_json};

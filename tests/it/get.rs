@@ -329,8 +329,8 @@ fn io_uring_backends_make_no_socket_io_system_calls() {
 /// registered ring index where the kernel has one, and never in 5.10.
 #[test]
 fn uring_loop_sockets_are_direct_descriptors_where_the_kernel_has_them() {
-    use uringfetch::backend::uring_loop::ring::Profile;
-    let features = uringfetch::doctor::probe::uring_loop_features(Profile::Auto)
+    use uringfetch::testing::Profile;
+    let features = uringfetch::testing::uring_loop_features(Profile::Auto)
         .expect("io_uring is available here");
     let server = demo_server(Duration::ZERO);
     let url = format!("http://{}/bar", server.addr);

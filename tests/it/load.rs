@@ -272,10 +272,10 @@ fn json_histograms_merge_exactly() {
     let url = format!("http://{}/bar", server.addr);
     let a = load_json(&["-n", "300", "-c", "3", &url]);
     let b = load_json(&["-n", "500", "-c", "5", &url]);
-    let ha =
-        uringfetch::stats::histogram_from_base64(a["latency_us"]["hdr"].as_str().unwrap()).unwrap();
-    let hb =
-        uringfetch::stats::histogram_from_base64(b["latency_us"]["hdr"].as_str().unwrap()).unwrap();
+    let ha = uringfetch::testing::histogram_from_base64(a["latency_us"]["hdr"].as_str().unwrap())
+        .unwrap();
+    let hb = uringfetch::testing::histogram_from_base64(b["latency_us"]["hdr"].as_str().unwrap())
+        .unwrap();
     assert_eq!(ha.len(), 300);
     assert_eq!(hb.len(), 500);
     assert_eq!(ha.max(), n(&a, "/latency_us/max"));

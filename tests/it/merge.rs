@@ -23,7 +23,7 @@ fn hdr(v: &Value, which: &str) -> hdrhistogram::Histogram<u64> {
     let s = v[which]["hdr"]
         .as_str()
         .unwrap_or_else(|| panic!("{which}.hdr in {v}"));
-    uringfetch::stats::histogram_from_base64(s).unwrap()
+    uringfetch::testing::histogram_from_base64(s).unwrap()
 }
 
 /// Starts `load` processes at once, all told to begin at the same time.
@@ -133,7 +133,7 @@ fn four_clients_start_together_and_merge_exactly() {
     let spread = starts.iter().max().unwrap() - starts.iter().min().unwrap();
     eprintln!("four clients started within {spread} ns of each other");
     assert!(spread < 100_000_000, "starts {spread} ns apart: {starts:?}");
-    let asked = uringfetch::wallclock::unix_ns(at) / 1_000_000 * 1_000_000;
+    let asked = uringfetch::testing::unix_ns(at) / 1_000_000 * 1_000_000;
     assert!(
         starts.iter().all(|&s| s >= asked),
         "started before --start-at: {starts:?}"
@@ -451,7 +451,7 @@ fn a_start_time_more_than_a_year_ahead_is_refused_in_every_form() {
         humantime::format_rfc3339(next_year_and_a_day).to_string(),
         format!(
             "@{}",
-            uringfetch::wallclock::unix_ns(next_year_and_a_day) / 1_000_000_000
+            uringfetch::testing::unix_ns(next_year_and_a_day) / 1_000_000_000
         ),
         "+366d".to_string(),
     ];

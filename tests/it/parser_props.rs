@@ -12,7 +12,7 @@ use proptest::prelude::*;
 #[path = "../../fuzz/fuzz_targets/common.rs"]
 mod fuzz_common;
 use fuzz_common::drive;
-use uringfetch::http::HttpError;
+use uringfetch::testing::HttpError;
 
 /// Bytes that look like responses often enough to reach deep states:
 /// plausible heads, framing headers, chunk lines, and raw noise.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use uringfetch::server::{self, ServeOptions, ServerHandle};
+use uringfetch::testing::{ServeOptions, ServerHandle, server};
 
 pub const INSTALL_NGINX: &str =
     "apt-get update && apt-get install -y nginx-light libnginx-mod-http-echo";
