@@ -65,7 +65,7 @@ pub fn main_exit_code() -> i32 {
 #[doc(hidden)]
 pub mod testing {
     pub use crate::backend::uring_loop::ring::Profile;
-    pub use crate::backend::{BackendKind, ConnOptions, Live};
+    pub use crate::backend::{Backend, BackendKind, ConnOptions, Live};
     pub use crate::doctor::limits::Rlimit;
     pub use crate::doctor::probe::uring_loop_features;
     pub use crate::http::{

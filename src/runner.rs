@@ -7,7 +7,7 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::backend::{self, BackendKind, ConnOptions, Live, WorkerCtx};
+use crate::backend::{self, Backend, ConnOptions, Live, WorkerCtx};
 use crate::error::{ErrorKind, FetchError};
 use crate::plan::{Plan, Rate, Stop};
 use crate::session::{Collector, Fetch, LoadSink, Sink};
@@ -19,7 +19,7 @@ use crate::target::Target;
 /// A fully validated load test.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    pub backend: BackendKind,
+    pub backend: Backend,
     pub targets: Arc<Vec<Target>>,
     pub connections: usize,
     pub threads: usize,
@@ -173,7 +173,7 @@ type WorkerResult = Result<Recorder, FetchError>;
 
 /// Runs one worker thread: setup, the gate, then its sessions.
 fn worker(
-    kind: BackendKind,
+    kind: Backend,
     ctx: &WorkerCtx,
     gate: &StartGate,
     live: Arc<Live>,
@@ -322,7 +322,7 @@ pub fn run(
 /// for `get --sequential`): the run machinery with a sink that keeps each
 /// response. Results in target order.
 pub fn fetch(
-    kind: BackendKind,
+    kind: impl Into<Backend>,
     targets: &[Target],
     conn: &ConnOptions,
     connections: usize,
@@ -339,7 +339,7 @@ pub fn fetch(
 
 /// [`fetch`] into any sink (`get` streams bodies out as they come).
 pub(crate) fn fetch_into<S: Sink + Send + 'static>(
-    kind: BackendKind,
+    kind: impl Into<Backend>,
     targets: &[Target],
     conn: &ConnOptions,
     connections: usize,
@@ -359,7 +359,7 @@ pub(crate) fn fetch_into<S: Sink + Send + 'static>(
         Arc::new(conn),
         Arc::default(),
     );
-    backend::prepare(kind, &ctx)?.run(&ctx, sink)
+    backend::prepare(kind.into(), &ctx)?.run(&ctx, sink)
 }
 
 /// An open-loop `-z` run hands out no ticket whose time falls past the

@@ -119,7 +119,7 @@ fn run_on(backend: BackendKind, port: u16, n: u64, connections: usize) -> (u64, 
     )
     .unwrap();
     let config = LoadConfig {
-        backend,
+        backend: backend.into(),
         targets: Arc::new(vec![target]),
         connections,
         threads: 1,

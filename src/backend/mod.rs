@@ -80,6 +80,36 @@ impl BackendKind {
     }
 }
 
+/// A backend and the options only it understands, apart from the
+/// connection settings every backend shares ([`ConnOptions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backend {
+    pub kind: BackendKind,
+    /// io_uring feature set for `uring-loop` (`--uring-profile`).
+    pub uring_profile: uring_loop::ring::Profile,
+}
+
+impl From<BackendKind> for Backend {
+    fn from(kind: BackendKind) -> Self {
+        Self {
+            kind,
+            uring_profile: uring_loop::ring::Profile::Auto,
+        }
+    }
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::fmt::Display for BackendKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -96,10 +126,9 @@ pub struct ConnOptions {
     pub keep_alive: bool,
     /// Source addresses to spread connections over (`--bind`); empty: the kernel picks.
     pub bind: Vec<IpAddr>,
-    /// Requests written at once per connection (`--pipeline`, uring-loop only).
+    /// Requests written at once per connection (`--pipeline`; only
+    /// backends that [`BackendKind::can_pipeline`] are given more than 1).
     pub pipeline: usize,
-    /// io_uring feature set for `uring-loop` (`--uring-profile`).
-    pub uring_profile: uring_loop::ring::Profile,
 }
 
 impl Default for ConnOptions {
@@ -110,7 +139,6 @@ impl Default for ConnOptions {
             keep_alive: true,
             bind: Vec::new(),
             pipeline: 1,
-            uring_profile: uring_loop::ring::Profile::Auto,
         }
     }
 }
@@ -220,9 +248,11 @@ pub(crate) enum Prepared<'a> {
 }
 
 /// Sets a worker up on the chosen backend, without starting it.
-pub(crate) fn prepare(kind: BackendKind, ctx: &WorkerCtx) -> Result<Prepared<'_>, FetchError> {
-    Ok(match kind {
-        BackendKind::UringLoop => Prepared::UringLoop(Box::new(uring_loop::prepare(ctx)?)),
+pub(crate) fn prepare(backend: Backend, ctx: &WorkerCtx) -> Result<Prepared<'_>, FetchError> {
+    Ok(match backend.kind {
+        BackendKind::UringLoop => {
+            Prepared::UringLoop(Box::new(uring_loop::prepare(ctx, backend.uring_profile)?))
+        }
         BackendKind::UringAsync => Prepared::UringAsync(uring_async::runtime(ctx.connections)?),
         BackendKind::EpollAsync => Prepared::EpollAsync(epoll_async::runtime()?),
         BackendKind::EpollLoop => Prepared::EpollLoop(epoll_loop::prepare(ctx)?),

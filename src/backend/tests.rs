@@ -19,7 +19,7 @@ fn target(url: &str) -> Target {
 
 fn load(kind: BackendKind, url: &str, n: u64, conn: ConnOptions) -> crate::stats::Recorder {
     let config = LoadConfig {
-        backend: kind,
+        backend: kind.into(),
         targets: Arc::new(vec![target(url)]),
         connections: 4,
         threads: 2,

@@ -101,7 +101,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
                 }
                 first = false;
                 let config = LoadConfig {
-                    backend,
+                    backend: config::backend(backend, &args.request),
                     targets: targets.clone(),
                     connections: c,
                     threads: config::threads(&args.plan),

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use anyhow::{Context, bail};
 
-use crate::backend::ConnOptions;
+use crate::backend::{Backend, BackendKind, ConnOptions};
 use crate::cli::{PlanArgs, RequestArgs};
 use crate::http::Version;
 use crate::plan::{Rate, Stop};
@@ -114,6 +114,13 @@ pub fn conn_options(
         keep_alive,
         bind,
         pipeline,
+    }
+}
+
+/// The backend and the options of its own (`--uring-profile`).
+pub fn backend(kind: BackendKind, req: &RequestArgs) -> Backend {
+    Backend {
+        kind,
         uring_profile: req.uring_profile,
     }
 }

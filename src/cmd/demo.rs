@@ -74,7 +74,7 @@ fn experiment(args: &DemoArgs, base: &str) -> anyhow::Result<i32> {
     );
 
     let config = LoadConfig {
-        backend: args.backend,
+        backend: args.backend.into(),
         targets: Arc::new(targets),
         connections: args.requests,
         threads: runner::default_threads(),

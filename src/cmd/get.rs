@@ -321,7 +321,8 @@ pub fn run(args: GetArgs) -> anyhow::Result<i32> {
         // The article's synchronous client: one blocking connection at a time.
         crate::runner::fetch_into(BackendKind::Threads, &good, &conn, 1, printer)?
     } else {
-        crate::runner::fetch_into(args.backend, &good, &conn, good.len(), printer)?
+        let backend = super::config::backend(args.backend, &args.request);
+        crate::runner::fetch_into(backend, &good, &conn, good.len(), printer)?
     };
     // Every ticket ends in a response or an error; this is only a backstop.
     for p in &mut printer.parts {

@@ -149,7 +149,7 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
         }
     }
     Ok(LoadConfig {
-        backend: args.backend,
+        backend: config::backend(args.backend, &args.request),
         targets: Arc::new(targets),
         connections: args.connections,
         threads: config::threads(&args.plan),

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::{Report, profile_name};
 use crate::backend::uring_loop::ring::Profile;
-use crate::backend::{BackendKind, ConnOptions, Live};
+use crate::backend::{Backend, BackendKind, ConnOptions, Live};
 use crate::plan::{Rate, Stop};
 use crate::runner::{self, LoadConfig};
 use crate::server::{self, ServeOptions};
@@ -140,11 +140,10 @@ pub fn run(report: &Report, opts: &Options) -> Result<SelfTest, String> {
 
 /// The connection settings of every self-test request: generous limits,
 /// so that only a hang, never a slow emulated machine, fails.
-fn conn(profile: Profile) -> ConnOptions {
+fn conn() -> ConnOptions {
     ConnOptions {
         timeout: Some(Duration::from_secs(20)),
         connect_timeout: Some(Duration::from_secs(10)),
-        uring_profile: profile,
         ..ConnOptions::default()
     }
 }
@@ -156,14 +155,18 @@ fn check(
     base: &str,
     opts: &Options,
 ) -> Result<f64, String> {
-    let conn = conn(profile);
+    let conn = conn();
+    let on = Backend {
+        kind: backend,
+        uring_profile: profile,
+    };
     let request = RequestOptions::default();
     let target = |path: &str| {
         Target::new(&format!("{base}{path}"), &request).map_err(|e| format!("bad target: {e}"))
     };
     let targets = vec![target("/foo")?, target("/bar")?];
     let fetched =
-        runner::fetch(backend, &targets, &conn, targets.len()).map_err(|e| format!("get: {e}"))?;
+        runner::fetch(on, &targets, &conn, targets.len()).map_err(|e| format!("get: {e}"))?;
     if fetched.len() != targets.len() {
         return Err(format!("get: {} results for 2 URLs", fetched.len()));
     }
@@ -184,7 +187,7 @@ fn check(
         }
     }
     let config = LoadConfig {
-        backend,
+        backend: on,
         targets: Arc::new(vec![target("/bar")?]),
         connections: opts.connections.max(1),
         threads: opts.threads.max(1),

@@ -29,7 +29,7 @@ fn report(url: &str, latencies: &[u64], start_ms: u64, ms: u64) -> Summary {
     r.connected(Duration::from_micros(40), false);
     let opts = RequestOptions::default();
     let config = LoadConfig {
-        backend: BackendKind::UringAsync,
+        backend: BackendKind::UringAsync.into(),
         targets: Arc::new(vec![Target::new(url, &opts).unwrap()]),
         connections: 2,
         threads: 1,
@@ -41,7 +41,6 @@ fn report(url: &str, latencies: &[u64], start_ms: u64, ms: u64) -> Summary {
             keep_alive: true,
             bind: Vec::new(),
             pipeline: 1,
-            uring_profile: Default::default(),
         }),
     };
     let outcome = LoadOutcome {

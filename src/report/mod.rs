@@ -468,7 +468,7 @@ mod tests {
 
     fn config(opts: &RequestOptions, conn: ConnOptions) -> LoadConfig {
         LoadConfig {
-            backend: crate::backend::BackendKind::UringLoop,
+            backend: crate::backend::BackendKind::UringLoop.into(),
             targets: std::sync::Arc::new(vec![Target::new("http://127.0.0.1:9/x", opts).unwrap()]),
             connections: 1,
             threads: 1,

@@ -255,7 +255,7 @@ mod tests {
         r.in_flight = in_flight;
         let outcome = crate::runner::LoadOutcome {
             config: crate::runner::LoadConfig {
-                backend: crate::backend::BackendKind::Threads,
+                backend: crate::backend::BackendKind::Threads.into(),
                 targets: std::sync::Arc::new(vec![
                     crate::target::Target::new(
                         "http://127.0.0.1:9/x",

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use uringfetch::testing::{BackendKind, ConnOptions, Live};
+use uringfetch::testing::{Backend, BackendKind, ConnOptions, Live};
 use uringfetch::testing::{LoadConfig, runner};
 use uringfetch::testing::{Rate, Stop};
 use uringfetch::testing::{RequestOptions, Target};
@@ -299,18 +299,18 @@ pub fn no_fd_leaked(b: &[&str], test_path: &str) {
     assert!(text.contains("1 passed"), "the child ran the test: {text}");
 }
 
-fn backend_of(b: &[&str]) -> (BackendKind, ConnOptions) {
+fn backend_of(b: &[&str]) -> (Backend, ConnOptions) {
     use clap::ValueEnum;
-    let kind = BackendKind::from_str(b[1], true).expect("backend name");
-    let mut conn = ConnOptions {
+    let mut backend = Backend::from(BackendKind::from_str(b[1], true).expect("backend name"));
+    let conn = ConnOptions {
         timeout: Some(TIMEOUT),
         connect_timeout: Some(TIMEOUT),
         ..ConnOptions::default()
     };
     if let Some(i) = b.iter().position(|a| *a == "--uring-profile") {
-        conn.uring_profile = ValueEnum::from_str(b[i + 1], true).expect("profile");
+        backend.uring_profile = ValueEnum::from_str(b[i + 1], true).expect("profile");
     }
-    (kind, conn)
+    (backend, conn)
 }
 
 fn open_fds() -> Vec<String> {

@@ -115,15 +115,15 @@ fn wake_on_cancel(ctx: &WorkerCtx) -> std::io::Result<std::sync::Arc<std::os::fd
 
 /// Sets up a worker's ring with the fastest features the kernel (and
 /// `--uring-profile`) allows.
-pub(crate) fn prepare(ctx: &WorkerCtx) -> Result<Prepared<'_>, FetchError> {
+pub(crate) fn prepare(ctx: &WorkerCtx, profile: ring::Profile) -> Result<Prepared<'_>, FetchError> {
     let n = ctx.connections.max(1);
     let entries = (n * 4).next_power_of_two().clamp(64, 16384) as u32;
     // Provided buffers are small with many connections: each buffer the
     // kernel fills is resident, and C10K responses are small.
     let count = (n * 2).next_power_of_two().clamp(64, 1024) as u16;
     let size = if n > 256 { SMALL_BUF_SIZE } else { BUF_SIZE };
-    let (mut ring, mut features, bufs) = ring::setup(entries, ctx.conn.uring_profile, count, size)
-        .map_err(|e| FetchError::uring_setup(&e))?;
+    let (mut ring, mut features, bufs) =
+        ring::setup(entries, profile, count, size).map_err(|e| FetchError::uring_setup(&e))?;
     ring::check_enter(&mut ring).map_err(|e| FetchError::uring_enter(&e))?;
     // One table entry per slot; without one (RLIMIT_NOFILE below the slot
     // count, or memory) sockets come from socket(2) instead.
