@@ -4,19 +4,14 @@
 //! ready to run.
 //!
 //! Why: on loopback, shutting a socket down and closing it does the FIN
-//! exchange for both ends on the calling thread, about 40 µs here. When
-//! 10,000 clients close at once, their end-of-file completions reach the
-//! server together, and a well-behaved client's request read is queued
-//! behind them; torn down in place, every one of them ran before that
-//! request was even seen (the hostile tests' keep-alive probe waited
-//! 220-260 ms for a 200 ms answer, and now and then over their 300 ms
-//! bound; with the reaper, 206-220 ms over 16 runs). Handing a socket over
-//! costs a queue push, so the backlog of
-//! completions drains quickly, and the reaper then closes REAP_CHUNK
-//! sockets per turn, each turn ending in the engine's `end_turn`: other
-//! ready tasks run before the next turn (on io_uring it is a no-op, which
-//! goes to the kernel with the ring's other queued submissions, a waiting
-//! answer's write among them, when the runtime parks or the queue fills).
+//! exchange for both ends on the calling thread. When thousands of clients
+//! close at once, their end-of-file completions reach the server together;
+//! torn down in place, every one of them would run before a well-behaved
+//! client's request queued behind them is even read. Handing a socket over
+//! costs a queue push, so the backlog drains quickly, and the reaper then
+//! closes REAP_CHUNK sockets per turn, each turn ending in the engine's
+//! `end_turn`, so other ready tasks run between turns. The measurements
+//! are in bench/README.md ("The demo server's reaper").
 //!
 //! The queue is bounded (REAP_QUEUE_MAX), and a reaper that is gone (its
 //! task ended by a panic) is never waited for: past either, a socket is
@@ -31,7 +26,7 @@ use tokio::sync::Notify;
 
 use super::io::Stream;
 
-/// Sockets closed per turn (about 1.3 ms of FIN exchanges on loopback).
+/// Sockets closed per turn (about a millisecond of FIN exchanges on loopback).
 const REAP_CHUNK: usize = 32;
 /// Sockets queued at most; more are closed in place. (Every connection
 /// adds operations of its own to the ring, which end turns, so the queue
