@@ -19,6 +19,15 @@ use crate::server::{self, ServeOptions};
 use crate::target::{RequestOptions, Target};
 
 /// Runs the demo; returns the exit code.
+/// `println!` through [`super::emit`]: a stdout that cannot be written
+/// (a full disk) fails the command instead of panicking; a closed pipe
+/// drops the rest quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        super::emit(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
     if args.requests == 0 {
         anyhow::bail!("--requests must be at least 1");
@@ -34,7 +43,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
     if let Some(why) = &handle.fallback {
         crate::say!("uringfetch: {why}; the demo server runs on epoll instead");
     }
-    println!(
+    out!(
         "demo server ({}) on {base} (/bar and /foo answer after {})",
         handle.engine.name(),
         crate::error::fmt_duration(args.delay)
@@ -67,7 +76,7 @@ fn experiment(args: &DemoArgs, base: &str) -> anyhow::Result<i32> {
         ));
     }
     let sequential = t0.elapsed();
-    println!(
+    out!(
         "sequential (blocking):   {:.2} s   {}",
         sequential.as_secs_f64(),
         bodies.join(", ")
@@ -90,7 +99,7 @@ fn experiment(args: &DemoArgs, base: &str) -> anyhow::Result<i32> {
     } else {
         "readiness/blocking"
     };
-    println!(
+    out!(
         "concurrent ({label}, {}): {:.2} s   {} requests, {} ok, {} errors, p50 {}, max {}",
         args.backend,
         concurrent.as_secs_f64(),
@@ -109,7 +118,7 @@ fn experiment(args: &DemoArgs, base: &str) -> anyhow::Result<i32> {
         }),
     );
     let cpu = r.cpu;
-    println!(
+    out!(
         "  client cost: {:.1} ms CPU ({:.0} µs/request), {} context switches, peak RSS {}",
         (cpu.user + cpu.sys).as_secs_f64() * 1e3,
         (cpu.user + cpu.sys).as_secs_f64() * 1e6 / r.issued.max(1) as f64,
@@ -117,12 +126,12 @@ fn experiment(args: &DemoArgs, base: &str) -> anyhow::Result<i32> {
         fmt_bytes(outcome.usage.max_rss_kb * 1024),
     );
     if args.requests == 2 {
-        println!(
+        out!(
             "speed-up {:.1}x",
             sequential.as_secs_f64() / concurrent.as_secs_f64().max(1e-9)
         );
     } else {
-        println!(
+        out!(
             "speed-up {:.1}x over 2 sequential requests, for {}x the requests",
             sequential.as_secs_f64() / concurrent.as_secs_f64().max(1e-9),
             args.requests
