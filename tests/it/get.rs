@@ -560,7 +560,7 @@ pub fn get_streams_endless_bodies(b: &[&str]) {
         let streamed = counter.join().unwrap();
         assert_eq!(out.status.code(), Some(1), "framing {i}: {}", stderr(&out));
         assert!(
-            stderr(&out).contains("timed out after 1s"),
+            stderr(&out).contains("timed out after 2s"),
             "{}",
             stderr(&out)
         );
