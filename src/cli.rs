@@ -202,6 +202,34 @@ pub enum OutputFormat {
     Csv,
 }
 
+/// Where a report goes and in what format, as curl and oha say it:
+/// `--output-format` names the format; `-o/--output FILE` is a file (the
+/// format then from `--output-format`, else the file's extension), but a
+/// format's name alone (`-o json`) is that format, as it was before the
+/// flag took files. For `load` and `merge`.
+#[derive(Debug, Clone, Args)]
+pub struct ReportOutput {
+    /// The report's format [default: text, or by -o's file extension].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub output_format: Option<OutputFormat>,
+    /// Write the report to FILE (as curl and oha do); `text`, `json` or
+    /// `csv` alone is the format instead, as before.
+    #[arg(short = 'o', long, value_name = "FILE|FORMAT")]
+    pub output: Option<String>,
+}
+
+/// [`ReportOutput`] for `compare` and `doctor`, which write text or JSON.
+#[derive(Debug, Clone, Args)]
+pub struct TableOutput {
+    /// The table as text, or JSON [default: text, or by -o's file extension].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub output_format: Option<TableFormat>,
+    /// Write it to FILE (as curl and oha do); `text` or `json` alone is the
+    /// format instead, as before.
+    #[arg(short = 'o', long, value_name = "FILE|FORMAT")]
+    pub output: Option<String>,
+}
+
 /// How `compare` and `doctor` write: they have no per-second series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TableFormat {
@@ -237,13 +265,8 @@ pub struct LoadArgs {
     /// Source addresses to spread connections over: `127.0.0.2`, `127.0.0.2-127.0.0.9` or a comma list.
     #[arg(long, value_name = "ADDRS")]
     pub bind: Option<String>,
-    /// The report's format [default: text, or by -o's file extension].
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    pub output_format: Option<OutputFormat>,
-    /// Write the report to FILE (as curl and oha do); `text`, `json` or
-    /// `csv` alone is the format instead, as before.
-    #[arg(short = 'o', long, value_name = "FILE|FORMAT")]
-    pub output: Option<String>,
+    #[command(flatten)]
+    pub output: ReportOutput,
     /// Fail the run (exit 3) when a condition holds, e.g.
     /// 'errors>0.1%,non-2xx>0,p99>200ms': errors, non-2xx (a count, or % of
     /// responses), success (%), p50..p9999, max, mean (with us, ms or s),
@@ -312,13 +335,8 @@ pub struct MergeArgs {
     /// Add up reports even of different targets, methods or plans.
     #[arg(long)]
     pub force: bool,
-    /// The report's format [default: text, or by -o's file extension].
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    pub output_format: Option<OutputFormat>,
-    /// Write the report to FILE (as curl and oha do); `text`, `json` or
-    /// `csv` alone is the format instead, as before.
-    #[arg(short = 'o', long, value_name = "FILE|FORMAT")]
-    pub output: Option<String>,
+    #[command(flatten)]
+    pub output: ReportOutput,
     /// Fail (exit 3) when a condition holds on the merged report (as `load --fail-on`).
     #[arg(long, value_name = "CONDITIONS", value_parser = crate::report::thresholds::parse_fail_on)]
     pub fail_on: Option<crate::report::thresholds::FailOn>,
@@ -374,13 +392,8 @@ pub struct DoctorArgs {
     #[arg(long, value_name = "N", default_value_t = 400, requires = "self_test",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub requests: u64,
-    /// The report's format [default: text, or by -o's file extension].
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    pub output_format: Option<TableFormat>,
-    /// Write the report to FILE (as curl and oha do); `text` or `json`
-    /// alone is the format instead, as before.
-    #[arg(short = 'o', long, value_name = "FILE|FORMAT")]
-    pub output: Option<String>,
+    #[command(flatten)]
+    pub output: TableOutput,
 }
 
 #[cfg(test)]
@@ -446,13 +459,8 @@ pub struct CompareArgs {
     /// Pause between runs, so one run's closing connections do not burden the next.
     #[arg(long, value_parser = parse_duration, default_value = "500ms")]
     pub pause: Duration,
-    /// The table as text, or the rows' load reports as a JSON array [default: text, or by -o's file extension].
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    pub output_format: Option<TableFormat>,
-    /// Write the report to FILE (as curl and oha do); `text` or `json`
-    /// alone is the format instead, as before.
-    #[arg(short = 'o', long, value_name = "FILE|FORMAT")]
-    pub output: Option<String>,
+    #[command(flatten)]
+    pub output: TableOutput,
     /// Also draw req/s and CPU µs/request against connections, one line per backend.
     #[arg(long, value_name = "FILE.svg")]
     pub chart: Option<PathBuf>,

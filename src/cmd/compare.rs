@@ -33,8 +33,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
         args.backends.clone()
     };
     let format = super::report_output(
-        args.output.as_deref(),
-        args.output_format,
+        args.output.output.as_deref(),
+        args.output.output_format,
         TableFormat::Text,
     )?;
     if args.connections.contains(&0) {

@@ -10,8 +10,8 @@ use crate::doctor::{self, Report, selftest};
 pub fn run(args: DoctorArgs) -> anyhow::Result<i32> {
     let report = Report::gather();
     let format = super::report_output(
-        args.output.as_deref(),
-        args.output_format,
+        args.output.output.as_deref(),
+        args.output.output_format,
         TableFormat::Text,
     )?;
     let json = format == TableFormat::Json;

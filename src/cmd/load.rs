@@ -282,8 +282,8 @@ fn wait_for_start(at: SystemTime) -> anyhow::Result<bool> {
 pub fn run(args: LoadArgs) -> anyhow::Result<i32> {
     let config = config_from_args(&args)?;
     let format = super::report_output(
-        args.output.as_deref(),
-        args.output_format,
+        args.output.output.as_deref(),
+        args.output.output_format,
         OutputFormat::Text,
     )?;
     if let Some(at) = args.start_at

@@ -37,8 +37,8 @@ fn read_inputs(files: &[String]) -> anyhow::Result<Vec<Input>> {
 /// Runs `merge`; returns the exit code.
 pub fn run(args: MergeArgs) -> anyhow::Result<i32> {
     let format = super::report_output(
-        args.output.as_deref(),
-        args.output_format,
+        args.output.output.as_deref(),
+        args.output.output_format,
         OutputFormat::Text,
     )?;
     let inputs = read_inputs(&args.files)?;

@@ -192,34 +192,6 @@ pub fn timeout_holds_while_the_body_is_stuck(b: &[&str]) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A listener whose accept queue is full and never drained: further
-/// connects stay in SYN_SENT (their SYNs are dropped) until given up.
-fn blackhole() -> (socket2::Socket, Vec<socket2::Socket>, String) {
-    use socket2::{Domain, Socket, Type};
-    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    listener
-        .bind(
-            &"127.0.0.1:0"
-                .parse::<std::net::SocketAddr>()
-                .unwrap()
-                .into(),
-        )
-        .unwrap();
-    listener.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap().as_socket().unwrap();
-    // Fill the queue (backlog 0 admits one) with connects of our own.
-    let fillers: Vec<Socket> = (0..2)
-        .map(|_| {
-            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-            s.set_nonblocking(true).unwrap();
-            let _ = s.connect(&addr.into());
-            s
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(100));
-    (listener, fillers, format!("http://{addr}/"))
-}
-
 /// Connects that get no answer end at --connect-timeout, counted as
 /// connect timeouts, and no connection is counted as opened.
 pub fn connect_timeouts_are_counted(b: &[&str]) {

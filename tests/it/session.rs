@@ -165,27 +165,6 @@ pub fn bytes_are_counted_alike(b: &[&str]) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A listener whose accept queue is full: further connects stay in
-/// SYN_SENT (their SYNs are dropped) until given up.
-fn blackhole() -> (socket2::Socket, Vec<socket2::Socket>, String) {
-    use socket2::{Domain, Socket, Type};
-    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-    listener.bind(&any.into()).unwrap();
-    listener.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap().as_socket().unwrap();
-    let fillers: Vec<Socket> = (0..2)
-        .map(|_| {
-            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-            s.set_nonblocking(true).unwrap();
-            let _ = s.connect(&addr.into());
-            s
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(100));
-    (listener, fillers, format!("http://{addr}/"))
-}
-
 /// Connect pacing is one rule: at most 256 connects under way per worker
 /// thread. 600 connects that never answer, on one thread, take three
 /// rounds of --connect-timeout on every backend, and each request's own

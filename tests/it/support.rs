@@ -409,3 +409,31 @@ pub fn peak_rss_kb(child: &mut std::process::Child) -> u64 {
     }
     peak
 }
+
+/// A listener whose accept queue is full and never drained: further
+/// connects stay in SYN_SENT (their SYNs are dropped) until given up.
+pub fn blackhole() -> (socket2::Socket, Vec<socket2::Socket>, String) {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    // Fill the queue (backlog 0 admits one) with connects of our own.
+    let fillers: Vec<Socket> = (0..2)
+        .map(|_| {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let _ = s.connect(&addr.into());
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    (listener, fillers, format!("http://{addr}/"))
+}
