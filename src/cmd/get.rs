@@ -67,11 +67,16 @@ enum Spool {
 
 impl Spool {
     fn push(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if let Spool::Mem(m) = self
-            && m.len() + bytes.len() > SPOOL_IN_MEMORY
+        let held = match self {
+            Spool::Empty => Some(&[][..]),
+            Spool::Mem(m) => Some(&m[..]),
+            Spool::File(_) => None,
+        };
+        if let Some(held) = held
+            && held.len() + bytes.len() > SPOOL_IN_MEMORY
         {
             let mut file = unlinked_temp_file()?;
-            file.write_all(m)?;
+            file.write_all(held)?;
             *self = Spool::File(file);
         }
         match self {
@@ -82,19 +87,22 @@ impl Spool {
         Ok(())
     }
 
-    fn drain_into(&mut self, out: &mut Out) -> io::Result<()> {
+    /// Writes what is held to `out`; the last byte written, if any.
+    fn drain_into(&mut self, out: &mut Out) -> io::Result<Option<u8>> {
         match std::mem::take(self) {
-            Spool::Empty => Ok(()),
-            Spool::Mem(m) => out.write(&m),
+            Spool::Empty => Ok(None),
+            Spool::Mem(m) => out.write(&m).map(|()| m.last().copied()),
             Spool::File(mut f) => {
                 f.rewind()?;
                 let mut buf = vec![0; 64 * 1024];
+                let mut last = None;
                 loop {
                     let n = io::Read::read(&mut f, &mut buf)?;
                     if n == 0 {
-                        return Ok(());
+                        return Ok(last);
                     }
                     out.write(&buf[..n])?;
+                    last = Some(buf[n - 1]);
                 }
             }
         }
@@ -205,12 +213,13 @@ impl Printer {
             if let Some(next) = self.parts.get_mut(self.front)
                 && self.error.is_none()
             {
-                let had = !matches!(next.spool, Spool::Empty);
-                if let Err(e) = next.spool.drain_into(&mut self.out) {
-                    self.error = Some(e);
-                } else if had {
-                    self.wrote = true;
-                    self.ends_in_newline = false;
+                match next.spool.drain_into(&mut self.out) {
+                    Err(e) => self.error = Some(e),
+                    Ok(Some(last)) => {
+                        self.wrote = true;
+                        self.ends_in_newline = last == b'\n';
+                    }
+                    Ok(None) => {}
                 }
             }
         }

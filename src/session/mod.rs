@@ -547,7 +547,12 @@ impl Session {
             peer: self.peer(ctx),
             excess,
         });
-        let reusable = response.keep_alive && ctx.conn.keep_alive && excess == 0;
+        // A server may answer before the request's body has all gone out
+        // (as Node does with a body it does not read): the rest of the
+        // body, or a send still under way, would precede the next request
+        // on that connection, so it is not reused.
+        let sent_whole = self.sent >= self.send_len;
+        let reusable = response.keep_alive && ctx.conn.keep_alive && excess == 0 && sent_whole;
         if self.tickets.is_empty() {
             if !reusable {
                 self.close_conn();

@@ -203,6 +203,10 @@ macro_rules! session_suite {
             #[test] fn open_loop_never_loses_a_request() { super::open_loop_never_loses_a_request(B) }
             #[test] fn bytes_are_counted_alike() { super::bytes_are_counted_alike(B) }
             #[test] fn connects_are_paced_alike() { super::connects_are_paced_alike(B) }
+            #[test] fn connect_turns_are_never_lost() { super::connect_turns_are_never_lost(B) }
+            #[test] fn an_early_response_does_not_reuse_a_connection_still_sending() {
+                super::an_early_response_does_not_reuse_a_connection_still_sending(B)
+            }
         }
     )*};
 }
@@ -293,4 +297,109 @@ fn unanswered_pipelined_requests_are_retried() {
         assert_eq!(n(&v, "/requests/errors"), 0, "{b:?}: {v}");
         assert_eq!(n(&v, "/connections_opened"), 160, "{b:?}: {v}");
     }
+}
+
+/// More connects than a worker's 256 turns, half of them to a peer that
+/// never answers and a new connection per request: every request ends
+/// (half answered, half connect timeouts). The event loops once lost a
+/// waiting slot's turn (a stale timer pushed it onto the wait list twice)
+/// and a count run never ended.
+pub fn connect_turns_are_never_lost(b: &[&str]) {
+    let server = demo_server(Duration::ZERO);
+    let (_listener, _fillers, hole) = blackhole();
+    let ok = format!("http://{}/bar", server.addr);
+    let v = load(
+        b,
+        &[
+            "-t",
+            "1",
+            "-c",
+            "400",
+            "-n",
+            "2000",
+            "--disable-keepalive",
+            "--timeout",
+            "10s",
+            "--connect-timeout",
+            "300ms",
+            &ok,
+            &hole,
+        ],
+    );
+    assert_eq!(n(&v, "/requests/in_flight"), 0, "{v}");
+    assert_eq!(n(&v, "/status/200"), 1000, "{v}");
+    assert_eq!(n(&v, "/errors/connect_timeout"), 1000, "{v}");
+    server.shutdown();
+}
+
+/// A server that answers each request as soon as its head has come (as
+/// Node does with a body it does not read), then reads and drops the
+/// body; a request that does not start where the previous one ended is a
+/// 400 and the connection ends.
+fn early_answering_server() -> RawServer {
+    RawServer::start(|mut s| {
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let end = loop {
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break end;
+                }
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            buf.drain(..end + 4);
+            if !head.starts_with("POST /x HTTP/1.1\r\n") {
+                send(
+                    &mut s,
+                    b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                );
+                return;
+            }
+            send(&mut s, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: ")?.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < len {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                }
+            }
+            buf.drain(..len);
+        }
+    })
+}
+
+/// A response that comes before its request's body has all gone out: the
+/// connection is not reused (the next request would follow a body cut
+/// short, or a send still under way would be credited to it). uring-loop,
+/// which receives while it sends, once reused it: the third request
+/// timed out and the server saw a misframed one.
+pub fn an_early_response_does_not_reuse_a_connection_still_sending(b: &[&str]) {
+    let server = early_answering_server();
+    let dir = temp_dir("early-response");
+    let body = dir.join("body.bin");
+    std::fs::write(&body, vec![b'x'; 32 << 20]).unwrap();
+    let v = load(
+        b,
+        &[
+            "-c",
+            "1",
+            "-n",
+            "3",
+            "--timeout",
+            "10s",
+            "--body-file",
+            body.to_str().unwrap(),
+            &server.url("/x"),
+        ],
+    );
+    assert_eq!(n(&v, "/status/200"), 3, "{v}");
+    assert_eq!(n(&v, "/requests/errors"), 0, "{v}");
+    let _ = std::fs::remove_dir_all(dir);
 }

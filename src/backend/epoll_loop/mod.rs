@@ -72,6 +72,8 @@ struct Slot {
     connect_event: Option<bool>,
     /// The slot holds a connect turn.
     turn: bool,
+    /// The slot waits for a turn: it is on the loop's wait list (once).
+    waiting: bool,
     /// Deadline of this slot's live timer entry.
     armed: Option<Instant>,
     done: bool,
@@ -87,6 +89,7 @@ impl Slot {
             peer_closed: false,
             connect_event: None,
             turn: false,
+            waiting: false,
             armed: None,
             done: false,
         }
@@ -255,9 +258,14 @@ impl<S: Sink> EventLoop<'_, S> {
                 Want::Wait(_) => break,
                 Want::Connect => {
                     if !ctx.turns.try_take() {
-                        self.waiting_turn.push(i);
+                        if !slot.waiting {
+                            slot.waiting = true;
+                            self.waiting_turn.push(i);
+                        }
                         return;
                     }
+                    // Its entry on the wait list, if any, is skipped.
+                    slot.waiting = false;
                     slot.turn = true;
                     let (addr, bind) = slot.session.connect_started(ctx, now);
                     if let Err(e) = self.open(i, addr, bind) {
@@ -346,11 +354,17 @@ impl<S: Sink> EventLoop<'_, S> {
         }
     }
 
-    /// A connect turn came back: a slot waiting for one will take it.
+    /// A connect turn came back: the first slot on the wait list that still
+    /// waits gets driven (entries of slots that got a turn some other way
+    /// are dropped). If another slot takes the turn first, it waits again,
+    /// and that slot's turn comes back in its time.
     fn give_back_turn(&mut self) {
         self.ctx.turns.give_back();
-        if let Some(j) = self.waiting_turn.pop() {
-            self.ready.push(j);
+        while let Some(j) = self.waiting_turn.pop() {
+            if std::mem::take(&mut self.slots[j].waiting) {
+                self.ready.push(j);
+                return;
+            }
         }
     }
 

@@ -64,13 +64,16 @@ impl<S: Sink> Loop<'_, S> {
         for &(ud, res, flags) in &cqes {
             match decode(ud) {
                 Named::SilentSend { slot, generation } => {
-                    // Only failures post a completion.
+                    // Only failures post a completion; one that failed after
+                    // sending some bytes reports their count, not the error:
+                    // the connection broke under it.
                     if self
                         .io
                         .get(slot)
                         .is_some_and(|io| io.generation == generation)
                     {
-                        let e = std::io::Error::from_raw_os_error(-res);
+                        let errno = if res < 0 { -res } else { libc::ECONNRESET };
+                        let e = std::io::Error::from_raw_os_error(errno);
                         self.sessions[slot].on_io_error(self.ctx, &mut self.sink, &e, now);
                         self.drive(slot, now);
                     }

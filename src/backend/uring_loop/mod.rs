@@ -206,7 +206,7 @@ struct Loop<'a, S> {
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     /// Slots to drive in this pass (all at first; those that got a turn).
     ready: Vec<usize>,
-    /// Slots waiting for a connect turn.
+    /// Slots waiting for a connect turn (see `SlotIo::waiting`).
     waiting_turn: Vec<usize>,
     /// Sessions connecting or exchanging (waiting on the kernel).
     busy: usize,
@@ -283,9 +283,7 @@ impl<S: Sink> Loop<'_, S> {
             if self.io[i].turn && want != Want::Connecting {
                 self.io[i].turn = false;
                 ctx.turns.give_back();
-                if let Some(j) = self.waiting_turn.pop() {
-                    self.ready.push(j);
-                }
+                self.wake_a_waiter();
             }
             match want {
                 Want::Done => {
@@ -309,9 +307,14 @@ impl<S: Sink> Loop<'_, S> {
                 Want::Connecting => break,
                 Want::Connect => {
                     if !ctx.turns.try_take() {
-                        self.waiting_turn.push(i);
+                        if !self.io[i].waiting {
+                            self.io[i].waiting = true;
+                            self.waiting_turn.push(i);
+                        }
                         break;
                     }
+                    // Its entry on the wait list, if any, is skipped.
+                    self.io[i].waiting = false;
                     self.io[i].turn = true;
                     let (addr, bind) = self.sessions[i].connect_started(ctx, now);
                     if let Err(e) = self.connect(i, addr, bind) {
@@ -330,6 +333,19 @@ impl<S: Sink> Loop<'_, S> {
             }
         }
         self.settle(i);
+    }
+
+    /// A connect turn came back: the first slot on the wait list that still
+    /// waits gets driven in this pass (entries of slots that got a turn
+    /// some other way are dropped). If another slot takes the turn first,
+    /// it waits again, and that slot's turn comes back in its time.
+    fn wake_a_waiter(&mut self) {
+        while let Some(j) = self.waiting_turn.pop() {
+            if std::mem::take(&mut self.io[j].waiting) {
+                self.ready.push(j);
+                return;
+            }
+        }
     }
 
     /// Keeps the busy count and slot `i`'s timer in step with its session.

@@ -24,6 +24,8 @@ pub struct SlotIo {
     pub buf: Option<Vec<u8>>,
     /// The slot holds a connect turn.
     pub turn: bool,
+    /// The slot waits for a turn: it is on the loop's wait list (once).
+    pub waiting: bool,
     /// Deadline of the slot's live timer entry.
     pub armed: Option<Instant>,
     /// Whether the session was busy when last driven (the loop's count).
@@ -40,6 +42,7 @@ impl SlotIo {
             sending: false,
             buf: (buf_size > 0).then(|| vec![0; buf_size]),
             turn: false,
+            waiting: false,
             armed: None,
             busy: false,
             done: false,
