@@ -23,11 +23,20 @@ pub const CONNECTS_IN_FLIGHT: usize = 256;
 /// [`take_blocking`]: ConnectTurns::take_blocking
 #[derive(Debug)]
 pub(crate) struct ConnectTurns {
-    free: Mutex<usize>,
+    state: Mutex<State>,
     /// Blocking threads waiting for a turn.
     cv: Condvar,
     /// Tasks waiting for a turn.
     notify: tokio::sync::Notify,
+}
+
+#[derive(Debug)]
+struct State {
+    free: usize,
+    /// Blocking threads waiting on `cv`: only then is it notified (a
+    /// notify is a futex system call even with nobody waiting, one per
+    /// connection on the event loops).
+    blocked: usize,
 }
 
 impl Default for ConnectTurns {
@@ -39,23 +48,26 @@ impl Default for ConnectTurns {
 impl ConnectTurns {
     pub fn new(limit: usize) -> Self {
         Self {
-            free: Mutex::new(limit.max(1)),
+            state: Mutex::new(State {
+                free: limit.max(1),
+                blocked: 0,
+            }),
             cv: Condvar::new(),
             notify: tokio::sync::Notify::new(),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, usize> {
-        self.free.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes a turn if one is free.
     pub fn try_take(&self) -> bool {
-        let mut free = self.lock();
-        if *free == 0 {
+        let mut st = self.lock();
+        if st.free == 0 {
             return false;
         }
-        *free -= 1;
+        st.free -= 1;
         true
     }
 
@@ -75,29 +87,38 @@ impl ConnectTurns {
     /// Waits for a turn on a blocking thread; `false` if `stop` says the
     /// run is over first (its end calls [`ConnectTurns::wake_all`]).
     pub fn take_blocking(&self, stop: impl Fn() -> bool) -> bool {
-        let mut free = self.lock();
+        let mut st = self.lock();
         loop {
             if stop() {
                 return false;
             }
-            if *free > 0 {
-                *free -= 1;
+            if st.free > 0 {
+                st.free -= 1;
                 return true;
             }
-            free = self.cv.wait(free).unwrap_or_else(|e| e.into_inner());
+            st.blocked += 1;
+            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            st.blocked -= 1;
         }
     }
 
     /// Wakes every blocking thread waiting for a turn, to look at its `stop`.
     pub fn wake_all(&self) {
-        let _held = self.lock();
-        self.cv.notify_all();
+        let st = self.lock();
+        if st.blocked > 0 {
+            self.cv.notify_all();
+        }
     }
 
     /// Gives a turn back.
     pub fn give_back(&self) {
-        *self.lock() += 1;
-        self.cv.notify_one();
+        let mut st = self.lock();
+        st.free += 1;
+        if st.blocked > 0 {
+            self.cv.notify_one();
+        }
+        drop(st);
+        // No system call: a stored permit, or a task woken.
         self.notify.notify_one();
     }
 }
