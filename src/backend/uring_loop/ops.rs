@@ -3,7 +3,7 @@
 //!
 //! Every operation that posts a completion is an entry of [`Ops`] from the
 //! moment its SQE is queued until its last completion (a multishot receive
-//! posts many): the count in flight is the table's length, never a counter
+//! posts many): the count pending is the table's length, never a counter
 //! kept by hand. What the kernel reads or writes after submission (a plain
 //! receive's buffer, a connect's address, a TIMEOUT's timespec) moves into
 //! the entry and comes back only with that last completion. A send whose
@@ -133,7 +133,7 @@ impl Ops {
         }
     }
 
-    pub fn in_flight(&self) -> usize {
+    pub fn pending(&self) -> usize {
         self.table.len()
     }
 }
@@ -157,7 +157,7 @@ impl Drop for Uring {
     /// released, so that dropping the ring really closes it (see
     /// [`super::ring::unregister_ring_index`]).
     fn drop(&mut self) {
-        let idle = self.ops.in_flight() == 0;
+        let idle = self.ops.pending() == 0;
         if let Some(b) = self.bufs.take() {
             if idle && b.unregister(&self.ring).is_ok() {
                 drop(b);
@@ -196,10 +196,10 @@ mod tests {
             owned: Owned::Buf(vec![0; 8]),
         });
         assert_eq!(decode(key), Named::Op(key as usize));
-        assert_eq!(ops.in_flight(), 1);
+        assert_eq!(ops.pending(), 1);
         let op = ops.remove(key as usize).expect("op");
         assert!(matches!(op.owned, Owned::Buf(b) if b.len() == 8));
-        assert_eq!(ops.in_flight(), 0);
+        assert_eq!(ops.pending(), 0);
         assert_eq!(next_generation(0xFF_FFFF), 0);
     }
 }

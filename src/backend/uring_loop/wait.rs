@@ -43,7 +43,7 @@ impl<S: Sink> Loop<'_, S> {
         {
             until = Some(until.map_or(d, |u| u.min(d)));
         }
-        let want = if self.uring.ops.in_flight() == 0 {
+        let want = if self.uring.ops.pending() == 0 {
             0
         } else {
             self.sink.pace.target(self.busy, BATCH_WAIT)
@@ -173,7 +173,7 @@ impl<S: Sink> Loop<'_, S> {
     fn wait_for_ops(&mut self) {
         let start = Instant::now();
         let ext_arg = self.uring.features.ext_arg;
-        while self.uring.ops.in_flight() > 0 && start.elapsed() < DRAIN_LIMIT {
+        while self.uring.ops.pending() > 0 && start.elapsed() < DRAIN_LIMIT {
             self.timespec = types::Timespec::from(Duration::from_millis(10));
             let r = if ext_arg {
                 let args = types::SubmitArgs::new().timespec(&self.timespec);
