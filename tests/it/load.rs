@@ -556,3 +556,61 @@ fn failure_is_not_success() {
     assert!(stdout(&out).contains("Exit codes:"), "{}", stdout(&out));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Issue 19 item 3: numbers that wrapped round in the open-file check made
+/// a worker panic before the start gate, and the run hung for ever (Ctrl-C
+/// did nothing). Each is refused at once now, with the reason.
+#[test]
+fn huge_counts_are_refused_not_hung() {
+    for args in [
+        &[
+            "load",
+            "-n",
+            "1",
+            "-c",
+            "18446744073709551615",
+            "http://127.0.0.1:9/",
+        ][..],
+        &[
+            "compare",
+            "-n",
+            "1",
+            "-c",
+            "9223372036854775808",
+            "--backends",
+            "threads",
+            "http://127.0.0.1:9/",
+        ],
+        &["demo", "--requests", "9223372036854775808", "--delay", "0"],
+    ] {
+        let out = uringfetch(args, Duration::from_secs(10));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("open files"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    }
+}
+
+/// Issue 19 item 13, `get`'s messages: a typo in the scheme is a malformed
+/// URL (not a host named "http"), control characters from the command line
+/// are shown escaped, a message that names the URL does not repeat it, and
+/// no timing line follows when no URL could run.
+#[test]
+fn get_says_what_went_wrong_once_and_plainly() {
+    let out = uringfetch(&["get", "http:/127.0.0.1:8080/bar"], LIMIT);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("malformed: a URL starts with http://"),
+        "{err}"
+    );
+    assert!(!err.contains("resolve"), "{err}");
+    assert_eq!(err.matches("http:/127.0.0.1:8080/bar").count(), 1, "{err}");
+    assert!(!err.contains("URL in"), "no timing line: {err}");
+    let out = uringfetch(&["get", "http://127.0.0.1:9/\u{1b}[2J"], LIMIT);
+    let err = stderr(&out);
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+}
