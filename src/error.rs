@@ -340,4 +340,16 @@ mod tests {
             "timed out after 2s"
         );
     }
+
+    /// Issue 19 item 13: ENOMEM at ring setup named RLIMIT_MEMLOCK "for
+    /// kernels before 5.12" on any kernel; only those charge rings to it.
+    #[test]
+    fn ring_memory_errors_name_the_right_limit() {
+        let cause = UringSetupCause::of(&io::Error::from_raw_os_error(libc::ENOMEM));
+        let old = crate::backend::uring_loop::ring::kernel_version() < (5, 12);
+        assert_eq!(cause.why.contains("RLIMIT_MEMLOCK"), old, "{}", cause.why);
+        if !old {
+            assert!(cause.why.contains("short of memory"), "{}", cause.why);
+        }
+    }
 }
