@@ -143,6 +143,21 @@ pub struct RequestArgs {
     /// io_uring features for --backend uring-loop: probe the kernel, or force Linux 5.10's.
     #[arg(long, value_enum, default_value_t = Profile::Auto)]
     pub uring_profile: Profile,
+    /// https: trust the CA certificates in this PEM file instead of the system's.
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
+    pub cacert: Option<PathBuf>,
+    /// https: do not verify the server's certificate (its name, issuer and dates).
+    #[arg(short = 'k', long, help_heading = "TLS")]
+    pub insecure: bool,
+    /// https: present this client certificate (PEM; may hold the key too).
+    #[arg(short = 'E', long, value_name = "FILE", help_heading = "TLS")]
+    pub cert: Option<PathBuf>,
+    /// https: the client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert", help_heading = "TLS")]
+    pub key: Option<PathBuf>,
+    /// https: a full handshake on every connection (no session resumption).
+    #[arg(long, help_heading = "TLS")]
+    pub no_tls_resume: bool,
 }
 
 /// When a run stops and how fast it goes, shared by `load` and `compare`.

@@ -37,12 +37,21 @@ pub enum ErrorKind {
     Unreachable,
     /// io_uring could not be used (old kernel, seccomp, sysctl).
     UringUnavailable,
+    /// The server's certificate was refused (unknown issuer, expired, name mismatch).
+    TlsCertificate,
+    /// The TLS handshake (or a later record) failed: an alert, no common
+    /// version or cipher suite, a broken record.
+    TlsHandshake,
+    /// An `https://` URL answered in plaintext.
+    NotTls,
+    /// An `http://` URL answered with TLS.
+    TlsOnHttp,
     /// Anything else the OS reported.
     Other,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::Refused,
         ErrorKind::Reset,
         ErrorKind::Timeout,
@@ -53,6 +62,10 @@ impl ErrorKind {
         ErrorKind::TooManyOpenFiles,
         ErrorKind::Unreachable,
         ErrorKind::UringUnavailable,
+        ErrorKind::TlsCertificate,
+        ErrorKind::TlsHandshake,
+        ErrorKind::NotTls,
+        ErrorKind::TlsOnHttp,
         ErrorKind::Other,
     ];
 
@@ -69,6 +82,10 @@ impl ErrorKind {
             ErrorKind::TooManyOpenFiles => "too_many_open_files",
             ErrorKind::Unreachable => "unreachable",
             ErrorKind::UringUnavailable => "uring_unavailable",
+            ErrorKind::TlsCertificate => "tls_certificate",
+            ErrorKind::TlsHandshake => "tls_handshake",
+            ErrorKind::NotTls => "not_tls",
+            ErrorKind::TlsOnHttp => "tls_on_http",
             ErrorKind::Other => "other",
         }
     }
@@ -87,6 +104,11 @@ impl ErrorKind {
             ErrorKind::UringUnavailable => {
                 Some("io_uring is disabled or blocked here; try --backend epoll-loop")
             }
+            ErrorKind::TlsCertificate => {
+                Some("trust the server's CA with --cacert FILE, or skip verification with -k")
+            }
+            ErrorKind::NotTls => Some("the server speaks plaintext: use an http:// URL"),
+            ErrorKind::TlsOnHttp => Some("the server speaks TLS: use an https:// URL"),
             _ => None,
         }
     }
@@ -198,6 +220,25 @@ impl FetchError {
                  ({e}); {}; or use --backend epoll-loop or --backend threads",
                 cause.why, cause.fix
             ),
+        )
+    }
+
+    /// The TLS handshake did not finish within `--connect-timeout`.
+    pub fn handshake_timeout(after: Duration, addr: SocketAddr) -> Self {
+        Self::new(
+            ErrorKind::ConnectTimeout,
+            format!(
+                "TLS handshake with {addr} did not finish within the connect timeout ({})",
+                fmt_duration(after)
+            ),
+        )
+    }
+
+    /// A TLS server answered a plaintext request.
+    pub fn tls_on_http(addr: SocketAddr) -> Self {
+        Self::new(
+            ErrorKind::TlsOnHttp,
+            format!("{addr} answered with TLS, not plain HTTP: is the URL meant to be https://?"),
         )
     }
 

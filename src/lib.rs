@@ -38,6 +38,7 @@ mod server;
 mod session;
 mod stats;
 mod target;
+mod tls;
 mod wallclock;
 
 /// Parses the command line, runs the command, and returns the process's

@@ -13,8 +13,6 @@ use crate::http::{RequestSpec, Version, encode_request};
 pub enum TargetError {
     #[error("invalid URL '{url}': {reason}")]
     InvalidUrl { url: String, reason: String },
-    #[error("https is not supported yet: {0} (use http://)")]
-    Https(String),
     #[error("cannot resolve host '{host}': {reason}")]
     Resolve { host: String, reason: String },
 }
@@ -59,6 +57,9 @@ pub struct Target {
     pub request: Bytes,
     /// HEAD responses have no body whatever their headers say.
     pub head_request: bool,
+    /// `https://`: TLS to `server_name` (the host, for SNI and the certificate).
+    pub tls: bool,
+    pub server_name: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 /// The parts of an `http://` URL.
@@ -72,17 +73,19 @@ pub struct HttpUrl {
     /// `user:password` from the URL, percent-decoded: sent as Basic
     /// authorization, as curl does.
     pub credentials: Option<String>,
+    /// `https://`.
+    pub tls: bool,
 }
 
 impl HttpUrl {
-    /// `Host` header value: the port is added when it is not 80.
+    /// `Host` header value: the port is added when it is not the scheme's.
     pub fn host_header(&self) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
             self.host.clone()
         };
-        if self.port == 80 {
+        if self.port == if self.tls { 443 } else { 80 } {
             host
         } else {
             format!("{host}:{}", self.port)
@@ -90,7 +93,8 @@ impl HttpUrl {
     }
 }
 
-/// Parses an `http://` URL; a URL without a scheme is taken as `http://`, as curl does.
+/// Parses an `http://` or `https://` URL; a URL without a scheme is taken
+/// as `http://`, as curl does.
 pub fn parse_url(input: &str) -> Result<HttpUrl, TargetError> {
     let trimmed = input.trim();
     let lower = trimmed.to_ascii_lowercase();
@@ -113,15 +117,15 @@ pub fn parse_url(input: &str) -> Result<HttpUrl, TargetError> {
         reason,
     };
     let parsed = url::Url::parse(&with_scheme).map_err(|e| invalid(e.to_string()))?;
-    match parsed.scheme() {
-        "http" => {}
-        "https" => return Err(TargetError::Https(input.to_string())),
+    let tls = match parsed.scheme() {
+        "http" => false,
+        "https" => true,
         other => {
             return Err(invalid(format!(
-                "unsupported scheme '{other}' (only http://)"
+                "unsupported scheme '{other}' (only http:// and https://)"
             )));
         }
-    }
+    };
     let host = match parsed.host() {
         Some(url::Host::Domain(d)) => d.to_string(),
         Some(url::Host::Ipv4(a)) => a.to_string(),
@@ -131,7 +135,9 @@ pub fn parse_url(input: &str) -> Result<HttpUrl, TargetError> {
     if host.is_empty() {
         return Err(invalid("no host".into()));
     }
-    let port = parsed.port_or_known_default().unwrap_or(80);
+    let port = parsed
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
     let mut path = parsed.path().to_string();
     if path.is_empty() {
         path.push('/');
@@ -162,6 +168,7 @@ pub fn parse_url(input: &str) -> Result<HttpUrl, TargetError> {
         port,
         path,
         credentials,
+        tls,
     })
 }
 
@@ -199,6 +206,16 @@ impl Target {
     /// Parses, resolves and encodes; all the work that must not happen per request.
     pub fn new(input: &str, opts: &RequestOptions) -> Result<Self, TargetError> {
         let url = parse_url(input)?;
+        let server_name = if url.tls {
+            let name =
+                crate::tls::server_name(&url.host).map_err(|reason| TargetError::InvalidUrl {
+                    url: input.to_string(),
+                    reason,
+                })?;
+            Some(name)
+        } else {
+            None
+        };
         let addrs = resolve(&url.host, url.port)?;
         let addr = addrs[0];
         let host_header = url.host_header();
@@ -235,6 +252,8 @@ impl Target {
             // Methods are case-sensitive (RFC 9110 §9.1): `head` is not HEAD,
             // and its response has the body its headers announce.
             head_request: opts.method == "HEAD",
+            tls: url.tls,
+            server_name,
         })
     }
 }

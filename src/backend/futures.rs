@@ -194,7 +194,7 @@ async fn session_task<T: Transport, S: Sink>(w: Rc<Worker<S>>) {
                                     let e = std::io::Error::from(std::io::ErrorKind::WriteZero);
                                     session.on_io_error(ctx, &mut *sink, &e, Instant::now());
                                 }
-                                Ok(n) => session.on_sent(&mut *sink, n),
+                                Ok(n) => session.on_sent(ctx, &mut *sink, n),
                                 Err(e) => session.on_io_error(ctx, &mut *sink, &e, Instant::now()),
                             }
                             continue;

@@ -129,6 +129,9 @@ pub struct ConnOptions {
     /// Requests written at once per connection (`--pipeline`; only
     /// backends that [`BackendKind::can_pipeline`] are given more than 1).
     pub pipeline: usize,
+    /// The TLS client configuration of `https://` targets, built once for
+    /// the run (its session cache is shared by every connection).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ConnOptions {
@@ -139,6 +142,7 @@ impl Default for ConnOptions {
             keep_alive: true,
             bind: Vec::new(),
             pipeline: 1,
+            tls: None,
         }
     }
 }

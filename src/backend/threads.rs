@@ -348,7 +348,7 @@ fn session_thread<S: Sink>(sh: &Shared<S>, index: usize) {
                 let now = Instant::now();
                 let mut sink = sh.sink();
                 match result {
-                    Ok(n) if send && n > 0 => session.on_sent(&mut *sink, n),
+                    Ok(n) if send && n > 0 => session.on_sent(ctx, &mut *sink, n),
                     Ok(0) if send => {
                         let e = io::Error::from(io::ErrorKind::WriteZero);
                         session.on_io_error(ctx, &mut *sink, &e, now);

@@ -87,7 +87,14 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
         (None, None) => Vec::new(),
     };
     let opts = config::request_options(&args.request, true)?;
-    let conn = Arc::new(config::conn_options(&args.request, true, Vec::new(), 1));
+    let https = config::any_https(scenarios.iter().map(|s| s.url.as_str()));
+    let conn = Arc::new(config::conn_options(
+        &args.request,
+        true,
+        Vec::new(),
+        1,
+        https,
+    )?);
     let mut groups = Vec::new();
     let mut first = true;
     let mut not_run = 0;

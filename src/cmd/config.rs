@@ -101,20 +101,43 @@ pub fn request_options(req: &RequestArgs, keep_alive: bool) -> anyhow::Result<Re
     })
 }
 
-/// How connections behave; `pipeline` is the batch a connection writes at once.
+/// How connections behave; `pipeline` is the batch a connection writes
+/// at once. The TLS configuration is built only if a target is `https`
+/// (`tls`): the system's roots are not read for a plaintext run.
 pub fn conn_options(
     req: &RequestArgs,
     keep_alive: bool,
     bind: Vec<IpAddr>,
     pipeline: usize,
-) -> ConnOptions {
-    ConnOptions {
+    tls: bool,
+) -> Result<ConnOptions, super::Usage> {
+    let tls = if tls {
+        let opts = crate::tls::TlsOptions {
+            cacert: req.cacert.clone(),
+            insecure: req.insecure,
+            cert: req.cert.clone(),
+            key: req.key.clone(),
+            resume: !req.no_tls_resume,
+        };
+        Some(crate::tls::client_config(&opts).map_err(super::Usage)?)
+    } else {
+        None
+    };
+    Ok(ConnOptions {
         timeout: Some(req.timeout),
         connect_timeout: Some(req.connect_timeout),
         keep_alive,
         bind,
         pipeline,
-    }
+        tls,
+    })
+}
+
+/// Whether any of `urls` is `https://` (a URL that does not parse is
+/// reported where it is used).
+pub fn any_https<'a>(urls: impl IntoIterator<Item = &'a str>) -> bool {
+    urls.into_iter()
+        .any(|u| crate::target::parse_url(u).is_ok_and(|u| u.tls))
 }
 
 /// The backend and the options of its own (`--uring-profile`).

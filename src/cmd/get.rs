@@ -233,6 +233,8 @@ impl Sink for Printer {
 
     fn connected(&mut self, _took: Duration, _reconnect: bool) {}
 
+    fn handshake(&mut self, _took: Duration, _resumed: bool) {}
+
     fn retried(&mut self, _n: u64) {}
 
     fn head(&mut self, seq: u64, head: &[u8]) {
@@ -278,7 +280,8 @@ pub fn run(args: GetArgs) -> anyhow::Result<i32> {
     }
     // One request per connection: say so, and the server may close at once.
     let opts = super::config::request_options(&args.request, false)?;
-    let conn = super::config::conn_options(&args.request, false, Vec::new(), 1);
+    let https = super::config::any_https(args.urls.iter().map(String::as_str));
+    let conn = super::config::conn_options(&args.request, false, Vec::new(), 1, https)?;
     let started = Instant::now();
     // Bad URLs are reported in place; the good ones are still fetched.
     let mut good = Vec::new();

@@ -109,6 +109,7 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
         .iter()
         .map(|u| Target::new(u, &opts))
         .collect::<Result<Vec<_>, _>>()?;
+    let https = targets.iter().any(|t| t.tls);
     let (stop, rate) = config::stop_and_rate(&args.plan, 200)?;
     runner::check_fd_limit(args.connections, &format!("-c {}", args.connections))
         .map_err(anyhow::Error::msg)?;
@@ -160,7 +161,8 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
             keep_alive,
             bind,
             pipeline,
-        )),
+            https,
+        )?),
     })
 }
 

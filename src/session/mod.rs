@@ -41,6 +41,7 @@ pub(crate) mod pacing;
 pub(crate) mod sink;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -53,6 +54,7 @@ use crate::plan::Ticket;
 
 pub(crate) use pacing::ConnectTurns;
 pub(crate) use sink::{Collector, Done, Fetch, LoadSink, Sink};
+use tls::{Received, RecvError, TlsLayer};
 
 /// What a session needs from its driver now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +80,8 @@ enum Phase {
     Scheduled,
     Connect,
     Connecting,
+    /// Connected to an `https://` target; the TLS handshake is under way.
+    Handshaking,
     Exchanging,
     Done,
 }
@@ -115,6 +119,10 @@ pub(crate) struct Session {
     close: bool,
     /// The current response's head went to the sink (`Sink::COLLECT`).
     head_given: bool,
+    /// The connection's TLS layer (`https://`); boxed: most sessions are plain.
+    tls: Option<Box<TlsLayer>>,
+    /// Plaintext out of the TLS layer, reused from read to read.
+    plain: Vec<u8>,
 }
 
 impl Session {
@@ -141,6 +149,8 @@ impl Session {
             ever_connected: false,
             close: false,
             head_given: false,
+            tls: None,
+            plain: Vec::new(),
         }
     }
 
@@ -155,8 +165,11 @@ impl Session {
                 .map_or(Want::Start, |t| Want::Wait(t.intended)),
             Phase::Connect => Want::Connect,
             Phase::Connecting => Want::Connecting,
-            Phase::Exchanging => Want::Exchange {
-                send: self.sent < self.send_len,
+            Phase::Exchanging | Phase::Handshaking => Want::Exchange {
+                send: match &self.tls {
+                    Some(tls) => tls.has_unsent(),
+                    None => self.sent < self.send_len,
+                },
             },
             Phase::Done => Want::Done,
         }
@@ -174,7 +187,7 @@ impl Session {
     pub fn is_busy(&self) -> bool {
         matches!(
             self.phase,
-            Phase::Connect | Phase::Connecting | Phase::Exchanging
+            Phase::Connect | Phase::Connecting | Phase::Handshaking | Phase::Exchanging
         )
     }
 
@@ -183,7 +196,7 @@ impl Session {
     pub fn deadline(&self) -> Option<Instant> {
         match self.phase {
             Phase::Scheduled => self.tickets.front().map(|t| t.intended),
-            Phase::Connecting => match (self.deadline, self.connect_by) {
+            Phase::Connecting | Phase::Handshaking => match (self.deadline, self.connect_by) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             },
@@ -239,15 +252,19 @@ impl Session {
         };
         sink.issued(self.tickets.len() as u64);
         let target_index = (first.seq % ctx.targets.len() as u64) as usize;
+        let previous = &ctx.targets[self.target];
+        let target = &ctx.targets[target_index];
+        // An https connection serves only its own host (its certificate's).
+        let same_transport =
+            previous.tls == target.tls && (!target.tls || previous.host == target.host);
         if target_index != self.target {
             self.addr_index = 0;
         }
         self.target = target_index;
-        let target = &ctx.targets[self.target];
         self.head_request = target.head_request;
-        if self.conn.is_some_and(|c| target.addrs.contains(&c)) {
+        if same_transport && self.conn.is_some_and(|c| target.addrs.contains(&c)) {
             self.deadline = ctx.conn.timeout.map(|t| now + t);
-            self.start_write(ctx, now);
+            self.start_write(ctx, sink, now);
         } else {
             self.close_conn();
             self.deadline = None;
@@ -280,7 +297,10 @@ impl Session {
         (addr, ctx.bind_addr())
     }
 
-    /// The connection is established.
+    /// The connection is established: the request goes out, or first
+    /// the TLS handshake of an `https://` target (its ClientHello is then
+    /// what [`Session::to_send`] holds). The handshake counts against
+    /// `--connect-timeout`, whose clock restarts here.
     pub fn on_connected<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, now: Instant) {
         if self.phase != Phase::Connecting {
             return;
@@ -291,7 +311,26 @@ impl Session {
         );
         self.ever_connected = true;
         self.connect_by = None;
-        self.start_write(ctx, now);
+        let target = &ctx.targets[self.target];
+        if !target.tls {
+            return self.start_write(ctx, sink, now);
+        }
+        let layer = match (&ctx.conn.tls, &target.server_name) {
+            (Some(config), Some(name)) => TlsLayer::new(config, name.clone(), now)
+                .map_err(|e| crate::tls::tls_error(&e, &target.host, self.peer(ctx), true)),
+            _ => Err(FetchError::new(
+                ErrorKind::Other,
+                "an https:// target without a TLS configuration (a bug)",
+            )),
+        };
+        match layer {
+            Ok(layer) => {
+                self.tls = Some(Box::new(layer));
+                self.connect_by = ctx.conn.connect_timeout.map(|t| now + t);
+                self.phase = Phase::Handshaking;
+            }
+            Err(error) => self.fail(ctx, sink, error, false, now),
+        }
     }
 
     /// The connect failed (or the socket for it could not be made).
@@ -309,7 +348,7 @@ impl Session {
     }
 
     /// Writes the held tickets' requests: one write for the whole batch.
-    fn start_write(&mut self, ctx: &WorkerCtx, now: Instant) {
+    fn start_write<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, now: Instant) {
         self.phase = Phase::Exchanging;
         self.sent_at = now;
         self.sent = 0;
@@ -317,28 +356,71 @@ impl Session {
         self.send_len = (one * self.tickets.len()).min(ctx.wire(self.target).len());
         self.parser.reset(self.head_request);
         self.head_given = false;
+        self.encrypt(ctx, sink);
     }
 
-    /// The bytes still to send. They stay where they are until sent (the
-    /// run's encoded requests, see [`WorkerCtx::wire`]), so a driver may
-    /// hand them to the kernel by address.
+    /// Over TLS: hands the request bytes not yet encrypted to the TLS
+    /// layer, as many as it buffers (rustls bounds what it holds).
+    fn encrypt<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S) {
+        let Some(tls) = &mut self.tls else {
+            return;
+        };
+        while self.sent < self.send_len {
+            let n = tls.write(&ctx.wire(self.target)[self.sent..self.send_len]);
+            if n == 0 {
+                break;
+            }
+            self.sent += n;
+            sink.bytes(0, n as u64);
+        }
+    }
+
+    /// The bytes still to send: the request, or over TLS its ciphertext
+    /// (and the handshake's). They stay where they are until sent (the
+    /// run's encoded requests, see [`WorkerCtx::wire`], or the TLS layer's
+    /// current chunk, which does not change while any of it is unsent), so
+    /// a driver may hand them to the kernel by address; over TLS only
+    /// until it next calls into the session (see [`Session::is_tls`]).
     #[inline]
-    pub fn to_send<'c>(&self, ctx: &'c WorkerCtx) -> &'c [u8] {
-        ctx.wire(self.target)
-            .get(self.sent..self.send_len)
-            .unwrap_or_default()
+    pub fn to_send<'a>(&'a self, ctx: &'a WorkerCtx) -> &'a [u8] {
+        match &self.tls {
+            Some(tls) => tls.to_send(),
+            None => ctx
+                .wire(self.target)
+                .get(self.sent..self.send_len)
+                .unwrap_or_default(),
+        }
     }
 
     /// [`Session::to_send`] as a shared handle, for a driver that passes
-    /// buffers by ownership.
+    /// buffers by ownership (or must keep them alive until the kernel is done).
     pub fn to_send_bytes(&self, ctx: &WorkerCtx) -> bytes::Bytes {
+        if let Some(tls) = &self.tls {
+            return tls.to_send_bytes();
+        }
         let wire = &ctx.wire[self.target];
         wire.slice(self.sent.min(self.send_len)..self.send_len.min(wire.len()))
     }
 
+    /// Whether the connection runs TLS: [`Session::to_send`] then points
+    /// into the session, not the run's requests, and a driver that sends
+    /// by address must own a [`Session::to_send_bytes`] handle until the
+    /// send completes.
+    #[inline]
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// The kernel took `n` more bytes of [`Session::to_send`].
     #[inline]
-    pub fn on_sent<S: Sink>(&mut self, sink: &mut S, n: usize) {
+    pub fn on_sent<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, n: usize) {
+        if let Some(tls) = &mut self.tls {
+            tls.on_sent(n);
+            if self.phase == Phase::Exchanging {
+                self.encrypt(ctx, sink);
+            }
+            return;
+        }
         if self.phase != Phase::Exchanging {
             return;
         }
@@ -347,8 +429,82 @@ impl Session {
         sink.bytes(0, n as u64);
     }
 
-    /// Bytes arrived on the connection.
+    /// Bytes arrived on the connection (over TLS: ciphertext, which the
+    /// TLS layer turns into the plaintext the HTTP exchange reads).
     pub fn on_recv<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, data: &[u8], now: Instant) {
+        if self.tls.is_some() {
+            return self.on_tls_recv(ctx, sink, data, now);
+        }
+        if self.phase == Phase::Exchanging
+            && !self.parser.started()
+            && crate::tls::looks_like_tls(data)
+        {
+            sink.bytes(data.len() as u64, 0);
+            return self.fail(
+                ctx,
+                sink,
+                FetchError::tls_on_http(self.peer(ctx)),
+                false,
+                now,
+            );
+        }
+        self.on_plain(ctx, sink, data, now);
+    }
+
+    /// Ciphertext arrived: through the TLS layer, then (once the handshake
+    /// is done) the plaintext to the HTTP exchange.
+    fn on_tls_recv<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, data: &[u8], now: Instant) {
+        let Some(tls) = &mut self.tls else {
+            return;
+        };
+        let handshaking = self.phase == Phase::Handshaking;
+        let mut plain = std::mem::take(&mut self.plain);
+        plain.clear();
+        let received = tls.receive(data, &mut plain);
+        let finished = handshaking && !tls.is_handshaking();
+        let resumed = tls.resumed();
+        let took = now.saturating_duration_since(tls.started);
+        let idle = !matches!(self.phase, Phase::Handshaking | Phase::Exchanging);
+        match received {
+            Err(e) => {
+                self.plain = plain;
+                if idle {
+                    return self.close_conn();
+                }
+                let peer = self.peer(ctx);
+                let error = match e {
+                    RecvError::NotTls(first) => crate::tls::not_tls(peer, &first),
+                    RecvError::Tls(e) => {
+                        crate::tls::tls_error(&e, &ctx.targets[self.target].host, peer, handshaking)
+                    }
+                    RecvError::Io(e) => FetchError::io(&e, peer),
+                };
+                return self.fail(ctx, sink, error, false, now);
+            }
+            Ok(state) => {
+                if finished {
+                    sink.handshake(took, resumed);
+                    self.connect_by = None;
+                    self.start_write(ctx, sink, now);
+                }
+                if idle && (!plain.is_empty() || state == Received::Closed) {
+                    // Plaintext nobody asked for, or the server's goodbye.
+                    self.plain = plain;
+                    return self.close_conn();
+                }
+                if !plain.is_empty() {
+                    self.on_plain(ctx, sink, &plain, now);
+                }
+                self.plain = plain;
+                if state == Received::Closed && self.tls.is_some() {
+                    self.on_eof(ctx, sink, now);
+                }
+            }
+        }
+    }
+
+    /// HTTP bytes arrived.
+    fn on_plain<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, data: &[u8], now: Instant) {
         sink.bytes(data.len() as u64, 0);
         if self.phase != Phase::Exchanging {
             // Bytes nobody asked for on an idle connection (a late 408, the
@@ -398,6 +554,16 @@ impl Session {
 
     /// The peer closed the connection.
     pub fn on_eof<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, now: Instant) {
+        if self.phase == Phase::Handshaking {
+            let error = FetchError::new(
+                ErrorKind::EarlyEof,
+                format!(
+                    "{} closed the connection during the TLS handshake",
+                    self.peer(ctx)
+                ),
+            );
+            return self.fail(ctx, sink, error, false, now);
+        }
         if self.phase != Phase::Exchanging {
             // An idle keep-alive connection the server closed: reopen on next use.
             self.close_conn();
@@ -427,6 +593,10 @@ impl Session {
     ) {
         match self.phase {
             Phase::Connecting => self.on_connect_error(ctx, sink, error, now),
+            Phase::Handshaking => {
+                let error = FetchError::io(error, self.peer(ctx));
+                self.fail(ctx, sink, error, false, now);
+            }
             Phase::Exchanging => {
                 let started = self.parser.started();
                 let error = FetchError::io(error, self.peer(ctx));
@@ -455,7 +625,16 @@ impl Session {
                 let error = FetchError::connect_timeout(limit, self.peer(ctx));
                 return self.connect_failed(ctx, sink, error, now);
             }
-            Phase::Connecting | Phase::Exchanging if passed(self.deadline) => {
+            Phase::Handshaking
+                if passed(self.connect_by)
+                    && self
+                        .deadline
+                        .is_none_or(|d| self.connect_by.is_some_and(|c| c <= d)) =>
+            {
+                let limit = ctx.conn.connect_timeout.unwrap_or_default();
+                FetchError::handshake_timeout(limit, self.peer(ctx))
+            }
+            Phase::Connecting | Phase::Handshaking | Phase::Exchanging if passed(self.deadline) => {
                 FetchError::timeout(ctx.conn.timeout.unwrap_or_default())
             }
             _ => return,
@@ -497,7 +676,7 @@ impl Session {
                 sink.issued(1);
                 sink.in_flight(1);
             }
-            Phase::Connect | Phase::Connecting | Phase::Exchanging => {
+            Phase::Connect | Phase::Connecting | Phase::Handshaking | Phase::Exchanging => {
                 sink.in_flight(self.tickets.len() as u64);
             }
             _ => {}
@@ -551,7 +730,8 @@ impl Session {
         // (as Node does with a body it does not read): the rest of the
         // body, or a send still under way, would precede the next request
         // on that connection, so it is not reused.
-        let sent_whole = self.sent >= self.send_len;
+        let sent_whole =
+            self.sent >= self.send_len && self.tls.as_ref().is_none_or(|t| !t.has_unsent());
         let reusable = response.keep_alive && ctx.conn.keep_alive && excess == 0 && sent_whole;
         if self.tickets.is_empty() {
             if !reusable {
@@ -610,6 +790,7 @@ impl Session {
         if self.conn.take().is_some() {
             self.close = true;
         }
+        self.tls = None;
         self.served = 0;
     }
 }

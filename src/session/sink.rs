@@ -40,6 +40,9 @@ pub(crate) trait Sink {
     fn issued(&mut self, n: u64);
     /// A connection was established after `took`; `reconnect`: not the slot's first.
     fn connected(&mut self, took: Duration, reconnect: bool);
+    /// A TLS handshake finished after `took` (from the end of the TCP
+    /// connect); `resumed`: an earlier session was resumed.
+    fn handshake(&mut self, took: Duration, resumed: bool);
     /// Requests sent again on a fresh connection (a keep-alive race, a
     /// pipelined batch the server cut short).
     fn retried(&mut self, n: u64);
@@ -87,6 +90,10 @@ impl Sink for LoadSink {
     #[inline]
     fn connected(&mut self, took: Duration, reconnect: bool) {
         self.rec.connected(took, reconnect);
+    }
+
+    fn handshake(&mut self, took: Duration, resumed: bool) {
+        self.rec.handshake(took, resumed);
     }
 
     fn retried(&mut self, n: u64) {
@@ -183,6 +190,8 @@ impl Sink for Collector {
     fn issued(&mut self, _n: u64) {}
 
     fn connected(&mut self, _took: Duration, _reconnect: bool) {}
+
+    fn handshake(&mut self, _took: Duration, _resumed: bool) {}
 
     fn retried(&mut self, _n: u64) {}
 

@@ -34,6 +34,7 @@ impl Sink for Seen {
     fn connected(&mut self, _took: std::time::Duration, _reconnect: bool) {
         self.connects += 1;
     }
+    fn handshake(&mut self, _took: std::time::Duration, _resumed: bool) {}
     fn retried(&mut self, n: u64) {
         self.retried += n;
     }

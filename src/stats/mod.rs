@@ -173,6 +173,11 @@ pub struct Recorder {
     pub latency: Histogram<u64>,
     /// TCP connect time in µs.
     pub connect: Histogram<u64>,
+    /// TLS handshake time in µs, from the end of the TCP connect.
+    pub handshake: Histogram<u64>,
+    /// TLS handshakes that completed, and how many of them resumed a session.
+    pub handshakes: u64,
+    pub resumed: u64,
     /// Requests that were started.
     pub issued: u64,
     /// Responses by status code (every response counts, whatever its status).
@@ -215,6 +220,9 @@ impl Recorder {
         Self {
             latency: new_histogram(),
             connect: new_histogram(),
+            handshake: new_histogram(),
+            handshakes: 0,
+            resumed: 0,
             issued: 0,
             status: BTreeMap::new(),
             errors: BTreeMap::new(),
@@ -275,6 +283,13 @@ impl Recorder {
         }
     }
 
+    /// A TLS handshake finished in `took`.
+    pub fn handshake(&mut self, took: Duration, resumed: bool) {
+        self.handshake.saturating_record(micros(took));
+        self.handshakes += 1;
+        self.resumed += u64::from(resumed);
+    }
+
     /// Open-loop requests that were due but never sent: issued and in
     /// flight, so the counts still add up with every scheduled request.
     pub fn count_unsent(&mut self, n: u64) {
@@ -298,6 +313,9 @@ impl Recorder {
         // Both histograms have the same bounds, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
         let _ = self.connect.add(&other.connect);
+        let _ = self.handshake.add(&other.handshake);
+        self.handshakes += other.handshakes;
+        self.resumed += other.resumed;
         self.issued += other.issued;
         for (k, v) in &other.status {
             *self.status.entry(*k).or_insert(0) += v;

@@ -305,7 +305,7 @@ impl<S: Sink> EventLoop<'_, S> {
                     };
                     match write_some(stream, slot.session.to_send(ctx)) {
                         Ok(0) => break,
-                        Ok(n) => slot.session.on_sent(&mut self.sink, n),
+                        Ok(n) => slot.session.on_sent(ctx, &mut self.sink, n),
                         Err(e) => slot.session.on_io_error(ctx, &mut self.sink, &e, now),
                     }
                 }

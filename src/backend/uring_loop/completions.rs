@@ -148,7 +148,7 @@ impl<S: Sink> Loop<'_, S> {
             let e = std::io::Error::from_raw_os_error(-res);
             self.sessions[i].on_io_error(self.ctx, &mut self.sink, &e, now);
         } else {
-            self.sessions[i].on_sent(&mut self.sink, res as usize);
+            self.sessions[i].on_sent(self.ctx, &mut self.sink, res as usize);
         }
         self.drive(i, now);
     }

@@ -447,6 +447,19 @@ impl<S: Sink> Loop<'_, S> {
     /// whether the session was told it went out (a silent send: see
     /// [`SILENT_SEND_MAX`]), so the caller drives it on.
     fn queue_send(&mut self, i: usize) -> bool {
+        if self.sessions[i].is_tls() {
+            // The ciphertext lives in the session, which may drop it (a
+            // closed connection) before the kernel is done: the op owns a
+            // handle on it, and so the send must complete (not silent).
+            let bytes = self.sessions[i].to_send_bytes(self.ctx);
+            let (ptr, len) = (bytes.as_ptr(), bytes.len() as u32);
+            let entry = with_target!(self, i, |t| opcode::Send::new(t, ptr, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build());
+            self.io[i].sending = true;
+            self.push_op(entry, i, OpKind::Send, Owned::Bytes(bytes));
+            return false;
+        }
         let bytes = self.sessions[i].to_send(self.ctx);
         let silent = self.uring.features.silent_sends() && bytes.len() <= SILENT_SEND_MAX;
         let mut flags = libc::MSG_NOSIGNAL;
@@ -460,7 +473,7 @@ impl<S: Sink> Loop<'_, S> {
         if silent {
             let ud = ops::silent_send(i, self.io[i].generation);
             self.push(entry.user_data(ud).flags(squeue::Flags::SKIP_SUCCESS));
-            self.sessions[i].on_sent(&mut self.sink, len as usize);
+            self.sessions[i].on_sent(self.ctx, &mut self.sink, len as usize);
             true
         } else {
             self.io[i].sending = true;
@@ -517,7 +530,8 @@ impl<S: Sink> Loop<'_, S> {
             // plain receive's buffer are owned by the operation's entry in
             // `ops` until its last completion (and leaked by `Uring` if
             // that never comes); a send's bytes are the run's encoded
-            // requests in the worker's context, which outlives the ring; a
+            // requests in the worker's context, which outlives the ring,
+            // or a TLS chunk (immutable `Bytes`) its op owns likewise; a
             // wait's timespec is read during the enter that passes it. The
             // provided-buffer ring is freed only as `Uring` says.
             if unsafe { self.uring.ring.submission().push(&entry) }.is_ok() {

@@ -49,6 +49,8 @@ pub enum Owned {
     Addr(Box<socket2::SockAddr>),
     /// A TIMEOUT op's duration.
     Timespec(Box<io_uring::types::Timespec>),
+    /// A TLS send's ciphertext (see `Session::is_tls`).
+    Bytes(bytes::Bytes),
 }
 
 /// One operation in flight.

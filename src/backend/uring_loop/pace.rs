@@ -253,6 +253,10 @@ impl<S: crate::session::Sink> crate::session::Sink for Paced<S> {
         self.sink.connected(took, reconnect);
     }
 
+    fn handshake(&mut self, took: Duration, resumed: bool) {
+        self.sink.handshake(took, resumed);
+    }
+
     fn retried(&mut self, n: u64) {
         self.sink.retried(n);
     }

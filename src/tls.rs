@@ -1,0 +1,275 @@
+//! TLS for `https://` URLs: the client configuration, built once per run
+//! and shared by every connection (trust as curl does it, client
+//! certificates, session resumption, ALPN), and what a failed handshake
+//! means in words a user can act on.
+//!
+//! The provider is rustls' default, aws-lc-rs: its AES-GCM and ChaCha20
+//! are the fastest rustls has on x86-64 and aarch64, and it builds here
+//! with a C compiler alone (see bench/README.md for the measurement).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{Resumption, WebPkiServerVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, Error};
+
+use crate::error::{ErrorKind, FetchError};
+
+/// What the user said about TLS (`--cacert`, `-k`, `--cert`, `--key`,
+/// `--no-tls-resume`).
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// Trust these CA certificates (PEM) instead of the system's roots.
+    pub cacert: Option<PathBuf>,
+    /// Do not verify the server's certificate (curl's `-k`).
+    pub insecure: bool,
+    /// A client certificate chain (PEM) to present, and its key (PEM; the
+    /// certificate's file when not given, as curl does).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Resume sessions on reconnect (TLS 1.3 tickets, TLS 1.2 ids/tickets).
+    pub resume: bool,
+}
+
+/// The provider every TLS connection of the process uses.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Builds the client configuration; the message names the file at fault.
+pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?;
+    let builder = if opts.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+    } else {
+        let roots = Arc::new(roots(opts.cacert.as_deref())?);
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider)
+            .build()
+            .map_err(|e| format!("TLS setup failed: {e}"))?;
+        builder.with_webpki_verifier(verifier)
+    };
+    let mut config = match &opts.cert {
+        Some(cert) => {
+            let key = opts.key.as_deref().unwrap_or(cert);
+            let chain = read_certs(cert, "--cert")?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("--key {}: no private key read: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("--cert/--key: {e}"))?
+        }
+        None if opts.key.is_some() => return Err("--key needs --cert".into()),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = if opts.resume {
+        Resumption::in_memory_sessions(1024)
+    } else {
+        Resumption::disabled()
+    };
+    Ok(Arc::new(config))
+}
+
+/// `--cacert`'s certificates, or the system's roots.
+fn roots(cacert: Option<&Path>) -> Result<rustls::RootCertStore, String> {
+    let mut store = rustls::RootCertStore::empty();
+    if let Some(path) = cacert {
+        for cert in read_certs(path, "--cacert")? {
+            store
+                .add(cert)
+                .map_err(|e| format!("--cacert {}: {e}", path.display()))?;
+        }
+        return Ok(store);
+    }
+    let found = rustls_native_certs::load_native_certs();
+    let (added, _) = store.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map_or_else(|| "none found".to_string(), |e| e.to_string());
+        return Err(format!(
+            "no trusted root certificates on this system ({why}): install them \
+             (apt-get install -y ca-certificates), or give --cacert FILE, or -k to skip verification"
+        ));
+    }
+    Ok(store)
+}
+
+/// Every certificate in a PEM file; an empty file is an error.
+fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let shown = path.display();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{flag} {shown}: {e}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{flag} {shown}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{flag} {shown}: no PEM certificate in it"));
+    }
+    Ok(certs)
+}
+
+/// The server name a connection presents (SNI) and checks the
+/// certificate against: the URL's host.
+pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
+    ServerName::try_from(host.to_string())
+        .map_err(|e| format!("'{host}' is not a TLS server name: {e}"))
+}
+
+/// `-k`: any certificate is accepted, but the handshake's signatures are
+/// still checked (they prove the peer holds the key it presented).
+#[derive(Debug)]
+struct NoVerify(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A TLS failure as a request's error: which certificate problem, or
+/// how the handshake failed, and what to do.
+pub fn tls_error(e: &Error, host: &str, addr: SocketAddr, handshaking: bool) -> FetchError {
+    match e {
+        Error::InvalidCertificate(c) => {
+            let (what, fix) = certificate_problem(c, host);
+            FetchError::new(
+                ErrorKind::TlsCertificate,
+                format!("certificate problem with {host} ({addr}): {what}{fix}"),
+            )
+        }
+        Error::AlertReceived(alert) => {
+            let why = match alert {
+                AlertDescription::ProtocolVersion => {
+                    ": the server speaks no TLS version uringfetch does (1.2, 1.3)"
+                }
+                AlertDescription::HandshakeFailure => {
+                    ": no cipher suite or parameters in common with the server"
+                }
+                AlertDescription::CertificateRequired | AlertDescription::BadCertificate => {
+                    ": the server wants a client certificate (--cert FILE --key FILE)"
+                }
+                AlertDescription::UnknownCA => ": the server does not trust our client certificate",
+                _ => "",
+            };
+            let when = if handshaking {
+                "TLS handshake with"
+            } else {
+                "TLS connection to"
+            };
+            FetchError::new(
+                ErrorKind::TlsHandshake,
+                format!("{when} {addr} failed: the server sent the alert {alert:?}{why}"),
+            )
+        }
+        Error::PeerIncompatible(p) => FetchError::new(
+            ErrorKind::TlsHandshake,
+            format!("TLS handshake with {addr} failed: the server is incompatible: {p:?}"),
+        ),
+        _ if handshaking => FetchError::new(
+            ErrorKind::TlsHandshake,
+            format!("TLS handshake with {addr} failed: {e}"),
+        ),
+        _ => FetchError::new(
+            ErrorKind::TlsHandshake,
+            format!("TLS error with {addr}: {e}"),
+        ),
+    }
+}
+
+/// The plaintext server behind an `https://` URL (its first bytes were
+/// not a TLS record).
+pub fn not_tls(addr: SocketAddr, first: &[u8]) -> FetchError {
+    let looks_http = first.starts_with(b"HTTP/");
+    let what = if looks_http {
+        "answered in plain HTTP"
+    } else {
+        "answered with bytes that are not TLS"
+    };
+    FetchError::new(
+        ErrorKind::NotTls,
+        format!("{addr} {what}, not TLS: is the URL meant to be http://?"),
+    )
+}
+
+/// Whether bytes that broke an HTTP response are a TLS record (a TLS
+/// server behind an `http://` URL answers a plaintext request with an alert).
+pub fn looks_like_tls(first: &[u8]) -> bool {
+    matches!(first, [0x15 | 0x16, 0x03, 0x00..=0x04, ..])
+}
+
+fn certificate_problem(c: &CertificateError, host: &str) -> (String, &'static str) {
+    const TRUST: &str = " (use --cacert FILE to trust its CA, or -k to skip verification)";
+    match c {
+        CertificateError::UnknownIssuer => {
+            ("unknown issuer: not signed by a trusted CA".into(), TRUST)
+        }
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => (
+            "the certificate has expired".into(),
+            " (-k skips verification)",
+        ),
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => (
+            "the certificate is not valid yet (check the clock)".into(),
+            " (-k skips verification)",
+        ),
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => (
+            format!("name mismatch: the certificate is not valid for '{host}'"),
+            " (-k skips verification)",
+        ),
+        CertificateError::Revoked => ("the certificate is revoked".into(), ""),
+        CertificateError::BadSignature => (
+            "a certificate in the chain has a bad signature".into(),
+            TRUST,
+        ),
+        other => (format!("{other:?}"), TRUST),
+    }
+}
