@@ -331,14 +331,22 @@ mod tests {
     }
 
     #[test]
+    fn https_urls_default_to_port_443_and_say_so_in_host_only_when_not() {
+        let u = parse_url("https://example.com/x").unwrap();
+        assert!(u.tls);
+        assert_eq!((u.port, u.host_header().as_str()), (443, "example.com"));
+        let u = parse_url("https://example.com:8443/").unwrap();
+        assert_eq!(u.host_header(), "example.com:8443");
+        let u = parse_url("https://example.com:80/").unwrap();
+        assert_eq!(u.host_header(), "example.com:80");
+        assert!(!parse_url("example.com").unwrap().tls);
+    }
+
+    #[test]
     fn rejects_bad_urls() {
         assert!(matches!(
             parse_url("http://[::1"),
             Err(TargetError::InvalidUrl { .. })
-        ));
-        assert!(matches!(
-            parse_url("https://example.com/"),
-            Err(TargetError::Https(_))
         ));
         assert!(matches!(
             parse_url("ftp://x/"),

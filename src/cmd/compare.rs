@@ -114,7 +114,19 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
                     threads: config::threads(&args.plan),
                     stop: sc.stop,
                     rate,
-                    conn: conn.clone(),
+                    // Over TLS each run starts with no session to resume,
+                    // so no row resumes the sessions of the one before.
+                    conn: if https {
+                        Arc::new(config::conn_options(
+                            &args.request,
+                            true,
+                            Vec::new(),
+                            1,
+                            true,
+                        )?)
+                    } else {
+                        conn.clone()
+                    },
                 };
                 crate::say!("running {backend} -c {c} on {}", sc.label);
                 match run_config(&config, false) {

@@ -9,8 +9,9 @@ use super::text::{fmt_bytes, fmt_us};
 /// Renders one scenario's rows.
 pub fn render(label: &str, rows: &[Summary]) -> String {
     let mut o = String::new();
+    let tls = rows.iter().any(|r| r.tls.is_some());
     let _ = writeln!(o, "\n== {label} ==");
-    let _ = writeln!(
+    let _ = write!(
         o,
         "{:<12} {:>6} {:>11} {:>7} {:>9} {:>9} {:>10} {:>10} {:>8} {:>10} {:>7}",
         "backend",
@@ -25,6 +26,16 @@ pub fn render(label: &str, rows: &[Summary]) -> String {
         "peak RSS",
         "errors"
     );
+    // Over TLS: the handshake's median and how many handshakes resumed.
+    let _ = writeln!(
+        o,
+        "{}",
+        if tls {
+            format!(" {:>9} {:>13}", "hs p50", "full/resumed")
+        } else {
+            String::new()
+        }
+    );
     for r in rows {
         let best = rows
             .iter()
@@ -36,7 +47,7 @@ pub fn render(label: &str, rows: &[Summary]) -> String {
             .resources
             .syscalls_per_request
             .map_or_else(|| "n/a".to_string(), |v| format!("{v:.2}"));
-        let _ = writeln!(
+        let _ = write!(
             o,
             "{:<12} {:>6} {:>11.1} {:>6.2}x {:>9} {:>9} {:>10.1} {:>10} {:>8.3} {:>10} {:>7}",
             r.backend,
@@ -51,6 +62,19 @@ pub fn render(label: &str, rows: &[Summary]) -> String {
             fmt_bytes(r.resources.max_rss_kb * 1024),
             r.requests.errors
         );
+        let hs = match &r.tls {
+            Some(t) if tls => format!(
+                " {:>9} {:>13}",
+                fmt_us(t.handshake_us.p50),
+                format!(
+                    "{}/{}",
+                    t.handshakes - t.resumed.min(t.handshakes),
+                    t.resumed
+                )
+            ),
+            _ => String::new(),
+        };
+        let _ = writeln!(o, "{hs}");
     }
     if let Some(note) = rows.iter().find_map(|r| r.resources.syscalls_note.clone()) {
         let _ = writeln!(o, "syscalls n/a: {note}");

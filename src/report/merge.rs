@@ -228,6 +228,32 @@ fn add_histograms(inputs: &[Input]) -> Result<(Histogram<u64>, Histogram<u64>), 
     Ok((latency, connect))
 }
 
+/// The inputs' TLS handshakes added up (histograms exactly); none if no
+/// input ran TLS.
+fn add_tls(inputs: &[Input]) -> Result<Option<super::TlsStats>, String> {
+    if inputs.iter().all(|i| i.summary.tls.is_none()) {
+        return Ok(None);
+    }
+    let mut h = new_histogram();
+    let (mut n, mut handshakes, mut resumed) = (0u64, 0u64, 0u64);
+    for i in inputs {
+        let Some(t) = &i.summary.tls else {
+            continue;
+        };
+        let x = decode(&i.source, "tls.handshake_us", &t.handshake_us)?;
+        add_to(&mut n, x.len(), "tls.handshake_us.count", &i.source)?;
+        add_to(&mut handshakes, t.handshakes, "tls.handshakes", &i.source)?;
+        add_to(&mut resumed, t.resumed, "tls.resumed", &i.source)?;
+        h.add(&x)
+            .map_err(|e| format!("{}: tls.handshake_us.hdr: {e:?}", escape(&i.source)))?;
+    }
+    Ok(Some(super::TlsStats {
+        handshakes,
+        resumed,
+        handshake_us: Percentiles::of(&h),
+    }))
+}
+
 /// Why a merged counter cannot be given: past 2^64 - 1 it would wrap
 /// around (silently, in a release build). No run counts that far, so the
 /// reports are not real ones; a sum that is wrong is refused, not shown.
@@ -633,6 +659,7 @@ pub fn merge(inputs: &[Input]) -> Result<Merged, String> {
     };
     s.latency_us = Percentiles::of(&latency);
     s.connect_us = Percentiles::of(&connect);
+    s.tls = add_tls(inputs)?;
     s.per_second = add_per_second(inputs, earliest)?.unwrap_or_else(|| {
         warnings.push(format!(
             "no per-second series: the runs started more than {} h apart",

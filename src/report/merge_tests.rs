@@ -41,6 +41,7 @@ fn report(url: &str, latencies: &[u64], start_ms: u64, ms: u64) -> Summary {
             keep_alive: true,
             bind: Vec::new(),
             pipeline: 1,
+            tls: None,
         }),
     };
     let outcome = LoadOutcome {

@@ -82,6 +82,17 @@ pub struct Requests {
     pub unsent: u64,
 }
 
+/// The TLS handshakes of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TlsStats {
+    /// Handshakes that finished, and how many of them resumed a session
+    /// (the rest were full handshakes).
+    pub handshakes: u64,
+    pub resumed: u64,
+    /// Handshake time in µs, from the end of the TCP connect.
+    pub handshake_us: Percentiles,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Percentiles {
     pub count: u64,
@@ -260,6 +271,9 @@ pub struct Summary {
     pub retries: u64,
     pub latency_us: Percentiles,
     pub connect_us: Percentiles,
+    /// TLS handshakes of an `https://` run; null for a plaintext one.
+    #[serde(default)]
+    pub tls: Option<TlsStats>,
     /// Responses completed in each second of the run.
     pub per_second: Vec<u64>,
     pub resources: Resources,
@@ -407,6 +421,11 @@ impl Summary {
             retries: r.retries,
             latency_us: Percentiles::of(&r.latency),
             connect_us: Percentiles::of(&r.connect),
+            tls: (r.handshakes > 0 || o.config.targets.iter().any(|t| t.tls)).then(|| TlsStats {
+                handshakes: r.handshakes,
+                resumed: r.resumed,
+                handshake_us: Percentiles::of(&r.handshake),
+            }),
             per_second: r.per_second.clone(),
             resources: Resources {
                 cpu_user_s: cpu.user.as_secs_f64(),

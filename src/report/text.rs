@@ -187,6 +187,25 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
             fmt_us(c.max)
         );
     }
+    if let Some(t) = &s.tls {
+        let h = &t.handshake_us;
+        if h.count > 0 {
+            let _ = writeln!(
+                o,
+                "TLS handshake: p50 {}  p99 {}  max {}",
+                fmt_us(h.p50),
+                fmt_us(h.p99),
+                fmt_us(h.max)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "TLS handshakes: {} ({} full, {} resumed)",
+            t.handshakes,
+            t.handshakes - t.resumed.min(t.handshakes),
+            t.resumed
+        );
+    }
     if !s.status.is_empty() {
         let _ = writeln!(o, "\nStatus codes");
         for (code, n) in &s.status {

@@ -373,6 +373,7 @@ impl Session {
             self.sent += n;
             sink.bytes(0, n as u64);
         }
+        tls.promote();
     }
 
     /// The bytes still to send: the request, or over TLS its ciphertext
@@ -479,7 +480,7 @@ impl Session {
                     }
                     RecvError::Io(e) => FetchError::io(&e, peer),
                 };
-                return self.fail(ctx, sink, error, false, now);
+                self.fail(ctx, sink, error, false, now);
             }
             Ok(state) => {
                 if finished {
@@ -496,6 +497,9 @@ impl Session {
                     self.on_plain(ctx, sink, &plain, now);
                 }
                 self.plain = plain;
+                if let Some(tls) = &mut self.tls {
+                    tls.promote();
+                }
                 if state == Received::Closed && self.tls.is_some() {
                     self.on_eof(ctx, sink, now);
                 }

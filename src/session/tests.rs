@@ -132,9 +132,9 @@ fn start_and_send(s: &mut Session, ctx: &WorkerCtx, seen: &mut Seen, now: Instan
     let n = s.to_send(ctx).len();
     assert_eq!(s.to_send_bytes(ctx).len(), n);
     // Two partial sends.
-    s.on_sent(seen, n / 2);
+    s.on_sent(ctx, seen, n / 2);
     assert_eq!(s.to_send(ctx).len(), n - n / 2);
-    s.on_sent(seen, n - n / 2);
+    s.on_sent(ctx, seen, n - n / 2);
     assert_eq!(s.want(), Want::Exchange { send: false });
     connected
 }
@@ -292,7 +292,7 @@ fn a_reused_connection_closed_before_any_byte_is_retried_once() {
     assert_eq!(s.want(), Want::Connect);
     s.connect_started(&ctx, start);
     s.on_connected(&ctx, &mut seen, start);
-    s.on_sent(&mut seen, s.to_send(&ctx).len());
+    s.on_sent(&ctx, &mut seen, s.to_send(&ctx).len());
     // The fresh connection fails the same way: no second retry.
     let reset = std::io::Error::from_raw_os_error(libc::ECONNRESET);
     s.on_io_error(&ctx, &mut seen, &reset, start);
@@ -336,7 +336,7 @@ fn connection_close_inside_a_pipelined_batch_moves_the_rest() {
     s.on_connected(&ctx, &mut seen, start);
     // Only the two unanswered requests are written again.
     assert_eq!(s.to_send(&ctx).len(), 2 * ctx.targets[0].request.len());
-    s.on_sent(&mut seen, s.to_send(&ctx).len());
+    s.on_sent(&ctx, &mut seen, s.to_send(&ctx).len());
     s.on_recv(&ctx, &mut seen, &[FIXED, FIXED].concat(), start);
     assert_eq!(
         seen.responses.iter().map(|r| r.0).collect::<Vec<_>>(),
@@ -372,7 +372,7 @@ fn pipelined_requests_cut_short_without_notice_are_retried() {
         assert_eq!(s.want(), Want::Connect, "{seen:?}");
         s.connect_started(&ctx, start);
         s.on_connected(&ctx, &mut seen, start);
-        s.on_sent(&mut seen, s.to_send(&ctx).len());
+        s.on_sent(&ctx, &mut seen, s.to_send(&ctx).len());
         connections += 1;
     }
     assert_eq!(connections, 16);
@@ -397,7 +397,7 @@ fn pipelined_requests_cut_short_without_notice_are_retried() {
     assert_eq!(seen.retried, 3);
     s.connect_started(&ctx, start);
     s.on_connected(&ctx, &mut seen, start);
-    s.on_sent(&mut seen, s.to_send(&ctx).len());
+    s.on_sent(&ctx, &mut seen, s.to_send(&ctx).len());
     s.on_eof(&ctx, &mut seen, start);
     assert_eq!(seen.retried, 3);
     assert_eq!(seen.failed.len(), 3);
@@ -489,7 +489,7 @@ fn an_open_loop_ticket_waits_for_its_time() {
     assert_eq!(s.want(), Want::Exchange { send: true });
     assert_eq!(seen.issued, 2);
     // Cut off while waiting: due by then is in flight, not due is not issued.
-    s.on_sent(&mut seen, s.to_send(&ctx).len());
+    s.on_sent(&ctx, &mut seen, s.to_send(&ctx).len());
     s.on_recv(&ctx, &mut seen, FIXED, due);
     s.start(&ctx, &mut seen, due);
     s.cut_off(&mut seen, due);
@@ -553,7 +553,7 @@ fn every_address_of_a_name_is_tried() {
     assert_eq!(s.want(), Want::Connect);
     assert_eq!(s.connect_started(&ctx, start).0, second);
     s.on_connected(&ctx, &mut seen, start);
-    s.on_sent(&mut seen, s.to_send(&ctx).len());
+    s.on_sent(&ctx, &mut seen, s.to_send(&ctx).len());
     s.on_recv(&ctx, &mut seen, FIXED, start);
     assert_eq!(seen.responses.len(), 1);
     // The next connection goes straight to the address that worked.

@@ -69,6 +69,7 @@ impl TlsLayer {
             heard: false,
         };
         layer.flush();
+        layer.promote();
         Ok(layer)
     }
 
@@ -100,20 +101,18 @@ impl TlsLayer {
     /// The kernel took `n` bytes of [`TlsLayer::to_send`].
     pub fn on_sent(&mut self, n: usize) {
         self.sent = (self.sent + n).min(self.sending.len());
-        if self.sent == self.sending.len() && !self.next.is_empty() {
-            self.sending = Bytes::from(std::mem::take(&mut self.next));
-            self.sent = 0;
-        }
+        self.promote();
     }
 
-    /// Encrypts as much of `plain` as rustls buffers now; how much.
+    /// Encrypts as much of `plain` as rustls buffers now; how much. The
+    /// ciphertext waits for [`TlsLayer::promote`].
     pub fn write(&mut self, plain: &[u8]) -> usize {
         let n = self.conn.writer().write(plain).unwrap_or(0);
         self.flush();
         n
     }
 
-    /// Moves what rustls has to send into the outgoing chunks.
+    /// Moves what rustls has to send behind the outgoing chunk.
     fn flush(&mut self) {
         while self.conn.wants_write() {
             // Writing into a Vec cannot fail.
@@ -121,6 +120,14 @@ impl TlsLayer {
                 break;
             }
         }
+    }
+
+    /// Offers what waits as the next chunk, once the current one is all
+    /// sent. The session calls it when it has produced all it will for
+    /// now, so that the handshake's last flight and the first request
+    /// leave in one send: two small sends in a row would meet Nagle's
+    /// delay (the io_uring loop's direct sockets cannot set TCP_NODELAY).
+    pub fn promote(&mut self) {
         if self.sent == self.sending.len() && !self.next.is_empty() {
             self.sending = Bytes::from(std::mem::take(&mut self.next));
             self.sent = 0;

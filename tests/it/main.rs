@@ -16,3 +16,4 @@ mod seccomp;
 mod serve;
 mod session;
 mod support;
+mod tls;

@@ -156,6 +156,106 @@ const ECHO_MODULE: &str = "/usr/lib/nginx/modules/ngx_http_echo_module.so";
 /// `/bar` (static, 4 bytes), `/big` (static, 100000 bytes), `/chunked`
 /// (echo module, chunked), `/sleep` (echo_sleep 1 s), `/close` (no keep-alive).
 pub fn nginx() -> Peer {
+    (0..5)
+        .find_map(|_| nginx_with(None))
+        .expect("nginx started on none of 5 free ports (see its error.log)")
+}
+
+/// The certificates an https test needs, made with rcgen in a temporary
+/// directory: a CA, a server certificate it signed for `localhost` and
+/// `127.0.0.1`, one for another name, an expired one, and a client
+/// certificate it signed.
+pub struct TlsFiles {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub wrong_name: (PathBuf, PathBuf),
+    pub expired: (PathBuf, PathBuf),
+    pub client: (PathBuf, PathBuf),
+}
+
+impl TlsFiles {
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let dir = temp_dir("tls");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "uringfetch test CA");
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let leaf = |name: &str, names: &[&str], expired: bool| {
+            let mut params =
+                CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                    .unwrap();
+            params.distinguished_name.push(DnType::CommonName, names[0]);
+            if expired {
+                params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+                params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+            }
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+            (
+                write(&format!("{name}.pem"), cert.pem()),
+                write(&format!("{name}.key"), key.serialize_pem()),
+            )
+        };
+        let (cert, key) = leaf("server", &["localhost", "127.0.0.1"], false);
+        Self {
+            ca: write("ca.pem", ca.pem()),
+            cert,
+            key,
+            wrong_name: leaf("wrong-name", &["other.invalid"], false),
+            expired: leaf("expired", &["localhost", "127.0.0.1"], true),
+            client: leaf("client", &["uringfetch test client"], false),
+            dir,
+        }
+    }
+
+    pub fn ca(&self) -> &str {
+        self.ca.to_str().unwrap()
+    }
+}
+
+impl Drop for TlsFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// nginx with `ssl` too: the locations of [`nginx`] on `tls_port` (TLS 1.2
+/// and 1.3, the [`TlsFiles`] server certificate), and `/bar` on
+/// `client_auth_port`, which asks for a client certificate of the CA.
+pub struct NginxTls {
+    pub peer: Peer,
+    pub tls_port: u16,
+    pub client_auth_port: u16,
+}
+
+pub fn nginx_tls(files: &TlsFiles) -> NginxTls {
+    (0..5)
+        .find_map(|_| {
+            let (tls_port, client_auth_port) = (free_port(), free_port());
+            let peer = nginx_with(Some((files, tls_port, client_auth_port)))?;
+            Some(NginxTls {
+                peer,
+                tls_port,
+                client_auth_port,
+            })
+        })
+        .expect("nginx started on none of 5 sets of free ports (see its error.log)")
+}
+
+/// nginx on free ports, once all of them listen; `None` if it exited
+/// (another test took a port between `free_port` and nginx's bind).
+fn nginx_with(tls: Option<(&TlsFiles, u16, u16)>) -> Option<Peer> {
     let bin = find_nginx();
     assert!(
         Path::new(ECHO_MODULE).exists(),
@@ -168,6 +268,27 @@ pub fn nginx() -> Peer {
     let big: Vec<u8> = (0..100_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     std::fs::write(root.join("big"), big).unwrap();
     let port = free_port();
+    let (tls_listen, tls_server) = match tls {
+        None => (String::new(), String::new()),
+        Some((f, tls_port, auth_port)) => (
+            format!(
+                "listen 127.0.0.1:{tls_port} ssl backlog=4096;\n        \
+                 ssl_certificate {}; ssl_certificate_key {};\n        \
+                 ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:tls:1m;",
+                f.cert.display(),
+                f.key.display()
+            ),
+            format!(
+                "server {{ listen 127.0.0.1:{auth_port} ssl; ssl_certificate {}; \
+                 ssl_certificate_key {}; ssl_client_certificate {}; ssl_verify_client on; \
+                 root {}; }}",
+                f.cert.display(),
+                f.key.display(),
+                f.ca.display(),
+                root.display()
+            ),
+        ),
+    };
     let conf = format!(
         r#"load_module {ECHO_MODULE};
 daemon off;
@@ -187,12 +308,14 @@ http {{
     default_type application/octet-stream;
     server {{
         listen 127.0.0.1:{port} backlog=4096;
+        {tls_listen}
         root {root};
         location = /chunked {{ default_type text/plain; echo "hello"; echo_flush; echo "chunked world"; }}
         location = /sleep {{ echo_sleep 1; echo "slept"; }}
         location = /close {{ keepalive_timeout 0; alias {root}/bar; }}
         location = /limited {{ keepalive_requests 3; alias {root}/bar; }}
     }}
+    {tls_server}
 }}
 "#,
         dir = dir.display(),
@@ -211,13 +334,32 @@ http {{
         .spawn()
         .expect("nginx starts");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let peer = Peer {
+    let mut peer = Peer {
         child,
         addr,
         dir: Some(dir.clone()),
     };
-    wait_listening(addr, "nginx");
-    peer
+    let mut ports = vec![port];
+    if let Some((_, a, b)) = tls {
+        ports.extend([a, b]);
+    }
+    let start = Instant::now();
+    loop {
+        if peer.child.try_wait().ok().flatten().is_some() {
+            return None;
+        }
+        if ports
+            .iter()
+            .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
+        {
+            return Some(peer);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nginx did not start listening on {ports:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// `python3 -m http.server` on a free loopback port, serving a directory

@@ -1,0 +1,418 @@
+//! `https://` on every backend, against real TLS servers nobody here
+//! wrote: nginx with `ssl` (a CA and certificates the test makes with
+//! rcgen) and Python's `ssl` module (OpenSSL) misbehaving on purpose
+//! (`tls_server.py`): bytes exactly as curl gets them, counts that add up
+//! with and without session resumption, and each failure named as the
+//! user needs it (which certificate problem, which handshake failure, a
+//! plaintext server behind https), inside the time limits.
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::load::{assert_counts_add_up, load_json};
+use crate::support::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn n(v: &Value, path: &str) -> u64 {
+    v.pointer(path)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("{path} in {v}"))
+}
+
+fn load(b: &[&str], args: &[&str]) -> Value {
+    let v = load_json(&[b, args].concat());
+    assert_counts_add_up(&v);
+    v
+}
+
+/// `tls_server.py` in `mode` with a certificate and key.
+fn python_tls(mode: &str, cert: &std::path::Path, key: &std::path::Path) -> Peer {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/tls_server.py");
+    let mut child = Command::new("python3")
+        .args([script, mode])
+        .arg(cert)
+        .arg(key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("python3 is missing ({e}): install it with `{INSTALL_PYTHON}`"));
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("tls_server.py {mode} printed no port: '{line}'"));
+    Peer {
+        child,
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        dir: None,
+    }
+}
+
+fn curl_tls(url: &str, ca: &str) -> Vec<u8> {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "--cacert", ca, url])
+        .output()
+        .expect("curl is installed (apt-get install -y curl)");
+    assert!(out.status.success(), "curl {url}: {out:?}");
+    out.stdout
+}
+
+/// One `get`, its stderr and exit code.
+fn get(b: &[&str], args: &[&str]) -> (std::process::Output, String) {
+    let out = uringfetch(&[&["get"], b, args].concat(), LIMIT);
+    let err = stderr(&out);
+    (out, err)
+}
+
+pub fn bodies_are_byte_exact_with_curl(b: &[&str]) {
+    let files = TlsFiles::new();
+    let nginx = nginx_tls(&files);
+    for path in ["/bar", "/big", "/chunked"] {
+        let url = format!("https://127.0.0.1:{}{path}", nginx.tls_port);
+        let (out, err) = get(b, &["--cacert", files.ca(), &url]);
+        assert!(out.status.success(), "{url}: {err}");
+        assert_eq!(out.stdout, curl_tls(&url, files.ca()), "{url}");
+    }
+    // By name too: SNI and the certificate's DNS name.
+    let url = format!("https://localhost:{}/bar", nginx.tls_port);
+    let (out, err) = get(b, &["--cacert", files.ca(), &url]);
+    assert!(out.status.success(), "{url}: {err}");
+    assert_eq!(out.stdout, b"bar\n");
+}
+
+pub fn counts_add_up_with_and_without_resumption(b: &[&str]) {
+    let files = TlsFiles::new();
+    let nginx = nginx_tls(&files);
+    let url = format!("https://127.0.0.1:{}/bar", nginx.tls_port);
+    let ca = files.ca();
+    // Keep-alive: one handshake per connection.
+    let v = load(b, &["--cacert", ca, "-c", "4", "-n", "400", &url]);
+    assert_eq!(n(&v, "/requests/completed"), 400, "{v}");
+    assert_eq!(
+        n(&v, "/tls/handshakes"),
+        n(&v, "/connections_opened"),
+        "{v}"
+    );
+    assert_eq!(
+        n(&v, "/tls/handshake_us/count"),
+        n(&v, "/tls/handshakes"),
+        "{v}"
+    );
+    // HTTP bytes are counted, not TLS records: as many as over plaintext.
+    let plain = load(
+        b,
+        &[
+            "-c",
+            "4",
+            "-n",
+            "400",
+            &format!("http://{}/bar", nginx.peer.addr),
+        ],
+    );
+    assert_eq!(v["bytes"], plain["bytes"], "{v}\n{plain}");
+    // A new connection per request: resumed after the first ones.
+    let v = load(
+        b,
+        &[
+            "--cacert",
+            ca,
+            "-c",
+            "2",
+            "-n",
+            "100",
+            "--disable-keepalive",
+            &url,
+        ],
+    );
+    assert_eq!(n(&v, "/requests/completed"), 100, "{v}");
+    assert_eq!(n(&v, "/tls/handshakes"), 100, "{v}");
+    let resumed = n(&v, "/tls/resumed");
+    assert!(
+        resumed >= 90,
+        "only {resumed} of 100 handshakes resumed: {v}"
+    );
+    // --no-tls-resume: every one full.
+    let v = load(
+        b,
+        &[
+            "--cacert",
+            ca,
+            "-c",
+            "2",
+            "-n",
+            "40",
+            "--disable-keepalive",
+            "--no-tls-resume",
+            &url,
+        ],
+    );
+    assert_eq!(n(&v, "/requests/completed"), 40, "{v}");
+    assert_eq!(
+        (n(&v, "/tls/handshakes"), n(&v, "/tls/resumed")),
+        (40, 0),
+        "{v}"
+    );
+}
+
+pub fn certificate_problems_are_named(b: &[&str]) {
+    let files = TlsFiles::new();
+    let nginx = nginx_tls(&files);
+    let url = format!("https://127.0.0.1:{}/bar", nginx.tls_port);
+    // Not signed by a CA this system trusts.
+    let (out, err) = get(b, &[&url]);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("unknown issuer") && err.contains("--cacert"),
+        "{err}"
+    );
+    // -k trusts anything.
+    let (out, err) = get(b, &["-k", &url]);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(out.stdout, b"bar\n");
+    let wrong = python_tls("ok", &files.wrong_name.0, &files.wrong_name.1);
+    let url = format!("https://127.0.0.1:{}/", wrong.addr.port());
+    let (_, err) = get(b, &["--cacert", files.ca(), &url]);
+    assert!(
+        err.contains("name mismatch") && err.contains("'127.0.0.1'"),
+        "{err}"
+    );
+    let expired = python_tls("ok", &files.expired.0, &files.expired.1);
+    let url = format!("https://127.0.0.1:{}/", expired.addr.port());
+    let v = load(b, &["--cacert", files.ca(), "-n", "3", "-c", "1", &url]);
+    assert_eq!(n(&v, "/errors/tls_certificate"), 3, "{v}");
+    let example = v["error_examples"]["tls_certificate"].as_str().unwrap();
+    assert!(example.contains("expired"), "{v}");
+}
+
+pub fn handshake_failures_are_named(b: &[&str]) {
+    let files = TlsFiles::new();
+    let (cert, key) = (&files.cert, &files.key);
+    // A server of TLS 1.0 only.
+    let old = python_tls("tls10", cert, key);
+    let url = format!("https://127.0.0.1:{}/", old.addr.port());
+    let (out, err) = get(b, &["--cacert", files.ca(), &url]);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("TLS handshake") && err.contains("TLS version"),
+        "{err}"
+    );
+    // A reset in the middle of the handshake.
+    let reset = python_tls("reset", cert, key);
+    let url = format!("https://127.0.0.1:{}/", reset.addr.port());
+    let v = load(b, &["--cacert", files.ca(), "-n", "3", "-c", "1", &url]);
+    assert_eq!(n(&v, "/errors/reset"), 3, "{v}");
+    // A handshake that never finishes: --connect-timeout holds.
+    let stall = python_tls("stall", cert, key);
+    let url = format!("https://127.0.0.1:{}/", stall.addr.port());
+    let t = Instant::now();
+    let v = load(
+        b,
+        &[
+            "--cacert",
+            files.ca(),
+            "-n",
+            "2",
+            "-c",
+            "2",
+            "--connect-timeout",
+            "500ms",
+            "--timeout",
+            "20s",
+            &url,
+        ],
+    );
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(n(&v, "/errors/connect_timeout"), 2, "{v}");
+    let example = v["error_examples"]["connect_timeout"].as_str().unwrap();
+    assert!(example.contains("TLS handshake"), "{v}");
+    // A plaintext server behind https.
+    let nginx = nginx_tls(&files);
+    let url = format!("https://{}/bar", nginx.peer.addr);
+    let (out, err) = get(b, &["--cacert", files.ca(), &url]);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("plain HTTP") && err.contains("http://"),
+        "{err}"
+    );
+}
+
+/// After the server's close_notify the connection is done: the answer
+/// before it counts, bytes after it are ignored, the next request goes
+/// on a new connection.
+pub fn close_notify_then_more_bytes(b: &[&str]) {
+    let files = TlsFiles::new();
+    let server = python_tls("close_notify", &files.cert, &files.key);
+    let url = format!("https://127.0.0.1:{}/", server.addr.port());
+    let v = load(b, &["--cacert", files.ca(), "-n", "5", "-c", "1", &url]);
+    assert_eq!(n(&v, "/requests/completed"), 5, "{v}");
+    assert_eq!(n(&v, "/connections_opened"), 5, "{v}");
+}
+
+/// A TLS server that stops in the middle of a record is a timeout.
+pub fn a_stall_mid_record_is_a_timeout(b: &[&str]) {
+    let files = TlsFiles::new();
+    let server = python_tls("stall_record", &files.cert, &files.key);
+    let url = format!("https://127.0.0.1:{}/", server.addr.port());
+    let t = Instant::now();
+    let v = load(
+        b,
+        &[
+            "--cacert",
+            files.ca(),
+            "-n",
+            "2",
+            "-c",
+            "2",
+            "--timeout",
+            "1s",
+            &url,
+        ],
+    );
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    assert_eq!(n(&v, "/errors/timeout"), 2, "{v}");
+}
+
+macro_rules! tls_suite {
+    ($($module:ident => [$($arg:literal),+]),* $(,)?) => {$(
+        mod $module {
+            const B: &[&str] = &["--backend", $($arg),+];
+            #[test] fn bodies_are_byte_exact_with_curl() { super::bodies_are_byte_exact_with_curl(B) }
+            #[test] fn counts_add_up_with_and_without_resumption() {
+                super::counts_add_up_with_and_without_resumption(B)
+            }
+            #[test] fn certificate_problems_are_named() { super::certificate_problems_are_named(B) }
+            #[test] fn handshake_failures_are_named() { super::handshake_failures_are_named(B) }
+            #[test] fn close_notify_then_more_bytes() { super::close_notify_then_more_bytes(B) }
+            #[test] fn a_stall_mid_record_is_a_timeout() { super::a_stall_mid_record_is_a_timeout(B) }
+        }
+    )*};
+}
+
+every_backend!(tls_suite);
+
+/// `--cert/--key`: nginx that wants a client certificate gets one; without
+/// it, nginx answers 400.
+#[test]
+fn client_certificates_are_presented() {
+    let files = TlsFiles::new();
+    let nginx = nginx_tls(&files);
+    let url = format!("https://127.0.0.1:{}/bar", nginx.client_auth_port);
+    let (cert, key) = (
+        files.client.0.to_str().unwrap(),
+        files.client.1.to_str().unwrap(),
+    );
+    let out = uringfetch(
+        &[
+            "get",
+            "-i",
+            "--cacert",
+            files.ca(),
+            "--cert",
+            cert,
+            "--key",
+            key,
+            &url,
+        ],
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("HTTP/1.1 200"), "{}", stdout(&out));
+    let out = uringfetch(&["get", "-i", "--cacert", files.ca(), &url], LIMIT);
+    assert!(stdout(&out).starts_with("HTTP/1.1 400"), "{}", stdout(&out));
+    // A key that is not a key: one line naming the file.
+    let out = uringfetch(
+        &[
+            "get",
+            "--cacert",
+            files.ca(),
+            "--cert",
+            cert,
+            "--key",
+            cert,
+            &url,
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--key"), "{}", stderr(&out));
+}
+
+/// Bad TLS options are usage errors, caught before any connection.
+#[test]
+fn bad_tls_files_are_named() {
+    let out = uringfetch(
+        &[
+            "get",
+            "--cacert",
+            "/nonexistent/ca.pem",
+            "https://127.0.0.1:9/",
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--cacert /nonexistent/ca.pem"),
+        "{}",
+        stderr(&out)
+    );
+    // A plaintext run never reads them.
+    let server = demo_server(Duration::ZERO);
+    let url = format!("http://{}/foo", server.addr);
+    let out = uringfetch(&["get", "--cacert", "/nonexistent/ca.pem", &url], LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// The text report shows handshake times and counts; compare runs each
+/// backend from no session cache.
+#[test]
+fn reports_show_handshakes() {
+    let files = TlsFiles::new();
+    let nginx = nginx_tls(&files);
+    let url = format!("https://127.0.0.1:{}/bar", nginx.tls_port);
+    let out = uringfetch(
+        &[
+            "load",
+            "--cacert",
+            files.ca(),
+            "-n",
+            "50",
+            "-c",
+            "2",
+            "--disable-keepalive",
+            &url,
+        ],
+        LIMIT,
+    );
+    let text = stdout(&out);
+    assert!(text.contains("TLS handshake: p50"), "{text}");
+    assert!(text.contains("TLS handshakes: 50 ("), "{text}");
+    let out = uringfetch(
+        &[
+            "compare",
+            "--cacert",
+            files.ca(),
+            "-n",
+            "20",
+            "-c",
+            "2",
+            "--backends",
+            "uring-loop,epoll-loop",
+            "--pause",
+            "0s",
+            &url,
+        ],
+        LIMIT,
+    );
+    let text = stdout(&out);
+    assert!(text.contains("full/resumed"), "{text}");
+    // Each row starts cold: its 2 connections make full handshakes.
+    assert_eq!(text.matches(" 2/0").count(), 2, "{text}");
+}
