@@ -79,7 +79,8 @@ fn the_declared_licenses_are_in_the_repository() {
 }
 
 /// A new user is told how to get `uringfetch` on the PATH, what serves the
-/// examples' port 8080, and that HTTPS and HTTP/2 are not supported yet.
+/// examples' port 8080, how to trust a server's certificate, and that
+/// HTTP/2 is not supported yet.
 #[test]
 fn the_readme_answers_a_new_users_first_questions() {
     let readme = read("README.md");
@@ -87,7 +88,8 @@ fn the_readme_answers_a_new_users_first_questions() {
         "cargo install --path .",
         "target/release/uringfetch",
         "uringfetch serve --addr 127.0.0.1:8080 --delay 0",
-        "HTTPS (TLS) and HTTP/2\nare not supported yet",
+        "--cacert ca.pem https://",
+        "HTTP/2 is not supported yet",
     ] {
         assert!(readme.contains(said), "the README does not say `{said}`");
     }

@@ -178,13 +178,14 @@ fn method_headers_and_body_reach_the_server() {
 }
 
 #[test]
-fn refused_bad_url_and_https_each_give_one_clear_line() {
+fn refused_bad_url_and_bad_scheme_each_give_one_clear_line() {
     let out = uringfetch(
         &[
             "get",
             "http://127.0.0.1:9/",
             "http://[::1",
             "https://127.0.0.1/",
+            "ftp://127.0.0.1/",
         ],
         LIMIT,
     );
@@ -192,7 +193,9 @@ fn refused_bad_url_and_https_each_give_one_clear_line() {
     let err = stderr(&out);
     assert!(err.contains("connection refused: 127.0.0.1:9"), "{err}");
     assert!(err.contains("invalid URL 'http://[::1'"), "{err}");
-    assert!(err.contains("https is not supported yet"), "{err}");
+    // https goes to port 443 by default.
+    assert!(err.contains("connection refused: 127.0.0.1:443"), "{err}");
+    assert!(err.contains("unsupported scheme 'ftp'"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
 
