@@ -412,3 +412,38 @@ fn the_request_shape_is_kept_when_the_inputs_agree() {
     let m = merge::merge(&inputs).unwrap();
     assert_eq!((m.summary.http.is_none(), m.warnings.len()), (true, 0));
 }
+
+#[test]
+fn tls_handshakes_add_up_exactly_and_a_plaintext_report_has_none() {
+    let tls = |start_ms, times: &[u64], resumed: usize| {
+        let mut s = report("https://127.0.0.1:1/x", &[100, 200], start_ms, 1000);
+        let mut r = Recorder::new(Instant::now());
+        for (i, &us) in times.iter().enumerate() {
+            r.handshake(Duration::from_micros(us), i < resumed);
+        }
+        s.tls = Some(super::TlsStats {
+            handshakes: r.handshakes,
+            resumed: r.resumed,
+            handshake_us: super::Percentiles::of(&r.handshake),
+        });
+        s
+    };
+    let plain = report("http://127.0.0.1:1/x", &[100], 0, 1000);
+    assert!(plain.tls.is_none(), "a plaintext run has no tls object");
+    let a = tls(0, &[300, 400, 5000], 2);
+    let b = tls(500, &[700, 9000], 0);
+    let text = format!("{}{}", json(&a), json(&b));
+    let inputs = merge::parse_documents("-", &text).unwrap();
+    let m = merge::merge(&inputs).unwrap();
+    let t = m.summary.tls.as_ref().expect("merged tls");
+    assert_eq!((t.handshakes, t.resumed), (5, 2));
+    let mut all = new_histogram();
+    for v in [300, 400, 5000, 700, 9000] {
+        all.record(v).unwrap();
+    }
+    assert_eq!(histogram_from_base64(&t.handshake_us.hdr).unwrap(), all);
+    assert_eq!(t.handshake_us.max, all.max());
+    // The handshake line is in the merged text report too.
+    let text = super::text::render(&m.summary, &m.latency);
+    assert!(text.contains("TLS handshakes: 5 (3 full, 2 resumed)"), "{text}");
+}
