@@ -678,6 +678,27 @@ fn tls_keep_alive_reuses_the_connection(engine: Engine) {
         &format!("https://localhost:{port}/bytes/70000"),
     ]);
     assert_eq!(String::from_utf8_lossy(&out), "200 1\n200 0\n200 0\n");
+
+    // A 1 MiB request body is read (and discarded) through TLS, and the
+    // connection goes on.
+    let body = cert.0.join("body");
+    std::fs::write(&body, vec![b'x'; 1 << 20]).unwrap();
+    let out = curl(&[
+        "--cacert",
+        &cert.file(),
+        "--data-binary",
+        &format!("@{}", body.display()),
+        "-w",
+        " %{http_code} %{num_connects}\n",
+        &format!("https://localhost:{port}/bar?delay=0"),
+        "-w",
+        " %{http_code} %{num_connects}\n",
+        &format!("https://localhost:{port}/foo?delay=0"),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "<h1>bar!</h1> 200 1\n<h1>foo!</h1> 200 0\n"
+    );
     tls.shutdown();
 }
 
@@ -813,6 +834,38 @@ fn tls_handshake_is_bounded_by_the_idle_timeout(engine: Engine) {
         &format!("https://{}/foo?delay=0", tls.addr),
     ]);
     assert_eq!(out, b"<h1>foo!</h1>");
+    tls.shutdown();
+}
+
+/// 100 TLS connections at once, each waiting 300 ms for its answer, are
+/// served together (curl's parallel transfers, a connection each).
+fn tls_concurrent_connections(engine: Engine) {
+    let (tls, cert) = tls_server_with(engine, 300, 5_000);
+    let cacert = cert.file();
+    let urls: Vec<String> = (0..100)
+        .map(|i| format!("https://127.0.0.1:{}/bar?n={i}", tls.addr.port()))
+        .collect();
+    let mut args = vec![
+        "--cacert",
+        &cacert,
+        "-Z",
+        "--parallel-immediate",
+        "--parallel-max",
+        "100",
+        "-w",
+        "%{http_code} %{size_download}\n",
+    ];
+    for url in &urls {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let t = Instant::now();
+    let out = String::from_utf8(curl(&args)).unwrap();
+    let took = t.elapsed();
+    assert_eq!(out.lines().filter(|l| *l == "200 13").count(), 100, "{out}");
+    assert!(
+        took < Duration::from_secs(5),
+        "100 concurrent took {took:?}"
+    );
     tls.shutdown();
 }
 
@@ -1093,5 +1146,6 @@ on_both_engines!(
     tls_keep_alive_reuses_the_connection,
     tls_sessions_resume_and_close_with_close_notify,
     tls_handshake_is_bounded_by_the_idle_timeout,
+    tls_concurrent_connections,
     tls_port_closes_what_is_not_tls,
 );

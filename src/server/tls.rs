@@ -28,6 +28,11 @@
 //! A TLS error (a bad ClientHello, plain HTTP sent to the TLS port, a bad
 //! record) is a read error: rustls's alert is sent if the socket takes it
 //! at once, and the connection loop aborts the connection, quietly.
+//!
+//! Memory: an idle TLS connection held about 22 KiB of the server against
+//! about 5 KiB for a plain one (2,000 idle connections after one request
+//! each, Python's ssl client, TLS 1.3): rustls's state and buffers, and
+//! the 4 KiB ciphertext buffer of the read in flight.
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, BufRead, Write};
