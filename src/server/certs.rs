@@ -198,6 +198,49 @@ mod tests {
         made.config().expect("its own key matches");
     }
 
+    /// A rustls client (webpki) trusting the certificate itself, as the
+    /// client's `--cacert` does, completes a handshake with the server's
+    /// configuration for each local name, over TLS 1.2 and 1.3, and agrees
+    /// on ALPN http/1.1.
+    #[test]
+    fn a_rustls_client_trusting_the_certificate_completes_a_handshake() {
+        let made = self_signed(&[]).unwrap();
+        let server_config = made.config().unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(made.cert_pem.as_bytes()).unwrap())
+            .unwrap();
+        for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let mut client_config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+            client_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            let client_config = Arc::new(client_config);
+            for name in LOCAL_NAMES {
+                let name = rustls::pki_types::ServerName::try_from(name).unwrap();
+                let mut client =
+                    rustls::ClientConnection::new(client_config.clone(), name).unwrap();
+                let mut server = rustls::ServerConnection::new(server_config.clone()).unwrap();
+                for _ in 0..10 {
+                    let mut wire = Vec::new();
+                    client.write_tls(&mut wire).unwrap();
+                    server.read_tls(&mut &wire[..]).unwrap();
+                    server.process_new_packets().unwrap();
+                    let mut wire = Vec::new();
+                    server.write_tls(&mut wire).unwrap();
+                    client.read_tls(&mut &wire[..]).unwrap();
+                    client.process_new_packets().unwrap();
+                }
+                assert!(!client.is_handshaking() && !server.is_handshaking());
+                assert_eq!(client.alpn_protocol(), Some(&b"http/1.1"[..]));
+                assert_eq!(client.protocol_version(), Some(version.version));
+            }
+        }
+    }
+
     #[test]
     fn bad_pem_and_mismatched_keys_are_refused_with_a_reason() {
         let a = self_signed(&[]).unwrap();

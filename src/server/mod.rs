@@ -130,7 +130,7 @@ pub struct ServeOptions {
     pub idle_timeout: Duration,
     pub engine: Engine,
     /// HTTPS: every connection speaks TLS with this configuration (see
-    /// [`certs::config`]); `None` is plain HTTP.
+    /// `certs::config`); `None` is plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 

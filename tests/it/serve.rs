@@ -353,3 +353,26 @@ fn serve_tls_refuses_bad_certificates_and_options() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The in-process server over HTTPS that tests (and `demo`, `compare`)
+/// can start: `ServeOptions::in_process_tls` gives the options and the
+/// certificate a client must trust.
+#[test]
+fn in_process_tls_server_answers_curl() {
+    use uringfetch::testing::{ServeOptions, server};
+    let (opts, cert_pem) = ServeOptions::in_process_tls(Duration::from_millis(50)).unwrap();
+    let srv = server::start(ServeOptions {
+        threads: 1,
+        engine: server::Engine::Uring,
+        ..opts
+    })
+    .unwrap();
+    assert!(srv.tls);
+    let dir = temp_dir("in-process-tls");
+    let cacert = dir.join("cert.pem").display().to_string();
+    std::fs::write(&cacert, cert_pem).unwrap();
+    let url = format!("https://{}/foo", srv.addr);
+    assert_eq!(curl_tls(&cacert, &[], &url), "<h1>foo!</h1>");
+    srv.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
