@@ -361,8 +361,8 @@ pub struct MergeArgs {
 pub struct ServeArgs {
     /// Address to listen on (never all interfaces unless you say so): an
     /// IP and port, or a host name and port (`localhost:5555`).
-    #[arg(long, default_value = "127.0.0.1:5555", value_parser = parse_listen_addr)]
-    pub addr: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:5555", value_parser = parse_serve_addr)]
+    pub addr: ListenAddr,
     /// How long /foo and /bar wait before answering (0 allowed).
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub delay: Duration,
@@ -382,6 +382,45 @@ pub struct ServeArgs {
     /// (io_uring if usable, else epoll).
     #[arg(long, value_enum, default_value_t = crate::server::Engine::Uring)]
     pub engine: crate::server::Engine,
+    /// Serve HTTPS (TLS 1.2 and 1.3, ALPN http/1.1, session resumption)
+    /// instead of HTTP. Without --cert and --key, with a self-signed
+    /// certificate made at start for localhost, 127.0.0.1, ::1 and the
+    /// --addr host, written to --write-cert for clients to trust (--cacert).
+    #[arg(long)]
+    pub tls: bool,
+    /// With --tls: the certificate chain to present, PEM, the server's
+    /// certificate first.
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
+    pub cert: Option<PathBuf>,
+    /// With --tls: the private key of --cert, PEM (PKCS#8, RSA or EC).
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "cert"])]
+    pub key: Option<PathBuf>,
+    /// With --tls and no --cert: where to write the self-signed certificate
+    /// (PEM) [default: a file in a new temporary directory, removed when the
+    /// server stops; its path is printed].
+    #[arg(long, value_name = "FILE", requires = "tls", conflicts_with = "cert")]
+    pub write_cert: Option<PathBuf>,
+}
+
+/// `serve --addr`: the address to bind and the host as written (which a
+/// self-signed certificate of `--tls` is made for).
+#[derive(Debug, Clone)]
+pub struct ListenAddr {
+    pub addr: SocketAddr,
+    /// `localhost`, `127.0.0.1` or `::1` (without brackets).
+    pub host: String,
+}
+
+fn parse_serve_addr(s: &str) -> Result<ListenAddr, String> {
+    let addr = parse_listen_addr(s)?;
+    let host = s
+        .trim()
+        .rsplit_once(':')
+        .map_or("", |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    Ok(ListenAddr { addr, host })
 }
 
 #[derive(Debug, Args)]

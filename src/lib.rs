@@ -91,6 +91,9 @@ pub mod testing {
 
     /// The demo server in-process.
     pub mod server {
-        pub use crate::server::{Engine, ServeOptions, ServerHandle, start};
+        pub use crate::server::{
+            Engine, LOCAL_NAMES, SelfSigned, ServeOptions, ServerHandle, config_from_pem,
+            self_signed, start,
+        };
     }
 }

@@ -476,15 +476,23 @@ impl<S: Stream> Conn<S> {
     /// to the thread's reaper (see [`super::reaper`]), behind the answers;
     /// a close after a `Connection: close` answer happens at once, so the
     /// peer sees the end of the answer's stream without delay.
+    ///
+    /// Every end but an abort is orderly: a protocol over the socket (TLS)
+    /// says goodbye first ([`Stream::close_notify`]; nothing for plain TCP).
     async fn finish(self, end: End, reaper: &Reaper<S>) {
+        let limit = self.cfg.idle_timeout.min(LINGER_TIME);
         match end {
             End::Graceful => {
+                self.stream.close_notify(limit).await;
                 let _ = self.stream.shutdown(Shutdown::Write);
             }
-            End::PeerClosed => reaper.hand(self.stream, Shutdown::Write),
+            End::PeerClosed => {
+                self.stream.close_notify(limit).await;
+                reaper.hand(self.stream, Shutdown::Write);
+            }
             End::Linger => {
+                self.stream.close_notify(limit).await;
                 let _ = self.stream.shutdown(Shutdown::Write);
-                let limit = self.cfg.idle_timeout.min(LINGER_TIME);
                 let mut buf = Vec::with_capacity(INITIAL_BUF);
                 let mut drained = 0;
                 let drain = async {

@@ -13,6 +13,7 @@
 use std::future::Future;
 use std::io;
 use std::net::Shutdown;
+use std::time::Duration;
 
 /// One engine: its runtime, listeners and streams. Every task runs on the
 /// thread's runtime and is spawned with `tokio::task::spawn_local`.
@@ -42,6 +43,10 @@ pub(crate) trait Stream: Sized + 'static {
     async fn write_static(&self, buf: &'static [u8]) -> io::Result<()>;
     /// `shutdown(2)`; also completes a read still in flight on io_uring.
     fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+    /// Before an orderly close: ends the protocol that runs over the socket,
+    /// within `limit` (TLS sends its `close_notify` alert). Plain TCP has
+    /// nothing to say, and this costs it nothing.
+    async fn close_notify(&self, _limit: Duration) {}
     /// Lets every other ready task run before this one goes on (and on
     /// io_uring, hands queued submissions to the kernel).
     async fn end_turn();

@@ -21,7 +21,14 @@
 //! Layout: [`routes`] chooses an answer (pure), [`request`] routes heads
 //! that [`crate::http::server`] parses (pure), [`conn`] runs one connection,
 //! [`reaper`] closes finished ones behind the answers, [`uring`] and
-//! [`epoll`] are the engines; this file owns threads and shutdown.
+//! [`epoll`] are the engines; [`tls`] runs TLS over either engine's stream
+//! and [`certs`] makes its configuration; this file owns threads and
+//! shutdown.
+//!
+//! HTTPS (`serve --tls`, [`ServeOptions::tls`]) wraps each accepted stream
+//! in a [`tls::TlsStream`] and runs the same connection loop over it: the
+//! accept loop and the loop are generic over the stream, so plain
+//! connections are served by exactly the code they were before.
 //!
 //! Shutdown: each thread's runtime runs until a shared `watch` channel
 //! flips. When [`ServerHandle::shutdown`] flips it, `block_on` returns and
@@ -31,6 +38,7 @@
 //! does not wait for clients, only for the kernel to acknowledge the
 //! cancellations.
 
+mod certs;
 mod conn;
 mod epoll;
 mod io;
@@ -40,12 +48,17 @@ mod request;
 mod routes;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod uring;
+
+pub use certs::{
+    CertFile, LOCAL_NAMES, SelfSigned, config_from_files, config_from_pem, self_signed,
+};
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -54,8 +67,9 @@ use tokio::sync::watch;
 use crate::doctor::probe;
 use crate::error::UringSetupCause;
 use conn::ConnConfig;
-use io::Io;
+use io::{Io, Stream};
 use reaper::Reaper;
+use tls::TlsStream;
 
 /// Accept operations kept in flight per listener, so that a burst of
 /// connects is not drained strictly one executor round trip at a time.
@@ -115,6 +129,9 @@ pub struct ServeOptions {
     /// that stops reading an answer is dropped.
     pub idle_timeout: Duration,
     pub engine: Engine,
+    /// HTTPS: every connection speaks TLS with this configuration (see
+    /// `certs::config`); `None` is plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ServeOptions {
@@ -131,7 +148,23 @@ impl ServeOptions {
             max_head_bytes: 16 * 1024,
             idle_timeout: Duration::from_secs(30),
             engine: Engine::Auto,
+            tls: None,
         }
+    }
+
+    /// [`ServeOptions::in_process`] over HTTPS, with a self-signed
+    /// certificate for `localhost`, `127.0.0.1` and `::1` made now; also
+    /// returns that certificate in PEM, which a client must trust.
+    pub fn in_process_tls(delay: Duration) -> std::io::Result<(Self, String)> {
+        let made = self_signed(&[]).map_err(std::io::Error::other)?;
+        let tls = made.config().map_err(std::io::Error::other)?;
+        Ok((
+            ServeOptions {
+                tls: Some(tls),
+                ..ServeOptions::in_process(delay)
+            },
+            made.cert_pem,
+        ))
     }
 }
 
@@ -146,6 +179,7 @@ impl Default for ServeOptions {
             max_head_bytes: 8 * 1024,
             idle_timeout: Duration::from_secs(60),
             engine: Engine::Uring,
+            tls: None,
         }
     }
 }
@@ -153,6 +187,8 @@ impl Default for ServeOptions {
 /// A running server; dropping it does not stop it, call `shutdown`.
 pub struct ServerHandle {
     pub addr: SocketAddr,
+    /// Whether it serves HTTPS.
+    pub tls: bool,
     /// The engine it runs on: `Uring` or `Epoll`, never `Auto`.
     pub engine: Engine,
     /// With `Engine::Auto` on epoll: why not io_uring (cause and errno).
@@ -258,6 +294,7 @@ fn start_on<E: Io>(opts: &ServeOptions) -> std::io::Result<ServerHandle> {
     let (ready_tx, ready_rx) = mpsc::channel::<std::io::Result<()>>();
     let mut handle = ServerHandle {
         addr,
+        tls: opts.tls.is_some(),
         engine: opts.engine,
         fallback: None,
         stop,
@@ -265,11 +302,12 @@ fn start_on<E: Io>(opts: &ServeOptions) -> std::io::Result<ServerHandle> {
     };
     for (i, listeners) in listeners.into_iter().enumerate() {
         let cfg = cfg.clone();
+        let tls = opts.tls.clone();
         let stop_rx = stop_rx.clone();
         let ready_tx = ready_tx.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("uringfetch-server-{i}"))
-            .spawn(move || server_thread::<E>(listeners, cfg, stop_rx, ready_tx));
+            .spawn(move || server_thread::<E>(listeners, cfg, tls, stop_rx, ready_tx));
         match spawned {
             Ok(t) => handle.threads.push(t),
             Err(e) => {
@@ -293,9 +331,10 @@ fn start_on<E: Io>(opts: &ServeOptions) -> std::io::Result<ServerHandle> {
     Ok(handle)
 }
 
-/// Starts the server, prints where it listens, waits for Ctrl-C (SIGINT) or
-/// SIGTERM, shuts down and prints `stopped`.
-pub fn run_foreground(opts: ServeOptions) -> anyhow::Result<()> {
+/// Starts the server, prints where it listens (and `note`, if any, on the
+/// next line), waits for Ctrl-C (SIGINT) or SIGTERM, shuts down and prints
+/// `stopped`.
+pub fn run_foreground(opts: ServeOptions, note: Option<&str>) -> anyhow::Result<()> {
     // Signal handlers are installed before the server starts, so a signal
     // sent as soon as the "listening" line appears is not lost.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -318,13 +357,17 @@ pub fn run_foreground(opts: ServeOptions) -> anyhow::Result<()> {
         let mut stdout = std::io::stdout().lock();
         writeln!(
             stdout,
-            "listening on http://{} ({} thread{} on {}, delay {})",
+            "listening on {}://{} ({} thread{} on {}, delay {})",
+            if handle.tls { "https" } else { "http" },
             handle.addr,
             handle.threads(),
             if handle.threads() == 1 { "" } else { "s" },
             handle.engine.name(),
             crate::error::fmt_duration(delay)
         )?;
+        if let Some(note) = note {
+            writeln!(stdout, "{note}")?;
+        }
         stdout.flush()?;
     }
 
@@ -347,6 +390,7 @@ pub fn run_foreground(opts: ServeOptions) -> anyhow::Result<()> {
 fn server_thread<E: Io>(
     listeners: Vec<std::net::TcpListener>,
     cfg: ConnConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut stop: watch::Receiver<bool>,
     ready: mpsc::Sender<std::io::Result<()>>,
 ) {
@@ -371,15 +415,13 @@ fn server_thread<E: Io>(
         let _ = ready.send(Ok(()));
         drop(ready);
         let cfg = Rc::new(cfg);
-        let reaper = Reaper::<E::Stream>::start();
-        for listener in ours {
-            for _ in 0..ACCEPTS_IN_FLIGHT {
-                tokio::task::spawn_local(accept_loop::<E>(
-                    listener.clone(),
-                    cfg.clone(),
-                    reaper.clone(),
-                ));
-            }
+        match tls {
+            None => spawn_accept_loops::<E, E::Stream>(&ours, &cfg, Some),
+            Some(tls) => spawn_accept_loops::<E, TlsStream<E::Stream>>(&ours, &cfg, move |s| {
+                // Fails only for a configuration rustls would not have
+                // built; the connection is closed.
+                TlsStream::new(s, &tls).ok()
+            }),
         }
         // `block_on` ends here, and dropping the runtime takes the accept
         // loops (and all connections) with it.
@@ -387,17 +429,41 @@ fn server_thread<E: Io>(
     });
 }
 
+/// Starts the thread's reaper and its accept loops, serving each accepted
+/// stream as `wrap` makes it (the stream itself for plain HTTP).
+fn spawn_accept_loops<E: Io, S: Stream>(
+    listeners: &[Rc<E::Listener>],
+    cfg: &Rc<ConnConfig>,
+    wrap: impl Fn(E::Stream) -> Option<S> + 'static,
+) {
+    let reaper = Reaper::<S>::start();
+    let wrap = Rc::new(wrap);
+    for listener in listeners {
+        for _ in 0..ACCEPTS_IN_FLIGHT {
+            tokio::task::spawn_local(accept_loop::<E, S, _>(
+                listener.clone(),
+                cfg.clone(),
+                reaper.clone(),
+                wrap.clone(),
+            ));
+        }
+    }
+}
+
 /// Accepts connections and spawns a task for each, for as long as the
 /// runtime runs. Several run per listener, each with one accept in flight.
-async fn accept_loop<E: Io>(
+async fn accept_loop<E: Io, S: Stream, W: Fn(E::Stream) -> Option<S>>(
     listener: Rc<E::Listener>,
     cfg: Rc<ConnConfig>,
-    reaper: Rc<Reaper<E::Stream>>,
+    reaper: Rc<Reaper<S>>,
+    wrap: Rc<W>,
 ) {
     loop {
         match E::accept(&listener).await {
             Ok(stream) => {
-                tokio::task::spawn_local(conn::serve(stream, cfg.clone(), reaper.clone()));
+                if let Some(stream) = wrap(stream) {
+                    tokio::task::spawn_local(conn::serve(stream, cfg.clone(), reaper.clone()));
+                }
             }
             // ECONNABORTED and friends concern one connection; EMFILE and
             // ENFILE clear when connections close. Either way keep serving,

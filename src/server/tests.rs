@@ -21,6 +21,7 @@ fn server_with(engine: Engine, delay_ms: u64, idle_ms: u64) -> ServerHandle {
         max_head_bytes: 8192,
         idle_timeout: Duration::from_millis(idle_ms),
         engine,
+        tls: None,
     })
     .expect("server starts");
     assert_eq!(srv.engine, engine);
@@ -539,6 +540,371 @@ fn shutdown_is_prompt_with_idle_connections(engine: Engine) {
     assert!(TcpStream::connect(addr).is_err(), "listener still open");
 }
 
+// ---- HTTPS: the same loop over TLS (`tls::TlsStream`) ----
+//
+// Real clients: curl and Python's ssl module (OpenSSL), and a rustls client
+// that stops mid-handshake.
+
+const INSTALL_CURL: &str = "apt-get install -y curl";
+const INSTALL_PYTHON: &str = "apt-get install -y python3";
+
+/// A directory holding a certificate for clients, removed on drop.
+struct CertDir(std::path::PathBuf);
+
+impl CertDir {
+    fn file(&self) -> String {
+        self.0.join("cert.pem").display().to_string()
+    }
+}
+
+impl Drop for CertDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `server_with` over HTTPS, with a fresh self-signed certificate; and a
+/// file holding that certificate for `--cacert`.
+fn tls_server_with(engine: Engine, delay_ms: u64, idle_ms: u64) -> (ServerHandle, CertDir) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let made = super::self_signed(&[]).expect("a certificate");
+    let dir = CertDir(std::env::temp_dir().join(format!(
+        "uringfetch-tls-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    std::fs::write(dir.file(), &made.cert_pem).unwrap();
+    let srv = start(ServeOptions {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        delay: Duration::from_millis(delay_ms),
+        threads: 2,
+        max_head_bytes: 8192,
+        idle_timeout: Duration::from_millis(idle_ms),
+        engine,
+        tls: Some(made.config().expect("a configuration")),
+    })
+    .expect("server starts");
+    assert_eq!(srv.engine, engine);
+    assert!(srv.tls);
+    (srv, dir)
+}
+
+/// Runs curl (quiet, errors shown, 10 s at most); fails the test with the
+/// line that installs it if it is missing, and with its stderr if it fails.
+fn curl(args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("curl cannot run ({e}): install it with `{INSTALL_CURL}`"));
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Reads until the server closes (EOF or reset); everything it sent.
+fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut b = [0u8; 4096];
+    loop {
+        match read_some(s, &mut b) {
+            Ok(0) => return all,
+            Ok(n) => all.extend_from_slice(&b[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return all,
+            Err(e) => panic!("expected the server to close, got {e} after {all:?}"),
+        }
+    }
+}
+
+/// curl over HTTPS gets byte for byte what it gets over HTTP: heads,
+/// bodies small and large, chunked, errors and `Connection: close`.
+fn tls_answers_as_plain_http_does(engine: Engine) {
+    let plain = server(engine);
+    let (tls, cert) = tls_server_with(engine, 100, 5_000);
+    let cacert = cert.file();
+    let foo = curl(&["--cacert", &cacert, &format!("https://{}/foo", tls.addr)]);
+    assert_eq!(foo, b"<h1>foo!</h1>");
+    for path in [
+        "/foo",
+        "/bar?delay=0",
+        "/",
+        "/status/503",
+        "/nope",
+        "/bytes/100000",
+        "/chunked/70000",
+        "/close",
+    ] {
+        let over_http = curl(&["-i", &format!("http://{}{path}", plain.addr)]);
+        let over_tls = curl(&[
+            "-i",
+            "--cacert",
+            &cacert,
+            &format!("https://{}{path}", tls.addr),
+        ]);
+        assert!(over_http.starts_with(b"HTTP/1.1 "), "{path}");
+        assert!(
+            over_tls == over_http,
+            "{path}: over TLS {:?}",
+            String::from_utf8_lossy(&over_tls)
+        );
+    }
+    plain.shutdown();
+    tls.shutdown();
+}
+
+/// Several requests on one TLS connection: curl connects once for three
+/// URLs (and `localhost` is a name the certificate covers).
+fn tls_keep_alive_reuses_the_connection(engine: Engine) {
+    let (tls, cert) = tls_server_with(engine, 100, 5_000);
+    let port = tls.addr.port();
+    let out = curl(&[
+        "--cacert",
+        &cert.file(),
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{num_connects}\n",
+        &format!("https://localhost:{port}/foo"),
+        &format!("https://localhost:{port}/bar?delay=0"),
+        &format!("https://localhost:{port}/bytes/70000"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out), "200 1\n200 0\n200 0\n");
+
+    // A 1 MiB request body is read (and discarded) through TLS, and the
+    // connection goes on.
+    let body = cert.0.join("body");
+    std::fs::write(&body, vec![b'x'; 1 << 20]).unwrap();
+    let out = curl(&[
+        "--cacert",
+        &cert.file(),
+        "--data-binary",
+        &format!("@{}", body.display()),
+        "-w",
+        " %{http_code} %{num_connects}\n",
+        &format!("https://localhost:{port}/bar?delay=0"),
+        "-w",
+        " %{http_code} %{num_connects}\n",
+        &format!("https://localhost:{port}/foo?delay=0"),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "<h1>bar!</h1> 200 1\n<h1>foo!</h1> 200 0\n"
+    );
+    tls.shutdown();
+}
+
+/// Python's ssl client (OpenSSL), over TLS 1.2 and 1.3: ALPN http/1.1,
+/// two pipelined requests answered on one connection, a `close_notify`
+/// before the server closes (the read fails on a bare EOF), and the
+/// session resumed by a second connection.
+fn tls_sessions_resume_and_close_with_close_notify(engine: Engine) {
+    const SCRIPT: &str = r#"
+import socket, ssl, sys
+host, port, cafile = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.minimum_version = ctx.maximum_version = version
+    ctx.set_alpn_protocols(["http/1.1"])
+    def fetch(session):
+        raw = socket.create_connection((host, port), timeout=10)
+        s = ctx.wrap_socket(raw, server_hostname=host, session=session,
+                            suppress_ragged_eofs=False)
+        s.sendall(b"GET /bar?delay=0 HTTP/1.1\r\nHost: t\r\n\r\n"
+                  b"GET /foo?delay=0 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        out = (s.version(), s.selected_alpn_protocol(), s.session_reused,
+               data.count(b"HTTP/1.1 200 OK"), data.endswith(b"<h1>foo!</h1>"))
+        session = s.session
+        s.close()
+        return out, session
+    first, session = fetch(None)
+    second, _ = fetch(session)
+    print(*first, *second)
+"#;
+    let (tls, cert) = tls_server_with(engine, 100, 5_000);
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            SCRIPT,
+            "127.0.0.1",
+            &tls.addr.port().to_string(),
+            &cert.file(),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("python3 cannot run ({e}): install it with `{INSTALL_PYTHON}`"));
+    assert!(
+        out.status.success(),
+        "python3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "TLSv1.2 http/1.1 False 2 True TLSv1.2 http/1.1 True 2 True\n\
+         TLSv1.3 http/1.1 False 2 True TLSv1.3 http/1.1 True 2 True\n"
+    );
+    tls.shutdown();
+}
+
+/// The handshake is part of reading the first head, under the same idle
+/// clock: a client that connects and says nothing, sends part of a
+/// ClientHello, dribbles one, or stops after the ClientHello (a real one,
+/// from rustls) is cut off after the idle timeout.
+fn tls_handshake_is_bounded_by_the_idle_timeout(engine: Engine) {
+    let (tls, _cert) = tls_server_with(engine, 100, 300);
+    let cut_off_in_time = |s: &mut TcpStream, what: &str| {
+        let t = Instant::now();
+        read_until_closed(s);
+        let took = t.elapsed();
+        assert!(
+            took < Duration::from_secs(3),
+            "{what}: closed after {took:?}"
+        );
+    };
+
+    let mut s = connect(tls.addr);
+    let t = Instant::now();
+    assert_eof(&mut s);
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(250), "closed after {took:?}");
+    assert!(took < Duration::from_secs(3), "closed after {took:?}");
+
+    // A handshake record header promising 512 bytes, and 10 of them.
+    let mut s = connect(tls.addr);
+    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+    s.write_all(&[0x01; 10]).unwrap();
+    cut_off_in_time(&mut s, "part of a ClientHello");
+
+    // The same, a byte every 20 ms.
+    let mut s = connect(tls.addr);
+    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+    let t = Instant::now();
+    while s.write_all(&[0x01]).is_ok() && t.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "dribbler kept for {:?}",
+        t.elapsed()
+    );
+
+    // A real ClientHello, then silence: the server answers with its
+    // flight and waits for the client's Finished that never comes.
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let mut client =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap())
+            .unwrap();
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello).unwrap();
+    let mut s = connect(tls.addr);
+    s.write_all(&hello).unwrap();
+    let t = Instant::now();
+    let answer = read_until_closed(&mut s);
+    assert_eq!(
+        answer.first(),
+        Some(&0x16),
+        "a handshake record: {answer:?}"
+    );
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(250), "closed after {took:?}");
+    assert!(took < Duration::from_secs(3), "closed after {took:?}");
+
+    // And the server still serves.
+    let out = curl(&[
+        "--cacert",
+        &_cert.file(),
+        &format!("https://{}/foo?delay=0", tls.addr),
+    ]);
+    assert_eq!(out, b"<h1>foo!</h1>");
+    tls.shutdown();
+}
+
+/// 100 TLS connections at once, each waiting 300 ms for its answer, are
+/// served together (curl's parallel transfers, a connection each).
+fn tls_concurrent_connections(engine: Engine) {
+    let (tls, cert) = tls_server_with(engine, 300, 5_000);
+    let cacert = cert.file();
+    let urls: Vec<String> = (0..100)
+        .map(|i| format!("https://127.0.0.1:{}/bar?n={i}", tls.addr.port()))
+        .collect();
+    let mut args = vec![
+        "--cacert",
+        &cacert,
+        "-Z",
+        "--parallel-immediate",
+        "--parallel-max",
+        "100",
+        "-w",
+        "%{http_code} %{size_download}\n",
+    ];
+    for url in &urls {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let t = Instant::now();
+    let out = String::from_utf8(curl(&args)).unwrap();
+    let took = t.elapsed();
+    assert_eq!(out.lines().filter(|l| *l == "200 13").count(), 100, "{out}");
+    assert!(
+        took < Duration::from_secs(5),
+        "100 concurrent took {took:?}"
+    );
+    tls.shutdown();
+}
+
+/// Plain HTTP, garbage and a malformed ClientHello on the TLS port end
+/// their own connections at once (with an alert, never an HTTP answer),
+/// and the server goes on serving others.
+fn tls_port_closes_what_is_not_tls(engine: Engine) {
+    let (tls, cert) = tls_server_with(engine, 100, 10_000);
+    let bad: [&[u8]; 4] = [
+        b"GET /foo HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"\x00\x01\x02garbage\r\n\r\n",
+        // A handshake record holding a ClientHello of 0 bytes.
+        b"\x16\x03\x01\x00\x04\x01\x00\x00\x00",
+        // A record longer than TLS allows.
+        b"\x16\x03\x01\xff\xff",
+    ];
+    for _ in 0..10 {
+        for input in bad {
+            let mut s = connect(tls.addr);
+            s.write_all(input).unwrap();
+            let t = Instant::now();
+            let answer = read_until_closed(&mut s);
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "{input:?}: open for {:?}",
+                t.elapsed()
+            );
+            assert!(!answer.starts_with(b"HTTP"), "{input:?}: {answer:?}");
+        }
+    }
+    let out = curl(&[
+        "--cacert",
+        &cert.file(),
+        &format!("https://{}/bar?delay=0", tls.addr),
+    ]);
+    assert_eq!(out, b"<h1>bar!</h1>");
+    tls.shutdown();
+}
+
 #[test]
 fn run_foreground_stops_on_sigterm() {
     // run_foreground prints a port-0 address we cannot read from here, so
@@ -556,8 +922,9 @@ fn run_foreground_stops_on_sigterm() {
         max_head_bytes: 8192,
         idle_timeout: Duration::from_secs(5),
         engine: Engine::Uring,
+        tls: None,
     };
-    let fg = std::thread::spawn(move || super::run_foreground(opts));
+    let fg = std::thread::spawn(move || super::run_foreground(opts, None));
     // Accepting implies the signal handlers are installed (they come first),
     // so the SIGTERM below cannot kill the test process.
     let t = Instant::now();
@@ -598,6 +965,7 @@ fn ten_thousand_bar() {
         max_head_bytes: 8192,
         idle_timeout: Duration::from_secs(60),
         engine: Engine::Uring,
+        tls: None,
     })
     .unwrap();
     let rss_before = vm_hwm_kib();
@@ -774,4 +1142,10 @@ on_both_engines!(
     client_vanishing_mid_answer_is_harmless,
     concurrent_200_bar,
     shutdown_is_prompt_with_idle_connections,
+    tls_answers_as_plain_http_does,
+    tls_keep_alive_reuses_the_connection,
+    tls_sessions_resume_and_close_with_close_notify,
+    tls_handshake_is_bounded_by_the_idle_timeout,
+    tls_concurrent_connections,
+    tls_port_closes_what_is_not_tls,
 );
