@@ -434,6 +434,9 @@ pub struct DemoArgs {
     /// I/O model for the concurrent part.
     #[arg(long, value_enum, default_value_t = BackendKind::UringLoop)]
     pub backend: BackendKind,
+    /// Over HTTPS: the demo server with a self-signed certificate it makes.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 #[derive(Debug, Args)]
@@ -497,6 +500,10 @@ pub struct CompareArgs {
     /// on /bar with no delay, then with a 1 s delay at 1000 connections].
     #[arg(value_name = "URL")]
     pub url: Option<String>,
+    /// With no URL: the in-process demo server over HTTPS (a self-signed
+    /// certificate it makes, trusted for this run).
+    #[arg(long, conflicts_with = "url")]
+    pub tls: bool,
     /// Backends to run, in this order [default: all].
     #[arg(long, value_enum, value_delimiter = ',')]
     pub backends: Vec<BackendKind>,

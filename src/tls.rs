@@ -34,6 +34,9 @@ pub struct TlsOptions {
     pub key: Option<PathBuf>,
     /// Resume sessions on reconnect (TLS 1.3 tickets, TLS 1.2 ids/tickets).
     pub resume: bool,
+    /// Trust this certificate (PEM) too: the in-process demo server's
+    /// self-signed one (`demo --tls`, `compare --tls`).
+    pub also_trust: Option<String>,
 }
 
 /// The provider every TLS connection of the process uses.
@@ -53,7 +56,16 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
     } else {
-        let roots = Arc::new(roots(opts.cacert.as_deref())?);
+        let mut roots = roots(opts.cacert.as_deref(), opts.also_trust.is_some())?;
+        if let Some(pem) = &opts.also_trust {
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|e| format!("the demo server's certificate: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("the demo server's certificate: {e}"))?;
+            }
+        }
+        let roots = Arc::new(roots);
         let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider)
             .build()
             .map_err(|e| format!("TLS setup failed: {e}"))?;
@@ -90,8 +102,9 @@ fn warm_up(provider: &CryptoProvider) {
     }
 }
 
-/// `--cacert`'s certificates, or the system's roots.
-fn roots(cacert: Option<&Path>) -> Result<rustls::RootCertStore, String> {
+/// `--cacert`'s certificates, or the system's roots (none if `none_ok`
+/// and the system has none).
+fn roots(cacert: Option<&Path>, none_ok: bool) -> Result<rustls::RootCertStore, String> {
     let mut store = rustls::RootCertStore::empty();
     if let Some(path) = cacert {
         for cert in read_certs(path, "--cacert")? {
@@ -103,7 +116,7 @@ fn roots(cacert: Option<&Path>) -> Result<rustls::RootCertStore, String> {
     }
     let found = rustls_native_certs::load_native_certs();
     let (added, _) = store.add_parsable_certificates(found.certs);
-    if added == 0 {
+    if added == 0 && !none_ok {
         let why = found
             .errors
             .first()

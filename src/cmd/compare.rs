@@ -52,11 +52,19 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
         .map_err(anyhow::Error::msg)?;
 
     // With no URL, compare on our own demo server: the article's point.
+    let mut demo_cert = None;
     let server = match &args.url {
         Some(_) => None,
         None => {
-            let s = server::start(ServeOptions::in_process(Duration::ZERO))
-                .context("cannot start the demo server")?;
+            let options = if args.tls {
+                let (options, cert) = ServeOptions::in_process_tls(Duration::ZERO)
+                    .context("cannot make the demo server's certificate")?;
+                demo_cert = Some(cert);
+                options
+            } else {
+                ServeOptions::in_process(Duration::ZERO)
+            };
+            let s = server::start(options).context("cannot start the demo server")?;
             if let Some(why) = &s.fallback {
                 crate::say!("uringfetch: {why}; the demo server runs on epoll instead");
             }
@@ -72,14 +80,17 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
         }],
         (None, Some(s)) => vec![
             Scenario {
-                label: "demo /bar, no delay".into(),
-                url: format!("http://{}/bar", s.addr),
+                label: format!("demo /bar, no delay{}", if s.tls { ", https" } else { "" }),
+                url: format!("{}://{}/bar", scheme(s.tls), s.addr),
                 connections: args.connections.clone(),
                 stop,
             },
             Scenario {
-                label: "demo /bar, 1 s delay (the article's workload)".into(),
-                url: format!("http://{}/bar?delay=1000", s.addr),
+                label: format!(
+                    "demo /bar, 1 s delay (the article's workload){}",
+                    if s.tls { ", https" } else { "" }
+                ),
+                url: format!("{}://{}/bar?delay=1000", scheme(s.tls), s.addr),
                 connections: vec![1000],
                 stop: Stop::Count(1000),
             },
@@ -88,13 +99,16 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
     };
     let opts = config::request_options(&args.request, true)?;
     let https = config::any_https(scenarios.iter().map(|s| s.url.as_str()));
-    let conn = Arc::new(config::conn_options(
-        &args.request,
-        true,
-        Vec::new(),
-        1,
-        https,
-    )?);
+    // Over TLS each run gets a configuration of its own: it starts with no
+    // session to resume, so no row resumes the sessions of the one before.
+    let conn_for_run = || -> Result<Arc<crate::backend::ConnOptions>, super::Usage> {
+        let mut conn = config::conn_options(&args.request, true, Vec::new(), 1, false)?;
+        if https {
+            conn.tls = Some(config::tls_config(&args.request, demo_cert.as_deref())?);
+        }
+        Ok(Arc::new(conn))
+    };
+    let conn = conn_for_run()?;
     let mut groups = Vec::new();
     let mut first = true;
     let mut not_run = 0;
@@ -114,19 +128,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
                     threads: config::threads(&args.plan),
                     stop: sc.stop,
                     rate,
-                    // Over TLS each run starts with no session to resume,
-                    // so no row resumes the sessions of the one before.
-                    conn: if https {
-                        Arc::new(config::conn_options(
-                            &args.request,
-                            true,
-                            Vec::new(),
-                            1,
-                            true,
-                        )?)
-                    } else {
-                        conn.clone()
-                    },
+                    conn: if https { conn_for_run()? } else { conn.clone() },
                 };
                 crate::say!("running {backend} -c {c} on {}", sc.label);
                 match run_config(&config, false) {
@@ -165,4 +167,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
         .flat_map(|(_, r)| r)
         .any(|s| s.requests.errors > 0);
     Ok(if failed || not_run > 0 { 1 } else { 0 })
+}
+
+fn scheme(tls: bool) -> &'static str {
+    if tls { "https" } else { "http" }
 }

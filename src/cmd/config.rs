@@ -112,14 +112,7 @@ pub fn conn_options(
     tls: bool,
 ) -> Result<ConnOptions, super::Usage> {
     let tls = if tls {
-        let opts = crate::tls::TlsOptions {
-            cacert: req.cacert.clone(),
-            insecure: req.insecure,
-            cert: req.cert.clone(),
-            key: req.key.clone(),
-            resume: !req.no_tls_resume,
-        };
-        Some(crate::tls::client_config(&opts).map_err(super::Usage)?)
+        Some(tls_config(req, None)?)
     } else {
         None
     };
@@ -131,6 +124,23 @@ pub fn conn_options(
         pipeline,
         tls,
     })
+}
+
+/// The TLS client configuration the request options ask for; `also_trust`:
+/// a certificate (PEM) to trust besides, the in-process demo server's.
+pub fn tls_config(
+    req: &RequestArgs,
+    also_trust: Option<&str>,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, super::Usage> {
+    let opts = crate::tls::TlsOptions {
+        cacert: req.cacert.clone(),
+        insecure: req.insecure,
+        cert: req.cert.clone(),
+        key: req.key.clone(),
+        resume: !req.no_tls_resume,
+        also_trust: also_trust.map(str::to_string),
+    };
+    crate::tls::client_config(&opts).map_err(super::Usage)
 }
 
 /// Whether any of `urls` is `https://` (a URL that does not parse is

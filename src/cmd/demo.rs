@@ -37,9 +37,16 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
         &format!("--requests {}", args.requests),
     )
     .map_err(anyhow::Error::msg)?;
-    let handle = server::start(ServeOptions::in_process(args.delay))
-        .context("cannot start the demo server")?;
-    let base = format!("http://{}", handle.addr);
+    let (options, cert) = if args.tls {
+        let (options, cert) = ServeOptions::in_process_tls(args.delay)
+            .context("cannot make the demo server's certificate")?;
+        (options, Some(cert))
+    } else {
+        (ServeOptions::in_process(args.delay), None)
+    };
+    let handle = server::start(options).context("cannot start the demo server")?;
+    let scheme = if cert.is_some() { "https" } else { "http" };
+    let base = format!("{scheme}://{}", handle.addr);
     if let Some(why) = &handle.fallback {
         crate::say!("uringfetch: {why}; the demo server runs on epoll instead");
     }
@@ -48,19 +55,27 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
         handle.engine.name(),
         crate::error::fmt_duration(args.delay)
     );
-    let result = experiment(&args, &base);
+    let result = experiment(&args, &base, cert.as_deref());
     handle.shutdown();
     result
 }
 
-fn experiment(args: &DemoArgs, base: &str) -> anyhow::Result<i32> {
+fn experiment(args: &DemoArgs, base: &str, cert: Option<&str>) -> anyhow::Result<i32> {
     let opts = RequestOptions::default();
     let urls = [format!("{base}/bar"), format!("{base}/foo")];
     let targets = urls
         .iter()
         .map(|u| Target::new(u, &opts))
         .collect::<Result<Vec<_>, _>>()?;
-    let conn = ConnOptions::default();
+    let mut conn = ConnOptions::default();
+    if let Some(pem) = cert {
+        let opts = crate::tls::TlsOptions {
+            resume: true,
+            also_trust: Some(pem.to_string()),
+            ..Default::default()
+        };
+        conn.tls = Some(crate::tls::client_config(&opts).map_err(anyhow::Error::msg)?);
+    }
 
     let t0 = Instant::now();
     let mut bodies = Vec::new();

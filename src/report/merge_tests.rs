@@ -445,5 +445,8 @@ fn tls_handshakes_add_up_exactly_and_a_plaintext_report_has_none() {
     assert_eq!(t.handshake_us.max, all.max());
     // The handshake line is in the merged text report too.
     let text = super::text::render(&m.summary, &m.latency);
-    assert!(text.contains("TLS handshakes: 5 (3 full, 2 resumed)"), "{text}");
+    assert!(
+        text.contains("TLS handshakes: 5 (3 full, 2 resumed)"),
+        "{text}"
+    );
 }

@@ -280,6 +280,23 @@ pub fn a_stall_mid_record_is_a_timeout(b: &[&str]) {
     assert_eq!(n(&v, "/errors/timeout"), 2, "{v}");
 }
 
+/// A TLS server behind an `http://` URL (ours, rustls: it answers the
+/// plaintext request with an alert) is named as such.
+pub fn a_tls_server_behind_http_is_named(b: &[&str]) {
+    let (options, _cert) =
+        uringfetch::testing::ServeOptions::in_process_tls(Duration::ZERO).unwrap();
+    let server = uringfetch::testing::server::start(options).unwrap();
+    let url = format!("http://{}/foo", server.addr);
+    let (out, err) = get(b, &[&url]);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("answered with TLS") && err.contains("https://"),
+        "{err}"
+    );
+    let v = load(b, &["-n", "4", "-c", "2", &url]);
+    assert_eq!(n(&v, "/errors/tls_on_http"), 4, "{v}");
+}
+
 macro_rules! tls_suite {
     ($($module:ident => [$($arg:literal),+]),* $(,)?) => {$(
         mod $module {
@@ -292,6 +309,7 @@ macro_rules! tls_suite {
             #[test] fn handshake_failures_are_named() { super::handshake_failures_are_named(B) }
             #[test] fn close_notify_then_more_bytes() { super::close_notify_then_more_bytes(B) }
             #[test] fn a_stall_mid_record_is_a_timeout() { super::a_stall_mid_record_is_a_timeout(B) }
+            #[test] fn a_tls_server_behind_http_is_named() { super::a_tls_server_behind_http_is_named(B) }
         }
     )*};
 }
@@ -415,4 +433,44 @@ fn reports_show_handshakes() {
     assert!(text.contains("full/resumed"), "{text}");
     // Each row starts cold: its 2 connections make full handshakes.
     assert_eq!(text.matches(" 2/0").count(), 2, "{text}");
+}
+
+/// `demo --tls` and `compare --tls` run the article's experiment and the
+/// comparison over HTTPS with nothing to set up.
+#[test]
+fn demo_and_compare_run_over_https_with_nothing_to_set_up() {
+    let out = uringfetch(&["demo", "--tls", "--delay", "200ms"], LIMIT);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(text.contains("on https://127.0.0.1:"), "{text}");
+    assert!(text.contains("2 requests, 2 ok, 0 errors"), "{text}");
+    let out = uringfetch(
+        &[
+            "compare",
+            "--tls",
+            "-n",
+            "200",
+            "-c",
+            "4",
+            "--backends",
+            "uring-loop,threads",
+            "--pause",
+            "0s",
+            "--output",
+            "json",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 4, "2 backends in 2 scenarios: {v}");
+    for r in rows {
+        assert_eq!(n(r, "/requests/errors"), 0, "{r}");
+        assert!(n(r, "/tls/handshakes") > 0, "{r}");
+        assert!(
+            r["urls"][0].as_str().unwrap().starts_with("https://"),
+            "{r}"
+        );
+    }
 }
