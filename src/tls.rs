@@ -296,3 +296,35 @@ fn certificate_problem(c: &CertificateError, host: &str) -> (String, &'static st
         other => (format!("{other:?}"), TRUST),
     }
 }
+
+/// Whether the kernel offers kernel TLS (the `tls` upper-layer protocol
+/// on TCP sockets): tried on a loopback connection, as the kernel then
+/// loads the module itself if it has one. `Err` says why not.
+pub fn ktls_probe() -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    let ulp = b"tls";
+    // SAFETY: setsockopt reads `ulp.len()` bytes from a live byte array
+    // and writes nothing; the descriptor is the open socket `stream` owns.
+    let r = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_TCP,
+            libc::TCP_ULP,
+            ulp.as_ptr().cast(),
+            ulp.len() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    Err(match e.raw_os_error() {
+        Some(libc::ENOENT) => format!(
+            "this kernel has no `tls` module ({e}): built without CONFIG_TLS, or `modprobe tls` fails"
+        ),
+        _ => format!("the kernel refused the `tls` ULP: {e}"),
+    })
+}

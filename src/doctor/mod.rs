@@ -77,6 +77,34 @@ pub struct Report {
     pub capabilities: Vec<probe::Capability>,
     pub backends: Vec<BackendProfile>,
     pub limits: limits::Limits,
+    pub tls: TlsStatus,
+}
+
+/// What `https://` runs on here.
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsStatus {
+    /// The TLS library and its crypto provider.
+    pub library: &'static str,
+    /// Whether the kernel offers kernel TLS (the `tls` ULP).
+    pub kernel_tls: bool,
+    /// Why not, or what uringfetch does with it.
+    pub kernel_tls_note: String,
+}
+
+impl TlsStatus {
+    fn gather() -> Self {
+        let probe = crate::tls::ktls_probe();
+        Self {
+            library: "rustls 0.23 with aws-lc-rs (userspace)",
+            kernel_tls: probe.is_ok(),
+            kernel_tls_note: match probe {
+                Ok(()) => "the kernel offers the `tls` ULP; uringfetch does not offload \
+                           records to it yet: TLS runs in userspace"
+                    .into(),
+                Err(why) => format!("{why}; TLS runs in userspace"),
+            },
+        }
+    }
 }
 
 impl Report {
@@ -94,6 +122,7 @@ impl Report {
             capabilities,
             backends,
             limits,
+            tls: TlsStatus::gather(),
         }
     }
 

@@ -5,7 +5,8 @@
 //! `uring-loop` once more with the Linux 5.10 profile: a `get` of `/foo`
 //! and `/bar` (both 200 with the right bodies) and a short bounded load of
 //! `/bar` whose counts must add up (every request issued completed with a
-//! 200, no errors, none left in flight).
+//! 200, no errors, none left in flight); then the same over HTTPS, against
+//! the demo server with a certificate it makes (`serve --tls`).
 //!
 //! A backend the kernel cannot run (io_uring refused) is reported as
 //! unsupported with the reason; only a backend that should work and does
@@ -64,6 +65,8 @@ pub struct Line {
     pub verdict: Verdict,
     /// Requests per second of the load, on a pass.
     pub rps: Option<f64>,
+    /// Requests per second of the HTTPS load, on a pass.
+    pub https_rps: Option<f64>,
     /// What failed, or why the backend cannot run here.
     pub reason: Option<String>,
 }
@@ -93,11 +96,30 @@ fn test_server() -> Result<(server::ServerHandle, String), String> {
     Ok((h, label))
 }
 
+/// The HTTPS demo server and a client configuration that trusts it.
+fn tls_server() -> Result<(server::ServerHandle, Arc<rustls::ClientConfig>), String> {
+    let (options, cert) = ServeOptions::in_process_tls(Duration::ZERO)
+        .map_err(|e| format!("no certificate for the HTTPS server: {e}"))?;
+    let h = server::start(ServeOptions {
+        threads: 1,
+        ..options
+    })
+    .map_err(|e| format!("no HTTPS server: {e}"))?;
+    let client = crate::tls::client_config(&crate::tls::TlsOptions {
+        resume: true,
+        also_trust: Some(cert),
+        ..Default::default()
+    })?;
+    Ok((h, client))
+}
+
 /// Runs the self-test over every backend; `report` says which ones this
 /// kernel supports.
 pub fn run(report: &Report, opts: &Options) -> Result<SelfTest, String> {
     let (srv, label) = test_server()?;
+    let (tls_srv, tls) = tls_server()?;
     let base = format!("http://{}", srv.addr);
+    let tls_base = format!("https://{}", tls_srv.addr);
     let mut runs: Vec<(BackendKind, Profile)> = BackendKind::ALL
         .iter()
         .map(|&k| (k, Profile::Auto))
@@ -111,14 +133,22 @@ pub fn run(report: &Report, opts: &Options) -> Result<SelfTest, String> {
                 profile: profile_name(backend, profile),
                 verdict: Verdict::Unsupported,
                 rps: None,
+                https_rps: None,
                 reason: None,
+            };
+            let checks = || -> Result<(f64, f64), String> {
+                let plain = check(backend, profile, &base, opts, None)?;
+                let https = check(backend, profile, &tls_base, opts, Some(&tls))
+                    .map_err(|e| format!("https: {e}"))?;
+                Ok((plain, https))
             };
             match report.availability(backend, profile) {
                 Err(why) => line.reason = Some(why),
-                Ok(()) => match check(backend, profile, &base, opts) {
-                    Ok(rps) => {
+                Ok(()) => match checks() {
+                    Ok((rps, https_rps)) => {
                         line.verdict = Verdict::Pass;
                         line.rps = Some(rps);
+                        line.https_rps = Some(https_rps);
                     }
                     Err(why) => {
                         line.verdict = Verdict::Fail;
@@ -130,6 +160,7 @@ pub fn run(report: &Report, opts: &Options) -> Result<SelfTest, String> {
         })
         .collect::<Vec<_>>();
     srv.shutdown();
+    tls_srv.shutdown();
     let passed = lines.iter().all(|l| l.verdict != Verdict::Fail);
     Ok(SelfTest {
         server: label,
@@ -154,8 +185,12 @@ fn check(
     profile: Profile,
     base: &str,
     opts: &Options,
+    tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<f64, String> {
-    let conn = conn();
+    let conn = ConnOptions {
+        tls: tls.cloned(),
+        ..conn()
+    };
     let on = Backend {
         kind: backend,
         uring_profile: profile,
@@ -224,7 +259,11 @@ pub fn render(t: &SelfTest) -> String {
     let mut s = format!("self-test against the {}\n", t.server);
     for l in &t.lines {
         let what = match l.verdict {
-            Verdict::Pass => format!("pass  {:.0} req/s", l.rps.unwrap_or(0.0)),
+            Verdict::Pass => format!(
+                "pass  {:.0} req/s, https {:.0} req/s",
+                l.rps.unwrap_or(0.0),
+                l.https_rps.unwrap_or(0.0)
+            ),
             Verdict::Fail => format!("FAIL  {}", l.reason.as_deref().unwrap_or("")),
             Verdict::Unsupported => {
                 format!("unsupported here: {}", l.reason.as_deref().unwrap_or(""))

@@ -65,6 +65,18 @@ pub fn render_head(r: &Report) -> String {
             );
         }
     }
+    let t = &r.tls;
+    let _ = writeln!(s, "tls         {}", t.library);
+    let _ = writeln!(
+        s,
+        "kernel tls  {}: {}",
+        if t.kernel_tls {
+            "available"
+        } else {
+            "unavailable"
+        },
+        t.kernel_tls_note
+    );
     s
 }
 
