@@ -39,9 +39,19 @@ pub struct TlsOptions {
     pub also_trust: Option<String>,
 }
 
-/// The provider every TLS connection of the process uses.
+/// The TLS library and provider, as `doctor` names them.
+#[cfg(not(feature = "ring"))]
+pub const LIBRARY: &str = "rustls 0.23 with aws-lc-rs (userspace)";
+#[cfg(feature = "ring")]
+pub const LIBRARY: &str = "rustls 0.23 with ring (userspace; built with --features ring)";
+
+/// The provider every client TLS connection of the process uses.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    #[cfg(not(feature = "ring"))]
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    #[cfg(feature = "ring")]
+    let provider = rustls::crypto::ring::default_provider();
+    Arc::new(provider)
 }
 
 /// Builds the client configuration; the message names the file at fault.

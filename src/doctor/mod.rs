@@ -95,7 +95,7 @@ impl TlsStatus {
     fn gather() -> Self {
         let probe = crate::tls::ktls_probe();
         Self {
-            library: "rustls 0.23 with aws-lc-rs (userspace)",
+            library: crate::tls::LIBRARY,
             kernel_tls: probe.is_ok(),
             kernel_tls_note: match probe {
                 Ok(()) => "the kernel offers the `tls` ULP; uringfetch does not offload \
