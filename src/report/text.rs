@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use hdrhistogram::Histogram;
 
-use super::{Summary, escape};
+use super::{Percentiles, Summary, escape};
 use crate::error::ErrorKind;
 
 /// `812µs`, `12.3ms`, `1.004s`.
@@ -177,27 +177,20 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
         let _ = writeln!(o, "\nLatency histogram");
         histogram_bars(latency, 10, &mut o);
     }
-    let c = &s.connect_us;
-    if c.count > 0 {
-        let _ = writeln!(
-            o,
-            "\nConnect time: p50 {}  p99 {}  max {}",
-            fmt_us(c.p50),
-            fmt_us(c.p99),
-            fmt_us(c.max)
-        );
-    }
-    if let Some(t) = &s.tls {
-        let h = &t.handshake_us;
-        if h.count > 0 {
+    let short = |o: &mut String, label: &str, p: &Percentiles| {
+        if p.count > 0 {
             let _ = writeln!(
                 o,
-                "TLS handshake: p50 {}  p99 {}  max {}",
-                fmt_us(h.p50),
-                fmt_us(h.p99),
-                fmt_us(h.max)
+                "{label}: p50 {}  p99 {}  max {}",
+                fmt_us(p.p50),
+                fmt_us(p.p99),
+                fmt_us(p.max)
             );
         }
+    };
+    short(&mut o, "\nConnect time", &s.connect_us);
+    if let Some(t) = &s.tls {
+        short(&mut o, "TLS handshake", &t.handshake_us);
         let _ = writeln!(
             o,
             "TLS handshakes: {} ({} full, {} resumed)",

@@ -614,29 +614,22 @@ impl Session {
     /// A deadline of [`Session::deadline`] may have passed.
     pub fn on_timer<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, now: Instant) {
         let passed = |at: Option<Instant>| at.is_some_and(|a| now >= a);
+        // The earlier of the two limits names the failure.
+        let connect_limit_first = passed(self.connect_by)
+            && self
+                .deadline
+                .is_none_or(|d| self.connect_by.is_some_and(|c| c <= d));
+        let connect_limit = ctx.conn.connect_timeout.unwrap_or_default();
         let error = match self.phase {
             Phase::Scheduled if self.tickets.front().is_some_and(|t| now >= t.intended) => {
                 return self.begin(ctx, sink, now);
             }
-            // The earlier of the two limits names the failure.
-            Phase::Connecting
-                if passed(self.connect_by)
-                    && self
-                        .deadline
-                        .is_none_or(|d| self.connect_by.is_some_and(|c| c <= d)) =>
-            {
-                let limit = ctx.conn.connect_timeout.unwrap_or_default();
-                let error = FetchError::connect_timeout(limit, self.peer(ctx));
+            Phase::Connecting if connect_limit_first => {
+                let error = FetchError::connect_timeout(connect_limit, self.peer(ctx));
                 return self.connect_failed(ctx, sink, error, now);
             }
-            Phase::Handshaking
-                if passed(self.connect_by)
-                    && self
-                        .deadline
-                        .is_none_or(|d| self.connect_by.is_some_and(|c| c <= d)) =>
-            {
-                let limit = ctx.conn.connect_timeout.unwrap_or_default();
-                FetchError::handshake_timeout(limit, self.peer(ctx))
+            Phase::Handshaking if connect_limit_first => {
+                FetchError::handshake_timeout(connect_limit, self.peer(ctx))
             }
             Phase::Connecting | Phase::Handshaking | Phase::Exchanging if passed(self.deadline) => {
                 FetchError::timeout(ctx.conn.timeout.unwrap_or_default())

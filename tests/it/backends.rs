@@ -3,28 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use crate::load::{assert_counts_add_up, load_json};
+use crate::load::{load_on as load, n};
 use crate::support::*;
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn n(v: &Value, path: &str) -> u64 {
-    v.pointer(path)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("{path} in {v}"))
-}
-
-/// `b` is the backend's arguments: `--backend NAME` and any options of its own.
-fn load(b: &[&str], args: &[&str]) -> Value {
-    let mut all = b.to_vec();
-    all.extend_from_slice(args);
-    let v = load_json(&all);
-    assert_eq!(v["backend"], b[1]);
-    assert_counts_add_up(&v);
-    v
-}
 
 pub fn get_fetches_concurrently(b: &[&str]) {
     let server = demo_server(Duration::from_millis(300));

@@ -7,14 +7,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use uringfetch::testing::{Backend, BackendKind, ConnOptions, Live};
 use uringfetch::testing::{LoadConfig, runner};
 use uringfetch::testing::{Rate, Stop};
 use uringfetch::testing::{RequestOptions, Target};
 
 use crate::fault_server::{Fault, FaultServer, TINY_CHUNKS, refused_url};
+use crate::load::n;
 use crate::load::{assert_counts_add_up, load_json};
 use crate::support::*;
 
@@ -97,12 +96,6 @@ fn expect(case: Case) -> (GetExpect, LoadExpect) {
         Fault::ConnectionClose => (Body(|| b"ok".to_vec()), all_ok(N, N)),
         Fault::KeepAliveLimit(k) => (Body(|| b"ok".to_vec()), all_ok(N / k as u64, N)),
     }
-}
-
-fn n(v: &Value, path: &str) -> u64 {
-    v.pointer(path)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("{path} in {v}"))
 }
 
 /// A 4 MiB request body, so a peer that never reads blocks the send itself.

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::load::n;
 use crate::support::*;
 
 /// Runs in the namespace: `$1` the binary, the rest its `load` arguments.
@@ -82,12 +83,6 @@ fn load_in_netns(args: &[&str]) -> String {
         stderr(&out)
     );
     stdout(&out)
-}
-
-fn n(v: &Value, path: &str) -> u64 {
-    v.pointer(path)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("{path} in {v}"))
 }
 
 #[test]

@@ -43,10 +43,20 @@ pub fn load_json(args: &[&str]) -> Value {
     v
 }
 
-fn n(v: &Value, path: &str) -> u64 {
+/// A number in a JSON report, by JSON pointer; panics naming the path.
+pub fn n(v: &Value, path: &str) -> u64 {
     v.pointer(path)
         .and_then(Value::as_u64)
         .unwrap_or_else(|| panic!("{path} in {v}"))
+}
+
+/// `load` on one backend (`b`: `--backend NAME` and its own options) with
+/// a JSON report whose counts add up.
+pub fn load_on(b: &[&str], args: &[&str]) -> Value {
+    let v = load_json(&[b, args].concat());
+    assert_eq!(v["backend"], b[1]);
+    assert_counts_add_up(&v);
+    v
 }
 
 /// issued == responses + errors + in flight, and the status map sums to completed.

@@ -9,15 +9,10 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use crate::load::assert_counts_add_up;
+use crate::load::n;
 use crate::support::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn n(v: &Value, path: &str) -> u64 {
-    v.pointer(path)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("{path} in {v}"))
-}
 
 fn hdr(v: &Value, which: &str) -> hdrhistogram::Histogram<u64> {
     let s = v[which]["hdr"]

@@ -10,24 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use crate::load::{assert_counts_add_up, load_json};
+use crate::load::{load_on as load, n};
 use crate::support::*;
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn n(v: &Value, path: &str) -> u64 {
-    v.pointer(path)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("{path} in {v}"))
-}
-
-fn load(b: &[&str], args: &[&str]) -> Value {
-    let v = load_json(&[b, args].concat());
-    assert_counts_add_up(&v);
-    v
-}
 
 /// A server that answers `HEAD` without a body and refuses any other
 /// method with a 501 whose body its Content-Length announces.

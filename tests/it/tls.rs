@@ -12,22 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::load::{assert_counts_add_up, load_json};
+use crate::load::{load_on as load, n};
 use crate::support::*;
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn n(v: &Value, path: &str) -> u64 {
-    v.pointer(path)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("{path} in {v}"))
-}
-
-fn load(b: &[&str], args: &[&str]) -> Value {
-    let v = load_json(&[b, args].concat());
-    assert_counts_add_up(&v);
-    v
-}
 
 /// `tls_server.py` in `mode` with a certificate and key.
 fn python_tls(mode: &str, cert: &std::path::Path, key: &std::path::Path) -> Peer {
