@@ -158,6 +158,17 @@ pub struct RequestArgs {
     /// https: a full handshake on every connection (no session resumption).
     #[arg(long, help_heading = "TLS")]
     pub no_tls_resume: bool,
+    /// https: kernel TLS, the kernel encrypting and decrypting after
+    /// rustls' handshake (uring-loop, epoll-loop, threads; a kernel with
+    /// the `tls` module: `uringfetch doctor` says).
+    #[arg(
+        long,
+        value_enum,
+        default_value_t,
+        value_name = "WHEN",
+        help_heading = "TLS"
+    )]
+    pub ktls: crate::ktls::Mode,
 }
 
 /// When a run stops and how fast it goes, shared by `load` and `compare`.

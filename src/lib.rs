@@ -31,6 +31,7 @@ mod cmd;
 mod doctor;
 mod error;
 mod http;
+mod ktls;
 mod plan;
 mod report;
 mod runner;

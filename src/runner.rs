@@ -241,7 +241,8 @@ pub fn run(
                 wire.clone(),
                 config.conn.clone(),
                 bind_cursor.clone(),
-            );
+            )
+            .for_backend(config.backend.kind);
             let (kind, gate, live) = (config.backend, gate.clone(), live.clone());
             std::thread::Builder::new()
                 .name(format!("uringfetch-w{index}"))
@@ -351,6 +352,7 @@ pub(crate) fn fetch_into<S: Sink + Send + 'static>(
         ..conn.clone()
     };
     let targets = Arc::new(targets.to_vec());
+    let kind: Backend = kind.into();
     let ctx = WorkerCtx::new(
         connections.clamp(1, n.max(1)),
         Plan::new(Stop::Count(n as u64), Rate::Closed),
@@ -358,8 +360,9 @@ pub(crate) fn fetch_into<S: Sink + Send + 'static>(
         backend::wire(&targets, 1),
         Arc::new(conn),
         Arc::default(),
-    );
-    backend::prepare(kind.into(), &ctx)?.run(&ctx, sink)
+    )
+    .for_backend(kind.kind);
+    backend::prepare(kind, &ctx)?.run(&ctx, sink)
 }
 
 /// An open-loop `-z` run hands out no ticket whose time falls past the

@@ -37,6 +37,9 @@ pub struct TlsOptions {
     /// Trust this certificate (PEM) too: the in-process demo server's
     /// self-signed one (`demo --tls`, `compare --tls`).
     pub also_trust: Option<String>,
+    /// Kernel TLS with these ciphers: the keys may leave rustls, and only
+    /// cipher suites the kernel takes are offered.
+    pub ktls: Option<crate::ktls::Ciphers>,
 }
 
 /// The TLS library and provider, as `doctor` names them.
@@ -67,7 +70,11 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// Builds the client configuration; the message names the file at fault.
 pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
-    let provider = provider();
+    let mut provider = provider();
+    if let Some(ciphers) = opts.ktls {
+        let p = Arc::make_mut(&mut provider);
+        p.cipher_suites.retain(|s| ciphers.takes(s.suite()));
+    }
     warm_up(&provider);
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -106,6 +113,7 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.enable_secret_extraction = opts.ktls.is_some();
     config.resumption = if opts.resume {
         Resumption::in_memory_sessions(1024)
     } else {
@@ -316,38 +324,6 @@ fn certificate_problem(c: &CertificateError, host: &str) -> (String, &'static st
         ),
         other => (format!("{other:?}"), TRUST),
     }
-}
-
-/// Whether the kernel offers kernel TLS (the `tls` upper-layer protocol
-/// on TCP sockets): tried on a loopback connection, as the kernel then
-/// loads the module itself if it has one. `Err` says why not.
-pub fn ktls_probe() -> Result<(), String> {
-    use std::os::fd::AsRawFd;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    let ulp = b"tls";
-    // SAFETY: setsockopt reads `ulp.len()` bytes from a live byte array
-    // and writes nothing; the descriptor is the open socket `stream` owns.
-    let r = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_TCP,
-            libc::TCP_ULP,
-            ulp.as_ptr().cast(),
-            ulp.len() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
-    Err(match e.raw_os_error() {
-        Some(libc::ENOENT) => format!(
-            "this kernel has no `tls` module ({e}): built without CONFIG_TLS, or `modprobe tls` fails"
-        ),
-        _ => format!("the kernel refused the `tls` ULP: {e}"),
-    })
 }
 
 #[cfg(test)]

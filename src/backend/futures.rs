@@ -178,6 +178,13 @@ async fn session_task<T: Transport, S: Sink>(w: Rc<Worker<S>>) {
             }
             // A sequential driver finishes its connect before it asks again.
             Want::Connecting => Raced::Timer,
+            // Not asked of a backend that cannot (`can_kernel_tls`).
+            Want::Offload => {
+                let e = std::io::Error::other("this backend does not use kernel TLS");
+                let mut sink = w.sink.borrow_mut();
+                session.on_offloaded(ctx, &mut *sink, Err(e), Instant::now());
+                continue;
+            }
             Want::Exchange { send } => {
                 let Some(s) = stream.as_mut() else {
                     // Cannot happen: the session is connected when it exchanges.

@@ -78,6 +78,16 @@ impl BackendKind {
     pub fn can_pipeline(self) -> bool {
         matches!(self, BackendKind::UringLoop)
     }
+
+    /// Whether the backend hands a TLS connection's keys to the kernel
+    /// (`--ktls`): the drivers that own their sockets' file descriptors
+    /// do; the async runtimes' streams do their own receive buffering.
+    pub fn can_kernel_tls(self) -> bool {
+        matches!(
+            self,
+            BackendKind::UringLoop | BackendKind::EpollLoop | BackendKind::Threads
+        )
+    }
 }
 
 /// A backend and the options only it understands, apart from the
@@ -132,6 +142,10 @@ pub struct ConnOptions {
     /// The TLS client configuration of `https://` targets, built once for
     /// the run (its session cache is shared by every connection).
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Kernel TLS (`--ktls`): `Ok` if connections of backends that
+    /// [`BackendKind::can_kernel_tls`] hand their keys to the kernel,
+    /// else why not (the report says it).
+    pub ktls: Result<(), String>,
 }
 
 impl Default for ConnOptions {
@@ -143,6 +157,7 @@ impl Default for ConnOptions {
             bind: Vec::new(),
             pipeline: 1,
             tls: None,
+            ktls: Err("--ktls off".into()),
         }
     }
 }
@@ -169,6 +184,9 @@ pub struct WorkerCtx {
     pub conn: Arc<ConnOptions>,
     /// This worker's connect turns (see [`crate::session::pacing`]).
     pub(crate) turns: Arc<ConnectTurns>,
+    /// TLS connections hand their keys to the kernel (see
+    /// [`WorkerCtx::for_backend`]).
+    pub kernel_tls: bool,
 }
 
 impl WorkerCtx {
@@ -189,7 +207,15 @@ impl WorkerCtx {
             wire,
             conn,
             turns: Arc::default(),
+            kernel_tls: false,
         }
+    }
+
+    /// The context for a run on `kind`: kernel TLS where the options
+    /// allow it and the backend can.
+    pub fn for_backend(mut self, kind: BackendKind) -> Self {
+        self.kernel_tls = self.conn.ktls.is_ok() && kind.can_kernel_tls();
+        self
     }
 
     /// What a write of target `i`'s batch is cut from.
@@ -319,4 +345,41 @@ pub(crate) fn connect_bound(addr: SocketAddr, ip: IpAddr) -> std::io::Result<std
         Err(e) => return Err(e),
     }
     Ok(socket.into())
+}
+
+/// Performs a session's [`Want::Offload`](crate::session::Want::Offload):
+/// installs the keys it holds on socket `fd` and reports how it went.
+pub(crate) fn offload<S: Sink>(
+    session: &mut crate::session::Session,
+    ctx: &WorkerCtx,
+    sink: &mut S,
+    fd: std::os::fd::RawFd,
+    now: std::time::Instant,
+) {
+    let result = match session.offload() {
+        Some((dir, info)) => crate::ktls::install(fd, dir, info),
+        None => return,
+    };
+    session.on_offloaded(ctx, sink, result, now);
+}
+
+/// A receive on socket `fd` failed with `error`. Under kernel TLS an
+/// `EIO` means a record that is not application data waits (a session
+/// ticket, an alert): it is read with its type and given to the session.
+pub(crate) fn recv_failed<S: Sink>(
+    session: &mut crate::session::Session,
+    ctx: &WorkerCtx,
+    sink: &mut S,
+    fd: std::os::fd::RawFd,
+    error: &std::io::Error,
+    now: std::time::Instant,
+) {
+    if error.raw_os_error() == Some(libc::EIO) && session.kernel_rx() {
+        match crate::ktls::read_record(fd) {
+            Ok((kind, payload)) => session.on_tls_record(ctx, sink, kind, &payload, now),
+            Err(e) => session.on_io_error(ctx, sink, &e, now),
+        }
+        return;
+    }
+    session.on_io_error(ctx, sink, error, now);
 }

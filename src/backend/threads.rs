@@ -335,6 +335,14 @@ fn session_thread<S: Sink>(sh: &Shared<S>, index: usize) {
             }
             // A sequential driver finishes its connect before it asks again.
             Want::Connecting => session.on_timer(ctx, &mut *sh.sink(), now),
+            Want::Offload => {
+                let Some(s) = stream.as_deref() else {
+                    session.cut_off(&mut *sh.sink(), now);
+                    break;
+                };
+                let fd = std::os::fd::AsRawFd::as_raw_fd(s);
+                super::offload(&mut session, ctx, &mut *sh.sink(), fd, now);
+            }
             Want::Exchange { send } => {
                 let Some(s) = stream.as_deref() else {
                     session.cut_off(&mut *sh.sink(), now);
@@ -355,6 +363,10 @@ fn session_thread<S: Sink>(sh: &Shared<S>, index: usize) {
                     }
                     Ok(0) => session.on_eof(ctx, &mut *sink, now),
                     Ok(n) => session.on_recv(ctx, &mut *sink, &buf[..n], now),
+                    Err(Blocked::Io(e)) if !send => {
+                        let fd = std::os::fd::AsRawFd::as_raw_fd(s);
+                        super::recv_failed(&mut session, ctx, &mut *sink, fd, &e, now);
+                    }
                     Err(Blocked::Io(e)) => session.on_io_error(ctx, &mut *sink, &e, now),
                     Err(Blocked::Deadline) => session.on_timer(ctx, &mut *sink, now),
                     Err(Blocked::Stopped) => {

@@ -104,7 +104,9 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
     let conn_for_run = || -> Result<Arc<crate::backend::ConnOptions>, super::Usage> {
         let mut conn = config::conn_options(&args.request, true, Vec::new(), 1, false)?;
         if https {
-            conn.tls = Some(config::tls_config(&args.request, demo_cert.as_deref())?);
+            let (tls, ktls) = config::tls_config(&args.request, demo_cert.as_deref())?;
+            conn.tls = Some(tls);
+            conn.ktls = ktls;
         }
         Ok(Arc::new(conn))
     };

@@ -111,10 +111,11 @@ pub fn conn_options(
     pipeline: usize,
     tls: bool,
 ) -> Result<ConnOptions, super::Usage> {
-    let tls = if tls {
-        Some(tls_config(req, None)?)
+    let (tls, ktls) = if tls {
+        let (config, ktls) = tls_config(req, None)?;
+        (Some(config), ktls)
     } else {
-        None
+        (None, Err("no https:// target".into()))
     };
     Ok(ConnOptions {
         timeout: Some(req.timeout),
@@ -123,7 +124,39 @@ pub fn conn_options(
         bind,
         pipeline,
         tls,
+        ktls,
     })
+}
+
+/// Whether `--ktls` lets connections hand their keys to the kernel, and
+/// the kernel's ciphers; else why not. `--ktls on` where the kernel
+/// cannot is refused.
+fn ktls(req: &RequestArgs) -> Result<Result<crate::ktls::Ciphers, String>, super::Usage> {
+    use crate::ktls::Mode;
+    if req.ktls == Mode::Off {
+        return Ok(Err("--ktls off".into()));
+    }
+    match crate::ktls::probe() {
+        Ok(ciphers) => Ok(Ok(ciphers)),
+        Err(why) if req.ktls == Mode::On => Err(super::Usage(format!(
+            "--ktls on: kernel TLS is not available: {why}"
+        ))),
+        Err(why) => Ok(Err(why)),
+    }
+}
+
+/// `--ktls on` with a backend that cannot hand keys to the kernel.
+pub fn check_ktls(
+    req: &RequestArgs,
+    kind: crate::backend::BackendKind,
+) -> Result<(), super::Usage> {
+    if req.ktls == crate::ktls::Mode::On && !kind.can_kernel_tls() {
+        return Err(super::Usage(format!(
+            "--ktls on: {} keeps TLS in userspace (kernel TLS is for uring-loop, epoll-loop and threads)",
+            kind.name()
+        )));
+    }
+    Ok(())
 }
 
 /// The TLS client configuration the request options ask for; `also_trust`:
@@ -131,8 +164,10 @@ pub fn conn_options(
 pub fn tls_config(
     req: &RequestArgs,
     also_trust: Option<&str>,
-) -> Result<std::sync::Arc<rustls::ClientConfig>, super::Usage> {
+) -> Result<(std::sync::Arc<rustls::ClientConfig>, Result<(), String>), super::Usage> {
+    let ktls = ktls(req)?;
     let opts = crate::tls::TlsOptions {
+        ktls: ktls.as_ref().ok().copied(),
         cacert: req.cacert.clone(),
         insecure: req.insecure,
         cert: req.cert.clone(),
@@ -140,7 +175,8 @@ pub fn tls_config(
         resume: !req.no_tls_resume,
         also_trust: also_trust.map(str::to_string),
     };
-    crate::tls::client_config(&opts).map_err(super::Usage)
+    let config = crate::tls::client_config(&opts).map_err(super::Usage)?;
+    Ok((config, ktls.map(|_| ())))
 }
 
 /// Whether any of `urls` is `https://` (a URL that does not parse is

@@ -334,6 +334,9 @@ pub fn run(args: GetArgs) -> anyhow::Result<i32> {
         crate::runner::fetch_into(BackendKind::Threads, &good, &conn, 1, printer)?
     } else {
         let backend = super::config::backend(args.backend, &args.request);
+        if https {
+            super::config::check_ktls(&args.request, args.backend)?;
+        }
         crate::runner::fetch_into(backend, &good, &conn, good.len(), printer)?
     };
     // Every ticket ends in a response or an error; this is only a backstop.

@@ -149,6 +149,9 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
             );
         }
     }
+    if https {
+        config::check_ktls(&args.request, args.backend)?;
+    }
     Ok(LoadConfig {
         backend: config::backend(args.backend, &args.request),
         targets: Arc::new(targets),

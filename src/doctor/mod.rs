@@ -93,14 +93,22 @@ pub struct TlsStatus {
 
 impl TlsStatus {
     fn gather() -> Self {
-        let probe = crate::tls::ktls_probe();
+        let probe = crate::ktls::probe();
         Self {
             library: crate::tls::LIBRARY,
             kernel_tls: probe.is_ok(),
             kernel_tls_note: match probe {
-                Ok(()) => "the kernel offers the `tls` ULP; uringfetch does not offload \
-                           records to it yet: TLS runs in userspace"
-                    .into(),
+                Ok(c) => format!(
+                    "the kernel takes TLS keys (ciphers:{}{}{}): https on uring-loop, \
+                     epoll-loop and threads hands them over after the handshake (--ktls auto)",
+                    if c.aes_gcm_128 { " AES-128-GCM" } else { "" },
+                    if c.aes_gcm_256 { " AES-256-GCM" } else { "" },
+                    if c.chacha20_poly1305 {
+                        " ChaCha20-Poly1305"
+                    } else {
+                        ""
+                    },
+                ),
                 Err(why) => format!("{why}; TLS runs in userspace"),
             },
         }

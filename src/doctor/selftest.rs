@@ -6,7 +6,11 @@
 //! and `/bar` (both 200 with the right bodies) and a short bounded load of
 //! `/bar` whose counts must add up (every request issued completed with a
 //! 200, no errors, none left in flight); then the same over HTTPS, against
-//! the demo server with a certificate it makes (`serve --tls`).
+//! the demo server with a certificate it makes (`serve --tls`). Where the
+//! kernel offers kernel TLS, the HTTPS checks of the backends that use it
+//! run with it, and pass only if every connection handed its keys to the
+//! kernel and the kernel's own counters (`/proc/net/tls_stat`) grew by as
+//! many sessions each way: the kernel did the encryption.
 //!
 //! A backend the kernel cannot run (io_uring refused) is reported as
 //! unsupported with the reason; only a backend that should work and does
@@ -67,6 +71,9 @@ pub struct Line {
     pub rps: Option<f64>,
     /// Requests per second of the HTTPS load, on a pass.
     pub https_rps: Option<f64>,
+    /// Connections of the HTTPS checks whose TLS the kernel ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_tls: Option<u64>,
     /// What failed, or why the backend cannot run here.
     pub reason: Option<String>,
 }
@@ -96,8 +103,15 @@ fn test_server() -> Result<(server::ServerHandle, String), String> {
     Ok((h, label))
 }
 
+/// The client's TLS for the HTTPS checks.
+struct Tls {
+    config: Arc<rustls::ClientConfig>,
+    /// Kernel TLS is on (the kernel offers it).
+    kernel: bool,
+}
+
 /// The HTTPS demo server and a client configuration that trusts it.
-fn tls_server() -> Result<(server::ServerHandle, Arc<rustls::ClientConfig>), String> {
+fn tls_server() -> Result<(server::ServerHandle, Tls), String> {
     let (options, cert) = ServeOptions::in_process_tls(Duration::ZERO)
         .map_err(|e| format!("no certificate for the HTTPS server: {e}"))?;
     let h = server::start(ServeOptions {
@@ -105,12 +119,15 @@ fn tls_server() -> Result<(server::ServerHandle, Arc<rustls::ClientConfig>), Str
         ..options
     })
     .map_err(|e| format!("no HTTPS server: {e}"))?;
-    let client = crate::tls::client_config(&crate::tls::TlsOptions {
+    let ktls = crate::ktls::probe().ok();
+    let config = crate::tls::client_config(&crate::tls::TlsOptions {
         resume: true,
         also_trust: Some(cert),
+        ktls,
         ..Default::default()
     })?;
-    Ok((h, client))
+    let kernel = ktls.is_some();
+    Ok((h, Tls { config, kernel }))
 }
 
 /// Runs the self-test over every backend; `report` says which ones this
@@ -134,21 +151,23 @@ pub fn run(report: &Report, opts: &Options) -> Result<SelfTest, String> {
                 verdict: Verdict::Unsupported,
                 rps: None,
                 https_rps: None,
+                kernel_tls: None,
                 reason: None,
             };
-            let checks = || -> Result<(f64, f64), String> {
-                let plain = check(backend, profile, &base, opts, None)?;
-                let https = check(backend, profile, &tls_base, opts, Some(&tls))
+            let checks = || -> Result<(f64, Checked), String> {
+                let (plain, _) = check(backend, profile, &base, opts, None)?;
+                let (https, kernel) = check(backend, profile, &tls_base, opts, Some(&tls))
                     .map_err(|e| format!("https: {e}"))?;
-                Ok((plain, https))
+                Ok((plain, (https, kernel)))
             };
             match report.availability(backend, profile) {
                 Err(why) => line.reason = Some(why),
                 Ok(()) => match checks() {
-                    Ok((rps, https_rps)) => {
+                    Ok((rps, (https_rps, kernel))) => {
                         line.verdict = Verdict::Pass;
                         line.rps = Some(rps);
                         line.https_rps = Some(https_rps);
+                        line.kernel_tls = kernel;
                     }
                     Err(why) => {
                         line.verdict = Verdict::Fail;
@@ -179,18 +198,30 @@ fn conn() -> ConnOptions {
     }
 }
 
-/// `get` then a bounded load on one backend; the load's requests per second.
+/// A check's requests per second, and how many connections ran kernel TLS.
+type Checked = (f64, Option<u64>);
+
+/// `get` then a bounded load on one backend; the load's requests per
+/// second, and with kernel TLS its connections, each of which the kernel
+/// must have counted.
 fn check(
     backend: BackendKind,
     profile: Profile,
     base: &str,
     opts: &Options,
-    tls: Option<&Arc<rustls::ClientConfig>>,
-) -> Result<f64, String> {
+    tls: Option<&Tls>,
+) -> Result<Checked, String> {
+    let kernel = tls.is_some_and(|t| t.kernel) && backend.can_kernel_tls();
     let conn = ConnOptions {
-        tls: tls.cloned(),
+        tls: tls.map(|t| t.config.clone()),
+        ktls: if kernel {
+            Ok(())
+        } else {
+            Err("not in this check".into())
+        },
         ..conn()
     };
+    let stat_before = crate::ktls::Stat::read();
     let on = Backend {
         kind: backend,
         uring_profile: profile,
@@ -251,7 +282,37 @@ fn check(
         ));
     }
     let secs = outcome.elapsed.as_secs_f64().max(1e-6);
-    Ok(n as f64 / secs)
+    if !kernel {
+        return Ok((n as f64 / secs, None));
+    }
+    // The get's connections and the load's.
+    let offloaded = r.kernel_tls + targets.len() as u64;
+    if r.kernel_tls != r.connects {
+        return Err(format!(
+            "kernel TLS: {} of the load's {} connections handed their keys to the kernel",
+            r.kernel_tls, r.connects
+        ));
+    }
+    // The get's connections came first: the session tickets the server
+    // sent them under kernel TLS (records the kernel handed up with their
+    // type) must have reached rustls' store for the load's to resume.
+    if r.resumed == 0 {
+        return Err(format!(
+            "kernel TLS: none of the load's {} handshakes resumed a session: the tickets sent under kernel TLS were lost",
+            r.handshakes
+        ));
+    }
+    let grew = match (stat_before, crate::ktls::Stat::read()) {
+        (Some(a), Some(b)) => (b.tx_sw - a.tx_sw, b.rx_sw - a.rx_sw),
+        _ => (0, 0),
+    };
+    if grew.0 < offloaded || grew.1 < offloaded {
+        return Err(format!(
+            "kernel TLS: {offloaded} connections offloaded, but the kernel counted {} send and {} receive sessions (/proc/net/tls_stat)",
+            grew.0, grew.1
+        ));
+    }
+    Ok((n as f64 / secs, Some(offloaded)))
 }
 
 /// The self-test as text, one line per backend and profile.
@@ -260,9 +321,13 @@ pub fn render(t: &SelfTest) -> String {
     for l in &t.lines {
         let what = match l.verdict {
             Verdict::Pass => format!(
-                "pass  {:.0} req/s, https {:.0} req/s",
+                "pass  {:.0} req/s, https {:.0} req/s{}",
                 l.rps.unwrap_or(0.0),
-                l.https_rps.unwrap_or(0.0)
+                l.https_rps.unwrap_or(0.0),
+                match l.kernel_tls {
+                    Some(n) => format!(" (kernel TLS: {n} connections, counted by the kernel)"),
+                    None => String::new(),
+                }
             ),
             Verdict::Fail => format!("FAIL  {}", l.reason.as_deref().unwrap_or("")),
             Verdict::Unsupported => {

@@ -235,7 +235,8 @@ fn add_tls(inputs: &[Input]) -> Result<Option<super::TlsStats>, String> {
         return Ok(None);
     }
     let mut h = new_histogram();
-    let (mut n, mut handshakes, mut resumed) = (0u64, 0u64, 0u64);
+    let (mut n, mut handshakes, mut resumed, mut kernel) = (0u64, 0u64, 0u64, 0u64);
+    let mut because = None;
     for i in inputs {
         let Some(t) = &i.summary.tls else {
             continue;
@@ -244,6 +245,10 @@ fn add_tls(inputs: &[Input]) -> Result<Option<super::TlsStats>, String> {
         add_to(&mut n, x.len(), "tls.handshake_us.count", &i.source)?;
         add_to(&mut handshakes, t.handshakes, "tls.handshakes", &i.source)?;
         add_to(&mut resumed, t.resumed, "tls.resumed", &i.source)?;
+        add_to(&mut kernel, t.kernel, "tls.kernel", &i.source)?;
+        if because.is_none() {
+            because.clone_from(&t.userspace_because);
+        }
         h.add(&x)
             .map_err(|e| format!("{}: tls.handshake_us.hdr: {e:?}", escape(&i.source)))?;
     }
@@ -251,6 +256,8 @@ fn add_tls(inputs: &[Input]) -> Result<Option<super::TlsStats>, String> {
         handshakes,
         resumed,
         handshake_us: Percentiles::of(&h),
+        kernel,
+        userspace_because: because,
     }))
 }
 

@@ -42,6 +42,7 @@ fn report(url: &str, latencies: &[u64], start_ms: u64, ms: u64) -> Summary {
             bind: Vec::new(),
             pipeline: 1,
             tls: None,
+            ktls: Err("no https".into()),
         }),
     };
     let outcome = LoadOutcome {
@@ -425,6 +426,8 @@ fn tls_handshakes_add_up_exactly_and_a_plaintext_report_has_none() {
             handshakes: r.handshakes,
             resumed: r.resumed,
             handshake_us: super::Percentiles::of(&r.handshake),
+            kernel: 0,
+            userspace_because: None,
         });
         s
     };

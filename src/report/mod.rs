@@ -91,6 +91,13 @@ pub struct TlsStats {
     pub resumed: u64,
     /// Handshake time in µs, from the end of the TCP connect.
     pub handshake_us: Percentiles,
+    /// Connections whose keys went to the kernel (kernel TLS, `--ktls`).
+    #[serde(default)]
+    pub kernel: u64,
+    /// Why TLS ran in userspace, where it did (no `tls` module in the
+    /// kernel, `--ktls off`, a backend that keeps TLS in userspace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userspace_because: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -425,6 +432,15 @@ impl Summary {
                 handshakes: r.handshakes,
                 resumed: r.resumed,
                 handshake_us: Percentiles::of(&r.handshake),
+                kernel: r.kernel_tls,
+                userspace_because: match &o.config.conn.ktls {
+                    Err(why) => Some(why.clone()),
+                    Ok(()) if !o.config.backend.kind.can_kernel_tls() => Some(format!(
+                        "{} keeps TLS in userspace",
+                        o.config.backend.kind.name()
+                    )),
+                    Ok(()) => None,
+                },
             }),
             per_second: r.per_second.clone(),
             resources: Resources {

@@ -198,6 +198,18 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
             t.handshakes - t.resumed.min(t.handshakes),
             t.resumed
         );
+        match &t.userspace_because {
+            Some(why) if t.kernel == 0 => {
+                let _ = writeln!(o, "Kernel TLS: no ({})", escape(why));
+            }
+            _ => {
+                let _ = writeln!(
+                    o,
+                    "Kernel TLS: {} connections (the kernel encrypted and decrypted)",
+                    t.kernel
+                );
+            }
+        }
     }
     if !s.status.is_empty() {
         let _ = writeln!(o, "\nStatus codes");

@@ -70,6 +70,9 @@ pub(crate) enum Want {
     Connecting,
     /// Connected: send [`Session::to_send`] while `send`, and receive.
     Exchange { send: bool },
+    /// Kernel TLS: install [`Session::offload`]'s keys on the socket now,
+    /// then report with [`Session::on_offloaded`].
+    Offload,
     /// No more tickets.
     Done,
 }
@@ -165,10 +168,13 @@ impl Session {
                 .map_or(Want::Start, |t| Want::Wait(t.intended)),
             Phase::Connect => Want::Connect,
             Phase::Connecting => Want::Connecting,
-            Phase::Exchanging | Phase::Handshaking => Want::Exchange {
-                send: match &self.tls {
-                    Some(tls) => tls.has_unsent(),
-                    None => self.sent < self.send_len,
+            Phase::Exchanging | Phase::Handshaking => match &self.tls {
+                Some(tls) if tls.offload_due().is_some() => Want::Offload,
+                Some(tls) if !tls.plaintext_out() => Want::Exchange {
+                    send: tls.has_unsent(),
+                },
+                _ => Want::Exchange {
+                    send: self.sent < self.send_len,
                 },
             },
             Phase::Done => Want::Done,
@@ -316,7 +322,7 @@ impl Session {
             return self.start_write(ctx, sink, now);
         }
         let layer = match (&ctx.conn.tls, &target.server_name) {
-            (Some(config), Some(name)) => TlsLayer::new(config, name.clone(), now)
+            (Some(config), Some(name)) => TlsLayer::new(config, name.clone(), now, ctx.kernel_tls)
                 .map_err(|e| crate::tls::tls_error(&e, &target.host, self.peer(ctx), true)),
             _ => Err(FetchError::new(
                 ErrorKind::Other,
@@ -362,7 +368,7 @@ impl Session {
     /// Over TLS: hands the request bytes not yet encrypted to the TLS
     /// layer, as many as it buffers (rustls bounds what it holds).
     fn encrypt<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S) {
-        let Some(tls) = &mut self.tls else {
+        let Some(tls) = self.tls.as_deref_mut().filter(|t| !t.plaintext_out()) else {
             return;
         };
         while self.sent < self.send_len {
@@ -384,7 +390,7 @@ impl Session {
     /// until it next calls into the session (see [`Session::is_tls`]).
     #[inline]
     pub fn to_send<'a>(&'a self, ctx: &'a WorkerCtx) -> &'a [u8] {
-        match &self.tls {
+        match self.ciphertext_out() {
             Some(tls) => tls.to_send(),
             None => ctx
                 .wire(self.target)
@@ -396,7 +402,7 @@ impl Session {
     /// [`Session::to_send`] as a shared handle, for a driver that passes
     /// buffers by ownership (or must keep them alive until the kernel is done).
     pub fn to_send_bytes(&self, ctx: &WorkerCtx) -> bytes::Bytes {
-        if let Some(tls) = &self.tls {
+        if let Some(tls) = self.ciphertext_out() {
             return tls.to_send_bytes();
         }
         let wire = &ctx.wire[self.target];
@@ -409,13 +415,107 @@ impl Session {
     /// send completes.
     #[inline]
     pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
+        self.ciphertext_out().is_some()
+    }
+
+    /// The TLS layer whose ciphertext the driver sends (none in plaintext
+    /// or once the kernel encrypts).
+    #[inline]
+    fn ciphertext_out(&self) -> Option<&TlsLayer> {
+        self.tls.as_deref().filter(|t| !t.plaintext_out())
+    }
+
+    /// Whether the kernel decrypts what the socket receives (kernel TLS):
+    /// a receive that fails with `EIO` then means a record that is not
+    /// application data waits; the driver reads it with
+    /// [`crate::ktls::read_record`] and gives it to [`Session::on_tls_record`].
+    #[inline]
+    pub fn kernel_rx(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.plaintext_in())
+    }
+
+    /// Whether the kernel encrypts what the socket sends (kernel TLS).
+    #[inline]
+    pub fn kernel_tx(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.plaintext_out())
+    }
+
+    /// The keys the driver must install now ([`Want::Offload`]).
+    pub fn offload(&self) -> Option<(crate::ktls::Dir, &[u8])> {
+        self.tls.as_ref().and_then(|t| t.offload_due())
+    }
+
+    /// The driver installed (or failed to install) the keys of
+    /// [`Session::offload`]. A failure fails the connection's requests:
+    /// rustls no longer has the keys to go on in userspace.
+    pub fn on_offloaded<S: Sink>(
+        &mut self,
+        ctx: &WorkerCtx,
+        sink: &mut S,
+        result: std::io::Result<()>,
+        now: Instant,
+    ) {
+        let Some((dir, _)) = self.offload() else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                if let Some(tls) = &mut self.tls {
+                    tls.offloaded(dir);
+                }
+                if dir == crate::ktls::Dir::Tx {
+                    sink.kernel_tls();
+                }
+            }
+            Err(e) => {
+                let error = FetchError::new(
+                    ErrorKind::TlsHandshake,
+                    format!(
+                        "kernel TLS: the kernel refused the keys ({e}) on the connection to {} (--ktls off keeps TLS in userspace)",
+                        self.peer(ctx)
+                    ),
+                );
+                self.fail(ctx, sink, error, false, now);
+            }
+        }
+    }
+
+    /// A record that is not application data arrived under kernel TLS
+    /// (see [`Session::kernel_rx`]): `kind` is its content type.
+    pub fn on_tls_record<S: Sink>(
+        &mut self,
+        ctx: &WorkerCtx,
+        sink: &mut S,
+        kind: u8,
+        payload: &[u8],
+        now: Instant,
+    ) {
+        if kind == crate::ktls::APPLICATION_DATA {
+            return self.on_plain(ctx, sink, payload, now);
+        }
+        let Some(tls) = &mut self.tls else {
+            return;
+        };
+        match tls.on_record(kind, payload) {
+            Ok(Received::More) => {}
+            Ok(Received::Closed) => self.on_eof(ctx, sink, now),
+            Err(why) => {
+                if !matches!(self.phase, Phase::Handshaking | Phase::Exchanging) {
+                    return self.close_conn();
+                }
+                let error = FetchError::new(
+                    ErrorKind::TlsHandshake,
+                    format!("{why} (from {})", self.peer(ctx)),
+                );
+                self.fail(ctx, sink, error, false, now);
+            }
+        }
     }
 
     /// The kernel took `n` more bytes of [`Session::to_send`].
     #[inline]
     pub fn on_sent<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, n: usize) {
-        if let Some(tls) = &mut self.tls {
+        if let Some(tls) = self.tls.as_deref_mut().filter(|t| !t.plaintext_out()) {
             tls.on_sent(n);
             if self.phase == Phase::Exchanging {
                 self.encrypt(ctx, sink);
@@ -433,7 +533,10 @@ impl Session {
     /// Bytes arrived on the connection (over TLS: ciphertext, which the
     /// TLS layer turns into the plaintext the HTTP exchange reads).
     pub fn on_recv<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, data: &[u8], now: Instant) {
-        if self.tls.is_some() {
+        if let Some(tls) = &self.tls {
+            if tls.plaintext_in() {
+                return self.on_plain(ctx, sink, data, now);
+            }
             return self.on_tls_recv(ctx, sink, data, now);
         }
         if self.phase == Phase::Exchanging
@@ -487,6 +590,19 @@ impl Session {
                     sink.handshake(took, resumed);
                     self.connect_by = None;
                     self.start_write(ctx, sink, now);
+                    // Kernel TLS: the keys leave rustls now that the first
+                    // requests are encrypted behind the handshake's end.
+                    if let Some(Err(why)) = self.tls.as_mut().map(|t| t.hand_to_kernel()) {
+                        self.plain = plain;
+                        let error = FetchError::new(
+                            ErrorKind::TlsHandshake,
+                            format!(
+                                "kernel TLS with {}: {why} (--ktls off keeps TLS in userspace)",
+                                self.peer(ctx)
+                            ),
+                        );
+                        return self.fail(ctx, sink, error, false, now);
+                    }
                 }
                 if idle && (!plain.is_empty() || state == Received::Closed) {
                     // Plaintext nobody asked for, or the server's goodbye.

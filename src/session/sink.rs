@@ -43,6 +43,8 @@ pub(crate) trait Sink {
     /// A TLS handshake finished after `took` (from the end of the TCP
     /// connect); `resumed`: an earlier session was resumed.
     fn handshake(&mut self, took: Duration, resumed: bool);
+    /// A connection's TLS went to the kernel (both directions installed).
+    fn kernel_tls(&mut self) {}
     /// Requests sent again on a fresh connection (a keep-alive race, a
     /// pipelined batch the server cut short).
     fn retried(&mut self, n: u64);
@@ -94,6 +96,9 @@ impl Sink for LoadSink {
 
     fn handshake(&mut self, took: Duration, resumed: bool) {
         self.rec.handshake(took, resumed);
+    }
+    fn kernel_tls(&mut self) {
+        self.rec.kernel_tls += 1;
     }
 
     fn retried(&mut self, n: u64) {

@@ -6,14 +6,32 @@
 //! while any of it is unsent, and what rustls produces meanwhile waits in
 //! `next`. Received ciphertext goes through rustls at once and the
 //! plaintext comes back to the session in a scratch buffer it reuses.
+//!
+//! Under kernel TLS (`--ktls`, see [`crate::ktls`]) the handshake runs on
+//! rustls' unbuffered connection, the one that can hand its keys over.
+//! Once it is done, the first requests are encrypted here (after the
+//! handshake's last flight, in one send), the keys leave rustls, and the
+//! driver installs them on the socket in two steps the session asks for:
+//! the receive side before that send goes out (what the server answers
+//! to it, tickets first, must reach the kernel's TLS, not the driver's
+//! receive as ciphertext), the send side once it has gone (a send after
+//! that is encrypted by the kernel). From then on the driver moves
+//! plaintext; what rustls still does is keep the server's session
+//! tickets ([`TlsLayer::on_record`]).
 
 use std::io::{self, BufRead, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use rustls::client::ClientConnection;
+use rustls::client::{ClientConnection, ClientConnectionData, UnbufferedClientConnection};
+use rustls::kernel::KernelConnection;
 use rustls::pki_types::ServerName;
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
+};
+
+use crate::ktls::{self, Dir};
 
 /// What the received bytes amounted to.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,9 +43,49 @@ pub(crate) enum Received {
     Closed,
 }
 
+/// Which rustls connection does the TLS, and where the keys are. The
+/// userspace connection is the common one and stays inline: the whole
+/// layer is boxed in its session.
+#[allow(clippy::large_enum_variant)]
+enum Conn {
+    /// rustls encrypts and decrypts for the whole connection.
+    User(ClientConnection),
+    /// A handshake whose keys go to the kernel once it is `done`.
+    ForKernel {
+        conn: Box<UnbufferedClientConnection>,
+        /// Received ciphertext not yet taken by rustls.
+        incoming: Vec<u8>,
+        done: bool,
+    },
+    /// The kernel has (or is about to get) the keys.
+    Kernel(Box<Kernel>),
+    /// Between two of the above (never seen outside a method).
+    Gone,
+}
+
+/// A connection whose keys the kernel takes.
+struct Kernel {
+    /// What rustls still does: keep session tickets.
+    conn: KernelConnection<ClientConnectionData>,
+    /// Each direction's `tls_crypto_info` until the driver installed it.
+    rx: Option<Vec<u8>>,
+    tx: Option<Vec<u8>>,
+    /// A handshake message split over records.
+    partial: Vec<u8>,
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        // Key material does not outlive its use.
+        for info in [&mut self.rx, &mut self.tx].into_iter().flatten() {
+            info.fill(0);
+        }
+    }
+}
+
 /// One connection's TLS state.
 pub(crate) struct TlsLayer {
-    conn: ClientConnection,
+    conn: Conn,
     /// The ciphertext chunk offered to the driver, and how much of it went.
     sending: Bytes,
     sent: usize,
@@ -38,12 +96,15 @@ pub(crate) struct TlsLayer {
     /// Whether any byte came from the peer yet (a plaintext server is
     /// told apart by its first bytes).
     heard: bool,
+    /// Whether the handshake resumed a session (kept once rustls is gone).
+    resumed: bool,
 }
 
 impl std::fmt::Debug for TlsLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsLayer")
-            .field("handshaking", &self.conn.is_handshaking())
+            .field("handshaking", &self.is_handshaking())
+            .field("kernel", &matches!(self.conn, Conn::Kernel(_)))
             .field(
                 "unsent",
                 &(self.sending.len() - self.sent + self.next.len()),
@@ -53,13 +114,24 @@ impl std::fmt::Debug for TlsLayer {
 }
 
 impl TlsLayer {
-    /// Starts a handshake: the ClientHello is ready to send.
+    /// Starts a handshake: the ClientHello is ready to send. `kernel`:
+    /// the keys go to the kernel after it (the configuration must allow
+    /// their extraction).
     pub fn new(
         config: &Arc<rustls::ClientConfig>,
         name: ServerName<'static>,
         now: Instant,
+        kernel: bool,
     ) -> Result<Self, rustls::Error> {
-        let conn = ClientConnection::new(config.clone(), name)?;
+        let conn = if kernel {
+            Conn::ForKernel {
+                conn: Box::new(UnbufferedClientConnection::new(config.clone(), name)?),
+                incoming: Vec::new(),
+                done: false,
+            }
+        } else {
+            Conn::User(ClientConnection::new(config.clone(), name)?)
+        };
         let mut layer = Self {
             conn,
             sending: Bytes::new(),
@@ -67,19 +139,163 @@ impl TlsLayer {
             next: Vec::new(),
             started: now,
             heard: false,
+            resumed: false,
         };
+        if let Conn::ForKernel { conn, incoming, .. } = &mut layer.conn {
+            handshake(conn, incoming, &mut layer.next)?;
+        }
         layer.flush();
         layer.promote();
         Ok(layer)
     }
 
     pub fn is_handshaking(&self) -> bool {
-        self.conn.is_handshaking()
+        match &self.conn {
+            Conn::User(conn) => conn.is_handshaking(),
+            Conn::ForKernel { done, .. } => !done,
+            Conn::Kernel(_) | Conn::Gone => false,
+        }
     }
 
     /// Whether the handshake resumed an earlier session.
     pub fn resumed(&self) -> bool {
-        self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+        let kind = match &self.conn {
+            Conn::User(conn) => conn.handshake_kind(),
+            Conn::ForKernel { conn, .. } => conn.handshake_kind(),
+            Conn::Kernel(_) | Conn::Gone => return self.resumed,
+        };
+        kind == Some(rustls::HandshakeKind::Resumed)
+    }
+
+    /// The kernel decrypts what the socket receives: the driver's bytes
+    /// are plaintext.
+    #[inline]
+    pub fn plaintext_in(&self) -> bool {
+        matches!(&self.conn, Conn::Kernel(k) if k.rx.is_none())
+    }
+
+    /// The kernel encrypts what the socket sends: the driver sends
+    /// plaintext.
+    #[inline]
+    pub fn plaintext_out(&self) -> bool {
+        matches!(&self.conn, Conn::Kernel(k) if k.tx.is_none())
+    }
+
+    /// The keys of one direction the driver must install on its socket
+    /// now (see the module docs), if any.
+    pub fn offload_due(&self) -> Option<(Dir, &[u8])> {
+        let Conn::Kernel(k) = &self.conn else {
+            return None;
+        };
+        match (&k.rx, &k.tx) {
+            (Some(rx), _) => Some((Dir::Rx, rx)),
+            (None, Some(tx)) if !self.has_unsent() => Some((Dir::Tx, tx)),
+            _ => None,
+        }
+    }
+
+    /// The driver installed `dir`'s keys.
+    pub fn offloaded(&mut self, dir: Dir) {
+        if let Conn::Kernel(k) = &mut self.conn {
+            let info = match dir {
+                Dir::Rx => k.rx.take(),
+                Dir::Tx => k.tx.take(),
+            };
+            if let Some(mut info) = info {
+                info.fill(0);
+            }
+        }
+    }
+
+    /// Hands the keys over once the handshake is done and the first
+    /// requests are encrypted (see the module docs). An error is why not.
+    pub fn hand_to_kernel(&mut self) -> Result<(), String> {
+        if !matches!(self.conn, Conn::ForKernel { done: true, .. }) {
+            return Ok(());
+        }
+        let Conn::ForKernel { conn, incoming, .. } = std::mem::replace(&mut self.conn, Conn::Gone)
+        else {
+            return Ok(());
+        };
+        self.resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        if !incoming.is_empty() {
+            return Err(format!(
+                "the server sent {} bytes after the handshake before any request",
+                incoming.len()
+            ));
+        }
+        let (secrets, conn) = conn
+            .dangerous_into_kernel_connection()
+            .map_err(|e| format!("rustls kept the keys: {e}"))?;
+        let version = conn.protocol_version();
+        let suite = conn.negotiated_cipher_suite().suite();
+        let (rx_seq, rx) = &secrets.rx;
+        let (tx_seq, tx) = &secrets.tx;
+        let (Some(rx), Some(tx)) = (
+            ktls::crypto_info(version, rx, *rx_seq),
+            ktls::crypto_info(version, tx, *tx_seq),
+        ) else {
+            return Err(format!("{suite:?} has no kernel TLS cipher"));
+        };
+        self.conn = Conn::Kernel(Box::new(Kernel {
+            conn,
+            rx: Some(rx),
+            tx: Some(tx),
+            partial: Vec::new(),
+        }));
+        Ok(())
+    }
+
+    /// A record that is not application data, read from a kernel TLS
+    /// socket: session tickets go to rustls' store; `close_notify` ends
+    /// the stream; any other alert or a key update is an error (why).
+    pub fn on_record(&mut self, kind: u8, payload: &[u8]) -> Result<Received, String> {
+        let Conn::Kernel(k) = &mut self.conn else {
+            return Err("a TLS record outside kernel TLS (a bug)".into());
+        };
+        match kind {
+            ktls::HANDSHAKE => {
+                k.partial.extend_from_slice(payload);
+                while let [typ, a, b, c, rest @ ..] = &k.partial[..] {
+                    let len = u32::from_be_bytes([0, *a, *b, *c]) as usize;
+                    if rest.len() < len {
+                        if len > 1 << 16 {
+                            return Err(format!(
+                                "a {len}-byte handshake message after the handshake"
+                            ));
+                        }
+                        break;
+                    }
+                    match *typ {
+                        // NewSessionTicket
+                        4 => {
+                            // A ticket rustls cannot take is no reason to fail the
+                            // exchange: the next connection does a full handshake.
+                            let _ = k.conn.handle_new_session_ticket(&rest[..len]);
+                        }
+                        24 => {
+                            return Err("the server updated its TLS keys (KeyUpdate), which kernel TLS cannot follow here (--ktls off avoids it)".into());
+                        }
+                        other => {
+                            return Err(format!(
+                                "an unexpected TLS handshake message ({other}) after the handshake"
+                            ));
+                        }
+                    }
+                    k.partial.drain(..4 + len);
+                }
+                Ok(Received::More)
+            }
+            ktls::ALERT => match payload {
+                [_, 0] => Ok(Received::Closed),
+                [_, desc] => Err(format!(
+                    "the server sent the TLS alert {:?}",
+                    rustls::AlertDescription::from(*desc)
+                )),
+                _ => Err("a malformed TLS alert".into()),
+            },
+            other => Err(format!("a TLS record of unknown type {other}")),
+        }
     }
 
     /// Ciphertext waiting to be sent.
@@ -107,16 +323,27 @@ impl TlsLayer {
     /// Encrypts as much of `plain` as rustls buffers now; how much. The
     /// ciphertext waits for [`TlsLayer::promote`].
     pub fn write(&mut self, plain: &[u8]) -> usize {
-        let n = self.conn.writer().write(plain).unwrap_or(0);
-        self.flush();
-        n
+        match &mut self.conn {
+            Conn::User(conn) => {
+                let n = conn.writer().write(plain).unwrap_or(0);
+                self.flush();
+                n
+            }
+            Conn::ForKernel {
+                conn, done: true, ..
+            } => encrypt(conn, plain, &mut self.next),
+            _ => 0,
+        }
     }
 
     /// Moves what rustls has to send behind the outgoing chunk.
     fn flush(&mut self) {
-        while self.conn.wants_write() {
+        let Conn::User(conn) = &mut self.conn else {
+            return;
+        };
+        while conn.wants_write() {
             // Writing into a Vec cannot fail.
-            if self.conn.write_tls(&mut self.next).unwrap_or(0) == 0 {
+            if conn.write_tls(&mut self.next).unwrap_or(0) == 0 {
                 break;
             }
         }
@@ -146,13 +373,28 @@ impl TlsLayer {
                 return Err(RecvError::NotTls(data[..data.len().min(16)].to_vec()));
             }
         }
+        if let Conn::ForKernel {
+            conn,
+            incoming,
+            done,
+        } = &mut self.conn
+        {
+            incoming.extend_from_slice(data);
+            if !*done {
+                *done = handshake(conn, incoming, &mut self.next).map_err(RecvError::Tls)?;
+            }
+            return Ok(Received::More);
+        }
         let mut closed = false;
         while !data.is_empty() {
-            match self.conn.read_tls(&mut data) {
+            let Conn::User(conn) = &mut self.conn else {
+                break;
+            };
+            match conn.read_tls(&mut data) {
                 Ok(_) => {}
                 Err(e) => return Err(RecvError::Io(e)),
             }
-            let state = self.conn.process_new_packets();
+            let state = conn.process_new_packets();
             // An alert to send (or handshake messages) goes out either way.
             self.flush();
             let state = state.map_err(RecvError::Tls)?;
@@ -169,7 +411,10 @@ impl TlsLayer {
     /// Copies the plaintext rustls holds into `plain`; whether the peer
     /// closed the session.
     fn drain(&mut self, plain: &mut Vec<u8>) -> bool {
-        let mut reader = self.conn.reader();
+        let Conn::User(conn) = &mut self.conn else {
+            return false;
+        };
+        let mut reader = conn.reader();
         loop {
             match reader.fill_buf() {
                 Ok([]) => return true,
@@ -192,4 +437,81 @@ pub(crate) enum RecvError {
     NotTls(Vec<u8>),
     Tls(rustls::Error),
     Io(io::Error),
+}
+
+/// Runs rustls' unbuffered handshake on what `incoming` holds: handshake
+/// records to send go behind `next`; taken bytes leave `incoming`.
+/// Whether the handshake is done.
+fn handshake(
+    conn: &mut UnbufferedClientConnection,
+    incoming: &mut Vec<u8>,
+    next: &mut Vec<u8>,
+) -> Result<bool, rustls::Error> {
+    loop {
+        let UnbufferedStatus { discard, state } = conn.process_tls_records(incoming);
+        let mut stop = None;
+        match state? {
+            ConnectionState::EncodeTlsData(mut data) => {
+                let at = next.len();
+                loop {
+                    match data.encode(&mut next[at..]) {
+                        Ok(n) => {
+                            next.truncate(at + n);
+                            break;
+                        }
+                        Err(EncodeError::InsufficientSize(InsufficientSizeError {
+                            required_size,
+                        })) => next.resize(at + required_size, 0),
+                        Err(e) => {
+                            next.truncate(at);
+                            return Err(rustls::Error::General(format!("{e}")));
+                        }
+                    }
+                }
+            }
+            // What was encoded is in `next`, which the driver sends in order.
+            ConnectionState::TransmitTlsData(data) => data.done(),
+            ConnectionState::BlockedHandshake => stop = Some(false),
+            ConnectionState::WriteTraffic(_) => stop = Some(true),
+            ConnectionState::PeerClosed | ConnectionState::Closed => {
+                return Err(rustls::Error::AlertReceived(
+                    rustls::AlertDescription::CloseNotify,
+                ));
+            }
+            _ => {
+                return Err(rustls::Error::General(
+                    "data from the server before the handshake ended".into(),
+                ));
+            }
+        }
+        incoming.drain(..discard);
+        if let Some(done) = stop {
+            return Ok(done);
+        }
+    }
+}
+
+/// Encrypts `plain` behind `next` with a handshake-done unbuffered
+/// connection; how much of it (all, or none on an error).
+fn encrypt(conn: &mut UnbufferedClientConnection, plain: &[u8], next: &mut Vec<u8>) -> usize {
+    let UnbufferedStatus { state, .. } = conn.process_tls_records(&mut []);
+    let Ok(ConnectionState::WriteTraffic(mut traffic)) = state else {
+        return 0;
+    };
+    let at = next.len();
+    loop {
+        match traffic.encrypt(plain, &mut next[at..]) {
+            Ok(n) => {
+                next.truncate(at + n);
+                return plain.len();
+            }
+            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                next.resize(at + required_size, 0);
+            }
+            Err(_) => {
+                next.truncate(at);
+                return 0;
+            }
+        }
+    }
 }

@@ -178,6 +178,8 @@ pub struct Recorder {
     /// TLS handshakes that completed, and how many of them resumed a session.
     pub handshakes: u64,
     pub resumed: u64,
+    /// Connections whose TLS the kernel took over (`--ktls`).
+    pub kernel_tls: u64,
     /// Requests that were started.
     pub issued: u64,
     /// Responses by status code (every response counts, whatever its status).
@@ -223,6 +225,7 @@ impl Recorder {
             handshake: new_histogram(),
             handshakes: 0,
             resumed: 0,
+            kernel_tls: 0,
             issued: 0,
             status: BTreeMap::new(),
             errors: BTreeMap::new(),
@@ -315,6 +318,7 @@ impl Recorder {
         let _ = self.connect.add(&other.connect);
         let _ = self.handshake.add(&other.handshake);
         self.handshakes += other.handshakes;
+        self.kernel_tls += other.kernel_tls;
         self.resumed += other.resumed;
         self.issued += other.issued;
         for (k, v) in &other.status {

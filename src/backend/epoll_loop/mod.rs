@@ -315,6 +315,13 @@ impl<S: Sink> EventLoop<'_, S> {
                     }
                     self.read(i, now);
                 }
+                Want::Offload => {
+                    let Some(stream) = slot.stream.as_ref() else {
+                        break;
+                    };
+                    let fd = std::os::fd::AsRawFd::as_raw_fd(stream);
+                    crate::backend::offload(&mut slot.session, ctx, &mut self.sink, fd, now);
+                }
             }
         }
         self.arm(i);
@@ -361,7 +368,10 @@ impl<S: Sink> EventLoop<'_, S> {
             }
             Read::Eof => slot.session.on_eof(ctx, &mut self.sink, now),
             Read::Drained => slot.readable = false,
-            Read::Error(e) => slot.session.on_io_error(ctx, &mut self.sink, &e, now),
+            Read::Error(e) => {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(stream);
+                crate::backend::recv_failed(&mut slot.session, ctx, &mut self.sink, fd, &e, now);
+            }
         }
     }
 

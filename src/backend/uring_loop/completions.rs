@@ -200,7 +200,9 @@ impl<S: Sink> Loop<'_, S> {
                 r if r == -libc::ENOBUFS => {}
                 r => {
                     let e = std::io::Error::from_raw_os_error(-r);
-                    self.sessions[i].on_io_error(ctx, &mut self.sink, &e, now);
+                    let fd = self.io[i].fd;
+                    let session = &mut self.sessions[i];
+                    crate::backend::recv_failed(session, ctx, &mut self.sink, fd, &e, now);
                 }
             }
             return self.drive(i, now);

@@ -127,7 +127,11 @@ pub(crate) fn prepare(ctx: &WorkerCtx, profile: ring::Profile) -> Result<Prepare
     ring::check_enter(&mut ring).map_err(|e| FetchError::uring_enter(&e))?;
     // One table entry per slot; without one (RLIMIT_NOFILE below the slot
     // count, or memory) sockets come from socket(2) instead.
+    // Kernel TLS sets the keys with setsockopt(2), which needs a file
+    // descriptor (IORING_OP_URING_CMD could set them on a direct one
+    // from 6.7; not done: kTLS here is proven on 6.1).
     features.direct_descriptors = features.direct_descriptors
+        && !ctx.kernel_tls
         && ctx.conn.bind.is_empty()
         && ring.submitter().register_files_sparse(n as u32).is_ok();
     let plain = if bufs.is_some() { 0 } else { BUF_SIZE };
@@ -321,6 +325,11 @@ impl<S: Sink> Loop<'_, S> {
                         self.sessions[i].on_connect_error(ctx, &mut self.sink, &e, now);
                     }
                 }
+                Want::Offload => {
+                    // Sockets are file descriptors under kernel TLS (see `prepare`).
+                    let fd = self.io[i].fd;
+                    super::offload(&mut self.sessions[i], ctx, &mut self.sink, fd, now);
+                }
                 Want::Exchange { send } => {
                     if send && !self.io[i].sending && self.queue_send(i) {
                         continue;
@@ -461,7 +470,11 @@ impl<S: Sink> Loop<'_, S> {
             return false;
         }
         let bytes = self.sessions[i].to_send(self.ctx);
-        let silent = self.uring.features.silent_sends() && bytes.len() <= SILENT_SEND_MAX;
+        // Kernel TLS refuses MSG_WAITALL on a send (EOPNOTSUPP), and a
+        // silent send needs it (a short send would go unnoticed).
+        let silent = self.uring.features.silent_sends()
+            && bytes.len() <= SILENT_SEND_MAX
+            && !self.sessions[i].kernel_tx();
         let mut flags = libc::MSG_NOSIGNAL;
         if silent {
             flags |= libc::MSG_WAITALL;

@@ -257,6 +257,10 @@ impl<S: crate::session::Sink> crate::session::Sink for Paced<S> {
         self.sink.handshake(took, resumed);
     }
 
+    fn kernel_tls(&mut self) {
+        self.sink.kernel_tls();
+    }
+
     fn retried(&mut self, n: u64) {
         self.sink.retried(n);
     }
