@@ -46,7 +46,18 @@ mod wallclock;
 /// exit code (see `--help`): all `main` does.
 pub fn main_exit_code() -> i32 {
     use clap::Parser as _;
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version: clap's own output, styled as it likes.
+            let _ = e.print();
+            return e.exit_code();
+        }
+        Err(e) => {
+            say!("{}", escape_arguments(&e.render().to_string()).trim_end());
+            return e.exit_code();
+        }
+    };
     match cmd::run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -60,6 +71,29 @@ pub fn main_exit_code() -> i32 {
             }
         }
     }
+}
+
+/// A command-line error as clap words it, with the arguments it quotes
+/// shown escaped: a value holding control characters (an escape sequence
+/// that would clear the screen, a CR/LF that would forge a line) reaches
+/// the terminal as text.
+fn escape_arguments(message: &str) -> String {
+    let mut out = message.to_string();
+    let mut args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .filter(|a| a.chars().any(char::is_control))
+        .collect();
+    // The longest first, so that no argument is cut by one inside it.
+    args.sort_by_key(|a| std::cmp::Reverse(a.len()));
+    for arg in args {
+        for piece in [arg.as_str(), arg.split_once('=').map_or("", |(_, v)| v)] {
+            if !piece.is_empty() && piece.chars().any(char::is_control) {
+                out = out.replace(piece, &report::escape_controls(piece));
+            }
+        }
+    }
+    out
 }
 
 /// What the integration tests, the fuzz targets and the micro-benchmarks

@@ -6,7 +6,6 @@
 //! time windows (`merge`), the start and end are also recorded on the wall
 //! clock ([`SystemTime`]), which NTP keeps in step across machines.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cli::MAX_DURATION;
@@ -134,16 +133,39 @@ pub fn hostname() -> String {
 /// Sleeps until the wall clock reads `at`, waking often enough to notice
 /// `interrupted` (Ctrl-C). Returns false if interrupted. Short sleeps also
 /// follow a clock that NTP steps while we wait.
-pub fn sleep_until(at: SystemTime, interrupted: &AtomicBool) -> bool {
-    const SLICE: Duration = Duration::from_millis(50);
+pub fn sleep_until(at: SystemTime, stop: &Stop) -> bool {
+    // The wall clock may be stepped while we wait (NTP): the time left is
+    // read again at least once a second.
+    const SLICE: Duration = Duration::from_secs(1);
+    let mut stopped = stop.stopped.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        if interrupted.load(Ordering::Relaxed) {
+        if *stopped {
             return false;
         }
         match at.duration_since(SystemTime::now()) {
-            Ok(left) if !left.is_zero() => std::thread::sleep(left.min(SLICE)),
+            Ok(left) if !left.is_zero() => {
+                stopped = stop
+                    .wake
+                    .wait_timeout(stopped, left.min(SLICE))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
             _ => return true,
         }
+    }
+}
+
+/// Ends a [`sleep_until`] from another thread (Ctrl-C's).
+#[derive(Debug, Default)]
+pub struct Stop {
+    stopped: std::sync::Mutex<bool>,
+    wake: std::sync::Condvar,
+}
+
+impl Stop {
+    pub fn stop(&self) {
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.wake.notify_all();
     }
 }
 
@@ -233,10 +255,23 @@ mod tests {
 
     #[test]
     fn sleep_until_the_past_returns_at_once_and_ctrl_c_stops_it() {
-        let flag = AtomicBool::new(false);
-        assert!(sleep_until(SystemTime::now(), &flag));
-        flag.store(true, Ordering::Relaxed);
+        let stop = std::sync::Arc::new(Stop::default());
+        assert!(sleep_until(SystemTime::now(), &stop));
+        // A stop from another thread wakes the wait at once, not at its
+        // next look at the clock.
+        let waker = stop.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            waker.stop();
+        });
+        let started = std::time::Instant::now();
         let far = SystemTime::now() + Duration::from_secs(3600);
-        assert!(!sleep_until(far, &flag));
+        assert!(!sleep_until(far, &stop));
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            started.elapsed()
+        );
+        t.join().unwrap();
     }
 }

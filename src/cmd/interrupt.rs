@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex, Once};
 
 use crate::plan::Plan;
 
-/// The run that the next Ctrl-C cancels.
-static CURRENT: Mutex<Option<Arc<Plan>>> = Mutex::new(None);
+/// What the next Ctrl-C cancels: a run in progress, or a wait before one.
+type Cancel = Arc<dyn Fn() + Send + Sync>;
+static CURRENT: Mutex<Option<Cancel>> = Mutex::new(None);
 static INSTALL: Once = Once::new();
 
-fn current() -> std::sync::MutexGuard<'static, Option<Arc<Plan>>> {
+fn current() -> std::sync::MutexGuard<'static, Option<Cancel>> {
     CURRENT.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -35,8 +36,8 @@ fn install() {
                 .name("uringfetch-sigint".into())
                 .spawn(move || {
                     for _ in signals.forever() {
-                        if let Some(plan) = current().as_ref() {
-                            plan.cancel();
+                        if let Some(cancel) = current().as_ref() {
+                            cancel();
                         }
                     }
                 });
@@ -49,8 +50,13 @@ pub struct CancelOnCtrlC(());
 
 impl CancelOnCtrlC {
     pub fn new(plan: Arc<Plan>) -> Self {
+        Self::call(Arc::new(move || plan.cancel()))
+    }
+
+    /// While this lives, Ctrl-C calls `cancel` (a wait that must end).
+    pub fn call(cancel: Cancel) -> Self {
         install();
-        *current() = Some(plan);
+        *current() = Some(cancel);
         Self(())
     }
 }

@@ -278,9 +278,11 @@ fn wait_for_start(at: SystemTime) -> anyhow::Result<bool> {
             wallclock::rfc3339(now)
         ),
     }
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone());
-    Ok(wallclock::sleep_until(at, &interrupted))
+    // Ctrl-C (the one handler every run uses) ends the wait at once.
+    let stop = Arc::new(wallclock::Stop::default());
+    let waker = stop.clone();
+    let _on_ctrl_c = super::interrupt::CancelOnCtrlC::call(Arc::new(move || waker.stop()));
+    Ok(wallclock::sleep_until(at, &stop))
 }
 
 /// Runs `load`; returns the exit code.

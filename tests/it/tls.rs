@@ -462,3 +462,63 @@ fn demo_and_compare_run_over_https_with_nothing_to_set_up() {
         );
     }
 }
+
+/// `--ktls`: where the kernel has kernel TLS (the Debian 6.1 guest of
+/// `tests/kernels/run` proves the exchange itself), a run on uring-loop
+/// hands every connection's keys to it and the report counts them; where
+/// it has none (this CI host), `--ktls on` is refused with the reason and
+/// `auto` runs in userspace and says why. A backend that keeps TLS in
+/// userspace is refused `--ktls on` everywhere.
+#[test]
+fn kernel_tls_is_used_or_its_absence_is_said() {
+    let files = TlsFiles::new();
+    let nginx = nginx_tls(&files);
+    let url = format!("https://127.0.0.1:{}/bar", nginx.tls_port);
+    let doctor = stdout(&uringfetch(&["doctor"], LIMIT));
+    let available = doctor.contains("kernel tls  available");
+    let run = |extra: &[&str]| {
+        let args = [
+            &["load", "--cacert", files.ca(), "-n", "40", "-c", "2"][..],
+            extra,
+            &["--output-format", "json", &url],
+        ]
+        .concat();
+        uringfetch(&args, LIMIT)
+    };
+    let out = run(&["--ktls", "on"]);
+    if available {
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(json["tls"]["kernel"], 2, "{json}");
+    } else {
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("--ktls on: kernel TLS is not available: "),
+            "{err}"
+        );
+        assert!(err.contains("tls"), "{err}");
+        let out = run(&["--ktls", "auto"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let tls = &json["tls"];
+        assert_eq!(tls["kernel"], 0, "{json}");
+        assert!(
+            tls["userspace_because"]
+                .as_str()
+                .is_some_and(|s| s.contains("tls")),
+            "{json}"
+        );
+    }
+    let out = run(&["--ktls", "off"]);
+    let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["tls"]["kernel"], 0, "{json}");
+    assert_eq!(json["tls"]["userspace_because"], "--ktls off", "{json}");
+    let out = run(&["--ktls", "on", "--backend", "uring-async"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("uring-async keeps TLS in userspace"),
+        "{}",
+        stderr(&out)
+    );
+}
