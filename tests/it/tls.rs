@@ -522,3 +522,43 @@ fn kernel_tls_is_used_or_its_absence_is_said() {
         stderr(&out)
     );
 }
+
+/// Every reconnect resumes once the first handshakes brought tickets,
+/// even with many connections reconnecting at once: each TLS 1.3 ticket
+/// resumes one connection, and rustls' own store keeps 8 per server (at
+/// 64 connections a quarter of the handshakes were full ones).
+#[test]
+fn many_connections_reconnecting_at_once_all_resume() {
+    let files = TlsFiles::new();
+    let nginx = nginx_tls(&files);
+    let url = format!("https://127.0.0.1:{}/bar", nginx.tls_port);
+    let out = uringfetch(
+        &[
+            "load",
+            "--cacert",
+            files.ca(),
+            "-n",
+            "1280",
+            "-c",
+            "64",
+            "-t",
+            "1",
+            "--disable-keepalive",
+            "--output-format",
+            "json",
+            &url,
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let handshakes = json["tls"]["handshakes"].as_u64().unwrap();
+    let resumed = json["tls"]["resumed"].as_u64().unwrap();
+    assert_eq!(handshakes, 1280, "{json}");
+    // The first wave of 64 has nothing to resume; a few more may start
+    // before the first tickets arrive.
+    assert!(
+        resumed >= 1280 - 64 - 32,
+        "{resumed} of {handshakes} resumed"
+    );
+}
