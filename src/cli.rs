@@ -169,6 +169,10 @@ pub struct RequestArgs {
         help_heading = "TLS"
     )]
     pub ktls: crate::ktls::Mode,
+    /// https: the newest TLS version to offer (curl's --tls-max): 1.2
+    /// tests a server's TLS 1.2.
+    #[arg(long, value_enum, value_name = "VERSION", help_heading = "TLS")]
+    pub tls_max: Option<crate::tls::TlsMax>,
 }
 
 /// When a run stops and how fast it goes, shared by `load` and `compare`.

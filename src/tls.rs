@@ -40,6 +40,19 @@ pub struct TlsOptions {
     /// Kernel TLS with these ciphers: the keys may leave rustls, and only
     /// cipher suites the kernel takes are offered.
     pub ktls: Option<crate::ktls::Ciphers>,
+    /// The newest version offered (`--tls-max`); both 1.2 and 1.3 if none.
+    pub max: Option<TlsMax>,
+}
+
+static TLS12_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+
+/// `--tls-max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsMax {
+    #[value(name = "1.2")]
+    Tls12,
+    #[value(name = "1.3")]
+    Tls13,
 }
 
 /// The TLS library and provider, as `doctor` names them.
@@ -77,7 +90,10 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
     }
     warm_up(&provider);
     let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(match opts.max {
+            Some(TlsMax::Tls12) => TLS12_ONLY,
+            _ => rustls::DEFAULT_VERSIONS,
+        })
         .map_err(|e| format!("TLS setup failed: {e}"))?;
     let builder = if opts.insecure {
         builder

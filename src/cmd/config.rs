@@ -168,6 +168,7 @@ pub fn tls_config(
     let ktls = ktls(req)?;
     let opts = crate::tls::TlsOptions {
         ktls: ktls.as_ref().ok().copied(),
+        max: req.tls_max,
         cacert: req.cacert.clone(),
         insecure: req.insecure,
         cert: req.cert.clone(),

@@ -108,6 +108,9 @@ struct Tls {
     config: Arc<rustls::ClientConfig>,
     /// Kernel TLS is on (the kernel offers it).
     kernel: bool,
+    /// The same limited to TLS 1.2, whose records the kernel frames
+    /// differently (an explicit nonce per record).
+    tls12: Arc<rustls::ClientConfig>,
 }
 
 /// The HTTPS demo server and a client configuration that trusts it.
@@ -120,14 +123,26 @@ fn tls_server() -> Result<(server::ServerHandle, Tls), String> {
     })
     .map_err(|e| format!("no HTTPS server: {e}"))?;
     let ktls = crate::ktls::probe().ok();
-    let config = crate::tls::client_config(&crate::tls::TlsOptions {
+    let options = crate::tls::TlsOptions {
         resume: true,
         also_trust: Some(cert),
         ktls,
         ..Default::default()
+    };
+    let config = crate::tls::client_config(&options)?;
+    let tls12 = crate::tls::client_config(&crate::tls::TlsOptions {
+        max: Some(crate::tls::TlsMax::Tls12),
+        ..options
     })?;
     let kernel = ktls.is_some();
-    Ok((h, Tls { config, kernel }))
+    Ok((
+        h,
+        Tls {
+            config,
+            kernel,
+            tls12,
+        },
+    ))
 }
 
 /// Runs the self-test over every backend; `report` says which ones this
@@ -285,8 +300,22 @@ fn check(
     if !kernel {
         return Ok((n as f64 / secs, None));
     }
-    // The get's connections and the load's.
-    let offloaded = r.kernel_tls + targets.len() as u64;
+    // TLS 1.2 too, on a connection of its own.
+    let conn12 = ConnOptions {
+        tls: tls.map(|t| t.tls12.clone()),
+        ktls: Ok(()),
+        ..self::conn()
+    };
+    let one = [target("/foo")?];
+    let fetched = runner::fetch(on, &one, &conn12, 1).map_err(|e| format!("TLS 1.2 get: {e}"))?;
+    match fetched.first() {
+        Some(Ok(f)) if f.response.status == 200 && f.body == b"<h1>foo!</h1>" => {}
+        Some(Ok(f)) => return Err(format!("TLS 1.2 get: status {}", f.response.status)),
+        Some(Err(e)) => return Err(format!("TLS 1.2 get: {e}")),
+        None => return Err("TLS 1.2 get: no result".into()),
+    }
+    // The get's connections, the load's and the TLS 1.2 one.
+    let offloaded = r.kernel_tls + targets.len() as u64 + 1;
     if r.kernel_tls != r.connects {
         return Err(format!(
             "kernel TLS: {} of the load's {} connections handed their keys to the kernel",

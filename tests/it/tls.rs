@@ -562,3 +562,21 @@ fn many_connections_reconnecting_at_once_all_resume() {
         "{resumed} of {handshakes} resumed"
     );
 }
+
+/// `--tls-max 1.2` (curl's name) offers TLS 1.2 alone: nginx answers
+/// over it, and a TLS 1.3-only server refuses the handshake.
+#[test]
+fn tls_max_offers_tls_1_2_alone() {
+    let files = TlsFiles::new();
+    let nginx = nginx_tls(&files);
+    let url = format!("https://127.0.0.1:{}/bar", nginx.tls_port);
+    let (out, err) = get(&[], &["--cacert", files.ca(), "--tls-max", "1.2", &url]);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let only13 = python_tls("tls13", &files.cert, &files.key);
+    let url = format!("https://127.0.0.1:{}/", only13.addr.port());
+    let (out, err) = get(&[], &["--cacert", files.ca(), &url]);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let (out, err) = get(&[], &["--cacert", files.ca(), "--tls-max", "1.2", &url]);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("TLS handshake"), "{err}");
+}

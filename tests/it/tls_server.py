@@ -26,6 +26,8 @@ if mode == "tls10":
     ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
     ctx.minimum_version = ssl.TLSVersion.TLSv1
     ctx.maximum_version = ssl.TLSVersion.TLSv1
+if mode == "tls13":
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
