@@ -44,11 +44,24 @@ impl<S: Sink> Loop<'_, S> {
                 .completion()
                 .map(|c| (c.user_data(), c.result(), c.flags())),
         );
-        self.last_completions = cqes.len();
+        // Send completions (TLS) are not what batches are sized by; a
+        // plaintext run has next to none, and skips the count.
+        let sends = if self.tls {
+            cqes.iter()
+                .filter(|&&(ud, _, _)| {
+                    matches!(decode(ud), Named::Op(key)
+                        if self.uring.ops.get(key).is_some_and(|op| op.kind == OpKind::Send))
+                })
+                .count()
+        } else {
+            0
+        };
+        let received = cqes.len() - sends;
+        self.last_completions = received;
         let now = Instant::now();
         self.sink
             .pace
-            .completions(cqes.len(), now, crate::stats::resources::thread_cpu_time);
+            .completions(received, now, crate::stats::resources::thread_cpu_time);
         if cqes.len() > 1 {
             for &(ud, _, _) in &cqes {
                 let slot = match decode(ud) {

@@ -184,6 +184,8 @@ impl Prepared<'_> {
             timespec: types::Timespec::new(),
             cqes: Vec::with_capacity(1024),
             last_completions: 0,
+            sends_queued: 0,
+            tls: ctx.targets.iter().any(|t| t.tls),
             steady_after: now,
             closing: Vec::new(),
         };
@@ -225,8 +227,15 @@ struct Loop<'a, S> {
     /// The bound of a timed wait (read by the kernel during the enter).
     timespec: types::Timespec,
     cqes: Vec<(u64, i32, u32)>,
-    /// Completions handled in the last pass (batching only while they flow).
+    /// Completions handled in the last pass (batching only while they flow),
+    /// not counting those of sends.
     last_completions: usize,
+    /// Sends with a completion (TLS, or too big to be silent) queued since
+    /// the last enter: it waits for them on top of its batch of receives,
+    /// as most complete during the enter itself.
+    sends_queued: usize,
+    /// Some target is `https://` (every send then has a completion).
+    tls: bool,
     /// Steady batched waits (see `wait::plan_wait`) are off until then,
     /// after one overran.
     steady_after: Instant,
@@ -466,6 +475,7 @@ impl<S: Sink> Loop<'_, S> {
                 .flags(libc::MSG_NOSIGNAL)
                 .build());
             self.io[i].sending = true;
+            self.sends_queued += 1;
             self.push_op(entry, i, OpKind::Send, Owned::Bytes(bytes));
             return false;
         }
@@ -490,6 +500,7 @@ impl<S: Sink> Loop<'_, S> {
             true
         } else {
             self.io[i].sending = true;
+            self.sends_queued += 1;
             self.push_op(entry, i, OpKind::Send, Owned::Nothing);
             false
         }

@@ -59,7 +59,10 @@ impl<S: Sink> Loop<'_, S> {
                 self.uring.features.min_wait,
                 now >= self.steady_after,
             );
-            let (want, limit, min_wait) = (plan.want, plan.limit, plan.min_wait_us);
+            // Sends queued now mostly complete during this enter: their
+            // completions come on top of the batch.
+            let sends = if want > 1 { self.sends_queued } else { 0 };
+            let (want, limit, min_wait) = (plan.want + sends, plan.limit, plan.min_wait_us);
             let args = match limit {
                 Some(d) => {
                     self.timespec = types::Timespec::from(d);
@@ -100,6 +103,7 @@ impl<S: Sink> Loop<'_, S> {
             self.uring.ring.submit_and_wait(1)
         };
         // What was queued is submitted, its descriptors resolved.
+        self.sends_queued = 0;
         self.close_submitted();
         match result {
             Ok(_) => Ok(()),
