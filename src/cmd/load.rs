@@ -224,7 +224,8 @@ fn show_progress(plan: &Plan, stop: Stop, live: &Live, done: &AtomicBool) {
     };
     let bar = progress_bar(total, duration);
     while !done.load(Ordering::Acquire) {
-        let n = live.completed.load(Ordering::Relaxed) + live.errors.load(Ordering::Relaxed);
+        let t = live.totals();
+        let n = t.completed + t.errors;
         match duration {
             Some(_) => bar.set_position(plan.start().elapsed().as_millis() as u64),
             None => bar.set_position(n),

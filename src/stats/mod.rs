@@ -3,6 +3,7 @@
 //! Each worker owns a [`Recorder`]; they are merged once at the end.
 
 pub mod resources;
+pub mod series;
 pub mod syscalls;
 
 use std::collections::BTreeMap;
@@ -161,7 +162,7 @@ pub fn histogram_from_base64(s: &str) -> Result<Histogram<u64>, String> {
         .map_err(|e| format!("histogram does not decode: {e}"))
 }
 
-fn micros(d: Duration) -> u64 {
+pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
