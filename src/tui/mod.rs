@@ -190,3 +190,50 @@ fn run(plan: &Plan, live: &Live, stop: Stop, header: &str, done: &AtomicBool) ->
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::series::Interval;
+
+    #[test]
+    fn a_frame_shows_whole_seconds_and_the_last_one_s_latencies() {
+        let live = Live::default();
+        live.prepare(2);
+        live.slot(0).add(crate::backend::Counter::Issued, 10);
+        live.slot(0).add(crate::backend::Counter::Completed, 6);
+        live.slot(1).add(crate::backend::Counter::Connected, 3);
+        live.slot(1).add(crate::backend::Counter::Closed, 1);
+        let mut put = |second: usize, us: u64, n: u64| {
+            let mut latency = crate::stats::new_histogram();
+            latency.record_n(us, n).unwrap();
+            live.series.lock().unwrap().ingest(Interval {
+                worker: 0,
+                second,
+                latency,
+                errors: 0,
+                status: [(200, 6)].into(),
+                error_kinds: Default::default(),
+            });
+        };
+        put(0, 100, 2);
+        put(2, 5_000, 3);
+        // The second under way (3) is not shown yet.
+        put(3, 9, 1);
+        let s = gather(&live, Duration::from_millis(3_400), Stop::Count(100), "h");
+        assert_eq!(s.rps, vec![2, 0, 3]);
+        assert_eq!(
+            (s.last.count, s.last.p50),
+            (3, 5_003),
+            "5000 µs at 3 figures"
+        );
+        assert_eq!(s.whole.count, 6);
+        assert_eq!((s.totals.open(), s.totals.in_flight()), (2, 4));
+        assert_eq!(s.status[&200], 6);
+        assert_eq!(s.progress, Some(Progress::Count(100)));
+        // A second with nothing in it (a stall) shows no latency.
+        let s = gather(&live, Duration::from_millis(5_100), Stop::Count(100), "h");
+        assert_eq!(s.rps, vec![2, 0, 3, 1, 0]);
+        assert_eq!(s.last.count, 0);
+    }
+}

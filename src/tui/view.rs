@@ -153,26 +153,28 @@ fn progress_line(s: &ViewState) -> Line<'static> {
     };
     let label = |t: &'static str| Span::styled(t, Style::new().fg(Color::DarkGray));
     let value = |v: String| Span::styled(v, Style::new().add_modifier(Modifier::BOLD));
+    let errors = Span::styled(
+        thousands(s.totals.errors),
+        if s.totals.errors > 0 {
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
+        } else {
+            Style::new().add_modifier(Modifier::BOLD)
+        },
+    );
+    // Most important first: a narrow terminal cuts the end.
     Line::from(vec![
         label("elapsed "),
         value(secs(s.elapsed)),
-        label("  remaining "),
+        label("  left "),
         value(remaining),
         label("  done "),
         value(thousands(done)),
+        label("  errors "),
+        errors,
         label("  open "),
         value(thousands(s.totals.open())),
         label("  in flight "),
         value(thousands(s.totals.in_flight())),
-        label("  errors "),
-        Span::styled(
-            thousands(s.totals.errors),
-            if s.totals.errors > 0 {
-                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
-            } else {
-                Style::new().add_modifier(Modifier::BOLD)
-            },
-        ),
     ])
 }
 
@@ -246,17 +248,27 @@ fn latency_table(s: &ViewState) -> Paragraph<'static> {
     Paragraph::new(lines).block(Block::bordered().title(" latency "))
 }
 
+/// A bucket's upper bound, a 1-2-5 value: `500µs`, `2ms`, `10s`.
+fn bound(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us}µs"),
+        1_000..1_000_000 if us % 1_000 == 0 => format!("{}ms", us / 1_000),
+        1_000_000.. if us % 1_000_000 == 0 => format!("{}s", us / 1_000_000),
+        _ => fmt_us(us),
+    }
+}
+
 fn histogram(s: &ViewState, width: u16) -> Paragraph<'static> {
     let most = s.buckets.iter().map(|b| b.1).max().unwrap_or(0).max(1);
-    // "≤ 10.0ms " and " 12,345" around the bar.
-    let bar_width = width.saturating_sub(2 + 9 + 9) as u64;
+    // "≤ 500ms " and " 12,345" around the bar.
+    let bar_width = width.saturating_sub(2 + 8 + 10) as u64;
     let lines: Vec<Line> = s
         .buckets
         .iter()
         .map(|&(upper, n)| {
             let len = (n * bar_width).div_ceil(most) as usize;
             Line::from(vec![
-                Span::raw(format!("≤{:>7} ", fmt_us(upper))),
+                Span::raw(format!("≤{:>6} ", bound(upper))),
                 Span::styled("█".repeat(len), Style::new().fg(Color::Green)),
                 Span::raw(format!(" {}", thousands(n))),
             ])
@@ -358,4 +370,192 @@ pub fn draw(frame: &mut Frame<'_>, s: &ViewState) {
         Paragraph::new(Span::styled(footer, Style::new().fg(Color::DarkGray))),
         foot,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    /// What a `w`×`h` terminal shows for `s`, one string per row.
+    fn screen(w: u16, h: u16, s: &ViewState) -> Vec<String> {
+        let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+        t.draw(|f| draw(f, s)).unwrap();
+        let buf = t.backend().buffer().clone();
+        (0..h)
+            .map(|y| (0..w).map(|x| buf[(x, y)].symbol()).collect::<String>())
+            .collect()
+    }
+
+    fn state() -> ViewState {
+        let mut h = crate::stats::new_histogram();
+        for v in 1..=1000u64 {
+            h.record(100 + v).unwrap();
+        }
+        h.record(250_000).unwrap();
+        let mut last = crate::stats::new_histogram();
+        last.record(900).unwrap();
+        ViewState {
+            header: "uringfetch load http://127.0.0.1:8080/ · uring-loop · 64 conn on 2 threads"
+                .into(),
+            elapsed: Duration::from_millis(12_300),
+            progress: Some(Progress::Time(Duration::from_secs(30))),
+            totals: LiveTotals {
+                issued: 1_234_631,
+                completed: 1_234_560,
+                errors: 7,
+                connected: 66,
+                closed: 2,
+            },
+            rps: vec![100_000, 101_000, 0, 0, 99_500, 100_200],
+            errors: vec![0, 0, 7, 0, 0, 0],
+            last: Pcts::of(&last),
+            whole: Pcts::of(&h),
+            buckets: buckets(&h, HISTOGRAM_ROWS),
+            status: BTreeMap::from([(200, 1_234_000), (503, 560)]),
+            error_kinds: vec![("timeout".into(), 7)],
+            stopping: false,
+        }
+    }
+
+    fn find(rows: &[String], text: &str) -> usize {
+        rows.iter()
+            .position(|r| r.contains(text))
+            .unwrap_or_else(|| panic!("{text:?} not on screen:\n{}", rows.join("\n")))
+    }
+
+    #[test]
+    fn an_80x24_terminal_shows_every_panel() {
+        let rows = screen(80, 24, &state());
+        assert_eq!(rows.len(), 24);
+        assert!(rows[0].starts_with("uringfetch load http://127.0.0.1:8080/ · uring-loop"));
+        assert_eq!(
+            rows[1].trim_end(),
+            "elapsed 12.3 s  left 17.7 s  done 1,234,567  errors 7  open 64  in flight 64"
+        );
+        assert!(
+            rows[2].contains("requests/s per second (last 100,200)"),
+            "{}",
+            rows[2]
+        );
+        // The x axis runs to the seconds so far.
+        assert!(rows.iter().any(|r| r.contains("6 s")));
+        let head = find(&rows, "last 1 s  whole run");
+        assert!(
+            rows[head + 1].contains("p50        900µs      601µs"),
+            "{}",
+            rows[head + 1]
+        );
+        assert!(
+            rows[head + 5].contains("max        900µs   250.11ms"),
+            "{}",
+            rows[head + 5]
+        );
+        let h = find(&rows, "latency histogram (whole run)");
+        assert_eq!(h, head - 1);
+        // 101..=1100 µs and one 250 ms: 1-2-5 bounds, paired to fit 6 rows.
+        assert!(
+            rows[h + 1].contains("≤ 500µs ██████████ 400 "),
+            "{}",
+            rows[h + 1]
+        );
+        assert!(
+            rows[h + 2].contains("≤   2ms ██████████████ 600 "),
+            "{}",
+            rows[h + 2]
+        );
+        assert!(rows[h + 3].contains("≤  10ms  0 "), "{}", rows[h + 3]);
+        assert!(rows[h + 6].contains("≤ 500ms █ 1 "), "{}", rows[h + 6]);
+        assert!(rows[h + 1].contains("200 1,234,000"), "{}", rows[h + 1]);
+        assert!(rows[h + 2].contains("503 560"), "{}", rows[h + 2]);
+        assert!(rows[h + 3].contains("timeout 7"), "{}", rows[h + 3]);
+        assert_eq!(
+            rows[23].trim_end(),
+            "q or Ctrl-C: stop the run and print the report"
+        );
+    }
+
+    #[test]
+    fn a_200x50_terminal_gives_the_chart_the_room() {
+        let s = state();
+        let rows = screen(200, 50, &s);
+        let small = screen(80, 24, &s);
+        // The panels keep their place below and the chart grows.
+        assert_eq!(find(&rows, "latency histogram (whole run)"), 50 - 9);
+        assert_eq!(find(&small, "latency histogram (whole run)"), 24 - 9);
+        let plotted = |rows: &[String]| {
+            rows.iter()
+                .map(|r| {
+                    r.chars()
+                        .filter(|c| ('\u{2801}'..='\u{28ff}').contains(c))
+                        .count()
+                })
+                .sum::<usize>()
+        };
+        assert!(
+            plotted(&rows) > plotted(&small),
+            "more braille dots on the larger screen"
+        );
+        assert!(rows[1].ends_with(' '), "the progress line fits");
+        // The stall (seconds 2 and 3 at 0) reaches the bottom of the chart:
+        // the chart's last plotted row holds dots.
+        let bottom = find(&rows, "└") - 1;
+        let dots_low = (bottom - 3..=bottom).any(|y| {
+            rows[y]
+                .chars()
+                .any(|c| ('\u{2801}'..='\u{28ff}').contains(&c))
+        });
+        assert!(dots_low, "the stall shows at 0:\n{}", rows.join("\n"));
+    }
+
+    #[test]
+    fn a_small_terminal_gets_a_message_not_a_panic() {
+        for (w, h) in [(40, 10), (59, 30), (100, 15), (1, 1), (0, 0)] {
+            let rows = screen(w, h, &state());
+            if w >= 20 && h >= 3 {
+                assert!(
+                    rows.join("").contains("too small for the live view"),
+                    "{w}x{h}"
+                );
+            }
+        }
+        let rows = screen(MIN_SIZE.0, MIN_SIZE.1, &state());
+        assert!(!rows.join("").contains("too small"));
+    }
+
+    #[test]
+    fn a_count_run_shows_requests_left_and_an_empty_run_draws() {
+        let mut s = ViewState {
+            header: "h".into(),
+            progress: Some(Progress::Count(1_000)),
+            ..Default::default()
+        };
+        s.totals.completed = 250;
+        let rows = screen(80, 24, &s);
+        assert!(rows[1].contains("left 750 requests"), "{}", rows[1]);
+        assert!(rows.iter().any(|r| r.contains("none yet")));
+        let dashes = format!("{:<6}{:>10}{:>11}", "p99", "-", "-");
+        assert!(
+            rows.iter().any(|r| r.contains(&dashes)),
+            "{}",
+            rows.join("\n")
+        );
+        s.stopping = true;
+        assert!(screen(80, 24, &s)[23].starts_with("stopping"));
+    }
+
+    #[test]
+    fn histogram_buckets_cover_the_values_in_few_rows() {
+        let mut h = crate::stats::new_histogram();
+        for v in [3u64, 40, 40, 700, 9_000, 2_000_000] {
+            h.record(v).unwrap();
+        }
+        let b = buckets(&h, 6);
+        assert!(b.len() <= 6, "{b:?}");
+        assert_eq!(b.iter().map(|x| x.1).sum::<u64>(), 6);
+        assert!(b.last().unwrap().0 >= 2_000_000);
+        assert!(b.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(buckets(&crate::stats::new_histogram(), 6).is_empty());
+    }
 }
