@@ -228,7 +228,7 @@ pub fn describe(command: &str, config: &LoadConfig) -> String {
     };
     let rate = match config.rate {
         crate::plan::Rate::Closed => "closed loop".to_string(),
-        crate::plan::Rate::Open(q) => format!("{q} req/s open loop"),
+        crate::plan::Rate::Open(q) => format!("open loop {q} req/s"),
     };
     format!(
         "uringfetch {command} {urls} · {} · {} conn on {threads} thread{} · {stop} · {rate}",
