@@ -296,9 +296,12 @@ pub fn write_run_svg(path: &Path, summary: &Summary) -> Result<(), String> {
         .y_label_area_size(80)
         .build_cartesian_2d(0.0..n, (y0..y1).log_scale())
         .map_err(err)?;
+    // Few guides: the light lines of a log axis would read as a band.
     c.configure_mesh()
         .x_desc("seconds since the start")
         .y_desc("ms")
+        .y_labels(6)
+        .max_light_lines(1)
         .y_label_formatter(&|y| format!("{y}"))
         .draw()
         .map_err(err)?;
