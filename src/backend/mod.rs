@@ -161,8 +161,9 @@ pub struct Live {
     pub series: std::sync::Mutex<crate::stats::series::Series>,
 }
 
-/// Worker slots; a run with more worker threads shares them round-robin
-/// (then two workers add into one slot with a read-modify-write each).
+/// Worker slots, a power of two; a run with more worker threads shares
+/// them round-robin (then two workers add into one slot with a
+/// read-modify-write each).
 const LIVE_SLOTS: usize = 64;
 
 impl Default for Live {
@@ -244,14 +245,15 @@ impl Live {
     /// Worker `index`'s slot. Only one worker may own a slot for the plain
     /// stores of [`LiveSlot::add`] to be exact: a run with more workers than
     /// slots marks the shared ones (see [`Live::prepare`]).
+    #[inline]
     pub(crate) fn slot(&self, index: usize) -> &LiveSlot {
-        &self.slots[index % self.slots.len()]
+        &self.slots[index % LIVE_SLOTS]
     }
 
     /// Called before `workers` workers start: slots that two of them share
     /// count with read-modify-writes.
     pub(crate) fn prepare(&self, workers: usize) {
-        for i in self.slots.len()..workers {
+        for i in LIVE_SLOTS..workers {
             self.slot(i)
                 .shared
                 .store(true, std::sync::atomic::Ordering::Relaxed);

@@ -90,12 +90,13 @@ impl LoadSink {
 
     #[inline]
     fn count(&self, which: Counter, n: u64) {
+        // `slot` indexes a power-of-two table: a mask, not a division.
         self.live.slot(self.slot).add(which, n);
     }
 
     /// Sends the last second's interval; the recorder is the worker's result.
     pub fn finish(mut self) -> Recorder {
-        self.interval.flush((&self.rec.status, &self.rec.errors));
+        self.interval.flush(&mut self.rec);
         self.rec
     }
 }
@@ -134,18 +135,17 @@ impl Sink for LoadSink {
 
     #[inline]
     fn response(&mut self, done: &Done<'_>) {
-        self.rec
-            .response(done.response.status, done.origin, done.now);
+        // The latency goes into the interval histogram only; it is added
+        // into the recorder's once a second.
+        self.rec.count_response(done.response.status, done.now);
         let latency = micros(done.now.saturating_duration_since(done.origin));
-        self.interval
-            .response(latency, done.now, (&self.rec.status, &self.rec.errors));
+        self.interval.response(latency, done.now, &mut self.rec);
         self.count(Counter::Completed, 1);
     }
 
     fn failed(&mut self, _seq: u64, error: &FetchError) {
         self.rec.error(error.kind, &error.message);
-        self.interval
-            .error(Instant::now(), (&self.rec.status, &self.rec.errors));
+        self.interval.error(Instant::now(), &mut self.rec);
         self.count(Counter::Errors, 1);
     }
 

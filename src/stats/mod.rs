@@ -258,6 +258,13 @@ impl Recorder {
     pub fn response(&mut self, status: u16, intended: Instant, now: Instant) {
         self.latency
             .saturating_record(micros(now.saturating_duration_since(intended)));
+        self.count_response(status, now);
+    }
+
+    /// A response arrived at `now`, its latency recorded elsewhere (a load
+    /// worker's interval histogram, added into `latency` once a second).
+    #[inline]
+    pub fn count_response(&mut self, status: u16, now: Instant) {
         *self.status.entry(status).or_insert(0) += 1;
         let second = now.saturating_duration_since(self.start).as_secs() as usize;
         if second >= self.per_second.len() {

@@ -1,5 +1,7 @@
 //! The run second by second: each worker records its latencies of the
-//! current second into an interval histogram of its own and, at the first
+//! current second into an interval histogram of its own (the only
+//! histogram a response is recorded in: the worker's whole-run histogram
+//! gets each interval added once a second) and, at the first
 //! event of the next second, hands it (with its error count and its status
 //! and error tallies so far) to the runner's thread over a channel: no lock
 //! and no shared write on the request path, one send per worker per second.
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::{histogram_from_base64, histogram_to_base64, new_histogram};
+use super::{Recorder, histogram_from_base64, histogram_to_base64, new_histogram};
 use crate::error::ErrorKind;
 
 /// One worker's second.
@@ -64,9 +66,9 @@ impl IntervalRecorder {
 
     /// Moves to the second of `now`, sending the one that ended.
     #[inline]
-    fn at(&mut self, now: Instant, tallies: Tallies<'_>) {
+    fn at(&mut self, now: Instant, rec: &mut Recorder) {
         if now >= self.next {
-            self.flush(tallies);
+            self.flush(rec);
             let second = now.saturating_duration_since(self.start).as_secs();
             self.second = second as usize;
             self.next = self.start + Duration::from_secs(second + 1);
@@ -75,22 +77,25 @@ impl IntervalRecorder {
 
     /// A response completed at `now` after `latency_us`.
     #[inline]
-    pub fn response(&mut self, latency_us: u64, now: Instant, tallies: Tallies<'_>) {
-        self.at(now, tallies);
+    pub fn response(&mut self, latency_us: u64, now: Instant, rec: &mut Recorder) {
+        self.at(now, rec);
         self.latency.saturating_record(latency_us);
     }
 
     /// A request failed at `now`.
-    pub fn error(&mut self, now: Instant, tallies: Tallies<'_>) {
-        self.at(now, tallies);
+    pub fn error(&mut self, now: Instant, rec: &mut Recorder) {
+        self.at(now, rec);
         self.errors += 1;
     }
 
-    /// Sends the current second if anything happened in it.
-    pub fn flush(&mut self, (status, error_kinds): Tallies<'_>) {
+    /// Adds the current second into the worker's `rec` and sends it, if
+    /// anything happened in it.
+    pub fn flush(&mut self, rec: &mut Recorder) {
         if self.latency.is_empty() && self.errors == 0 {
             return;
         }
+        // Same bounds: adding cannot fail.
+        let _ = rec.latency.add(&self.latency);
         let latency = std::mem::replace(&mut self.latency, new_histogram());
         // The runner's thread receives until every worker is done; a send
         // can only fail once it has gone, when nobody needs the figures.
@@ -99,14 +104,11 @@ impl IntervalRecorder {
             second: self.second,
             latency,
             errors: std::mem::take(&mut self.errors),
-            status: status.clone(),
-            error_kinds: error_kinds.clone(),
+            status: rec.status.clone(),
+            error_kinds: rec.errors.clone(),
         });
     }
 }
-
-/// A worker's tallies so far, sent with each interval.
-pub(crate) type Tallies<'a> = (&'a BTreeMap<u16, u64>, &'a BTreeMap<ErrorKind, u64>);
 
 /// A second's latency histogram: open while intervals may still come in,
 /// then compressed (HdrHistogram V2, base64).
@@ -370,14 +372,16 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let start = Instant::now();
         let mut w = IntervalRecorder::new(3, start, tx);
-        let (status, kinds) = (BTreeMap::new(), BTreeMap::new());
-        let t = (&status, &kinds);
-        w.response(10, start + Duration::from_millis(10), t);
-        w.response(20, start + Duration::from_millis(990), t);
+        let mut rec = Recorder::new(start);
+        w.response(10, start + Duration::from_millis(10), &mut rec);
+        w.response(20, start + Duration::from_millis(990), &mut rec);
         assert!(rx.try_recv().is_err(), "nothing sent within a second");
-        w.error(start + Duration::from_millis(3500), t);
-        w.flush(t);
-        w.flush(t);
+        assert_eq!(rec.latency.len(), 0, "added in once a second");
+        w.error(start + Duration::from_millis(3500), &mut rec);
+        assert_eq!(rec.latency.len(), 2);
+        w.flush(&mut rec);
+        w.flush(&mut rec);
+        assert_eq!(rec.latency.len(), 2);
         let got: Vec<Interval> = rx.try_iter().collect();
         assert_eq!(got.len(), 2);
         assert_eq!((got[0].second, got[0].latency.len()), (0, 2));
