@@ -204,7 +204,7 @@ mod tests {
         live.slot(0).add(crate::backend::Counter::Completed, 6);
         live.slot(1).add(crate::backend::Counter::Connected, 3);
         live.slot(1).add(crate::backend::Counter::Closed, 1);
-        let mut put = |second: usize, us: u64, n: u64| {
+        let put = |second: usize, us: u64, n: u64| {
             let mut latency = crate::stats::new_histogram();
             latency.record_n(us, n).unwrap();
             live.series.lock().unwrap().ingest(Interval {

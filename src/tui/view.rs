@@ -125,7 +125,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -224,7 +224,8 @@ fn latency_table(s: &ViewState) -> Paragraph<'static> {
         format!("{:<6}{:>10}{:>11}", "", "last 1 s", "whole run"),
         head,
     ))];
-    let rows: [(&str, fn(&Pcts) -> u64); 5] = [
+    type Row = (&'static str, fn(&Pcts) -> u64);
+    let rows: [Row; 5] = [
         ("p50", |p| p.p50),
         ("p90", |p| p.p90),
         ("p99", |p| p.p99),
@@ -252,8 +253,8 @@ fn latency_table(s: &ViewState) -> Paragraph<'static> {
 fn bound(us: u64) -> String {
     match us {
         0..1_000 => format!("{us}µs"),
-        1_000..1_000_000 if us % 1_000 == 0 => format!("{}ms", us / 1_000),
-        1_000_000.. if us % 1_000_000 == 0 => format!("{}s", us / 1_000_000),
+        1_000..1_000_000 if us.is_multiple_of(1_000) => format!("{}ms", us / 1_000),
+        1_000_000.. if us.is_multiple_of(1_000_000) => format!("{}s", us / 1_000_000),
         _ => fmt_us(us),
     }
 }
