@@ -172,6 +172,8 @@ const OPEN_SECONDS: usize = 4;
 #[derive(Debug, Clone, Default)]
 pub struct Series {
     seconds: Vec<Second>,
+    /// Seconds before this one are compressed.
+    sealed: usize,
     /// The whole run so far.
     total: Option<Box<Histogram<u64>>>,
     /// Each worker's latest tallies.
@@ -184,20 +186,21 @@ impl Series {
     pub fn ingest(&mut self, iv: Interval) {
         if self.seconds.len() <= iv.second {
             self.seconds.resize_with(iv.second + 1, Second::default);
-            let newest = self.seconds.len();
-            for s in self.seconds[..newest.saturating_sub(OPEN_SECONDS)]
-                .iter_mut()
-                .rev()
-                .take(OPEN_SECONDS * 2)
-            {
+            let keep_from = self.seconds.len().saturating_sub(OPEN_SECONDS);
+            for s in &mut self.seconds[self.sealed.min(keep_from)..keep_from] {
                 s.seal();
             }
+            self.sealed = self.sealed.max(keep_from);
         }
         let second = &mut self.seconds[iv.second];
         second.errors += iv.errors;
         second.responses += iv.latency.len();
         // Same bounds: adding cannot fail.
         let _ = second.open().add(&iv.latency);
+        if iv.second < self.sealed {
+            // A late interval for a second compressed already.
+            second.seal();
+        }
         let total = self.total.get_or_insert_with(|| Box::new(new_histogram()));
         let _ = total.add(&iv.latency);
         self.status.insert(iv.worker, iv.status);
@@ -355,6 +358,17 @@ mod tests {
         s.ingest(interval(0, 20, &[50], 0));
         // Second 0 is sealed by now; a late interval reopens it.
         s.ingest(interval(1, 0, &[400], 0));
+        // No second further back than the last few stays open.
+        assert!(
+            s.seconds[..s.len() - OPEN_SECONDS]
+                .iter()
+                .all(|x| !matches!(x.hist, Hist::Open(_))),
+            "{:?}",
+            s.seconds
+                .iter()
+                .map(|x| matches!(x.hist, Hist::Open(_)))
+                .collect::<Vec<_>>()
+        );
         let p = s.finish(22);
         p.check().unwrap();
         assert_eq!(p.len(), 22);
