@@ -152,6 +152,13 @@ fn stops(code: KeyCode, modifiers: KeyModifiers) -> bool {
         || (code == KeyCode::Char('c') && modifiers.contains(KeyModifiers::CONTROL))
 }
 
+/// Keys cannot be read: raw mode off, so that Ctrl-C is SIGINT again (the
+/// run's Ctrl-C handler cancels it). Returns false: no more key reading.
+fn no_keys() -> bool {
+    let _ = terminal::disable_raw_mode();
+    false
+}
+
 fn run(plan: &Plan, live: &Live, stop: Stop, header: &str, done: &AtomicBool) -> io::Result<()> {
     let mut screen = Screen::enter()?;
     let mut keys = true;
@@ -180,11 +187,10 @@ fn run(plan: &Plan, live: &Live, stop: Stop, header: &str, done: &AtomicBool) ->
                         }
                     }
                     Ok(_) => {}
-                    Err(_) => keys = false,
+                    Err(_) => keys = no_keys(),
                 },
                 Ok(false) => {}
-                // No terminal to read keys from: Ctrl-C still arrives as SIGINT.
-                Err(_) => keys = false,
+                Err(_) => keys = no_keys(),
             }
         }
     }
