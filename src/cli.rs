@@ -46,6 +46,9 @@ pub enum Command {
     /// Add up the JSON reports of runs of one test on several clients, exactly.
     #[command(after_help = EXIT_CODES)]
     Merge(MergeArgs),
+    /// Draw a run's charts (req/s, p50/p99 per second, latency distribution)
+    /// from its JSON report.
+    Chart(ChartArgs),
     /// What this kernel and machine let uringfetch do: io_uring support and
     /// profiles, limits; --self-test runs every backend on loopback.
     Doctor(DoctorArgs),
@@ -303,9 +306,16 @@ pub struct LoadArgs {
     /// rps; with >, >=, <, <=.
     #[arg(long, value_name = "CONDITIONS", value_parser = crate::report::thresholds::parse_fail_on)]
     pub fail_on: Option<crate::report::thresholds::FailOn>,
-    /// No progress bar even on a terminal.
+    /// No progress view at all, not even the bar, on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// The progress bar instead of the live view on a terminal.
+    #[arg(long)]
+    pub no_tui: bool,
+    /// Also draw the run's charts into FILE.svg: req/s and p50/p99 per
+    /// second with errors marked, and the latency percentile distribution.
+    #[arg(long, value_name = "FILE.svg")]
+    pub chart: Option<PathBuf>,
     /// I/O model to run on.
     #[arg(long, value_enum, default_value_t = BackendKind::UringLoop)]
     pub backend: BackendKind,
@@ -370,6 +380,19 @@ pub struct MergeArgs {
     /// Fail (exit 3) when a condition holds on the merged report (as `load --fail-on`).
     #[arg(long, value_name = "CONDITIONS", value_parser = crate::report::thresholds::parse_fail_on)]
     pub fail_on: Option<crate::report::thresholds::FailOn>,
+    /// Also draw the merged run's charts into FILE.svg (as `load --chart`).
+    #[arg(long, value_name = "FILE.svg")]
+    pub chart: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ChartArgs {
+    /// The JSON report of `load` or `merge` (`-` reads stdin).
+    #[arg(value_name = "REPORT.json")]
+    pub report: String,
+    /// The SVG file to write.
+    #[arg(short = 'o', long, value_name = "FILE.svg")]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -540,6 +563,9 @@ pub struct CompareArgs {
     /// Also draw req/s and CPU µs/request against connections, one line per backend.
     #[arg(long, value_name = "FILE.svg")]
     pub chart: Option<PathBuf>,
+    /// No live view of each run on a terminal (the runs print one line each).
+    #[arg(long)]
+    pub no_tui: bool,
     #[command(flatten)]
     pub request: RequestArgs,
 }

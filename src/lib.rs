@@ -40,6 +40,7 @@ mod session;
 mod stats;
 mod target;
 mod tls;
+mod tui;
 mod wallclock;
 
 /// Parses the command line, runs the command, and returns the process's

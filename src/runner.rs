@@ -4,6 +4,7 @@
 //! `compare` and `demo` alike; `get` is [`fetch`], the same machinery with
 //! a sink that keeps responses.
 
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -13,6 +14,7 @@ use crate::plan::{Plan, Rate, Stop};
 use crate::session::{Collector, Fetch, LoadSink, Sink};
 use crate::stats::Recorder;
 use crate::stats::resources::{self, Usage};
+use crate::stats::series::{Interval, IntervalRecorder, PerSecond};
 use crate::stats::syscalls::SyscallCounter;
 use crate::target::Target;
 
@@ -33,6 +35,8 @@ pub struct LoadConfig {
 pub struct LoadOutcome {
     pub config: LoadConfig,
     pub recorder: Recorder,
+    /// The run second by second, as long as its whole seconds.
+    pub series: PerSecond,
     /// Wall time from the plan's start to the last worker's end.
     pub elapsed: Duration,
     /// The plan's start on the wall clock (the end is `wall_start + elapsed`).
@@ -176,7 +180,7 @@ fn worker(
     kind: Backend,
     ctx: &WorkerCtx,
     gate: &StartGate,
-    live: Arc<Live>,
+    (index, live, tx): (usize, Arc<Live>, Sender<Interval>),
 ) -> (WorkerResult, Option<SyscallCounter>) {
     let arrival = Arrival {
         gate,
@@ -191,9 +195,11 @@ fn worker(
         // Another worker failed: its error is the run's.
         Ok(_) if !go => Err(FetchError::new(ErrorKind::Other, CALLED_OFF)),
         Ok(p) => {
-            let sink = LoadSink::new(Recorder::new(ctx.plan.start()), live);
+            let start = ctx.plan.start();
+            let interval = IntervalRecorder::new(index, start, tx);
+            let sink = LoadSink::new(Recorder::new(start), interval, live, index);
             p.run(ctx, sink).map(|sink| {
-                let mut rec = sink.rec;
+                let mut rec = sink.finish();
                 rec.cpu += Usage::thread_now().since(&before);
                 rec.syscalls = counter
                     .as_mut()
@@ -230,6 +236,8 @@ pub fn run(
     let gate = Arc::new(StartGate::default());
     let bind_cursor: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
     let wire = backend::wire(&config.targets, config.conn.pipeline);
+    let (tx, rx) = std::sync::mpsc::channel();
+    live.prepare(split.len());
     let handles: Vec<_> = split
         .iter()
         .enumerate()
@@ -243,10 +251,11 @@ pub fn run(
                 bind_cursor.clone(),
             )
             .for_backend(config.backend.kind);
-            let (kind, gate, live) = (config.backend, gate.clone(), live.clone());
+            let (kind, gate) = (config.backend, gate.clone());
+            let feeds = (index, live.clone(), tx.clone());
             std::thread::Builder::new()
                 .name(format!("uringfetch-w{index}"))
-                .spawn(move || worker(kind, &ctx, &gate, live))
+                .spawn(move || worker(kind, &ctx, &gate, feeds))
         })
         .collect();
     let spawned = handles.iter().filter(|h| h.is_ok()).count();
@@ -256,6 +265,9 @@ pub fn run(
     let wall_start = SystemTime::now()
         .checked_sub(start.elapsed())
         .unwrap_or_else(SystemTime::now);
+    // Every worker holds a sender: the channel ends when the last one is done.
+    drop(tx);
+    collect(&rx, &live);
     let mut merged = Recorder::new(start);
     let mut failure: Option<FetchError> = None;
     let mut counters = Vec::new();
@@ -308,14 +320,46 @@ pub fn run(
     if peak_reset && let Some(peak) = resources::peak_rss_kb() {
         usage.max_rss_kb = peak;
     }
+    // The run's seconds, a last partial one included, unless it lasted
+    // under 10 ms and held nothing (the end of `-z 4s` is 4.00002 s).
+    let seconds = elapsed
+        .saturating_sub(Duration::from_millis(10))
+        .as_secs_f64()
+        .ceil() as usize;
+    let series = live
+        .series
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .finish(seconds.max(merged.per_second.len()));
     Ok(LoadOutcome {
         config: config.clone(),
         recorder: merged,
+        series,
         elapsed,
         wall_start,
         usage,
         cancelled: plan.is_cancelled(),
     })
+}
+
+/// Adds the workers' intervals into the live series until every worker
+/// is done. This thread's CPU is not the client's (reports count the
+/// workers' threads only), as the view's is not.
+fn collect(rx: &Receiver<Interval>, live: &Live) {
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(iv) => {
+                let mut series = live.series.lock().unwrap_or_else(|e| e.into_inner());
+                series.ingest(iv);
+                // Whatever else has come in, under the same lock.
+                for iv in rx.try_iter().take(256) {
+                    series.ingest(iv);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
 }
 
 /// Fetches each target once on `connections` connections (each URL on a

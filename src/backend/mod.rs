@@ -162,11 +162,132 @@ impl Default for ConnOptions {
     }
 }
 
-/// Live counters a progress view reads while workers run.
-#[derive(Debug, Default)]
+/// Live counters a progress view reads while workers run, and the
+/// per-second series the run's collector builds (see [`crate::stats::series`]).
+///
+/// Each worker writes only its own slot, a cache line of its own, with
+/// plain relaxed loads and stores (no read-modify-write, no lock): the
+/// view sums the slots when it draws, so a worker never waits for it nor
+/// shares a line with another worker.
+#[derive(Debug)]
 pub struct Live {
-    pub completed: AtomicU64,
-    pub errors: AtomicU64,
+    slots: Box<[LiveSlot]>,
+    /// Filled by the runner's thread from the workers' intervals; read by the view.
+    pub series: std::sync::Mutex<crate::stats::series::Series>,
+}
+
+/// Worker slots, a power of two; a run with more worker threads shares
+/// them round-robin (then two workers add into one slot with a
+/// read-modify-write each).
+const LIVE_SLOTS: usize = 64;
+
+impl Default for Live {
+    fn default() -> Self {
+        Self {
+            slots: (0..LIVE_SLOTS).map(|_| LiveSlot::default()).collect(),
+            series: Default::default(),
+        }
+    }
+}
+
+/// One worker's counters, alone on its cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct LiveSlot {
+    issued: AtomicU64,
+    completed: AtomicU64,
+    errors: AtomicU64,
+    connected: AtomicU64,
+    closed: AtomicU64,
+    /// Whether another worker shares the slot (more workers than slots).
+    shared: std::sync::atomic::AtomicBool,
+}
+
+/// The sum of every worker's counters at one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LiveTotals {
+    pub issued: u64,
+    pub completed: u64,
+    pub errors: u64,
+    pub connected: u64,
+    pub closed: u64,
+}
+
+impl LiveTotals {
+    /// Connections established and not closed yet.
+    pub fn open(&self) -> u64 {
+        self.connected.saturating_sub(self.closed)
+    }
+
+    /// Requests started that have neither a response nor an error yet.
+    pub fn in_flight(&self) -> u64 {
+        self.issued
+            .saturating_sub(self.completed.saturating_add(self.errors))
+    }
+}
+
+/// Which counter of a [`LiveSlot`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Counter {
+    Issued,
+    Completed,
+    Errors,
+    Connected,
+    Closed,
+}
+
+impl LiveSlot {
+    /// Adds `n`: a plain load and store when the worker owns the slot.
+    #[inline]
+    pub(crate) fn add(&self, which: Counter, n: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = match which {
+            Counter::Issued => &self.issued,
+            Counter::Completed => &self.completed,
+            Counter::Errors => &self.errors,
+            Counter::Connected => &self.connected,
+            Counter::Closed => &self.closed,
+        };
+        if self.shared.load(Relaxed) {
+            c.fetch_add(n, Relaxed);
+        } else {
+            c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+        }
+    }
+}
+
+impl Live {
+    /// Worker `index`'s slot. Only one worker may own a slot for the plain
+    /// stores of [`LiveSlot::add`] to be exact: a run with more workers than
+    /// slots marks the shared ones (see [`Live::prepare`]).
+    #[inline]
+    pub(crate) fn slot(&self, index: usize) -> &LiveSlot {
+        &self.slots[index % LIVE_SLOTS]
+    }
+
+    /// Called before `workers` workers start: slots that two of them share
+    /// count with read-modify-writes.
+    pub(crate) fn prepare(&self, workers: usize) {
+        for i in LIVE_SLOTS..workers {
+            self.slot(i)
+                .shared
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Every worker's counters added up.
+    pub fn totals(&self) -> LiveTotals {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut t = LiveTotals::default();
+        for s in self.slots.iter() {
+            t.issued += s.issued.load(Relaxed);
+            t.completed += s.completed.load(Relaxed);
+            t.errors += s.errors.load(Relaxed);
+            t.connected += s.connected.load(Relaxed);
+            t.closed += s.closed.load(Relaxed);
+        }
+        t
+    }
 }
 
 /// Everything one worker thread's sessions share.

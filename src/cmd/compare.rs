@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use crate::backend::BackendKind;
 use crate::cli::{CompareArgs, TableFormat};
 use crate::cmd::config;
-use crate::cmd::load::run_config;
+use crate::cmd::load::{Progress, describe, run_config};
 use crate::plan::Stop;
 use crate::report::{Summary, chart, compare as table};
 use crate::runner::{self, LoadConfig};
@@ -133,7 +133,10 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
                     conn: if https { conn_for_run()? } else { conn.clone() },
                 };
                 crate::say!("running {backend} -c {c} on {}", sc.label);
-                match run_config(&config, false) {
+                // The live view for each row on a terminal; never the bar.
+                let progress =
+                    Progress::choose(args.no_tui, false, || describe("compare", &config));
+                match run_config(&config, progress) {
                     Ok(outcome) => rows.push(Summary::new(&outcome, &opts.method)),
                     Err(e) => {
                         // A backend that could not run fails the comparison.

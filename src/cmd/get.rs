@@ -233,6 +233,8 @@ impl Sink for Printer {
 
     fn connected(&mut self, _took: Duration, _reconnect: bool) {}
 
+    fn closed(&mut self) {}
+
     fn handshake(&mut self, _took: Duration, _resumed: bool) {}
 
     fn retried(&mut self, _n: u64) {}

@@ -194,23 +194,85 @@ fn pipeline_depth(wanted: usize, targets: &[Target]) -> usize {
     depth
 }
 
+/// What a run shows on stderr while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    None,
+    /// The progress bar (`--no-tui`).
+    Bar,
+    /// The live view, with its header line.
+    View(String),
+}
+
+impl Progress {
+    /// The live view on a terminal unless `no_tui`, the bar with it, nothing
+    /// off a terminal or with `none`.
+    pub fn choose(none: bool, no_tui: bool, header: impl FnOnce() -> String) -> Self {
+        if none || !std::io::stderr().is_terminal() {
+            Self::None
+        } else if no_tui {
+            Self::Bar
+        } else {
+            Self::View(header())
+        }
+    }
+}
+
+/// The live view's header: what runs, how, against what.
+pub fn describe(command: &str, config: &LoadConfig) -> String {
+    let urls = match config.targets.len() {
+        1 => crate::report::escape(&config.targets[0].url).into_owned(),
+        n => format!("{} and {} more URLs", config.targets[0].url, n - 1),
+    };
+    let threads = runner::split_connections(config.connections, config.threads).len();
+    let stop = match config.stop {
+        Stop::Count(n) => format!("{n} requests"),
+        Stop::Duration(d) => format!("{}", humantime::format_duration(d)),
+    };
+    let rate = match config.rate {
+        crate::plan::Rate::Closed => "closed loop".to_string(),
+        crate::plan::Rate::Open(q) => format!("open loop {q} req/s"),
+    };
+    format!(
+        "uringfetch {command} {urls} · {} · {} conn on {threads} thread{} · {stop} · {rate}",
+        config.backend.name(),
+        config.connections,
+        if threads == 1 { "" } else { "s" },
+    )
+}
+
 /// Runs a config with progress and Ctrl-C; shared by `load` and `compare`.
-pub fn run_config(config: &LoadConfig, progress: bool) -> anyhow::Result<LoadOutcome> {
+pub fn run_config(config: &LoadConfig, progress: Progress) -> anyhow::Result<LoadOutcome> {
     let live = Arc::new(Live::default());
     let done = Arc::new(AtomicBool::new(false));
     let mut watcher = None;
+    let mut view = None;
     let mut ctrl_c = None;
     let outcome = runner::run(config, live.clone(), |plan: Arc<Plan>| {
         ctrl_c = Some(super::interrupt::CancelOnCtrlC::new(plan.clone()));
-        if progress {
-            let (done, live) = (done.clone(), live.clone());
-            let stop = config.stop;
-            watcher = Some(std::thread::spawn(move || {
-                show_progress(&plan, stop, &live, &done)
-            }));
+        let stop = config.stop;
+        match progress {
+            Progress::None => {}
+            Progress::Bar => {
+                let (done, live) = (done.clone(), live.clone());
+                watcher = Some(std::thread::spawn(move || {
+                    show_progress(&plan, stop, &live, &done)
+                }));
+            }
+            Progress::View(header) => {
+                view = Some(crate::tui::LiveView::start(
+                    plan,
+                    live.clone(),
+                    stop,
+                    header,
+                ));
+            }
         }
     });
     drop(ctrl_c);
+    if let Some(v) = view {
+        v.stop();
+    }
     done.store(true, Ordering::Release);
     if let Some(w) = watcher {
         w.thread().unpark();
@@ -227,7 +289,8 @@ fn show_progress(plan: &Plan, stop: Stop, live: &Live, done: &AtomicBool) {
     };
     let bar = progress_bar(total, duration);
     while !done.load(Ordering::Acquire) {
-        let n = live.completed.load(Ordering::Relaxed) + live.errors.load(Ordering::Relaxed);
+        let t = live.totals();
+        let n = t.completed + t.errors;
         match duration {
             Some(_) => bar.set_position(plan.start().elapsed().as_millis() as u64),
             None => bar.set_position(n),
@@ -299,7 +362,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<i32> {
         crate::say!("uringfetch: interrupted while waiting for --start-at; no request was sent");
         return Ok(130);
     }
-    let progress = !args.no_progress && std::io::stderr().is_terminal();
+    let progress = Progress::choose(args.no_progress, args.no_tui, || describe("load", &config));
     let outcome = run_config(&config, progress)?;
     let mut summary = Summary::new(&outcome, &config.targets[0].method);
     summary.run_id = args.run_id.clone();
@@ -309,6 +372,9 @@ pub fn run(args: LoadArgs) -> anyhow::Result<i32> {
         OutputFormat::Text => super::emit(&text::render(&summary, &outcome.recorder.latency)),
         OutputFormat::Json => super::emit(&(serde_json::to_string_pretty(&summary)? + "\n")),
         OutputFormat::Csv => super::emit(&summary.to_csv()),
+    }
+    if let Some(path) = &args.chart {
+        super::chart::write(path, &summary)?;
     }
     Ok(crate::report::thresholds::verdict(
         &summary,

@@ -71,6 +71,9 @@ pub fn run(args: MergeArgs) -> anyhow::Result<i32> {
         }
         OutputFormat::Csv => super::emit(&merged.summary.to_csv()),
     }
+    if let Some(path) = &args.chart {
+        super::chart::write(path, &merged.summary)?;
+    }
     Ok(crate::report::thresholds::verdict(
         &merged.summary,
         args.fail_on.as_ref(),

@@ -1,6 +1,7 @@
 //! The subcommands: each turns its parsed arguments into configuration,
 //! runs it, and says what happened. `main` only dispatches here.
 
+pub mod chart;
 pub mod compare;
 pub mod config;
 pub mod demo;
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Demo(args) => demo::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Merge(args) => merge::run(args),
+        Command::Chart(args) => chart::run(args),
         Command::Doctor(args) => doctor::run(args),
     };
     match (result, take_write_error()) {

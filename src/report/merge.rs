@@ -489,6 +489,68 @@ fn add_per_second(inputs: &[Input], earliest: Option<u64>) -> Result<Option<Vec<
     Ok(Some(out))
 }
 
+/// The inputs' per-second series added up: each input's seconds are moved
+/// to the whole second of the earliest start nearest to its own start (a
+/// second's histogram cannot be split between two as `per_second`'s counts
+/// are), counts add, and each second's percentiles come from the sum of
+/// the inputs' histograms of that second, exactly. `Ok(None)` when an
+/// input has no series (a report older than it) or the starts are more
+/// than [`MAX_SERIES_SPREAD_S`] apart. One merged second at a time, so the
+/// memory does not grow with the run's length.
+fn add_series(inputs: &[Input], earliest: Option<u64>) -> Result<Option<super::PerSecond>, String> {
+    const SECOND: u64 = 1_000_000_000;
+    let mut placed = Vec::new();
+    for i in inputs {
+        let Some(series) = &i.summary.series else {
+            return Ok(None);
+        };
+        series
+            .check()
+            .map_err(|e| format!("{}: {e}", escape(&i.source)))?;
+        let offset_ns = i
+            .summary
+            .started_at_unix_ns
+            .zip(earliest)
+            .map_or(0, |(t, e)| t.saturating_sub(e));
+        if offset_ns / SECOND > MAX_SERIES_SPREAD_S {
+            return Ok(None);
+        }
+        placed.push((
+            ((offset_ns + SECOND / 2) / SECOND) as usize,
+            series,
+            &i.source,
+        ));
+    }
+    let len = placed
+        .iter()
+        .map(|(o, s, _)| o + s.len())
+        .max()
+        .unwrap_or(0);
+    let mut out = super::PerSecond::default();
+    for second in 0..len {
+        let (mut responses, mut errors) = (0u64, 0u64);
+        let mut h = new_histogram();
+        for (offset, series, source) in &placed {
+            let Some(k) = second.checked_sub(*offset).filter(|&k| k < series.len()) else {
+                continue;
+            };
+            add_to(
+                &mut responses,
+                series.responses[k],
+                "series.responses",
+                source,
+            )?;
+            add_to(&mut errors, series.errors[k], "series.errors", source)?;
+            let hk = histogram_from_base64(&series.hdr[k])
+                .map_err(|e| format!("{}: series.hdr[{k}]: {e}", escape(source)))?;
+            h.add(&hk)
+                .map_err(|e| format!("{}: series.hdr[{k}]: {e:?}", escape(source)))?;
+        }
+        out.push(responses, errors, &h);
+    }
+    Ok(Some(out))
+}
+
 /// Identity fields of the merged report: what all inputs share.
 fn shared_identity(inputs: &[Input], s: &mut Summary) {
     let first = &inputs[0].summary;
@@ -674,6 +736,12 @@ pub fn merge(inputs: &[Input]) -> Result<Merged, String> {
         ));
         Vec::new()
     });
+    s.series = add_series(inputs, earliest)?;
+    if s.series.is_none() && inputs.iter().any(|i| i.summary.series.is_none()) {
+        warnings.push(
+            "no per-second series (`series`, which charts draw): a report is older than it".into(),
+        );
+    }
     s.cancelled = inputs.iter().any(|i| i.summary.cancelled);
     s.started_at = earliest.map(|t| rfc3339(from_unix_ns(t)));
     s.started_at_unix_ns = earliest;

@@ -46,6 +46,7 @@ fn report(url: &str, latencies: &[u64], start_ms: u64, ms: u64) -> Summary {
         }),
     };
     let outcome = LoadOutcome {
+        series: Default::default(),
         config,
         recorder: r,
         elapsed: Duration::from_millis(ms),

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::plan::{Rate, Stop};
 use crate::runner::LoadOutcome;
 use crate::stats::histogram_to_base64;
+pub use crate::stats::series::PerSecond;
 use crate::wallclock::{rfc3339, unix_ns};
 
 /// A string from outside (a file name, a label, a run id, a report's field,
@@ -283,6 +284,10 @@ pub struct Summary {
     pub tls: Option<TlsStats>,
     /// Responses completed in each second of the run.
     pub per_second: Vec<u64>,
+    /// The run second by second (responses, errors, latency percentiles and
+    /// histograms), what `chart` draws; null in reports older than it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<PerSecond>,
     pub resources: Resources,
     /// Ctrl-C ended the run early.
     pub cancelled: bool,
@@ -443,6 +448,7 @@ impl Summary {
                 },
             }),
             per_second: r.per_second.clone(),
+            series: Some(o.series.clone()),
             resources: Resources {
                 cpu_user_s: cpu.user.as_secs_f64(),
                 cpu_sys_s: cpu.sys.as_secs_f64(),

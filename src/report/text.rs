@@ -278,6 +278,7 @@ mod tests {
         r.issued += in_flight;
         r.in_flight = in_flight;
         let outcome = crate::runner::LoadOutcome {
+            series: Default::default(),
             config: crate::runner::LoadConfig {
                 backend: crate::backend::BackendKind::Threads.into(),
                 targets: std::sync::Arc::new(vec![

@@ -118,6 +118,8 @@ pub(crate) struct Session {
     connect_by: Option<Instant>,
     connect_started: Instant,
     ever_connected: bool,
+    /// The connection in `conn` is established (counted open in the sink).
+    established: bool,
     /// The driver must close its socket (see [`Session::take_close`]).
     close: bool,
     /// The current response's head went to the sink (`Sink::COLLECT`).
@@ -150,6 +152,7 @@ impl Session {
             connect_by: None,
             connect_started: now,
             ever_connected: false,
+            established: false,
             close: false,
             head_given: false,
             tls: None,
@@ -224,7 +227,7 @@ impl Session {
             return;
         }
         let Some(first) = ctx.plan.next_ticket_at(now) else {
-            self.finish();
+            self.finish(sink);
             return;
         };
         self.tickets.clear();
@@ -243,8 +246,8 @@ impl Session {
     }
 
     /// No more tickets: the connection closes and the session is done.
-    fn finish(&mut self) {
-        self.close_conn();
+    fn finish<S: Sink>(&mut self, sink: &mut S) {
+        self.close_conn(sink);
         self.tickets.clear();
         self.phase = Phase::Done;
     }
@@ -272,7 +275,7 @@ impl Session {
             self.deadline = ctx.conn.timeout.map(|t| now + t);
             self.start_write(ctx, sink, now);
         } else {
-            self.close_conn();
+            self.close_conn(sink);
             self.deadline = None;
             self.phase = Phase::Connect;
         }
@@ -316,6 +319,7 @@ impl Session {
             self.ever_connected,
         );
         self.ever_connected = true;
+        self.established = true;
         self.connect_by = None;
         let target = &ctx.targets[self.target];
         if !target.tls {
@@ -573,7 +577,7 @@ impl Session {
             Err(e) => {
                 self.plain = plain;
                 if idle {
-                    return self.close_conn();
+                    return self.close_conn(sink);
                 }
                 let peer = self.peer(ctx);
                 let error = match e {
@@ -607,7 +611,7 @@ impl Session {
                 if idle && (!plain.is_empty() || state == Received::Closed) {
                     // Plaintext nobody asked for, or the server's goodbye.
                     self.plain = plain;
-                    return self.close_conn();
+                    return self.close_conn(sink);
                 }
                 if !plain.is_empty() {
                     self.on_plain(ctx, sink, &plain, now);
@@ -629,7 +633,7 @@ impl Session {
         if self.phase != Phase::Exchanging {
             // Bytes nobody asked for on an idle connection (a late 408, the
             // excess of a response): it cannot be trusted any more.
-            self.close_conn();
+            self.close_conn(sink);
             return;
         }
         let mut bytes = data;
@@ -686,14 +690,14 @@ impl Session {
         }
         if self.phase != Phase::Exchanging {
             // An idle keep-alive connection the server closed: reopen on next use.
-            self.close_conn();
+            self.close_conn(sink);
             return;
         }
         let started = self.parser.started();
         match self.parser.feed_eof() {
             Ok(response) => {
                 // A close-delimited body ends here, and the connection with it.
-                self.close_conn();
+                self.close_conn(sink);
                 self.complete(ctx, sink, &response, 0, now);
             }
             Err(e) => {
@@ -723,7 +727,7 @@ impl Session {
                 self.fail(ctx, sink, error, !started, now);
             }
             // An idle connection broke: reopen on next use.
-            _ => self.close_conn(),
+            _ => self.close_conn(sink),
         }
     }
 
@@ -772,7 +776,7 @@ impl Session {
         );
         if address_failed && self.addr_index + 1 < addrs && !ctx.plan.is_over(now) {
             self.addr_index += 1;
-            self.close_conn();
+            self.close_conn(sink);
             self.phase = Phase::Connect;
             return;
         }
@@ -794,7 +798,7 @@ impl Session {
             }
             _ => {}
         }
-        self.finish();
+        self.finish(sink);
     }
 
     /// The driver cannot go on (its ring broke): what is under way fails
@@ -805,7 +809,7 @@ impl Session {
                 sink.failed(t.seq, error);
             }
         }
-        self.finish();
+        self.finish(sink);
     }
 
     /// One response is complete, with `excess` bytes after it in the same
@@ -848,7 +852,7 @@ impl Session {
         let reusable = response.keep_alive && ctx.conn.keep_alive && excess == 0 && sent_whole;
         if self.tickets.is_empty() {
             if !reusable {
-                self.close_conn();
+                self.close_conn(sink);
             }
             self.phase = Phase::Idle;
             return false;
@@ -856,7 +860,7 @@ impl Session {
         if !reusable || self.conn.is_none() {
             // The server ends the connection here (RFC 9112 §9.6): the rest
             // of the batch goes to a new one.
-            self.close_conn();
+            self.close_conn(sink);
             sink.retried(self.tickets.len() as u64);
             self.phase = Phase::Connect;
             return false;
@@ -882,7 +886,7 @@ impl Session {
             return self.cut_off(sink, now);
         }
         let answered_before = self.served > 0;
-        self.close_conn();
+        self.close_conn(sink);
         let retry = before_response
             && answered_before
             && matches!(error.kind, ErrorKind::EarlyEof | ErrorKind::Reset)
@@ -899,9 +903,12 @@ impl Session {
     }
 
     /// Forgets the connection; the driver closes its socket.
-    fn close_conn(&mut self) {
+    fn close_conn<S: Sink>(&mut self, sink: &mut S) {
         if self.conn.take().is_some() {
             self.close = true;
+        }
+        if std::mem::take(&mut self.established) {
+            sink.closed();
         }
         self.tls = None;
         self.served = 0;

@@ -7,14 +7,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::backend::{Fetched, Live};
+use crate::backend::{Counter, Fetched, Live};
 use crate::error::FetchError;
 use crate::http::Response;
-use crate::stats::Recorder;
 use crate::stats::resources::Usage;
+use crate::stats::series::IntervalRecorder;
+use crate::stats::{Recorder, micros};
 
 /// A response that completed before the end of the run.
 pub(crate) struct Done<'a> {
@@ -40,6 +40,8 @@ pub(crate) trait Sink {
     fn issued(&mut self, n: u64);
     /// A connection was established after `took`; `reconnect`: not the slot's first.
     fn connected(&mut self, took: Duration, reconnect: bool);
+    /// An established connection was closed (by either side, or at the end).
+    fn closed(&mut self);
     /// A TLS handshake finished after `took` (from the end of the TCP
     /// connect); `resumed`: an earlier session was resumed.
     fn handshake(&mut self, took: Duration, resumed: bool);
@@ -69,15 +71,35 @@ pub(crate) trait Sink {
     fn cpu(&mut self, usage: Usage);
 }
 
-/// A load worker's sink: its [`Recorder`] and the run's live counters.
+/// A load worker's sink: its [`Recorder`], its interval histogram for
+/// the per-second series, and its slot of the run's live counters.
 pub(crate) struct LoadSink {
     pub rec: Recorder,
+    interval: IntervalRecorder,
     live: Arc<Live>,
+    slot: usize,
 }
 
 impl LoadSink {
-    pub fn new(rec: Recorder, live: Arc<Live>) -> Self {
-        Self { rec, live }
+    pub fn new(rec: Recorder, interval: IntervalRecorder, live: Arc<Live>, slot: usize) -> Self {
+        Self {
+            rec,
+            interval,
+            live,
+            slot,
+        }
+    }
+
+    #[inline]
+    fn count(&self, which: Counter, n: u64) {
+        // `slot` indexes a power-of-two table: a mask, not a division.
+        self.live.slot(self.slot).add(which, n);
+    }
+
+    /// Sends the last second's interval; the recorder is the worker's result.
+    pub fn finish(mut self) -> Recorder {
+        self.interval.flush(&mut self.rec);
+        self.rec
     }
 }
 
@@ -87,11 +109,18 @@ impl Sink for LoadSink {
     #[inline]
     fn issued(&mut self, n: u64) {
         self.rec.issued += n;
+        self.count(Counter::Issued, n);
     }
 
     #[inline]
     fn connected(&mut self, took: Duration, reconnect: bool) {
         self.rec.connected(took, reconnect);
+        self.count(Counter::Connected, 1);
+    }
+
+    #[inline]
+    fn closed(&mut self) {
+        self.count(Counter::Closed, 1);
     }
 
     fn handshake(&mut self, took: Duration, resumed: bool) {
@@ -111,14 +140,18 @@ impl Sink for LoadSink {
 
     #[inline]
     fn response(&mut self, done: &Done<'_>) {
-        self.rec
-            .response(done.response.status, done.origin, done.now);
-        self.live.completed.fetch_add(1, Ordering::Relaxed);
+        // The latency goes into the interval histogram only; it is added
+        // into the recorder's once a second.
+        self.rec.count_response(done.response.status, done.now);
+        let latency = micros(done.now.saturating_duration_since(done.origin));
+        self.interval.response(latency, done.now, &mut self.rec);
+        self.count(Counter::Completed, 1);
     }
 
     fn failed(&mut self, _seq: u64, error: &FetchError) {
         self.rec.error(error.kind, &error.message);
-        self.live.errors.fetch_add(1, Ordering::Relaxed);
+        self.interval.error(Instant::now(), &mut self.rec);
+        self.count(Counter::Errors, 1);
     }
 
     fn in_flight(&mut self, n: u64) {
@@ -195,6 +228,8 @@ impl Sink for Collector {
     fn issued(&mut self, _n: u64) {}
 
     fn connected(&mut self, _took: Duration, _reconnect: bool) {}
+
+    fn closed(&mut self) {}
 
     fn handshake(&mut self, _took: Duration, _resumed: bool) {}
 

@@ -24,6 +24,7 @@ struct Seen {
     in_flight: u64,
     read: u64,
     written: u64,
+    closes: u64,
 }
 
 impl Sink for Seen {
@@ -33,6 +34,10 @@ impl Sink for Seen {
     }
     fn connected(&mut self, _took: std::time::Duration, _reconnect: bool) {
         self.connects += 1;
+    }
+    fn closed(&mut self) {
+        self.closes += 1;
+        assert!(self.closes <= self.connects, "closed more than connected");
     }
     fn handshake(&mut self, _took: std::time::Duration, _resumed: bool) {}
     fn retried(&mut self, n: u64) {

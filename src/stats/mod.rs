@@ -3,6 +3,7 @@
 //! Each worker owns a [`Recorder`]; they are merged once at the end.
 
 pub mod resources;
+pub mod series;
 pub mod syscalls;
 
 use std::collections::BTreeMap;
@@ -161,7 +162,7 @@ pub fn histogram_from_base64(s: &str) -> Result<Histogram<u64>, String> {
         .map_err(|e| format!("histogram does not decode: {e}"))
 }
 
-fn micros(d: Duration) -> u64 {
+pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
@@ -260,6 +261,13 @@ impl Recorder {
     pub fn response(&mut self, status: u16, intended: Instant, now: Instant) {
         self.latency
             .saturating_record(micros(now.saturating_duration_since(intended)));
+        self.count_response(status, now);
+    }
+
+    /// A response arrived at `now`, its latency recorded elsewhere (a load
+    /// worker's interval histogram, added into `latency` once a second).
+    #[inline]
+    pub fn count_response(&mut self, status: u16, now: Instant) {
         *self.status.entry(status).or_insert(0) += 1;
         let second = now.saturating_duration_since(self.start).as_secs() as usize;
         if second >= self.per_second.len() {

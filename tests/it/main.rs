@@ -8,6 +8,7 @@ mod fault_server;
 mod faults;
 mod get;
 mod limits;
+mod live;
 mod load;
 mod merge;
 mod parser_props;

@@ -253,6 +253,10 @@ impl<S: crate::session::Sink> crate::session::Sink for Paced<S> {
         self.sink.connected(took, reconnect);
     }
 
+    fn closed(&mut self) {
+        self.sink.closed();
+    }
+
     fn handshake(&mut self, took: Duration, resumed: bool) {
         self.sink.handshake(took, resumed);
     }
