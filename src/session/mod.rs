@@ -505,7 +505,7 @@ impl Session {
             Ok(Received::Closed) => self.on_eof(ctx, sink, now),
             Err(why) => {
                 if !matches!(self.phase, Phase::Handshaking | Phase::Exchanging) {
-                    return self.close_conn();
+                    return self.close_conn(sink);
                 }
                 let error = FetchError::new(
                     ErrorKind::TlsHandshake,
