@@ -37,6 +37,7 @@
 //!   early; RFC 9112 §9.3.2), so retries stop as soon as a fresh connection
 //!   fails without answering. Timeouts and malformed responses are never retried.
 
+pub(crate) mod h2;
 pub(crate) mod pacing;
 pub(crate) mod sink;
 #[cfg(test)]
