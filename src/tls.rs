@@ -37,6 +37,8 @@ pub struct TlsOptions {
     /// Trust this certificate (PEM) too: the in-process demo server's
     /// self-signed one (`demo --tls`, `compare --tls`).
     pub also_trust: Option<String>,
+    /// Offer HTTP/2 in ALPN (`h2`, then `http/1.1`).
+    pub http2: bool,
 }
 
 /// The TLS library and provider, as `doctor` names them.
@@ -105,7 +107,11 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
         None if opts.key.is_some() => return Err("--key needs --cert".into()),
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = if opts.http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     config.resumption = if opts.resume {
         Resumption::in_memory_sessions(1024)
     } else {

@@ -28,6 +28,7 @@ use bytes::Bytes;
 use crate::error::FetchError;
 use crate::http::Response;
 use crate::plan::Plan;
+use crate::session::h2::H2Request;
 use crate::session::{ConnectTurns, Sink};
 use crate::target::Target;
 
@@ -132,6 +133,25 @@ pub struct ConnOptions {
     /// The TLS client configuration of `https://` targets, built once for
     /// the run (its session cache is shared by every connection).
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Whether connections speak HTTP/2 (`--http2`, `--http2-prior-knowledge`).
+    pub http2: Http2,
+    /// HTTP/2 requests in flight per connection (`--streams`), at most
+    /// the server's `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    pub streams: usize,
+}
+
+/// Which protocol connections speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Http2 {
+    /// HTTP/1.x only.
+    #[default]
+    Off,
+    /// `--http2`: `https://` offers ALPN `h2,http/1.1` and speaks what the
+    /// server picks; `http://` stays HTTP/1.1.
+    Alpn,
+    /// `--http2-prior-knowledge`: `http://` speaks HTTP/2 from the first
+    /// byte (h2c); `https://` as with `--http2`.
+    PriorKnowledge,
 }
 
 impl Default for ConnOptions {
@@ -143,6 +163,8 @@ impl Default for ConnOptions {
             bind: Vec::new(),
             pipeline: 1,
             tls: None,
+            http2: Http2::Off,
+            streams: 1,
         }
     }
 }
@@ -169,6 +191,8 @@ pub struct WorkerCtx {
     pub conn: Arc<ConnOptions>,
     /// This worker's connect turns (see [`crate::session::pacing`]).
     pub(crate) turns: Arc<ConnectTurns>,
+    /// Per target, its request in HTTP/2 form (empty without HTTP/2).
+    pub(crate) h2: Arc<Vec<H2Request>>,
 }
 
 impl WorkerCtx {
@@ -181,6 +205,18 @@ impl WorkerCtx {
         conn: Arc<ConnOptions>,
         bind_cursor: Arc<std::sync::atomic::AtomicUsize>,
     ) -> Self {
+        let h2 = if conn.http2 == Http2::Off {
+            Vec::new()
+        } else {
+            targets
+                .iter()
+                .map(|t| {
+                    let scheme = if t.tls { "https" } else { "http" };
+                    // The run encoded the request itself: it reads back.
+                    crate::session::h2::request::from_http1(&t.request, scheme).unwrap_or_default()
+                })
+                .collect()
+        };
         Self {
             connections,
             bind_cursor,
@@ -189,6 +225,7 @@ impl WorkerCtx {
             wire,
             conn,
             turns: Arc::default(),
+            h2: Arc::new(h2),
         }
     }
 

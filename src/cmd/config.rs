@@ -123,7 +123,21 @@ pub fn conn_options(
         bind,
         pipeline,
         tls,
+        http2: http2_mode(req),
+        streams: 1,
     })
+}
+
+/// The protocol the request options ask for.
+pub fn http2_mode(req: &RequestArgs) -> crate::backend::Http2 {
+    use crate::backend::Http2;
+    if req.http2_prior_knowledge {
+        Http2::PriorKnowledge
+    } else if req.http2 {
+        Http2::Alpn
+    } else {
+        Http2::Off
+    }
 }
 
 /// The TLS client configuration the request options ask for; `also_trust`:
@@ -139,6 +153,7 @@ pub fn tls_config(
         key: req.key.clone(),
         resume: !req.no_tls_resume,
         also_trust: also_trust.map(str::to_string),
+        http2: req.http2 || req.http2_prior_knowledge,
     };
     crate::tls::client_config(&opts).map_err(super::Usage)
 }

@@ -42,6 +42,7 @@ fn report(url: &str, latencies: &[u64], start_ms: u64, ms: u64) -> Summary {
             bind: Vec::new(),
             pipeline: 1,
             tls: None,
+            ..ConnOptions::default()
         }),
     };
     let outcome = LoadOutcome {

@@ -40,6 +40,7 @@
 pub(crate) mod h2;
 pub(crate) mod pacing;
 pub(crate) mod sink;
+mod streams;
 #[cfg(test)]
 mod tests;
 mod tls;
@@ -52,6 +53,7 @@ use crate::backend::WorkerCtx;
 use crate::error::{ErrorKind, FetchError};
 use crate::http::{Progress, Response, ResponseParser};
 use crate::plan::Ticket;
+use h2::H2Conn;
 
 pub(crate) use pacing::ConnectTurns;
 pub(crate) use sink::{Collector, Done, Fetch, LoadSink, Sink};
@@ -124,6 +126,14 @@ pub(crate) struct Session {
     tls: Option<Box<TlsLayer>>,
     /// Plaintext out of the TLS layer, reused from read to read.
     plain: Vec<u8>,
+    /// The connection's HTTP/2 layer, when it speaks HTTP/2 (see `streams.rs`).
+    h2: Option<Box<H2Conn>>,
+    /// HTTP/2: an open-loop ticket taken from the plan before its time
+    /// (not issued yet), which opens a stream when it is due.
+    scheduled: Option<Ticket>,
+    /// Issued tickets a connection could not take in its batch (an
+    /// https server that chose HTTP/1.1 over HTTP/2): the next batches.
+    backlog: VecDeque<Ticket>,
 }
 
 impl Session {
@@ -152,6 +162,9 @@ impl Session {
             head_given: false,
             tls: None,
             plain: Vec::new(),
+            h2: None,
+            scheduled: None,
+            backlog: VecDeque::new(),
         }
     }
 
@@ -167,9 +180,10 @@ impl Session {
             Phase::Connect => Want::Connect,
             Phase::Connecting => Want::Connecting,
             Phase::Exchanging | Phase::Handshaking => Want::Exchange {
-                send: match &self.tls {
-                    Some(tls) => tls.has_unsent(),
-                    None => self.sent < self.send_len,
+                send: match (&self.tls, &self.h2) {
+                    (Some(tls), _) => tls.has_unsent(),
+                    (None, Some(h2)) => !h2.to_send().is_empty(),
+                    (None, None) => self.sent < self.send_len,
                 },
             },
             Phase::Done => Want::Done,
@@ -201,7 +215,16 @@ impl Session {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             },
-            Phase::Exchanging => self.deadline,
+            Phase::Exchanging => match &self.h2 {
+                Some(h2) => {
+                    let due = self.scheduled.map(|t| t.intended);
+                    match (h2.deadline(), due) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
+                }
+                None => self.deadline,
+            },
             Phase::Idle | Phase::Connect | Phase::Done => None,
         }
     }
@@ -218,22 +241,34 @@ impl Session {
         if !matches!(self.phase, Phase::Idle) {
             return;
         }
+        self.tickets.clear();
+        if !self.backlog.is_empty() {
+            // Issued already: they go first.
+            while self.tickets.len() < self.pipeline {
+                match self.backlog.pop_front() {
+                    Some(t) => self.tickets.push_back(t),
+                    None => break,
+                }
+            }
+            return self.begin(ctx, sink, now);
+        }
         let Some(first) = ctx.plan.next_ticket_at(now) else {
             self.finish();
             return;
         };
-        self.tickets.clear();
         self.tickets.push_back(first);
         if first.intended > now {
             self.phase = Phase::Scheduled;
             return;
         }
-        while self.tickets.len() < self.pipeline {
+        let batch = self.batch(ctx);
+        while self.tickets.len() < batch {
             match ctx.plan.next_ticket_at(now) {
                 Some(t) => self.tickets.push_back(t),
                 None => break,
             }
         }
+        sink.issued(self.tickets.len() as u64);
         self.begin(ctx, sink, now);
     }
 
@@ -241,17 +276,18 @@ impl Session {
     fn finish(&mut self) {
         self.close_conn();
         self.tickets.clear();
+        self.backlog.clear();
+        self.scheduled = None;
         self.phase = Phase::Done;
     }
 
-    /// Starts the held tickets: on the open connection if it goes to
-    /// their target, else on a new one.
+    /// Starts the held tickets (issued already): on the open connection
+    /// if it goes to their target, else on a new one.
     fn begin<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, now: Instant) {
         let Some(first) = self.tickets.front() else {
             self.phase = Phase::Idle;
             return;
         };
-        sink.issued(self.tickets.len() as u64);
         let target_index = (first.seq % ctx.targets.len() as u64) as usize;
         let previous = &ctx.targets[self.target];
         let target = &ctx.targets[target_index];
@@ -348,8 +384,18 @@ impl Session {
         }
     }
 
-    /// Writes the held tickets' requests: one write for the whole batch.
+    /// Writes the held tickets' requests: one write for the whole batch;
+    /// on an HTTP/2 connection, a stream each.
     fn start_write<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, now: Instant) {
+        if self.h2.is_some() || self.wants_h2(ctx) {
+            return self.h2_start(ctx, sink, now);
+        }
+        while self.tickets.len() > self.pipeline {
+            // More than an HTTP/1.1 connection takes at once.
+            if let Some(t) = self.tickets.pop_back() {
+                self.backlog.push_front(t);
+            }
+        }
         self.phase = Phase::Exchanging;
         self.sent_at = now;
         self.sent = 0;
@@ -385,9 +431,10 @@ impl Session {
     /// until it next calls into the session (see [`Session::is_tls`]).
     #[inline]
     pub fn to_send<'a>(&'a self, ctx: &'a WorkerCtx) -> &'a [u8] {
-        match &self.tls {
-            Some(tls) => tls.to_send(),
-            None => ctx
+        match (&self.tls, &self.h2) {
+            (Some(tls), _) => tls.to_send(),
+            (None, Some(h2)) => h2.to_send(),
+            (None, None) => ctx
                 .wire(self.target)
                 .get(self.sent..self.send_len)
                 .unwrap_or_default(),
@@ -400,17 +447,20 @@ impl Session {
         if let Some(tls) = &self.tls {
             return tls.to_send_bytes();
         }
+        if let Some(h2) = &self.h2 {
+            return h2.to_send_bytes();
+        }
         let wire = &ctx.wire[self.target];
         wire.slice(self.sent.min(self.send_len)..self.send_len.min(wire.len()))
     }
 
-    /// Whether the connection runs TLS: [`Session::to_send`] then points
-    /// into the session, not the run's requests, and a driver that sends
-    /// by address must own a [`Session::to_send_bytes`] handle until the
-    /// send completes.
+    /// Whether [`Session::to_send`] points into the session (TLS, or an
+    /// HTTP/2 connection's frames) rather than the run's requests: a
+    /// driver that sends by address must then own a
+    /// [`Session::to_send_bytes`] handle until the send completes.
     #[inline]
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
+    pub fn sends_owned(&self) -> bool {
+        self.tls.is_some() || self.h2.is_some()
     }
 
     /// The kernel took `n` more bytes of [`Session::to_send`].
@@ -419,9 +469,18 @@ impl Session {
         if let Some(tls) = &mut self.tls {
             tls.on_sent(n);
             if self.phase == Phase::Exchanging {
-                self.encrypt(ctx, sink);
+                if self.h2.is_some() {
+                    self.h2_sent(ctx, sink);
+                } else {
+                    self.encrypt(ctx, sink);
+                }
             }
             return;
+        }
+        if let Some(h2) = &mut self.h2 {
+            h2.on_sent(n);
+            sink.bytes(0, n as u64);
+            return self.h2_sent(ctx, sink);
         }
         if self.phase != Phase::Exchanging {
             return;
@@ -439,6 +498,7 @@ impl Session {
         }
         if self.phase == Phase::Exchanging
             && !self.parser.started()
+            && self.h2.as_ref().is_none_or(|h2| !h2.heard())
             && crate::tls::looks_like_tls(data)
         {
             sink.bytes(data.len() as u64, 0);
@@ -511,6 +571,9 @@ impl Session {
     /// HTTP bytes arrived.
     fn on_plain<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, data: &[u8], now: Instant) {
         sink.bytes(data.len() as u64, 0);
+        if self.h2.is_some() {
+            return self.on_h2_bytes(ctx, sink, data, now);
+        }
         if self.phase != Phase::Exchanging {
             // Bytes nobody asked for on an idle connection (a late 408, the
             // excess of a response): it cannot be trusted any more.
@@ -574,6 +637,16 @@ impl Session {
             self.close_conn();
             return;
         }
+        if self.h2.is_some() {
+            let error = FetchError::new(
+                ErrorKind::EarlyEof,
+                format!(
+                    "{} closed the HTTP/2 connection with requests under way",
+                    self.peer(ctx)
+                ),
+            );
+            return self.h2_fail(ctx, sink, error, now);
+        }
         let started = self.parser.started();
         match self.parser.feed_eof() {
             Ok(response) => {
@@ -602,6 +675,10 @@ impl Session {
                 let error = FetchError::io(error, self.peer(ctx));
                 self.fail(ctx, sink, error, false, now);
             }
+            Phase::Exchanging if self.h2.is_some() => {
+                let error = FetchError::io(error, self.peer(ctx));
+                self.h2_fail(ctx, sink, error, now);
+            }
             Phase::Exchanging => {
                 let started = self.parser.started();
                 let error = FetchError::io(error, self.peer(ctx));
@@ -623,8 +700,10 @@ impl Session {
         let connect_limit = ctx.conn.connect_timeout.unwrap_or_default();
         let error = match self.phase {
             Phase::Scheduled if self.tickets.front().is_some_and(|t| now >= t.intended) => {
+                sink.issued(self.tickets.len() as u64);
                 return self.begin(ctx, sink, now);
             }
+            Phase::Exchanging if self.h2.is_some() => return self.h2_timer(ctx, sink, now),
             Phase::Connecting if connect_limit_first => {
                 let error = FetchError::connect_timeout(connect_limit, self.peer(ctx));
                 return self.connect_failed(ctx, sink, error, now);
@@ -669,15 +748,23 @@ impl Session {
     /// The run is over (its deadline, Ctrl-C, or the driver's end): what is
     /// under way is in flight, a due open-loop ticket too; the connection closes.
     pub fn cut_off<S: Sink>(&mut self, sink: &mut S, now: Instant) {
+        let mut n = self.backlog.len() as u64;
         match self.phase {
             Phase::Scheduled if self.tickets.front().is_some_and(|t| t.intended <= now) => {
                 sink.issued(1);
-                sink.in_flight(1);
+                n += 1;
             }
             Phase::Connect | Phase::Connecting | Phase::Handshaking | Phase::Exchanging => {
-                sink.in_flight(self.tickets.len() as u64);
+                n += (self.tickets.len() + self.h2.as_ref().map_or(0, |h2| h2.active())) as u64;
             }
             _ => {}
+        }
+        if self.scheduled.take().is_some_and(|t| t.intended <= now) {
+            sink.issued(1);
+            n += 1;
+        }
+        if n > 0 {
+            sink.in_flight(n);
         }
         self.finish();
     }
@@ -686,9 +773,13 @@ impl Session {
     /// with `error`, and the session is done.
     pub fn abort<S: Sink>(&mut self, sink: &mut S, error: &FetchError) {
         if self.is_busy() {
+            self.h2_collapse();
             for t in self.tickets.drain(..) {
                 sink.failed(t.seq, error);
             }
+        }
+        for t in self.backlog.drain(..) {
+            sink.failed(t.seq, error);
         }
         self.finish();
     }
@@ -789,6 +880,7 @@ impl Session {
             self.close = true;
         }
         self.tls = None;
+        self.h2 = None;
         self.served = 0;
     }
 }

@@ -77,6 +77,11 @@ impl TlsLayer {
         self.conn.is_handshaking()
     }
 
+    /// Whether ALPN chose HTTP/2.
+    pub fn alpn_h2(&self) -> bool {
+        self.conn.alpn_protocol() == Some(b"h2")
+    }
+
     /// Whether the handshake resumed an earlier session.
     pub fn resumed(&self) -> bool {
         self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)

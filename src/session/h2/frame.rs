@@ -27,18 +27,19 @@ pub(crate) const END_HEADERS: u8 = 0x4;
 pub(crate) const PADDED: u8 = 0x8;
 pub(crate) const PRIORITY_FLAG: u8 = 0x20;
 
-pub(crate) const SETTINGS_HEADER_TABLE_SIZE: u16 = 0x1;
 pub(crate) const SETTINGS_ENABLE_PUSH: u16 = 0x2;
 pub(crate) const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
 pub(crate) const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
 pub(crate) const SETTINGS_MAX_FRAME_SIZE: u16 = 0x5;
 pub(crate) const SETTINGS_MAX_HEADER_LIST_SIZE: u16 = 0x6;
 
+#[cfg(test)]
 pub(crate) const NO_ERROR: u32 = 0x0;
 pub(crate) const PROTOCOL_ERROR: u32 = 0x1;
 pub(crate) const FLOW_CONTROL_ERROR: u32 = 0x3;
 pub(crate) const SETTINGS_TIMEOUT: u32 = 0x4;
 pub(crate) const FRAME_SIZE_ERROR: u32 = 0x6;
+#[cfg(test)]
 pub(crate) const REFUSED_STREAM: u32 = 0x7;
 pub(crate) const CANCEL: u32 = 0x8;
 pub(crate) const COMPRESSION_ERROR: u32 = 0x9;
@@ -105,14 +106,6 @@ pub(crate) fn put_window_update(out: &mut BytesMut, stream: u32, increment: u32)
 pub(crate) fn put_rst(out: &mut BytesMut, stream: u32, code: u32) {
     put_head(out, 4, RST_STREAM, 0, stream);
     out.put_u32(code);
-}
-
-/// Appends a GOAWAY frame naming `last` as the last stream processed.
-pub(crate) fn put_goaway(out: &mut BytesMut, last: u32, code: u32, debug: &[u8]) {
-    put_head(out, 8 + debug.len(), GOAWAY, 0, 0);
-    out.put_u32(last & 0x7fff_ffff);
-    out.put_u32(code);
-    out.put_slice(debug);
 }
 
 /// The name of an error code (RFC 9113 §7), as reports show it.

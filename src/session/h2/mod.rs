@@ -169,6 +169,8 @@ pub(crate) struct H2Conn {
     head: Vec<u8>,
     /// Responses completed on the connection.
     pub served: u64,
+    /// Whether any byte came from the server.
+    heard: bool,
 }
 
 impl std::fmt::Debug for H2Conn {
@@ -222,6 +224,7 @@ impl H2Conn {
             block: Vec::new(),
             head: Vec::new(),
             served: 0,
+            heard: false,
         }
     }
 
@@ -380,6 +383,11 @@ impl H2Conn {
         self.streams.drain(..).map(|s| s.ticket)
     }
 
+    /// Whether any byte came from the server.
+    pub fn heard(&self) -> bool {
+        self.heard
+    }
+
     /// Whether any stream has heard from the server.
     pub fn any_answer(&self) -> bool {
         self.streams.iter().any(|s| s.wire_bytes > 0)
@@ -396,12 +404,6 @@ impl H2Conn {
     /// [`H2Conn::to_send`] as a shared handle.
     pub fn to_send_bytes(&self) -> Bytes {
         self.sending.slice(self.sent.min(self.sending.len())..)
-    }
-
-    /// Whether anything waits to be sent.
-    #[inline]
-    pub fn has_unsent(&self) -> bool {
-        self.sent < self.sending.len() || !self.next.is_empty()
     }
 
     /// The kernel took `n` bytes of [`H2Conn::to_send`].
@@ -438,6 +440,14 @@ impl H2Conn {
         reqs: &[H2Request],
         f: &mut F,
     ) -> Result<(), H2Error> {
+        if !self.heard && !data.is_empty() {
+            self.heard = true;
+            if data.starts_with(b"HTTP/1.") || data.starts_with(b"HTTP/0.") {
+                return Err(proto(
+                    "the server answered in HTTP/1.x: it does not speak HTTP/2 without upgrade (h2c)",
+                ));
+            }
+        }
         if !self.partial.is_empty() {
             if self.partial.len() < HEAD_LEN {
                 let n = (HEAD_LEN - self.partial.len()).min(data.len());
@@ -533,7 +543,7 @@ impl H2Conn {
     /// The index of stream `id` if it is open; an error if the client
     /// never opened it (an even id, or one not used yet).
     fn lookup(&self, id: u32, kind: u8) -> Result<Option<usize>, H2Error> {
-        if id % 2 == 0 || id >= self.next_id {
+        if id.is_multiple_of(2) || id >= self.next_id {
             return Err(proto(format!(
                 "{} on stream {id}, which the client never opened",
                 kind_name(kind)
@@ -918,7 +928,7 @@ impl H2Conn {
             self.settings_by = None;
             return Ok(());
         }
-        if payload.len() % 6 != 0 {
+        if !payload.len().is_multiple_of(6) {
             return Err(err(
                 FRAME_SIZE_ERROR,
                 "a SETTINGS frame whose length is not a multiple of 6",
