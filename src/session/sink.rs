@@ -66,11 +66,11 @@ pub(crate) trait Sink {
     /// (the `threads` backend's session threads).
     fn cpu(&mut self, usage: Usage);
     /// A connection speaks HTTP/2.
-    fn h2_connection(&mut self) {}
+    fn h2_connection(&mut self);
     /// The server sent GOAWAY with `code`.
-    fn goaway(&mut self, _code: u32) {}
+    fn goaway(&mut self, code: u32);
     /// The server reset a stream with `code` (the request also fails).
-    fn stream_reset(&mut self, _code: u32) {}
+    fn stream_reset(&mut self, code: u32);
 }
 
 /// A load worker's sink: its [`Recorder`] and the run's live counters.
@@ -252,4 +252,10 @@ impl Sink for Collector {
     fn ended(&mut self, _at: Instant) {}
 
     fn cpu(&mut self, _usage: Usage) {}
+
+    fn h2_connection(&mut self) {}
+
+    fn goaway(&mut self, _code: u32) {}
+
+    fn stream_reset(&mut self, _code: u32) {}
 }
