@@ -53,7 +53,11 @@ impl Session {
     pub(super) fn h2_start<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, now: Instant) {
         self.phase = Phase::Exchanging;
         if self.h2.is_none() {
-            self.h2 = Some(Box::new(H2Conn::new(S::COLLECT, now)));
+            let ack_within = ctx
+                .conn
+                .connect_timeout
+                .unwrap_or(std::time::Duration::from_secs(10));
+            self.h2 = Some(Box::new(H2Conn::new(S::COLLECT, now, ack_within)));
             sink.h2_connection();
         }
         self.h2_settle(ctx, sink, now);

@@ -57,8 +57,6 @@ pub(crate) const MAX_CONTINUATIONS: usize = 64;
 pub(crate) const MAX_CONTROL_BACKLOG: usize = 1 << 20;
 /// Request body bytes framed ahead of the socket.
 const DATA_BACKLOG: usize = 64 * 1024;
-/// How long the server has to acknowledge our SETTINGS (nghttp2's 10 s).
-const SETTINGS_ACK_TIME: Duration = Duration::from_secs(10);
 /// The largest stream identifier.
 const MAX_STREAM_ID: u32 = (1 << 31) - 1;
 
@@ -157,6 +155,7 @@ pub(crate) struct H2Conn {
     recv_window: i64,
     /// Our SETTINGS await the server's ACK until then.
     settings_by: Option<Instant>,
+    ack_within: Duration,
     /// The lowest last-stream id of the server's GOAWAYs.
     goaway: Option<u32>,
     decoder: loona_hpack::Decoder<'static>,
@@ -185,8 +184,11 @@ impl std::fmt::Debug for H2Conn {
 
 impl H2Conn {
     /// A connection whose preface, SETTINGS and first WINDOW_UPDATE are
-    /// ready to send; `collect` keeps heads and bodies (`get`).
-    pub fn new(collect: bool, now: Instant) -> Self {
+    /// ready to send; `collect` keeps heads and bodies (`get`). The server
+    /// has `ack_within` to acknowledge the SETTINGS (the session gives it
+    /// `--connect-timeout`: it is part of setting the connection up;
+    /// nghttp2 gives 10 s).
+    pub fn new(collect: bool, now: Instant, ack_within: Duration) -> Self {
         let mut next = BytesMut::with_capacity(4096);
         next.put_slice(PREFACE);
         put_settings(
@@ -215,7 +217,8 @@ impl H2Conn {
             peer_max_frame: DEFAULT_MAX_FRAME,
             send_window: DEFAULT_WINDOW,
             recv_window: OUR_WINDOW,
-            settings_by: Some(now + SETTINGS_ACK_TIME),
+            settings_by: Some(now + ack_within),
+            ack_within,
             goaway: None,
             decoder,
             block_stream: 0,
@@ -359,8 +362,8 @@ impl H2Conn {
             return Err(err(
                 frame::SETTINGS_TIMEOUT,
                 format!(
-                    "the server did not acknowledge the client's SETTINGS within {} s",
-                    SETTINGS_ACK_TIME.as_secs()
+                    "the server did not acknowledge the client's SETTINGS within {:?}",
+                    self.ack_within
                 ),
             ));
         }

@@ -9,6 +9,8 @@ use bytes::{BufMut, BytesMut};
 use super::frame::*;
 use super::*;
 
+const TEN_S: Duration = Duration::from_secs(10);
+
 fn ticket(seq: u64) -> Ticket {
     Ticket {
         seq,
@@ -79,7 +81,7 @@ impl Seen {
 /// A connection with `n` streams open (tickets 0..n).
 fn conn(n: u64, reqs: &[H2Request]) -> H2Conn {
     let now = Instant::now();
-    let mut c = H2Conn::new(true, now);
+    let mut c = H2Conn::new(true, now, TEN_S);
     let mut seen = Seen::default();
     c.receive(&settings(&[]), reqs, &mut |e| seen.hear(e))
         .unwrap();
@@ -139,7 +141,7 @@ fn reason(r: Result<(), H2Error>) -> String {
 
 #[test]
 fn the_client_opens_with_the_preface_settings_and_a_window_update() {
-    let c = H2Conn::new(false, Instant::now());
+    let c = H2Conn::new(false, Instant::now(), TEN_S);
     let out = c.pending();
     assert!(out.starts_with(PREFACE));
     let head = Head::parse(out[PREFACE.len()..][..HEAD_LEN].try_into().unwrap());
@@ -203,7 +205,7 @@ fn responses_complete_whatever_the_split() {
 #[test]
 fn settings_are_acknowledged_and_pings_answered() {
     let reqs = get();
-    let mut c = H2Conn::new(false, Instant::now());
+    let mut c = H2Conn::new(false, Instant::now(), TEN_S);
     c.consume(c.pending().len());
     let mut bytes = settings(&[(SETTINGS_MAX_FRAME_SIZE, 32768)]);
     bytes.extend(frame(PING, 0, 0, b"12345678"));
@@ -220,7 +222,7 @@ fn settings_are_acknowledged_and_pings_answered() {
 fn streams_stay_within_the_servers_limit() {
     let reqs = get();
     let now = Instant::now();
-    let mut c = H2Conn::new(false, now);
+    let mut c = H2Conn::new(false, now, TEN_S);
     assert_eq!(c.room(), 1, "one stream until the server's SETTINGS");
     c.open(ticket(0), 0, &reqs[0], now, None);
     assert_eq!(c.room(), 0);
@@ -275,7 +277,7 @@ fn resets_and_goaway_reach_the_session() {
 fn uploads_respect_the_peers_windows() {
     let reqs = post(100_000);
     let now = Instant::now();
-    let mut c = H2Conn::new(false, now);
+    let mut c = H2Conn::new(false, now, TEN_S);
     let (_, r) = feed_in(
         &mut c,
         &settings(&[(SETTINGS_INITIAL_WINDOW_SIZE, 1000)]),
@@ -509,7 +511,7 @@ fn floods_are_bounded() {
 fn timeouts_cancel_streams_and_unacknowledged_settings_end_the_connection() {
     let reqs = get();
     let now = Instant::now();
-    let mut c = H2Conn::new(false, now);
+    let mut c = H2Conn::new(false, now, TEN_S);
     let (_, r) = feed_in(
         &mut c,
         &[settings(&[]), frame(SETTINGS, ACK, 0, &[])].concat(),
@@ -538,7 +540,7 @@ fn timeouts_cancel_streams_and_unacknowledged_settings_end_the_connection() {
     assert_eq!(seen.timed_out, vec![0]);
     assert_eq!(c.active(), 1);
     // Never acknowledged:
-    let mut c = H2Conn::new(false, now);
+    let mut c = H2Conn::new(false, now, TEN_S);
     assert!(c.deadline().is_some());
     let e = c
         .expire(now + Duration::from_secs(11), &mut |_| {})
