@@ -30,7 +30,9 @@
 //!   once half of it is used, so a response is never held up by us.
 
 pub(crate) mod frame;
+mod memo;
 pub(crate) mod request;
+mod strings;
 #[cfg(test)]
 mod tests;
 
@@ -166,6 +168,11 @@ pub(crate) struct H2Conn {
     block: Vec<u8>,
     /// With `collect`: the head being written out.
     head: Vec<u8>,
+    /// The last response head that left the HPACK table alone.
+    memo: memo::Memo,
+    /// Huffman strings decoded, and a block rewritten with them raw.
+    strings: strings::Strings,
+    unhuffed: Vec<u8>,
     /// Responses completed on the connection.
     pub served: u64,
     /// Whether any byte came from the server.
@@ -226,6 +233,9 @@ impl H2Conn {
             block_frames: 0,
             block: Vec::new(),
             head: Vec::new(),
+            memo: memo::Memo::default(),
+            strings: strings::Strings::default(),
+            unhuffed: Vec::new(),
             served: 0,
             heard: false,
         }
@@ -729,13 +739,23 @@ impl H2Conn {
         f: &mut F,
     ) -> Result<(), H2Error> {
         let collect = self.collect;
+        let wire = block.len() + frames * HEAD_LEN;
+        if !collect && let Some(facts) = self.memo.get(block) {
+            return self.on_fields(id, end_stream, facts, &[], wire, f);
+        }
         let mut text = std::mem::take(&mut self.head);
         text.clear();
         let mut status: Option<Result<u16, ()>> = None;
         let mut list = 0usize;
         let mut malformed: Option<&'static str> = None;
         let mut regular = false;
-        let decoded = self.decoder.decode_with_cb(block, |name, value| {
+        let mut unhuffed = std::mem::take(&mut self.unhuffed);
+        let input = if self.strings.rewrite(block, &mut unhuffed) {
+            &unhuffed[..]
+        } else {
+            block
+        };
+        let decoded = self.decoder.decode_with_cb(input, |name, value| {
             list += name.len() + value.len() + 32;
             if name.first() == Some(&b':') {
                 if regular {
@@ -763,6 +783,10 @@ impl H2Conn {
                 text.extend_from_slice(b"\r\n");
             }
         });
+        if unhuffed.capacity() > 4 * DEFAULT_MAX_FRAME {
+            unhuffed = Vec::new();
+        }
+        self.unhuffed = unhuffed;
         if let Err(e) = decoded {
             self.head = text;
             return Err(err(
@@ -770,33 +794,32 @@ impl H2Conn {
                 format!("the server's header block on stream {id} did not decode ({e:?})"),
             ));
         }
-        let result = self.on_fields(
-            id,
-            end_stream,
+        let facts = memo::Facts {
             status,
             malformed,
             list,
-            &text,
-            block.len() + frames * HEAD_LEN,
-            f,
-        );
+        };
+        self.memo.put(block, facts);
+        let result = self.on_fields(id, end_stream, facts, &text, wire, f);
         self.head = text;
         result
     }
 
     /// The decoded fields of a header block on stream `id`.
-    #[allow(clippy::too_many_arguments)]
     fn on_fields<F: FnMut(Event<'_>)>(
         &mut self,
         id: u32,
         end_stream: bool,
-        status: Option<Result<u16, ()>>,
-        malformed: Option<&'static str>,
-        list: usize,
+        facts: memo::Facts,
         fields: &[u8],
         wire: usize,
         f: &mut F,
     ) -> Result<(), H2Error> {
+        let memo::Facts {
+            status,
+            malformed,
+            list,
+        } = facts;
         let Some(i) = self.streams.binary_search_by_key(&id, |s| s.id).ok() else {
             // A stream we no longer track: decoded for HPACK's sake only.
             return Ok(());
