@@ -271,6 +271,20 @@ pub fn streams_run_at_once(b: &[&str]) {
     );
 }
 
+/// An open loop (`-q`) opens each stream at its time, and a `-z` run
+/// counts what it cut off in flight: the counts add up either way.
+pub fn open_loop_and_duration_runs_add_up(b: &[&str]) {
+    let nginx = nginx_h2(None);
+    let url = format!("http://{}/bar", nginx.peer.addr);
+    let v = load(b, &[H2C, "-c", "2", "--streams", "8", "-q", "400", "-n", "200", &url]);
+    assert_eq!(n(&v, "/requests/completed"), 200, "{v}");
+    let took = v["duration_s"].as_f64().unwrap();
+    assert!((0.4..1.5).contains(&took), "200 requests at 400/s took {took} s: {v}");
+    let v = load(b, &[H2C, "-c", "2", "--streams", "8", "-z", "500ms", &url]);
+    assert!(n(&v, "/requests/completed") > 100, "{v}");
+    h2_counts(&v, 2, 8);
+}
+
 /// Over TLS, `--http2` speaks h2 where the server offers it, else the
 /// HTTP/1.1 it picks, and the report says which.
 pub fn alpn_picks_the_protocol(b: &[&str]) {
@@ -431,6 +445,7 @@ macro_rules! h2_suite {
             #[test] fn streams_multiply_on_few_connections() { super::streams_multiply_on_few_connections(B) }
             #[test] fn streams_run_at_once() { super::streams_run_at_once(B) }
             #[test] fn alpn_picks_the_protocol() { super::alpn_picks_the_protocol(B) }
+            #[test] fn open_loop_and_duration_runs_add_up() { super::open_loop_and_duration_runs_add_up(B) }
             #[test] fn goaway_retries_on_a_new_connection() { super::goaway_retries_on_a_new_connection(B) }
             #[test] fn resets_are_counted_by_code() { super::resets_are_counted_by_code(B) }
             #[test] fn tight_limits_are_respected() { super::tight_limits_are_respected(B) }
