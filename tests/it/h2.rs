@@ -276,10 +276,27 @@ pub fn streams_run_at_once(b: &[&str]) {
 pub fn open_loop_and_duration_runs_add_up(b: &[&str]) {
     let nginx = nginx_h2(None);
     let url = format!("http://{}/bar", nginx.peer.addr);
-    let v = load(b, &[H2C, "-c", "2", "--streams", "8", "-q", "400", "-n", "200", &url]);
+    let v = load(
+        b,
+        &[
+            H2C,
+            "-c",
+            "2",
+            "--streams",
+            "8",
+            "-q",
+            "400",
+            "-n",
+            "200",
+            &url,
+        ],
+    );
     assert_eq!(n(&v, "/requests/completed"), 200, "{v}");
     let took = v["duration_s"].as_f64().unwrap();
-    assert!((0.4..1.5).contains(&took), "200 requests at 400/s took {took} s: {v}");
+    assert!(
+        (0.4..1.5).contains(&took),
+        "200 requests at 400/s took {took} s: {v}"
+    );
     let v = load(b, &[H2C, "-c", "2", "--streams", "8", "-z", "500ms", &url]);
     assert!(n(&v, "/requests/completed") > 100, "{v}");
     h2_counts(&v, 2, 8);
