@@ -13,6 +13,31 @@
 //! decoder unchanged, which names the error.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// FNV-1a: the keys are a server's few coded strings, not an attacker's
+/// choice of many (the cache starts over past [`MAX_ENTRIES`]), and
+/// SipHash cost a tenth of the client's CPU here.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
 
 /// The cache's bounds: past either it starts over.
 const MAX_ENTRIES: usize = 256;
@@ -20,7 +45,7 @@ const MAX_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Default)]
 pub(crate) struct Strings {
-    decoded: HashMap<Vec<u8>, Vec<u8>>,
+    decoded: HashMap<Vec<u8>, Vec<u8>, BuildHasherDefault<Fnv>>,
     bytes: usize,
 }
 
