@@ -42,6 +42,8 @@ pub(crate) mod pacing;
 pub(crate) mod sink;
 mod streams;
 #[cfg(test)]
+mod streams_tests;
+#[cfg(test)]
 mod tests;
 mod tls;
 
