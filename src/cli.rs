@@ -88,6 +88,18 @@ fn parse_at_least_one(s: &str) -> Result<usize, String> {
 /// request is repeated that many times in memory, per URL).
 pub const MAX_PIPELINE: usize = 10_000;
 
+/// The most `--streams` a connection keeps in flight.
+pub const MAX_STREAMS: usize = 1024;
+
+fn parse_streams(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_STREAMS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "'{s}' is not a number of streams from 1 to {MAX_STREAMS}"
+        )),
+    }
+}
+
 fn parse_pipeline(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(n) if (1..=MAX_PIPELINE).contains(&n) => Ok(n),
@@ -176,6 +188,12 @@ pub struct RequestArgs {
     /// tests a server's TLS 1.2.
     #[arg(long, value_enum, value_name = "VERSION", help_heading = "TLS")]
     pub tls_max: Option<crate::tls::TlsMax>,
+    /// HTTP/2 over https:// (ALPN h2, else the HTTP/1.1 the server picks).
+    #[arg(long, help_heading = "HTTP/2")]
+    pub http2: bool,
+    /// HTTP/2 over http:// without upgrade (h2c, as curl's flag); https:// as --http2.
+    #[arg(long, help_heading = "HTTP/2", conflicts_with = "http2")]
+    pub http2_prior_knowledge: bool,
 }
 
 /// When a run stops and how fast it goes, shared by `load` and `compare`.
@@ -295,6 +313,10 @@ pub struct LoadArgs {
     /// Write this many requests at once on each connection (HTTP pipelining; uring-loop).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_pipeline)]
     pub pipeline: usize,
+    /// HTTP/2 requests in flight per connection (h2load's -m), at most the
+    /// server's SETTINGS_MAX_CONCURRENT_STREAMS; with --http2 or --http2-prior-knowledge.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_streams)]
+    pub streams: usize,
     /// Source addresses to spread connections over: `127.0.0.2`, `127.0.0.2-127.0.0.9` or a comma list.
     #[arg(long, value_name = "ADDRS")]
     pub bind: Option<String>,

@@ -46,12 +46,17 @@ pub enum ErrorKind {
     NotTls,
     /// An `http://` URL answered with TLS.
     TlsOnHttp,
+    /// The server broke HTTP/2 (a connection error: a malformed frame, a
+    /// flow-control or HPACK failure, a flood); the message says which.
+    H2Protocol,
+    /// The server reset an HTTP/2 stream (RST_STREAM); the message names its error code.
+    StreamReset,
     /// Anything else the OS reported.
     Other,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::Refused,
         ErrorKind::Reset,
         ErrorKind::Timeout,
@@ -66,6 +71,8 @@ impl ErrorKind {
         ErrorKind::TlsHandshake,
         ErrorKind::NotTls,
         ErrorKind::TlsOnHttp,
+        ErrorKind::H2Protocol,
+        ErrorKind::StreamReset,
         ErrorKind::Other,
     ];
 
@@ -86,6 +93,8 @@ impl ErrorKind {
             ErrorKind::TlsHandshake => "tls_handshake",
             ErrorKind::NotTls => "not_tls",
             ErrorKind::TlsOnHttp => "tls_on_http",
+            ErrorKind::H2Protocol => "h2_protocol",
+            ErrorKind::StreamReset => "stream_reset",
             ErrorKind::Other => "other",
         }
     }

@@ -42,6 +42,8 @@ pub struct TlsOptions {
     pub ktls: Option<crate::ktls::Ciphers>,
     /// The newest version offered (`--tls-max`); both 1.2 and 1.3 if none.
     pub max: Option<TlsMax>,
+    /// Offer HTTP/2 in ALPN (`h2`, then `http/1.1`).
+    pub http2: bool,
 }
 
 static TLS12_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
@@ -128,7 +130,11 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
         None if opts.key.is_some() => return Err("--key needs --cert".into()),
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = if opts.http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     config.enable_secret_extraction = opts.ktls.is_some();
     config.resumption = if opts.resume {
         Resumption::store(Arc::new(Sessions::default()))

@@ -28,6 +28,7 @@ use bytes::Bytes;
 use crate::error::FetchError;
 use crate::http::Response;
 use crate::plan::Plan;
+use crate::session::h2::H2Request;
 use crate::session::{ConnectTurns, Sink};
 use crate::target::Target;
 
@@ -146,6 +147,25 @@ pub struct ConnOptions {
     /// [`BackendKind::can_kernel_tls`] hand their keys to the kernel,
     /// else why not (the report says it).
     pub ktls: Result<(), String>,
+    /// Whether connections speak HTTP/2 (`--http2`, `--http2-prior-knowledge`).
+    pub http2: Http2,
+    /// HTTP/2 requests in flight per connection (`--streams`), at most
+    /// the server's `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    pub streams: usize,
+}
+
+/// Which protocol connections speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Http2 {
+    /// HTTP/1.x only.
+    #[default]
+    Off,
+    /// `--http2`: `https://` offers ALPN `h2,http/1.1` and speaks what the
+    /// server picks; `http://` stays HTTP/1.1.
+    Alpn,
+    /// `--http2-prior-knowledge`: `http://` speaks HTTP/2 from the first
+    /// byte (h2c); `https://` as with `--http2`.
+    PriorKnowledge,
 }
 
 impl Default for ConnOptions {
@@ -158,6 +178,8 @@ impl Default for ConnOptions {
             pipeline: 1,
             tls: None,
             ktls: Err("--ktls off".into()),
+            http2: Http2::Off,
+            streams: 1,
         }
     }
 }
@@ -308,6 +330,8 @@ pub struct WorkerCtx {
     /// TLS connections hand their keys to the kernel (see
     /// [`WorkerCtx::for_backend`]).
     pub kernel_tls: bool,
+    /// Per target, its request in HTTP/2 form (empty without HTTP/2).
+    pub(crate) h2: Arc<Vec<H2Request>>,
 }
 
 impl WorkerCtx {
@@ -320,6 +344,18 @@ impl WorkerCtx {
         conn: Arc<ConnOptions>,
         bind_cursor: Arc<std::sync::atomic::AtomicUsize>,
     ) -> Self {
+        let h2 = if conn.http2 == Http2::Off {
+            Vec::new()
+        } else {
+            targets
+                .iter()
+                .map(|t| {
+                    let scheme = if t.tls { "https" } else { "http" };
+                    // The run encoded the request itself: it reads back.
+                    crate::session::h2::request::from_http1(&t.request, scheme).unwrap_or_default()
+                })
+                .collect()
+        };
         Self {
             connections,
             bind_cursor,
@@ -329,6 +365,7 @@ impl WorkerCtx {
             conn,
             turns: Arc::default(),
             kernel_tls: false,
+            h2: Arc::new(h2),
         }
     }
 

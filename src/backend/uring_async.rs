@@ -88,6 +88,8 @@ impl Drop for ShutdownOnDrop {
 struct Uring;
 
 impl Transport for Uring {
+    const DROP_LOSES_BYTES: bool = true;
+
     type Stream = TcpStream;
 
     /// Opens a TCP connection through io_uring's connect.

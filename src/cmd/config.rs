@@ -125,6 +125,8 @@ pub fn conn_options(
         pipeline,
         tls,
         ktls,
+        http2: http2_mode(req),
+        streams: 1,
     })
 }
 
@@ -159,6 +161,18 @@ pub fn check_ktls(
     Ok(())
 }
 
+/// The protocol the request options ask for.
+pub fn http2_mode(req: &RequestArgs) -> crate::backend::Http2 {
+    use crate::backend::Http2;
+    if req.http2_prior_knowledge {
+        Http2::PriorKnowledge
+    } else if req.http2 {
+        Http2::Alpn
+    } else {
+        Http2::Off
+    }
+}
+
 /// The TLS client configuration the request options ask for; `also_trust`:
 /// a certificate (PEM) to trust besides, the in-process demo server's.
 pub fn tls_config(
@@ -175,6 +189,7 @@ pub fn tls_config(
         key: req.key.clone(),
         resume: !req.no_tls_resume,
         also_trust: also_trust.map(str::to_string),
+        http2: req.http2 || req.http2_prior_knowledge,
     };
     let config = crate::tls::client_config(&opts).map_err(super::Usage)?;
     Ok((config, ktls.map(|_| ())))

@@ -264,6 +264,11 @@ impl Sink for Printer {
     fn ended(&mut self, _at: Instant) {}
 
     fn cpu(&mut self, _usage: Usage) {}
+    fn h2_connection(&mut self) {}
+
+    fn goaway(&mut self, _code: u32) {}
+
+    fn stream_reset(&mut self, _code: u32) {}
 }
 
 /// Runs `get`; returns the process exit code.

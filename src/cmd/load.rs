@@ -129,6 +129,15 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
             bail!("--pipeline works with one URL, a closed loop (no -q) and keep-alive");
         }
     }
+    let http2 = args.request.http2 || args.request.http2_prior_knowledge;
+    if args.streams > 1 && !http2 {
+        bail!(
+            "--streams needs HTTP/2: add --http2 (https://) or --http2-prior-knowledge (http://)"
+        );
+    }
+    if http2 && args.pipeline > 1 {
+        bail!("--pipeline is HTTP/1.1's; with HTTP/2 use --streams");
+    }
     let pipeline = pipeline_depth(args.pipeline, &targets);
     let bind = args
         .bind
@@ -159,13 +168,10 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
         threads: config::threads(&args.plan),
         stop,
         rate,
-        conn: Arc::new(config::conn_options(
-            &args.request,
-            keep_alive,
-            bind,
-            pipeline,
-            https,
-        )?),
+        conn: Arc::new(crate::backend::ConnOptions {
+            streams: args.streams,
+            ..config::conn_options(&args.request, keep_alive, bind, pipeline, https)?
+        }),
     })
 }
 

@@ -10,6 +10,7 @@ use super::text::{fmt_bytes, fmt_us};
 pub fn render(label: &str, rows: &[Summary]) -> String {
     let mut o = String::new();
     let tls = rows.iter().any(|r| r.tls.is_some());
+    let h2 = rows.iter().any(|r| r.h2.is_some());
     let _ = writeln!(o, "\n== {label} ==");
     let _ = write!(
         o,
@@ -29,9 +30,18 @@ pub fn render(label: &str, rows: &[Summary]) -> String {
     // Over TLS: the handshake's median and how many handshakes resumed.
     let _ = writeln!(
         o,
-        "{}",
+        "{}{}",
         if tls {
             format!(" {:>9} {:>13}", "hs p50", "full/resumed")
+        } else {
+            String::new()
+        },
+        // Over HTTP/2: the protocol, streams per connection, GOAWAYs and resets.
+        if h2 {
+            format!(
+                " {:>6} {:>7} {:>6} {:>6}",
+                "proto", "streams", "goaway", "rst"
+            )
         } else {
             String::new()
         }
@@ -74,7 +84,24 @@ pub fn render(label: &str, rows: &[Summary]) -> String {
             ),
             _ => String::new(),
         };
-        let _ = writeln!(o, "{hs}");
+        let streams = match &r.h2 {
+            Some(x) if h2 => format!(
+                " {:>6} {:>7} {:>6} {:>6}",
+                r.protocol.as_deref().unwrap_or("h2"),
+                x.streams_per_connection,
+                x.goaways,
+                x.stream_resets.values().sum::<u64>()
+            ),
+            None if h2 => format!(
+                " {:>6} {:>7} {:>6} {:>6}",
+                r.protocol.as_deref().unwrap_or("h1"),
+                "-",
+                "-",
+                "-"
+            ),
+            _ => String::new(),
+        };
+        let _ = writeln!(o, "{hs}{streams}");
     }
     if let Some(note) = rows.iter().find_map(|r| r.resources.syscalls_note.clone()) {
         let _ = writeln!(o, "syscalls n/a: {note}");

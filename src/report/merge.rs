@@ -261,6 +261,53 @@ fn add_tls(inputs: &[Input]) -> Result<Option<super::TlsStats>, String> {
     }))
 }
 
+/// The inputs' HTTP/2 counts added up; none if no input spoke it. The
+/// streams per connection is the largest any input kept.
+fn add_h2(inputs: &[Input]) -> Result<Option<super::H2Stats>, String> {
+    let mut sum: Option<super::H2Stats> = None;
+    for i in inputs {
+        let Some(h) = &i.summary.h2 else {
+            continue;
+        };
+        let s = sum.get_or_insert_with(|| super::H2Stats {
+            connections: 0,
+            streams_per_connection: 0,
+            goaways: 0,
+            stream_resets: Default::default(),
+        });
+        add_to(
+            &mut s.connections,
+            h.connections,
+            "h2.connections",
+            &i.source,
+        )?;
+        add_to(&mut s.goaways, h.goaways, "h2.goaways", &i.source)?;
+        s.streams_per_connection = s.streams_per_connection.max(h.streams_per_connection);
+        for (code, n) in &h.stream_resets {
+            let what = format!("h2.stream_resets.{code}");
+            add_to(
+                s.stream_resets.entry(code.clone()).or_insert(0),
+                *n,
+                &what,
+                &i.source,
+            )?;
+        }
+    }
+    Ok(sum)
+}
+
+/// The protocols of the inputs: theirs if they agree, else `h1+h2`
+/// (null if none says).
+fn merge_protocol(inputs: &[Input]) -> Option<String> {
+    let mut said = inputs.iter().filter_map(|i| i.summary.protocol.as_deref());
+    let first = said.next()?;
+    Some(if said.all(|p| p == first) {
+        first.to_string()
+    } else {
+        "h1+h2".to_string()
+    })
+}
+
 /// Why a merged counter cannot be given: past 2^64 - 1 it would wrap
 /// around (silently, in a release build). No run counts that far, so the
 /// reports are not real ones; a sum that is wrong is refused, not shown.
@@ -729,6 +776,8 @@ pub fn merge(inputs: &[Input]) -> Result<Merged, String> {
     s.latency_us = Percentiles::of(&latency);
     s.connect_us = Percentiles::of(&connect);
     s.tls = add_tls(inputs)?;
+    s.h2 = add_h2(inputs)?;
+    s.protocol = merge_protocol(inputs);
     s.per_second = add_per_second(inputs, earliest)?.unwrap_or_else(|| {
         warnings.push(format!(
             "no per-second series: the runs started more than {} h apart",

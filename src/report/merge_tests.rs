@@ -43,6 +43,7 @@ fn report(url: &str, latencies: &[u64], start_ms: u64, ms: u64) -> Summary {
             pipeline: 1,
             tls: None,
             ktls: Err("no https".into()),
+            ..ConnOptions::default()
         }),
     };
     let outcome = LoadOutcome {

@@ -101,6 +101,33 @@ pub struct TlsStats {
     pub userspace_because: Option<String>,
 }
 
+/// What ran over HTTP/2: null for a run where no connection spoke it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct H2Stats {
+    /// Connections that spoke HTTP/2.
+    pub connections: u64,
+    /// Requests kept in flight per connection (`--streams`), at most the
+    /// server's `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    pub streams_per_connection: usize,
+    /// GOAWAY frames the servers sent.
+    pub goaways: u64,
+    /// Streams the servers reset (RST_STREAM), by error code name; each is
+    /// also an error of kind `stream_reset`.
+    pub stream_resets: BTreeMap<String, u64>,
+}
+
+/// `h1`, `h2`, or `h1+h2` when some connections spoke each (https
+/// servers that chose differently in ALPN), from the counts.
+pub fn protocol_of(connections: u64, h2_connections: u64) -> &'static str {
+    if h2_connections == 0 {
+        "h1"
+    } else if h2_connections >= connections {
+        "h2"
+    } else {
+        "h1+h2"
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Percentiles {
     pub count: u64,
@@ -282,6 +309,13 @@ pub struct Summary {
     /// TLS handshakes of an `https://` run; null for a plaintext one.
     #[serde(default)]
     pub tls: Option<TlsStats>,
+    /// The protocol the connections spoke: `h1`, `h2` or `h1+h2`; null in
+    /// reports older than this field.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// HTTP/2 streams, GOAWAYs and resets; null when no connection spoke it.
+    #[serde(default)]
+    pub h2: Option<H2Stats>,
     /// Responses completed in each second of the run.
     pub per_second: Vec<u64>,
     /// The run second by second (responses, errors, latency percentiles and
@@ -440,12 +474,26 @@ impl Summary {
                 kernel: r.kernel_tls,
                 userspace_because: match &o.config.conn.ktls {
                     Err(why) => Some(why.clone()),
+                    Ok(()) if o.config.conn.http2 != crate::backend::Http2::Off => {
+                        Some("kernel TLS is not used with HTTP/2 yet".into())
+                    }
                     Ok(()) if !o.config.backend.kind.can_kernel_tls() => Some(format!(
                         "{} keeps TLS in userspace",
                         o.config.backend.kind.name()
                     )),
                     Ok(()) => None,
                 },
+            }),
+            protocol: Some(protocol_of(r.connects, r.h2_connections).to_string()),
+            h2: (r.h2_connections > 0).then(|| H2Stats {
+                connections: r.h2_connections,
+                streams_per_connection: o.config.conn.streams,
+                goaways: r.goaways,
+                stream_resets: r
+                    .stream_resets
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), *v))
+                    .collect(),
             }),
             per_second: r.per_second.clone(),
             series: Some(o.series.clone()),

@@ -211,6 +211,35 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
             }
         }
     }
+    if let Some(h) = &s.h2 {
+        let resets: u64 = h.stream_resets.values().sum();
+        let _ = writeln!(
+            o,
+            "HTTP/2:         {} over {} connection{}, {} stream{} each; {} GOAWAY, {} stream{} reset{}",
+            s.protocol.as_deref().unwrap_or("h2"),
+            h.connections,
+            if h.connections == 1 { "" } else { "s" },
+            h.streams_per_connection,
+            if h.streams_per_connection == 1 {
+                ""
+            } else {
+                "s"
+            },
+            h.goaways,
+            resets,
+            if resets == 1 { "" } else { "s" },
+            if resets == 0 {
+                String::new()
+            } else {
+                let codes: Vec<String> = h
+                    .stream_resets
+                    .iter()
+                    .map(|(c, n)| format!("{} {n}", escape(c)))
+                    .collect();
+                format!(" ({})", codes.join(", "))
+            }
+        );
+    }
     if !s.status.is_empty() {
         let _ = writeln!(o, "\nStatus codes");
         for (code, n) in &s.status {

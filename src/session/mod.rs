@@ -37,8 +37,12 @@
 //!   early; RFC 9112 §9.3.2), so retries stop as soon as a fresh connection
 //!   fails without answering. Timeouts and malformed responses are never retried.
 
+pub(crate) mod h2;
 pub(crate) mod pacing;
 pub(crate) mod sink;
+mod streams;
+#[cfg(test)]
+mod streams_tests;
 #[cfg(test)]
 mod tests;
 mod tls;
@@ -51,6 +55,7 @@ use crate::backend::WorkerCtx;
 use crate::error::{ErrorKind, FetchError};
 use crate::http::{Progress, Response, ResponseParser};
 use crate::plan::Ticket;
+use h2::H2Conn;
 
 pub(crate) use pacing::ConnectTurns;
 pub(crate) use sink::{Collector, Done, Fetch, LoadSink, Sink};
@@ -128,6 +133,14 @@ pub(crate) struct Session {
     tls: Option<Box<TlsLayer>>,
     /// Plaintext out of the TLS layer, reused from read to read.
     plain: Vec<u8>,
+    /// The connection's HTTP/2 layer, when it speaks HTTP/2 (see `streams.rs`).
+    h2: Option<Box<H2Conn>>,
+    /// HTTP/2: an open-loop ticket taken from the plan before its time
+    /// (not issued yet), which opens a stream when it is due.
+    scheduled: Option<Ticket>,
+    /// Issued tickets a connection could not take in its batch (an
+    /// https server that chose HTTP/1.1 over HTTP/2): the next batches.
+    backlog: VecDeque<Ticket>,
 }
 
 impl Session {
@@ -157,6 +170,9 @@ impl Session {
             head_given: false,
             tls: None,
             plain: Vec::new(),
+            h2: None,
+            scheduled: None,
+            backlog: VecDeque::new(),
         }
     }
 
@@ -171,10 +187,13 @@ impl Session {
                 .map_or(Want::Start, |t| Want::Wait(t.intended)),
             Phase::Connect => Want::Connect,
             Phase::Connecting => Want::Connecting,
-            Phase::Exchanging | Phase::Handshaking => match &self.tls {
-                Some(tls) if tls.offload_due().is_some() => Want::Offload,
-                Some(tls) if !tls.plaintext_out() => Want::Exchange {
+            Phase::Exchanging | Phase::Handshaking => match (&self.tls, &self.h2) {
+                (Some(tls), _) if tls.offload_due().is_some() => Want::Offload,
+                (Some(tls), _) if !tls.plaintext_out() => Want::Exchange {
                     send: tls.has_unsent(),
+                },
+                (_, Some(h2)) => Want::Exchange {
+                    send: !h2.to_send().is_empty(),
                 },
                 _ => Want::Exchange {
                     send: self.sent < self.send_len,
@@ -209,8 +228,32 @@ impl Session {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             },
-            Phase::Exchanging => self.deadline,
+            Phase::Exchanging => match &self.h2 {
+                Some(h2) => {
+                    let due = self.scheduled.map(|t| t.intended);
+                    match (h2.deadline(), due) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
+                }
+                None => self.deadline,
+            },
             Phase::Idle | Phase::Connect | Phase::Done => None,
+        }
+    }
+
+    /// [`Session::deadline`] without the start of an open-loop ticket
+    /// waiting beside an HTTP/2 connection's streams: what a driver races
+    /// a read or write against when dropping it would lose its bytes
+    /// (tokio-uring's operations complete anyway, into buffers nobody
+    /// reads: a lost HEADERS frame, a frame sent twice). Such a ticket
+    /// then starts once the operation ends; its latency still counts from
+    /// its intended start. What is left are limits whose passing fails
+    /// the connection, with whatever was in flight on it.
+    pub fn deadline_of_io(&self) -> Option<Instant> {
+        match (&self.phase, &self.h2) {
+            (Phase::Exchanging, Some(h2)) => h2.deadline(),
+            _ => self.deadline(),
         }
     }
 
@@ -226,22 +269,34 @@ impl Session {
         if !matches!(self.phase, Phase::Idle) {
             return;
         }
+        self.tickets.clear();
+        if !self.backlog.is_empty() {
+            // Issued already: they go first.
+            while self.tickets.len() < self.pipeline {
+                match self.backlog.pop_front() {
+                    Some(t) => self.tickets.push_back(t),
+                    None => break,
+                }
+            }
+            return self.begin(ctx, sink, now);
+        }
         let Some(first) = ctx.plan.next_ticket_at(now) else {
             self.finish(sink);
             return;
         };
-        self.tickets.clear();
         self.tickets.push_back(first);
         if first.intended > now {
             self.phase = Phase::Scheduled;
             return;
         }
-        while self.tickets.len() < self.pipeline {
+        let batch = self.batch(ctx);
+        while self.tickets.len() < batch {
             match ctx.plan.next_ticket_at(now) {
                 Some(t) => self.tickets.push_back(t),
                 None => break,
             }
         }
+        sink.issued(self.tickets.len() as u64);
         self.begin(ctx, sink, now);
     }
 
@@ -249,17 +304,18 @@ impl Session {
     fn finish<S: Sink>(&mut self, sink: &mut S) {
         self.close_conn(sink);
         self.tickets.clear();
+        self.backlog.clear();
+        self.scheduled = None;
         self.phase = Phase::Done;
     }
 
-    /// Starts the held tickets: on the open connection if it goes to
-    /// their target, else on a new one.
+    /// Starts the held tickets (issued already): on the open connection
+    /// if it goes to their target, else on a new one.
     fn begin<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, now: Instant) {
         let Some(first) = self.tickets.front() else {
             self.phase = Phase::Idle;
             return;
         };
-        sink.issued(self.tickets.len() as u64);
         let target_index = (first.seq % ctx.targets.len() as u64) as usize;
         let previous = &ctx.targets[self.target];
         let target = &ctx.targets[target_index];
@@ -326,8 +382,10 @@ impl Session {
             return self.start_write(ctx, sink, now);
         }
         let layer = match (&ctx.conn.tls, &target.server_name) {
-            (Some(config), Some(name)) => TlsLayer::new(config, name.clone(), now, ctx.kernel_tls)
-                .map_err(|e| crate::tls::tls_error(&e, &target.host, self.peer(ctx), true)),
+            (Some(config), Some(name)) => {
+                TlsLayer::new(config, name.clone(), now, self.kernel_tls(ctx))
+                    .map_err(|e| crate::tls::tls_error(&e, &target.host, self.peer(ctx), true))
+            }
             _ => Err(FetchError::new(
                 ErrorKind::Other,
                 "an https:// target without a TLS configuration (a bug)",
@@ -357,8 +415,18 @@ impl Session {
         }
     }
 
-    /// Writes the held tickets' requests: one write for the whole batch.
+    /// Writes the held tickets' requests: one write for the whole batch;
+    /// on an HTTP/2 connection, a stream each.
     fn start_write<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, now: Instant) {
+        if self.h2.is_some() || self.wants_h2(ctx) {
+            return self.h2_start(ctx, sink, now);
+        }
+        while self.tickets.len() > self.pipeline {
+            // More than an HTTP/1.1 connection takes at once.
+            if let Some(t) = self.tickets.pop_back() {
+                self.backlog.push_front(t);
+            }
+        }
         self.phase = Phase::Exchanging;
         self.sent_at = now;
         self.sent = 0;
@@ -394,9 +462,10 @@ impl Session {
     /// until it next calls into the session (see [`Session::is_tls`]).
     #[inline]
     pub fn to_send<'a>(&'a self, ctx: &'a WorkerCtx) -> &'a [u8] {
-        match self.ciphertext_out() {
-            Some(tls) => tls.to_send(),
-            None => ctx
+        match (self.ciphertext_out(), &self.h2) {
+            (Some(tls), _) => tls.to_send(),
+            (None, Some(h2)) => h2.to_send(),
+            (None, None) => ctx
                 .wire(self.target)
                 .get(self.sent..self.send_len)
                 .unwrap_or_default(),
@@ -409,17 +478,20 @@ impl Session {
         if let Some(tls) = self.ciphertext_out() {
             return tls.to_send_bytes();
         }
+        if let Some(h2) = &self.h2 {
+            return h2.to_send_bytes();
+        }
         let wire = &ctx.wire[self.target];
         wire.slice(self.sent.min(self.send_len)..self.send_len.min(wire.len()))
     }
 
-    /// Whether the connection runs TLS: [`Session::to_send`] then points
-    /// into the session, not the run's requests, and a driver that sends
-    /// by address must own a [`Session::to_send_bytes`] handle until the
-    /// send completes.
+    /// Whether [`Session::to_send`] points into the session (TLS, or an
+    /// HTTP/2 connection's frames) rather than the run's requests: a
+    /// driver that sends by address must then own a
+    /// [`Session::to_send_bytes`] handle until the send completes.
     #[inline]
-    pub fn is_tls(&self) -> bool {
-        self.ciphertext_out().is_some()
+    pub fn sends_owned(&self) -> bool {
+        self.ciphertext_out().is_some() || self.h2.is_some()
     }
 
     /// The TLS layer whose ciphertext the driver sends (none in plaintext
@@ -442,6 +514,14 @@ impl Session {
     #[inline]
     pub fn kernel_tx(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.plaintext_out())
+    }
+
+    /// Whether this connection's TLS goes to the kernel: the run allows
+    /// it, and it speaks HTTP/1.x (the HTTP/2 layer keeps TLS in
+    /// userspace for now: ALPN may pick either, and the handshake's kind
+    /// is chosen before it).
+    fn kernel_tls(&self, ctx: &WorkerCtx) -> bool {
+        ctx.kernel_tls && ctx.conn.http2 == crate::backend::Http2::Off
     }
 
     /// The keys the driver must install now ([`Want::Offload`]).
@@ -522,9 +602,18 @@ impl Session {
         if let Some(tls) = self.tls.as_deref_mut().filter(|t| !t.plaintext_out()) {
             tls.on_sent(n);
             if self.phase == Phase::Exchanging {
-                self.encrypt(ctx, sink);
+                if self.h2.is_some() {
+                    self.h2_sent(ctx, sink);
+                } else {
+                    self.encrypt(ctx, sink);
+                }
             }
             return;
+        }
+        if let Some(h2) = &mut self.h2 {
+            h2.on_sent(n);
+            sink.bytes(0, n as u64);
+            return self.h2_sent(ctx, sink);
         }
         if self.phase != Phase::Exchanging {
             return;
@@ -545,6 +634,7 @@ impl Session {
         }
         if self.phase == Phase::Exchanging
             && !self.parser.started()
+            && self.h2.as_ref().is_none_or(|h2| !h2.heard())
             && crate::tls::looks_like_tls(data)
         {
             sink.bytes(data.len() as u64, 0);
@@ -630,6 +720,9 @@ impl Session {
     /// HTTP bytes arrived.
     fn on_plain<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, data: &[u8], now: Instant) {
         sink.bytes(data.len() as u64, 0);
+        if self.h2.is_some() {
+            return self.on_h2_bytes(ctx, sink, data, now);
+        }
         if self.phase != Phase::Exchanging {
             // Bytes nobody asked for on an idle connection (a late 408, the
             // excess of a response): it cannot be trusted any more.
@@ -693,6 +786,16 @@ impl Session {
             self.close_conn(sink);
             return;
         }
+        if self.h2.is_some() {
+            let error = FetchError::new(
+                ErrorKind::EarlyEof,
+                format!(
+                    "{} closed the HTTP/2 connection with requests under way",
+                    self.peer(ctx)
+                ),
+            );
+            return self.h2_fail(ctx, sink, error, now);
+        }
         let started = self.parser.started();
         match self.parser.feed_eof() {
             Ok(response) => {
@@ -721,6 +824,10 @@ impl Session {
                 let error = FetchError::io(error, self.peer(ctx));
                 self.fail(ctx, sink, error, false, now);
             }
+            Phase::Exchanging if self.h2.is_some() => {
+                let error = FetchError::io(error, self.peer(ctx));
+                self.h2_fail(ctx, sink, error, now);
+            }
             Phase::Exchanging => {
                 let started = self.parser.started();
                 let error = FetchError::io(error, self.peer(ctx));
@@ -742,8 +849,10 @@ impl Session {
         let connect_limit = ctx.conn.connect_timeout.unwrap_or_default();
         let error = match self.phase {
             Phase::Scheduled if self.tickets.front().is_some_and(|t| now >= t.intended) => {
+                sink.issued(self.tickets.len() as u64);
                 return self.begin(ctx, sink, now);
             }
+            Phase::Exchanging if self.h2.is_some() => return self.h2_timer(ctx, sink, now),
             Phase::Connecting if connect_limit_first => {
                 let error = FetchError::connect_timeout(connect_limit, self.peer(ctx));
                 return self.connect_failed(ctx, sink, error, now);
@@ -788,15 +897,23 @@ impl Session {
     /// The run is over (its deadline, Ctrl-C, or the driver's end): what is
     /// under way is in flight, a due open-loop ticket too; the connection closes.
     pub fn cut_off<S: Sink>(&mut self, sink: &mut S, now: Instant) {
+        let mut n = self.backlog.len() as u64;
         match self.phase {
             Phase::Scheduled if self.tickets.front().is_some_and(|t| t.intended <= now) => {
                 sink.issued(1);
-                sink.in_flight(1);
+                n += 1;
             }
             Phase::Connect | Phase::Connecting | Phase::Handshaking | Phase::Exchanging => {
-                sink.in_flight(self.tickets.len() as u64);
+                n += (self.tickets.len() + self.h2.as_ref().map_or(0, |h2| h2.active())) as u64;
             }
             _ => {}
+        }
+        if self.scheduled.take().is_some_and(|t| t.intended <= now) {
+            sink.issued(1);
+            n += 1;
+        }
+        if n > 0 {
+            sink.in_flight(n);
         }
         self.finish(sink);
     }
@@ -805,9 +922,13 @@ impl Session {
     /// with `error`, and the session is done.
     pub fn abort<S: Sink>(&mut self, sink: &mut S, error: &FetchError) {
         if self.is_busy() {
+            self.h2_collapse();
             for t in self.tickets.drain(..) {
                 sink.failed(t.seq, error);
             }
+        }
+        for t in self.backlog.drain(..) {
+            sink.failed(t.seq, error);
         }
         self.finish(sink);
     }
@@ -911,6 +1032,7 @@ impl Session {
             sink.closed();
         }
         self.tls = None;
+        self.h2 = None;
         self.served = 0;
     }
 }

@@ -69,6 +69,12 @@ pub(crate) trait Sink {
     /// CPU time of a thread that did I/O besides the worker's own
     /// (the `threads` backend's session threads).
     fn cpu(&mut self, usage: Usage);
+    /// A connection speaks HTTP/2.
+    fn h2_connection(&mut self);
+    /// The server sent GOAWAY with `code`.
+    fn goaway(&mut self, code: u32);
+    /// The server reset a stream with `code` (the request also fails).
+    fn stream_reset(&mut self, code: u32);
 }
 
 /// A load worker's sink: its [`Recorder`], its interval histogram for
@@ -170,6 +176,19 @@ impl Sink for LoadSink {
 
     fn cpu(&mut self, usage: Usage) {
         self.rec.cpu += usage;
+    }
+
+    fn h2_connection(&mut self) {
+        self.rec.h2_connections += 1;
+    }
+
+    fn goaway(&mut self, _code: u32) {
+        self.rec.goaways += 1;
+    }
+
+    fn stream_reset(&mut self, code: u32) {
+        let name = crate::session::h2::frame::error_name(code);
+        *self.rec.stream_resets.entry(name).or_insert(0) += 1;
     }
 }
 
@@ -273,4 +292,10 @@ impl Sink for Collector {
     fn ended(&mut self, _at: Instant) {}
 
     fn cpu(&mut self, _usage: Usage) {}
+
+    fn h2_connection(&mut self) {}
+
+    fn goaway(&mut self, _code: u32) {}
+
+    fn stream_reset(&mut self, _code: u32) {}
 }

@@ -68,6 +68,11 @@ impl Sink for Seen {
     }
     fn ended(&mut self, _at: Instant) {}
     fn cpu(&mut self, _usage: crate::stats::resources::Usage) {}
+    fn h2_connection(&mut self) {}
+
+    fn goaway(&mut self, _code: u32) {}
+
+    fn stream_reset(&mut self, _code: u32) {}
 }
 
 impl Seen {

@@ -157,6 +157,16 @@ impl TlsLayer {
         }
     }
 
+    /// Whether ALPN chose HTTP/2.
+    pub fn alpn_h2(&self) -> bool {
+        let alpn = match &self.conn {
+            Conn::User(conn) => conn.alpn_protocol(),
+            Conn::ForKernel { conn, .. } => conn.alpn_protocol(),
+            Conn::Kernel(_) | Conn::Gone => None,
+        };
+        alpn == Some(b"h2")
+    }
+
     /// Whether the handshake resumed an earlier session.
     pub fn resumed(&self) -> bool {
         let kind = match &self.conn {

@@ -203,6 +203,11 @@ pub struct Recorder {
     /// reused one was closed or reset before any response byte (as HTTP
     /// clients do for a keep-alive race); not counted as errors.
     pub retries: u64,
+    /// HTTP/2: connections that spoke it, GOAWAY frames received, and
+    /// streams the server reset, by error code name.
+    pub h2_connections: u64,
+    pub goaways: u64,
+    pub stream_resets: BTreeMap<&'static str, u64>,
     /// Responses completed in each whole second since the run's start.
     pub per_second: Vec<u64>,
     /// CPU time and context switches of the threads that did the I/O.
@@ -237,6 +242,9 @@ impl Recorder {
             connects: 0,
             reconnects: 0,
             retries: 0,
+            h2_connections: 0,
+            goaways: 0,
+            stream_resets: BTreeMap::new(),
             per_second: Vec::new(),
             error_examples: BTreeMap::new(),
             cpu: resources::Usage::default(),
@@ -345,6 +353,11 @@ impl Recorder {
         self.connects += other.connects;
         self.reconnects += other.reconnects;
         self.retries += other.retries;
+        self.h2_connections += other.h2_connections;
+        self.goaways += other.goaways;
+        for (k, v) in &other.stream_resets {
+            *self.stream_resets.entry(k).or_insert(0) += v;
+        }
         self.cpu += other.cpu;
         self.finished = self.finished.max(other.finished);
         self.syscalls = match (&self.syscalls, &other.syscalls) {

@@ -7,6 +7,7 @@ mod doctor;
 mod fault_server;
 mod faults;
 mod get;
+mod h2;
 mod limits;
 mod live;
 mod load;

@@ -117,7 +117,7 @@ impl Drop for Peer {
     }
 }
 
-fn wait_listening(addr: SocketAddr, what: &str) {
+pub fn wait_listening(addr: SocketAddr, what: &str) {
     let start = Instant::now();
     while TcpStream::connect(addr).is_err() {
         assert!(
@@ -141,7 +141,7 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
-fn find_nginx() -> PathBuf {
+pub fn find_nginx() -> PathBuf {
     for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
         if Path::new(p).exists() {
             return p.into();
@@ -150,7 +150,7 @@ fn find_nginx() -> PathBuf {
     panic!("nginx is not installed: install it with `{INSTALL_NGINX}`");
 }
 
-const ECHO_MODULE: &str = "/usr/lib/nginx/modules/ngx_http_echo_module.so";
+pub const ECHO_MODULE: &str = "/usr/lib/nginx/modules/ngx_http_echo_module.so";
 
 /// nginx from Debian on a free loopback port, one worker, serving:
 /// `/bar` (static, 4 bytes), `/big` (static, 100000 bytes), `/chunked`

@@ -465,7 +465,7 @@ impl<S: Sink> Loop<'_, S> {
     /// whether the session was told it went out (a silent send: see
     /// [`SILENT_SEND_MAX`]), so the caller drives it on.
     fn queue_send(&mut self, i: usize) -> bool {
-        if self.sessions[i].is_tls() {
+        if self.sessions[i].sends_owned() {
             // The ciphertext lives in the session, which may drop it (a
             // closed connection) before the kernel is done: the op owns a
             // handle on it, and so the send must complete (not silent).

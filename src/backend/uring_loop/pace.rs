@@ -304,6 +304,18 @@ impl<S: crate::session::Sink> crate::session::Sink for Paced<S> {
     fn cpu(&mut self, usage: crate::stats::resources::Usage) {
         self.sink.cpu(usage);
     }
+
+    fn h2_connection(&mut self) {
+        self.sink.h2_connection();
+    }
+
+    fn goaway(&mut self, code: u32) {
+        self.sink.goaway(code);
+    }
+
+    fn stream_reset(&mut self, code: u32) {
+        self.sink.stream_reset(code);
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,175 @@
+//! HTTP/2 frame layout (RFC 9113 §4, §6): the 9-byte frame header, the
+//! frame types, flags, settings and error codes a client meets, and the
+//! encoders of the frames it sends. No state lives here.
+
+use bytes::{BufMut, BytesMut};
+
+/// What a client sends first on an HTTP/2 connection (RFC 9113 §3.4).
+pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Bytes of a frame header.
+pub(crate) const HEAD_LEN: usize = 9;
+
+pub(crate) const DATA: u8 = 0x0;
+pub(crate) const HEADERS: u8 = 0x1;
+pub(crate) const PRIORITY: u8 = 0x2;
+pub(crate) const RST_STREAM: u8 = 0x3;
+pub(crate) const SETTINGS: u8 = 0x4;
+pub(crate) const PUSH_PROMISE: u8 = 0x5;
+pub(crate) const PING: u8 = 0x6;
+pub(crate) const GOAWAY: u8 = 0x7;
+pub(crate) const WINDOW_UPDATE: u8 = 0x8;
+pub(crate) const CONTINUATION: u8 = 0x9;
+
+pub(crate) const END_STREAM: u8 = 0x1;
+pub(crate) const ACK: u8 = 0x1;
+pub(crate) const END_HEADERS: u8 = 0x4;
+pub(crate) const PADDED: u8 = 0x8;
+pub(crate) const PRIORITY_FLAG: u8 = 0x20;
+
+pub(crate) const SETTINGS_ENABLE_PUSH: u16 = 0x2;
+pub(crate) const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
+pub(crate) const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
+pub(crate) const SETTINGS_MAX_FRAME_SIZE: u16 = 0x5;
+pub(crate) const SETTINGS_MAX_HEADER_LIST_SIZE: u16 = 0x6;
+
+#[cfg(test)]
+pub(crate) const NO_ERROR: u32 = 0x0;
+pub(crate) const PROTOCOL_ERROR: u32 = 0x1;
+pub(crate) const FLOW_CONTROL_ERROR: u32 = 0x3;
+pub(crate) const SETTINGS_TIMEOUT: u32 = 0x4;
+pub(crate) const FRAME_SIZE_ERROR: u32 = 0x6;
+#[cfg(test)]
+pub(crate) const REFUSED_STREAM: u32 = 0x7;
+pub(crate) const CANCEL: u32 = 0x8;
+pub(crate) const COMPRESSION_ERROR: u32 = 0x9;
+pub(crate) const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+/// The largest flow-control window (RFC 9113 §6.9.1).
+pub(crate) const MAX_WINDOW: i64 = (1 << 31) - 1;
+/// The initial window and frame size every peer starts with.
+pub(crate) const DEFAULT_WINDOW: i64 = 65_535;
+pub(crate) const DEFAULT_MAX_FRAME: usize = 16_384;
+/// The largest `SETTINGS_MAX_FRAME_SIZE` a peer may announce.
+pub(crate) const MAX_FRAME_LIMIT: usize = (1 << 24) - 1;
+
+/// A frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub len: usize,
+    pub kind: u8,
+    pub flags: u8,
+    /// The stream identifier, its reserved bit cleared.
+    pub stream: u32,
+}
+
+impl Head {
+    pub fn parse(b: &[u8; HEAD_LEN]) -> Self {
+        Self {
+            len: (b[0] as usize) << 16 | (b[1] as usize) << 8 | b[2] as usize,
+            kind: b[3],
+            flags: b[4],
+            stream: u32::from_be_bytes([b[5], b[6], b[7], b[8]]) & 0x7fff_ffff,
+        }
+    }
+
+    #[inline]
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// Appends a frame header.
+#[inline]
+pub(crate) fn put_head(out: &mut BytesMut, len: usize, kind: u8, flags: u8, stream: u32) {
+    let len = len as u32;
+    out.put_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags]);
+    out.put_u32(stream & 0x7fff_ffff);
+}
+
+/// Appends a SETTINGS frame with `values`.
+pub(crate) fn put_settings(out: &mut BytesMut, values: &[(u16, u32)]) {
+    put_head(out, values.len() * 6, SETTINGS, 0, 0);
+    for &(id, value) in values {
+        out.put_u16(id);
+        out.put_u32(value);
+    }
+}
+
+/// Appends a WINDOW_UPDATE frame.
+pub(crate) fn put_window_update(out: &mut BytesMut, stream: u32, increment: u32) {
+    put_head(out, 4, WINDOW_UPDATE, 0, stream);
+    out.put_u32(increment & 0x7fff_ffff);
+}
+
+/// Appends a RST_STREAM frame.
+pub(crate) fn put_rst(out: &mut BytesMut, stream: u32, code: u32) {
+    put_head(out, 4, RST_STREAM, 0, stream);
+    out.put_u32(code);
+}
+
+/// The name of an error code (RFC 9113 §7), as reports show it.
+pub(crate) fn error_name(code: u32) -> &'static str {
+    match code {
+        0x0 => "NO_ERROR",
+        0x1 => "PROTOCOL_ERROR",
+        0x2 => "INTERNAL_ERROR",
+        0x3 => "FLOW_CONTROL_ERROR",
+        0x4 => "SETTINGS_TIMEOUT",
+        0x5 => "STREAM_CLOSED",
+        0x6 => "FRAME_SIZE_ERROR",
+        0x7 => "REFUSED_STREAM",
+        0x8 => "CANCEL",
+        0x9 => "COMPRESSION_ERROR",
+        0xa => "CONNECT_ERROR",
+        0xb => "ENHANCE_YOUR_CALM",
+        0xc => "INADEQUATE_SECURITY",
+        0xd => "HTTP_1_1_REQUIRED",
+        _ => "UNKNOWN_ERROR",
+    }
+}
+
+/// The name of a frame type, for error messages.
+pub(crate) fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        DATA => "DATA",
+        HEADERS => "HEADERS",
+        PRIORITY => "PRIORITY",
+        RST_STREAM => "RST_STREAM",
+        SETTINGS => "SETTINGS",
+        PUSH_PROMISE => "PUSH_PROMISE",
+        PING => "PING",
+        GOAWAY => "GOAWAY",
+        WINDOW_UPDATE => "WINDOW_UPDATE",
+        CONTINUATION => "CONTINUATION",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_round_trips_and_clears_the_reserved_bit() {
+        let mut out = BytesMut::new();
+        put_head(
+            &mut out,
+            0x12_3456,
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            0xffff_ffff,
+        );
+        let head = Head::parse(out[..HEAD_LEN].try_into().unwrap());
+        assert_eq!(
+            head,
+            Head {
+                len: 0x12_3456,
+                kind: HEADERS,
+                flags: END_HEADERS | END_STREAM,
+                stream: 0x7fff_ffff
+            }
+        );
+        assert!(head.has(END_STREAM) && !head.has(PADDED));
+    }
+}

@@ -1,0 +1,669 @@
+//! The receiving half of [`H2Conn`]: frames taken apart as they arrive
+//! (a frame split across reads waits in `partial`), each checked and
+//! turned into [`Event`]s or a connection error.
+
+use super::frame::*;
+use super::*;
+
+impl H2Conn {
+    /// Takes bytes the server sent; `f` hears what they meant. An error
+    /// is a connection error: nothing more is to be read.
+    pub fn receive<F: FnMut(Event<'_>)>(
+        &mut self,
+        mut data: &[u8],
+        reqs: &[H2Request],
+        f: &mut F,
+    ) -> Result<(), H2Error> {
+        if !self.heard && !data.is_empty() {
+            self.heard = true;
+            if data.starts_with(b"HTTP/1.") || data.starts_with(b"HTTP/0.") {
+                return Err(proto(
+                    "the server answered in HTTP/1.x: it does not speak HTTP/2 without upgrade (h2c)",
+                ));
+            }
+        }
+        if !self.partial.is_empty() {
+            if self.partial.len() < HEAD_LEN {
+                let n = (HEAD_LEN - self.partial.len()).min(data.len());
+                self.partial.extend_from_slice(&data[..n]);
+                data = &data[n..];
+                if self.partial.len() < HEAD_LEN {
+                    return Ok(());
+                }
+            }
+            let head = self.frame_head(&self.partial[..HEAD_LEN])?;
+            let n = (HEAD_LEN + head.len - self.partial.len()).min(data.len());
+            self.partial.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.partial.len() < HEAD_LEN + head.len {
+                return Ok(());
+            }
+            let whole = std::mem::take(&mut self.partial);
+            let result = self.frame(head, &whole[HEAD_LEN..], reqs, f);
+            self.partial = whole;
+            self.partial.clear();
+            result?;
+        }
+        while data.len() >= HEAD_LEN {
+            let head = self.frame_head(&data[..HEAD_LEN])?;
+            if data.len() < HEAD_LEN + head.len {
+                break;
+            }
+            let (whole, rest) = data.split_at(HEAD_LEN + head.len);
+            self.frame(head, &whole[HEAD_LEN..], reqs, f)?;
+            data = rest;
+        }
+        self.partial.extend_from_slice(data);
+        self.pump(reqs);
+        Ok(())
+    }
+
+    /// A frame header, checked against the frame size we allow.
+    fn frame_head(&self, bytes: &[u8]) -> Result<Head, H2Error> {
+        let mut b = [0u8; HEAD_LEN];
+        b.copy_from_slice(bytes);
+        let head = Head::parse(&b);
+        if head.len > DEFAULT_MAX_FRAME {
+            return Err(err(
+                FRAME_SIZE_ERROR,
+                format!(
+                    "a {} frame of {} bytes, over the {DEFAULT_MAX_FRAME} the client allows",
+                    kind_name(head.kind),
+                    head.len
+                ),
+            ));
+        }
+        Ok(head)
+    }
+
+    fn frame<F: FnMut(Event<'_>)>(
+        &mut self,
+        head: Head,
+        payload: &[u8],
+        reqs: &[H2Request],
+        f: &mut F,
+    ) -> Result<(), H2Error> {
+        if self.block_stream != 0 && head.kind != CONTINUATION {
+            return Err(proto(format!(
+                "a {} frame while the header block of stream {} was unfinished",
+                kind_name(head.kind),
+                self.block_stream
+            )));
+        }
+        match head.kind {
+            DATA => self.on_data(head, payload, f),
+            HEADERS => self.on_headers(head, payload, f),
+            PRIORITY => {
+                if head.stream == 0 {
+                    return Err(proto("PRIORITY on stream 0"));
+                }
+                if head.len != 5 {
+                    return Err(err(FRAME_SIZE_ERROR, "a PRIORITY frame not of 5 bytes"));
+                }
+                Ok(())
+            }
+            RST_STREAM => self.on_rst(head, payload, f),
+            SETTINGS => self.on_settings(head, payload, reqs),
+            PUSH_PROMISE => Err(proto("PUSH_PROMISE, though the client disabled push")),
+            PING => self.on_ping(head, payload),
+            GOAWAY => self.on_goaway(head, payload, f),
+            WINDOW_UPDATE => self.on_window_update(head, payload),
+            CONTINUATION => self.on_continuation(head, payload, f),
+            // Unknown frame types are ignored (RFC 9113 §5.5).
+            _ => Ok(()),
+        }
+    }
+
+    /// The index of stream `id` if it is open; an error if the client
+    /// never opened it (an even id, or one not used yet).
+    fn lookup(&self, id: u32, kind: u8) -> Result<Option<usize>, H2Error> {
+        if id.is_multiple_of(2) || id >= self.next_id {
+            return Err(proto(format!(
+                "{} on stream {id}, which the client never opened",
+                kind_name(kind)
+            )));
+        }
+        Ok(self.find(id))
+    }
+
+    /// The index of open stream `id`: servers mostly answer the oldest
+    /// first, so the front is looked at before a binary search.
+    #[inline]
+    fn find(&self, id: u32) -> Option<usize> {
+        if self.streams.front().is_some_and(|s| s.id == id) {
+            return Some(0);
+        }
+        self.streams.binary_search_by_key(&id, |s| s.id).ok()
+    }
+
+    pub(super) fn remove(&mut self, i: usize) -> Option<Stream> {
+        let s = self.streams.remove(i)?;
+        if s.body_sent != usize::MAX {
+            self.uploading -= 1;
+        }
+        Some(s)
+    }
+
+    /// The payload without its padding (PADDED).
+    fn unpad(head: Head, payload: &[u8]) -> Result<&[u8], H2Error> {
+        if !head.has(PADDED) {
+            return Ok(payload);
+        }
+        let Some((&pad, rest)) = payload.split_first() else {
+            return Err(err(
+                FRAME_SIZE_ERROR,
+                format!("a padded {} frame with no pad length", kind_name(head.kind)),
+            ));
+        };
+        if pad as usize > rest.len() {
+            return Err(proto(format!(
+                "a {} frame's padding ({pad} bytes) is longer than its payload",
+                kind_name(head.kind)
+            )));
+        }
+        Ok(&rest[..rest.len() - pad as usize])
+    }
+
+    fn on_data<F: FnMut(Event<'_>)>(
+        &mut self,
+        head: Head,
+        payload: &[u8],
+        f: &mut F,
+    ) -> Result<(), H2Error> {
+        if head.stream == 0 {
+            return Err(proto("DATA on stream 0"));
+        }
+        let body = Self::unpad(head, payload)?;
+        let len = payload.len() as i64;
+        self.recv_window -= len;
+        if self.recv_window < 0 {
+            return Err(err(
+                FLOW_CONTROL_ERROR,
+                "the server sent more DATA than the connection window allowed",
+            ));
+        }
+        if self.recv_window < OUR_WINDOW / 2 {
+            put_window_update(&mut self.next, 0, (OUR_WINDOW - self.recv_window) as u32);
+            self.recv_window = OUR_WINDOW;
+        }
+        let Some(i) = self.lookup(head.stream, DATA)? else {
+            // A stream we reset or that timed out: its DATA is dropped.
+            return Ok(());
+        };
+        let collect = self.collect;
+        let s = &mut self.streams[i];
+        if s.status == 0 {
+            return Err(proto(format!(
+                "DATA on stream {} before its response head",
+                s.id
+            )));
+        }
+        s.recv_window -= len;
+        if s.recv_window < 0 {
+            return Err(err(
+                FLOW_CONTROL_ERROR,
+                format!(
+                    "the server sent more DATA on stream {} than its window allowed",
+                    s.id
+                ),
+            ));
+        }
+        s.body_bytes += body.len() as u64;
+        s.wire_bytes += (HEAD_LEN + payload.len()) as u64;
+        if collect && !body.is_empty() {
+            f(Event::Body {
+                seq: s.ticket.seq,
+                bytes: body,
+            });
+        }
+        if head.has(END_STREAM) {
+            self.complete(i, f);
+        } else if s.recv_window < OUR_WINDOW / 2 {
+            let id = s.id;
+            let increment = (OUR_WINDOW - s.recv_window) as u32;
+            s.recv_window = OUR_WINDOW;
+            put_window_update(&mut self.next, id, increment);
+        }
+        Ok(())
+    }
+
+    fn on_headers<F: FnMut(Event<'_>)>(
+        &mut self,
+        head: Head,
+        payload: &[u8],
+        f: &mut F,
+    ) -> Result<(), H2Error> {
+        if head.stream == 0 {
+            return Err(proto("HEADERS on stream 0"));
+        }
+        let mut block = Self::unpad(head, payload)?;
+        if head.has(PRIORITY_FLAG) {
+            if block.len() < 5 {
+                return Err(err(
+                    FRAME_SIZE_ERROR,
+                    "a HEADERS frame too short for its priority fields",
+                ));
+            }
+            block = &block[5..];
+        }
+        self.lookup(head.stream, HEADERS)?;
+        if head.has(END_HEADERS) {
+            return self.header_block(head.stream, head.has(END_STREAM), block, 1, f);
+        }
+        self.block_stream = head.stream;
+        self.block_end_stream = head.has(END_STREAM);
+        self.block_frames = 1;
+        self.block.clear();
+        self.block.extend_from_slice(block);
+        Ok(())
+    }
+
+    fn on_continuation<F: FnMut(Event<'_>)>(
+        &mut self,
+        head: Head,
+        payload: &[u8],
+        f: &mut F,
+    ) -> Result<(), H2Error> {
+        if self.block_stream == 0 || head.stream != self.block_stream {
+            return Err(proto(format!(
+                "CONTINUATION on stream {} without a header block under way there",
+                head.stream
+            )));
+        }
+        self.block_frames += 1;
+        if self.block_frames > MAX_CONTINUATIONS + 1 {
+            return Err(err(
+                ENHANCE_YOUR_CALM,
+                format!("more than {MAX_CONTINUATIONS} CONTINUATION frames in one header block"),
+            ));
+        }
+        if self.block.len() + payload.len() > MAX_HEADER_BLOCK {
+            return Err(err(
+                ENHANCE_YOUR_CALM,
+                format!("a header block over {MAX_HEADER_BLOCK} bytes"),
+            ));
+        }
+        self.block.extend_from_slice(payload);
+        if !head.has(END_HEADERS) {
+            return Ok(());
+        }
+        let (id, end, frames) = (self.block_stream, self.block_end_stream, self.block_frames);
+        self.block_stream = 0;
+        let block = std::mem::take(&mut self.block);
+        let result = self.header_block(id, end, &block, frames, f);
+        self.block = block;
+        self.block.clear();
+        if self.block.capacity() > 4 * DEFAULT_MAX_FRAME {
+            self.block = Vec::new();
+        }
+        result
+    }
+
+    /// A whole header block for stream `id`: HPACK-decoded (always, to
+    /// keep the table in step), then a response head or trailers.
+    fn header_block<F: FnMut(Event<'_>)>(
+        &mut self,
+        id: u32,
+        end_stream: bool,
+        block: &[u8],
+        frames: usize,
+        f: &mut F,
+    ) -> Result<(), H2Error> {
+        let collect = self.collect;
+        let wire = block.len() + frames * HEAD_LEN;
+        if !collect && let Some(facts) = self.memo.get(block) {
+            return self.on_fields(id, end_stream, facts, &[], wire, f);
+        }
+        let mut text = std::mem::take(&mut self.head);
+        text.clear();
+        let mut status: Option<Result<u16, ()>> = None;
+        let mut list = 0usize;
+        let mut malformed: Option<&'static str> = None;
+        let mut regular = false;
+        let mut unhuffed = std::mem::take(&mut self.unhuffed);
+        let input = if self.strings.rewrite(block, &mut unhuffed) {
+            &unhuffed[..]
+        } else {
+            block
+        };
+        let decoded = self.decoder.decode_with_cb(input, |name, value| {
+            list += name.len() + value.len() + 32;
+            if name.first() == Some(&b':') {
+                if regular {
+                    malformed.get_or_insert("a pseudo-header after a regular field");
+                } else if &name[..] == b":status" && status.is_none() {
+                    let s = std::str::from_utf8(&value)
+                        .ok()
+                        .filter(|v| v.len() == 3)
+                        .and_then(|v| v.parse::<u16>().ok())
+                        .filter(|s| (100..=999).contains(s));
+                    status = Some(s.ok_or(()));
+                } else {
+                    malformed.get_or_insert("an unknown or repeated pseudo-header");
+                }
+                return;
+            }
+            regular = true;
+            if name.iter().any(u8::is_ascii_uppercase) {
+                malformed.get_or_insert("an upper-case field name");
+            }
+            if collect && list <= MAX_HEADER_LIST {
+                text.extend_from_slice(&name);
+                text.extend_from_slice(b": ");
+                text.extend_from_slice(&value);
+                text.extend_from_slice(b"\r\n");
+            }
+        });
+        if unhuffed.capacity() > 4 * DEFAULT_MAX_FRAME {
+            unhuffed = Vec::new();
+        }
+        self.unhuffed = unhuffed;
+        if let Err(e) = decoded {
+            self.head = text;
+            return Err(err(
+                COMPRESSION_ERROR,
+                format!("the server's header block on stream {id} did not decode ({e:?})"),
+            ));
+        }
+        let facts = memo::Facts {
+            status,
+            malformed,
+            list,
+        };
+        self.memo.put(block, facts);
+        let result = self.on_fields(id, end_stream, facts, &text, wire, f);
+        self.head = text;
+        result
+    }
+
+    /// The decoded fields of a header block on stream `id`.
+    fn on_fields<F: FnMut(Event<'_>)>(
+        &mut self,
+        id: u32,
+        end_stream: bool,
+        facts: memo::Facts,
+        fields: &[u8],
+        wire: usize,
+        f: &mut F,
+    ) -> Result<(), H2Error> {
+        let memo::Facts {
+            status,
+            malformed,
+            list,
+        } = facts;
+        let Some(i) = self.find(id) else {
+            // A stream we no longer track: decoded for HPACK's sake only.
+            return Ok(());
+        };
+        let s = &mut self.streams[i];
+        s.wire_bytes += wire as u64;
+        // Ok(whether this block is the final response head), or why the
+        // stream cannot go on.
+        let outcome: Result<bool, String> = if list > MAX_HEADER_LIST {
+            Err(format!(
+                "a response header list of {list} bytes on stream {id}, over the {MAX_HEADER_LIST} the client allows"
+            ))
+        } else if let Some(what) = malformed {
+            Err(format!("a malformed response head on stream {id}: {what}"))
+        } else if s.status != 0 {
+            // Trailers: they end the stream.
+            if end_stream {
+                Ok(false)
+            } else {
+                Err(format!("trailers without END_STREAM on stream {id}"))
+            }
+        } else {
+            match status {
+                Some(Ok(code)) if (100..200).contains(&code) => {
+                    if end_stream || code == 101 {
+                        Err(format!("an interim {code} response ending stream {id}"))
+                    } else {
+                        // Interim: the final head follows.
+                        return Ok(());
+                    }
+                }
+                Some(Ok(code)) => {
+                    s.status = code;
+                    s.head_bytes = wire;
+                    Ok(true)
+                }
+                Some(Err(())) => Err(format!("an invalid :status on stream {id}")),
+                None => Err(format!("a response head without :status on stream {id}")),
+            }
+        };
+        match outcome {
+            Err(reason) => {
+                put_rst(&mut self.next, id, PROTOCOL_ERROR);
+                if let Some(s) = self.remove(i) {
+                    f(Event::Failed {
+                        ticket: s.ticket,
+                        reason,
+                    });
+                }
+            }
+            Ok(head_now) => {
+                let s = &self.streams[i];
+                if self.collect && head_now {
+                    let mut head = format!("HTTP/2 {}\r\n", s.status).into_bytes();
+                    head.extend_from_slice(fields);
+                    head.extend_from_slice(b"\r\n");
+                    f(Event::Head {
+                        seq: s.ticket.seq,
+                        head: &head,
+                    });
+                }
+                if end_stream {
+                    self.complete(i, f);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stream `i`'s response is complete.
+    fn complete<F: FnMut(Event<'_>)>(&mut self, i: usize, f: &mut F) {
+        let Some(s) = self.remove(i) else {
+            return;
+        };
+        if s.body_sent != usize::MAX {
+            // The server answered before the request body was all sent.
+            put_rst(&mut self.next, s.id, CANCEL);
+        }
+        self.served += 1;
+        f(Event::Done {
+            ticket: s.ticket,
+            sent_at: s.sent_at,
+            response: Response {
+                status: s.status,
+                version_minor: 0,
+                head_bytes: s.head_bytes,
+                body_bytes: s.body_bytes,
+                wire_bytes: s.wire_bytes,
+                keep_alive: true,
+                consumed: 0,
+            },
+        });
+    }
+
+    fn on_rst<F: FnMut(Event<'_>)>(
+        &mut self,
+        head: Head,
+        payload: &[u8],
+        f: &mut F,
+    ) -> Result<(), H2Error> {
+        if head.stream == 0 {
+            return Err(proto("RST_STREAM on stream 0"));
+        }
+        if payload.len() != 4 {
+            return Err(err(FRAME_SIZE_ERROR, "a RST_STREAM frame not of 4 bytes"));
+        }
+        let code = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+        if let Some(i) = self.lookup(head.stream, RST_STREAM)?
+            && let Some(s) = self.remove(i)
+        {
+            f(Event::Reset {
+                ticket: s.ticket,
+                code,
+            });
+        }
+        Ok(())
+    }
+
+    fn on_settings(
+        &mut self,
+        head: Head,
+        payload: &[u8],
+        reqs: &[H2Request],
+    ) -> Result<(), H2Error> {
+        if head.stream != 0 {
+            return Err(proto("SETTINGS on a stream"));
+        }
+        if head.has(ACK) {
+            if !payload.is_empty() {
+                return Err(err(FRAME_SIZE_ERROR, "a SETTINGS ACK with a payload"));
+            }
+            self.settings_by = None;
+            return Ok(());
+        }
+        if !payload.len().is_multiple_of(6) {
+            return Err(err(
+                FRAME_SIZE_ERROR,
+                "a SETTINGS frame whose length is not a multiple of 6",
+            ));
+        }
+        for setting in payload.chunks_exact(6) {
+            let id = u16::from_be_bytes([setting[0], setting[1]]);
+            let value = u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]);
+            match id {
+                SETTINGS_ENABLE_PUSH if value > 1 => {
+                    return Err(proto(format!("SETTINGS_ENABLE_PUSH of {value}")));
+                }
+                SETTINGS_MAX_CONCURRENT_STREAMS => self.peer_max_streams = value as usize,
+                SETTINGS_INITIAL_WINDOW_SIZE => {
+                    let value = value as i64;
+                    if value > MAX_WINDOW {
+                        return Err(err(
+                            FLOW_CONTROL_ERROR,
+                            format!("SETTINGS_INITIAL_WINDOW_SIZE of {value}"),
+                        ));
+                    }
+                    let delta = value - self.peer_initial_window;
+                    self.peer_initial_window = value;
+                    for s in self.streams.iter_mut() {
+                        s.send_window += delta;
+                        if s.send_window > MAX_WINDOW {
+                            return Err(err(
+                                FLOW_CONTROL_ERROR,
+                                "SETTINGS_INITIAL_WINDOW_SIZE overflows a stream's window",
+                            ));
+                        }
+                    }
+                }
+                SETTINGS_MAX_FRAME_SIZE => {
+                    let value = value as usize;
+                    if !(DEFAULT_MAX_FRAME..=MAX_FRAME_LIMIT).contains(&value) {
+                        return Err(proto(format!("SETTINGS_MAX_FRAME_SIZE of {value}")));
+                    }
+                    self.peer_max_frame = value;
+                }
+                // The header table size binds an encoder with a dynamic
+                // table, which ours has not; the header list size is
+                // advisory; unknown settings are ignored (RFC 9113 §6.5.2).
+                _ => {}
+            }
+        }
+        self.peer_settings = true;
+        self.control_room()?;
+        put_head(&mut self.next, 0, SETTINGS, ACK, 0);
+        self.pump(reqs);
+        Ok(())
+    }
+
+    /// Replies to the server's PINGs and SETTINGS must not pile up.
+    fn control_room(&self) -> Result<(), H2Error> {
+        if self.next.len() > MAX_CONTROL_BACKLOG {
+            return Err(err(
+                ENHANCE_YOUR_CALM,
+                format!(
+                    "over {} KiB of replies to PING and SETTINGS frames wait unsent (a flood)",
+                    MAX_CONTROL_BACKLOG / 1024
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn on_ping(&mut self, head: Head, payload: &[u8]) -> Result<(), H2Error> {
+        if head.stream != 0 {
+            return Err(proto("PING on a stream"));
+        }
+        if payload.len() != 8 {
+            return Err(err(FRAME_SIZE_ERROR, "a PING frame not of 8 bytes"));
+        }
+        if !head.has(ACK) {
+            self.control_room()?;
+            put_head(&mut self.next, 8, PING, ACK, 0);
+            self.next.put_slice(payload);
+        }
+        Ok(())
+    }
+
+    fn on_goaway<F: FnMut(Event<'_>)>(
+        &mut self,
+        head: Head,
+        payload: &[u8],
+        f: &mut F,
+    ) -> Result<(), H2Error> {
+        if head.stream != 0 {
+            return Err(proto("GOAWAY on a stream"));
+        }
+        if payload.len() < 8 {
+            return Err(err(FRAME_SIZE_ERROR, "a GOAWAY frame under 8 bytes"));
+        }
+        let last =
+            u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & MAX_STREAM_ID;
+        let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+        let last = self.goaway.map_or(last, |l| l.min(last));
+        self.goaway = Some(last);
+        f(Event::GoAway { code });
+        while self.streams.back().is_some_and(|s| s.id > last) {
+            if let Some(s) = self.remove(self.streams.len() - 1) {
+                f(Event::Retry { ticket: s.ticket });
+            }
+        }
+        Ok(())
+    }
+
+    fn on_window_update(&mut self, head: Head, payload: &[u8]) -> Result<(), H2Error> {
+        if payload.len() != 4 {
+            return Err(err(
+                FRAME_SIZE_ERROR,
+                "a WINDOW_UPDATE frame not of 4 bytes",
+            ));
+        }
+        let inc = (u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])
+            & MAX_STREAM_ID) as i64;
+        if inc == 0 {
+            return Err(proto(format!(
+                "a WINDOW_UPDATE of 0 on stream {}",
+                head.stream
+            )));
+        }
+        let window = if head.stream == 0 {
+            &mut self.send_window
+        } else {
+            match self.lookup(head.stream, WINDOW_UPDATE)? {
+                Some(i) => &mut self.streams[i].send_window,
+                None => return Ok(()),
+            }
+        };
+        *window += inc;
+        if *window > MAX_WINDOW {
+            return Err(err(
+                FLOW_CONTROL_ERROR,
+                format!("a WINDOW_UPDATE past 2^31-1 on stream {}", head.stream),
+            ));
+        }
+        Ok(())
+    }
+}

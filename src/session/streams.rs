@@ -1,0 +1,312 @@
+//! The session on an HTTP/2 connection: tickets become streams, up to
+//! `--streams` at once and never more than the server allows, and what
+//! the HTTP/2 layer ([`super::h2`]) reports is counted through the sink
+//! by the same rules as HTTP/1.x.
+//!
+//! - A connection takes a batch of due tickets when it starts, and after
+//!   that a new ticket from the plan whenever a stream ends, so it keeps
+//!   `--streams` requests in flight; an open-loop ticket taken before its
+//!   time waits in `scheduled` (not issued) and opens when due.
+//! - Each stream's latency counts from its own start (or its ticket's
+//!   intended time, open loop), into the same histogram as HTTP/1.x.
+//! - A connection error (kind `h2_protocol`), the server's close or a
+//!   socket error end every stream on the connection; they are retried on
+//!   a new connection only when none of them had heard anything and the
+//!   connection had answered before (the HTTP/1.x rule). Streams above a
+//!   GOAWAY's last stream id go to a new connection if the connection had
+//!   answered something, else they fail.
+//! - With no stream left, a connection that got GOAWAY (or runs without
+//!   keep-alive) closes; the tickets that wait take a new one.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::h2::frame::error_name;
+use super::h2::{Event, H2Conn};
+use super::{Done, Phase, Session, Sink};
+use crate::backend::{Http2, WorkerCtx};
+use crate::error::{ErrorKind, FetchError};
+use crate::plan::Ticket;
+
+impl Session {
+    /// Whether the connection speaks HTTP/2: an `https://` one if ALPN
+    /// chose `h2`, an `http://` one with `--http2-prior-knowledge`.
+    pub(super) fn wants_h2(&self, ctx: &WorkerCtx) -> bool {
+        match &self.tls {
+            Some(tls) => ctx.conn.http2 != Http2::Off && tls.alpn_h2(),
+            None => ctx.conn.http2 == Http2::PriorKnowledge,
+        }
+    }
+
+    /// How many due tickets a connection takes when it starts.
+    pub(super) fn batch(&self, ctx: &WorkerCtx) -> usize {
+        if ctx.conn.http2 == Http2::Off {
+            self.pipeline
+        } else {
+            ctx.conn.streams.max(1)
+        }
+    }
+
+    /// The held tickets go out as streams, on a new HTTP/2 connection (its
+    /// preface first) or the open one.
+    pub(super) fn h2_start<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, now: Instant) {
+        self.phase = Phase::Exchanging;
+        if self.h2.is_none() {
+            let ack_within = ctx
+                .conn
+                .connect_timeout
+                .unwrap_or(std::time::Duration::from_secs(10));
+            self.h2 = Some(Box::new(H2Conn::new(S::COLLECT, now, ack_within)));
+            sink.h2_connection();
+        }
+        self.h2_settle(ctx, sink, now);
+    }
+
+    /// Opens streams while the connection has room: held tickets first,
+    /// then new ones from the plan.
+    fn h2_open<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, now: Instant) {
+        let Some(h2) = self.h2.as_deref_mut() else {
+            return;
+        };
+        let streams = ctx.conn.streams.max(1);
+        let targets = ctx.targets.len().max(1) as u64;
+        while h2.room() > 0 && h2.active() < streams {
+            let ticket = match self.tickets.pop_front() {
+                Some(t) => t,
+                None if self.scheduled.is_some() => break,
+                None => match ctx.plan.next_ticket_at(now) {
+                    None => break,
+                    Some(t) if t.intended > now => {
+                        self.scheduled = Some(t);
+                        break;
+                    }
+                    Some(t) => {
+                        sink.issued(1);
+                        t
+                    }
+                },
+            };
+            let target = (ticket.seq % targets) as usize;
+            let Some(req) = ctx.h2.get(target) else {
+                self.tickets.push_front(ticket);
+                break;
+            };
+            h2.open(ticket, target, req, now, ctx.conn.timeout.map(|t| now + t));
+        }
+        h2.pump(&ctx.h2);
+    }
+
+    /// After anything happened on the connection: more streams if there
+    /// is room; with none left open, the connection is idle, or closes
+    /// (GOAWAY, no keep-alive) and what waits takes a new one.
+    fn h2_settle<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, now: Instant) {
+        if ctx.plan.is_over(now) {
+            return self.cut_off(sink, now);
+        }
+        self.h2_open(ctx, sink, now);
+        let Some(h2) = self.h2.as_deref() else {
+            return;
+        };
+        if h2.active() == 0 {
+            let closing = h2.is_going_away() || !ctx.conn.keep_alive;
+            if closing {
+                self.close_conn(sink);
+            }
+            if !self.tickets.is_empty() {
+                if closing {
+                    self.phase = Phase::Connect;
+                    return;
+                }
+                // The server allows no stream now: its SETTINGS will.
+            } else if let Some(t) = self.scheduled.take() {
+                self.tickets.push_back(t);
+                self.phase = Phase::Scheduled;
+            } else {
+                self.phase = Phase::Idle;
+            }
+        }
+        self.h2_flush(sink);
+    }
+
+    /// Hands the frames produced to the socket: offered as the next chunk,
+    /// or encrypted by the TLS layer.
+    fn h2_flush<S: Sink>(&mut self, sink: &mut S) {
+        let Some(h2) = self.h2.as_deref_mut() else {
+            return;
+        };
+        match self.tls.as_deref_mut() {
+            Some(tls) => {
+                while !h2.pending().is_empty() {
+                    let n = tls.write(h2.pending());
+                    if n == 0 {
+                        break;
+                    }
+                    h2.consume(n);
+                    sink.bytes(0, n as u64);
+                }
+                tls.promote();
+            }
+            None => h2.promote(),
+        }
+    }
+
+    /// Some of the connection's bytes went: more request body may go.
+    pub(super) fn h2_sent<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S) {
+        if let Some(h2) = self.h2.as_deref_mut() {
+            h2.pump(&ctx.h2);
+        }
+        self.h2_flush(sink);
+    }
+
+    /// Bytes from the server (plaintext, over TLS).
+    pub(super) fn on_h2_bytes<S: Sink>(
+        &mut self,
+        ctx: &WorkerCtx,
+        sink: &mut S,
+        data: &[u8],
+        now: Instant,
+    ) {
+        let peer = self.peer(ctx);
+        let Some(h2) = self.h2.as_deref_mut() else {
+            return;
+        };
+        let retry = &mut self.tickets;
+        let served = &mut self.served;
+        let result = h2.receive(data, &ctx.h2, &mut |e| {
+            on_event(e, ctx, sink, peer, now, retry, served);
+        });
+        if let Err(e) = result {
+            let error = FetchError::new(ErrorKind::H2Protocol, format!("{peer}: {e}"));
+            return self.h2_fail(ctx, sink, error, now);
+        }
+        if self.phase == Phase::Exchanging {
+            return self.h2_settle(ctx, sink, now);
+        }
+        // An idle connection: a GOAWAY closes it; replies wait for the
+        // next request's send.
+        if self.h2.as_ref().is_some_and(|h2| h2.is_going_away()) {
+            self.close_conn(sink);
+        }
+    }
+
+    /// A deadline passed: streams past their `--timeout` are cancelled,
+    /// a due open-loop ticket opens.
+    pub(super) fn h2_timer<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S, now: Instant) {
+        let peer = self.peer(ctx);
+        let Some(h2) = self.h2.as_deref_mut() else {
+            return;
+        };
+        let retry = &mut self.tickets;
+        let served = &mut self.served;
+        let result = h2.expire(now, &mut |e| {
+            on_event(e, ctx, sink, peer, now, retry, served);
+        });
+        if let Err(e) = result {
+            let error = FetchError::new(ErrorKind::H2Protocol, format!("{peer}: {e}"));
+            return self.h2_fail(ctx, sink, error, now);
+        }
+        if let Some(t) = self.scheduled.take_if(|t| t.intended <= now) {
+            sink.issued(1);
+            self.tickets.push_back(t);
+        }
+        self.h2_settle(ctx, sink, now);
+    }
+
+    /// Puts the open streams' tickets back in front of the held ones.
+    pub(super) fn h2_collapse(&mut self) {
+        if let Some(h2) = self.h2.as_deref_mut() {
+            let open: Vec<Ticket> = h2.drain_tickets().collect();
+            for t in open.into_iter().rev() {
+                self.tickets.push_front(t);
+            }
+        }
+    }
+
+    /// The connection failed: every stream with it (see the module docs).
+    pub(super) fn h2_fail<S: Sink>(
+        &mut self,
+        ctx: &WorkerCtx,
+        sink: &mut S,
+        error: FetchError,
+        now: Instant,
+    ) {
+        let unanswered = self.h2.as_ref().is_none_or(|h2| !h2.any_answer());
+        self.h2_collapse();
+        self.fail(ctx, sink, error, unanswered, now);
+    }
+}
+
+/// What one event of the HTTP/2 layer means for the counts.
+fn on_event<S: Sink>(
+    e: Event<'_>,
+    ctx: &WorkerCtx,
+    sink: &mut S,
+    peer: SocketAddr,
+    now: Instant,
+    retry: &mut VecDeque<Ticket>,
+    served: &mut u64,
+) {
+    let over = ctx.plan.is_over(now);
+    let fail = |sink: &mut S, ticket: Ticket, error: FetchError| {
+        if over {
+            // The run ended first: in flight, as with HTTP/1.x.
+            sink.in_flight(1);
+        } else {
+            sink.failed(ticket.seq, &error);
+        }
+    };
+    match e {
+        Event::Head { seq, head } => sink.head(seq, head),
+        Event::Body { seq, bytes } => sink.body(seq, bytes),
+        Event::Done {
+            ticket,
+            sent_at,
+            response,
+        } => {
+            *served += 1;
+            if over {
+                sink.in_flight(1);
+                return;
+            }
+            sink.response(&Done {
+                seq: ticket.seq,
+                response: &response,
+                origin: ctx.plan.latency_origin(&ticket, sent_at),
+                sent_at,
+                now,
+                peer,
+                excess: 0,
+            });
+        }
+        Event::Reset { ticket, code } => {
+            sink.stream_reset(code);
+            let error = FetchError::new(
+                ErrorKind::StreamReset,
+                format!("{peer} reset the stream ({})", error_name(code)),
+            );
+            fail(sink, ticket, error);
+        }
+        Event::Failed { ticket, reason } => {
+            let error = FetchError::new(ErrorKind::BadResponse, format!("{peer}: {reason}"));
+            fail(sink, ticket, error);
+        }
+        Event::TimedOut { ticket } => {
+            let error = FetchError::timeout(ctx.conn.timeout.unwrap_or_default());
+            fail(sink, ticket, error);
+        }
+        Event::Retry { ticket } => {
+            if *served > 0 {
+                sink.retried(1);
+                retry.push_back(ticket);
+            } else {
+                let error = FetchError::new(
+                    ErrorKind::Reset,
+                    format!("{peer} sent GOAWAY before answering any request on the connection"),
+                );
+                fail(sink, ticket, error);
+            }
+        }
+        Event::GoAway { code } => sink.goaway(code),
+    }
+}

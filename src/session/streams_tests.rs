@@ -1,0 +1,251 @@
+//! The session over HTTP/2 without sockets: streams kept full, GOAWAY
+//! retried on a new connection, a close with streams open, the end of the
+//! run; every count adds up.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+
+use super::h2::frame::*;
+use super::*;
+use crate::backend::{ConnOptions, Http2, WorkerCtx, wire};
+use crate::plan::{Plan, Rate, Stop};
+use crate::target::{RequestOptions, Target};
+
+#[derive(Debug, Default)]
+struct Counts {
+    issued: u64,
+    completed: u64,
+    failed: Vec<ErrorKind>,
+    in_flight: u64,
+    retried: u64,
+    h2_connections: u64,
+    goaways: u64,
+}
+
+impl Counts {
+    fn adds_up(&self) -> bool {
+        self.issued == self.completed + self.failed.len() as u64 + self.in_flight
+    }
+}
+
+impl Sink for Counts {
+    const COLLECT: bool = false;
+    fn issued(&mut self, n: u64) {
+        self.issued += n;
+    }
+    fn connected(&mut self, _took: Duration, _reconnect: bool) {}
+    fn handshake(&mut self, _took: Duration, _resumed: bool) {}
+    fn closed(&mut self) {}
+    fn retried(&mut self, n: u64) {
+        self.retried += n;
+    }
+    fn head(&mut self, _seq: u64, _head: &[u8]) {}
+    fn body(&mut self, _seq: u64, _bytes: &[u8]) {}
+    fn response(&mut self, _done: &Done<'_>) {
+        self.completed += 1;
+    }
+    fn failed(&mut self, _seq: u64, error: &FetchError) {
+        self.failed.push(error.kind);
+    }
+    fn in_flight(&mut self, n: u64) {
+        self.in_flight += n;
+    }
+    fn bytes(&mut self, _read: u64, _written: u64) {}
+    fn ended(&mut self, _at: Instant) {}
+    fn cpu(&mut self, _usage: crate::stats::resources::Usage) {}
+    fn h2_connection(&mut self) {
+        self.h2_connections += 1;
+    }
+    fn goaway(&mut self, _code: u32) {
+        self.goaways += 1;
+    }
+    fn stream_reset(&mut self, _code: u32) {}
+}
+
+fn ctx(n: u64, streams: usize, start: Instant) -> WorkerCtx {
+    let targets = Arc::new(vec![
+        Target::new("http://127.0.0.1:9/x", &RequestOptions::default()).expect("target"),
+    ]);
+    let conn = ConnOptions {
+        timeout: Some(Duration::from_secs(2)),
+        connect_timeout: Some(Duration::from_secs(1)),
+        http2: Http2::PriorKnowledge,
+        streams,
+        ..ConnOptions::default()
+    };
+    WorkerCtx::new(
+        1,
+        Plan::starting_at(Stop::Count(n), Rate::Closed, start),
+        targets.clone(),
+        wire(&targets, 1),
+        Arc::new(conn),
+        Arc::default(),
+    )
+}
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    put_head(&mut b, payload.len(), kind, flags, stream);
+    b.put_slice(payload);
+    b.to_vec()
+}
+
+/// A 200 with a 2-byte body on `stream`.
+fn answer(stream: u32) -> Vec<u8> {
+    [
+        frame(HEADERS, END_HEADERS, stream, &[0x88]),
+        frame(DATA, END_STREAM, stream, b"ok"),
+    ]
+    .concat()
+}
+
+fn server_settings() -> Vec<u8> {
+    let mut b = BytesMut::new();
+    put_settings(&mut b, &[(SETTINGS_MAX_CONCURRENT_STREAMS, 100)]);
+    [b.to_vec(), frame(SETTINGS, ACK, 0, &[])].concat()
+}
+
+/// Drives the session until it wants a receive: starts, connects, sends
+/// everything. Returns the HEADERS stream ids it sent.
+fn drive(s: &mut Session, ctx: &WorkerCtx, c: &mut Counts, now: Instant) -> Vec<u32> {
+    let mut ids = Vec::new();
+    loop {
+        s.take_close();
+        match s.want() {
+            Want::Start => s.start(ctx, c, now),
+            Want::Connect => {
+                s.connect_started(ctx, now);
+                s.on_connected(ctx, c, now);
+            }
+            Want::Exchange { send: true } => {
+                let out = s.to_send(ctx).to_vec();
+                ids.extend(headers_ids(&out));
+                s.on_sent(ctx, c, out.len());
+            }
+            _ => return ids,
+        }
+    }
+}
+
+/// The stream ids of the HEADERS frames in `out` (after any preface).
+fn headers_ids(mut out: &[u8]) -> Vec<u32> {
+    if out.starts_with(PREFACE) {
+        out = &out[PREFACE.len()..];
+    }
+    let mut ids = Vec::new();
+    while out.len() >= HEAD_LEN {
+        let h = Head::parse(out[..HEAD_LEN].try_into().unwrap());
+        if h.kind == HEADERS {
+            ids.push(h.stream);
+        }
+        out = &out[HEAD_LEN + h.len..];
+    }
+    ids
+}
+
+#[test]
+fn streams_stay_full_and_every_count_adds_up() {
+    let now = Instant::now();
+    let ctx = ctx(50, 4, now);
+    let mut c = Counts::default();
+    let mut s = Session::new(false, 1);
+    let mut open = drive(&mut s, &ctx, &mut c, now);
+    assert_eq!(open, vec![1], "one stream until the server's SETTINGS");
+    s.on_recv(&ctx, &mut c, &server_settings(), now);
+    open.extend(drive(&mut s, &ctx, &mut c, now));
+    assert_eq!(open, vec![1, 3, 5, 7]);
+    // Answered newest first, two at a time: the session tops up to 4.
+    while let Some(last) = open.pop() {
+        let mut bytes = answer(last);
+        if let Some(other) = open.pop() {
+            bytes.extend(answer(other));
+        }
+        s.on_recv(&ctx, &mut c, &bytes, now);
+        open.extend(drive(&mut s, &ctx, &mut c, now));
+        open.sort_unstable();
+        assert!(open.len() <= 4);
+    }
+    assert_eq!((c.completed, c.issued, c.h2_connections), (50, 50, 1));
+    assert!(c.adds_up(), "{c:?}");
+    assert_eq!(s.want(), Want::Done);
+}
+
+#[test]
+fn goaway_sends_the_streams_above_it_to_a_new_connection() {
+    let now = Instant::now();
+    let ctx = ctx(8, 4, now);
+    let mut c = Counts::default();
+    let mut s = Session::new(false, 1);
+    drive(&mut s, &ctx, &mut c, now);
+    s.on_recv(&ctx, &mut c, &server_settings(), now);
+    drive(&mut s, &ctx, &mut c, now);
+    // Streams 1 and 3 answered; GOAWAY names 3: 5 and 7 go elsewhere.
+    let mut goaway = 3u32.to_be_bytes().to_vec();
+    goaway.extend(0u32.to_be_bytes());
+    let bytes = [answer(1), answer(3), frame(GOAWAY, 0, 0, &goaway)].concat();
+    s.on_recv(&ctx, &mut c, &bytes, now);
+    assert_eq!((c.goaways, c.retried, c.completed), (1, 2, 2));
+    assert!(s.take_close(), "no stream is left: the connection closes");
+    assert_eq!(s.want(), Want::Connect);
+    let first = drive(&mut s, &ctx, &mut c, now);
+    assert_eq!(first, vec![1], "a new connection");
+    s.on_recv(&ctx, &mut c, &server_settings(), now);
+    let mut open = first;
+    open.extend(drive(&mut s, &ctx, &mut c, now));
+    while let Some(id) = open.pop() {
+        s.on_recv(&ctx, &mut c, &answer(id), now);
+        open.extend(drive(&mut s, &ctx, &mut c, now));
+    }
+    assert_eq!((c.completed, c.h2_connections), (8, 2));
+    assert!(c.adds_up(), "{c:?}");
+}
+
+#[test]
+fn a_close_with_streams_open_retries_or_fails_by_the_http1_rule() {
+    let now = Instant::now();
+    // A fresh connection that closes before answering: the requests fail.
+    let ctx1 = ctx(4, 4, now);
+    let mut c = Counts::default();
+    let mut s = Session::new(false, 1);
+    drive(&mut s, &ctx1, &mut c, now);
+    s.on_recv(&ctx1, &mut c, &server_settings(), now);
+    drive(&mut s, &ctx1, &mut c, now);
+    s.on_eof(&ctx1, &mut c, now);
+    assert_eq!(c.failed, vec![ErrorKind::EarlyEof; 4]);
+    assert!(c.adds_up(), "{c:?}");
+    // One that had answered: the unanswered go to a new connection.
+    let ctx2 = ctx(6, 4, now);
+    let mut c = Counts::default();
+    let mut s = Session::new(false, 1);
+    drive(&mut s, &ctx2, &mut c, now);
+    s.on_recv(&ctx2, &mut c, &server_settings(), now);
+    drive(&mut s, &ctx2, &mut c, now);
+    s.on_recv(&ctx2, &mut c, &answer(1), now);
+    drive(&mut s, &ctx2, &mut c, now);
+    s.on_eof(&ctx2, &mut c, now);
+    assert_eq!((c.completed, c.retried), (1, 4));
+    assert_eq!(s.want(), Want::Connect);
+    // The end of the run: what is open or held is in flight (the fifth
+    // ticket was taken when stream 1 ended; the sixth never was).
+    drive(&mut s, &ctx2, &mut c, now);
+    s.cut_off(&mut c, now);
+    assert_eq!((c.issued, c.in_flight), (5, 4), "{c:?}");
+    assert!(c.adds_up(), "{c:?}");
+}
+
+#[test]
+fn a_malformed_frame_fails_the_connections_streams_as_h2_protocol() {
+    let now = Instant::now();
+    let ctx = ctx(3, 3, now);
+    let mut c = Counts::default();
+    let mut s = Session::new(false, 1);
+    drive(&mut s, &ctx, &mut c, now);
+    s.on_recv(&ctx, &mut c, &server_settings(), now);
+    drive(&mut s, &ctx, &mut c, now);
+    s.on_recv(&ctx, &mut c, &frame(DATA, 0, 0, b"x"), now);
+    assert_eq!(c.failed, vec![ErrorKind::H2Protocol; 3]);
+    assert!(s.take_close());
+    assert!(c.adds_up(), "{c:?}");
+}

@@ -1,0 +1,168 @@
+"""An HTTP/2 (h2c, prior knowledge) server that misbehaves on purpose, for
+uringfetch's tests: built on the h2 package (python3-h2 from Debian) or,
+for what h2 would refuse to send, on raw frames. Listens on 127.0.0.1, a
+free port, printed on the first line of stdout; one thread per connection.
+
+Modes:
+  ok                  every request gets 200 "ok\\n"
+  tiny-window         the server's windows are 100 bytes (connection 65,535),
+                      opened as it reads; the answer is the body length read
+  max-streams-1       SETTINGS_MAX_CONCURRENT_STREAMS 1; a stream beyond it
+                      is refused (REFUSED_STREAM), which the test sees
+  goaway              after 5 responses on a connection, GOAWAY naming the
+                      last stream processed, then close once it is sent
+  rst-every-other     every other stream is reset (INTERNAL_ERROR)
+  huge-headers        each response's header list is 156,000 bytes
+  continuation-flood  (raw) HEADERS without END_HEADERS, then CONTINUATION
+                      frames without end
+  ping-flood          (raw) PING frames without end, never reading
+  no-settings-ack     (raw) SETTINGS, then nothing: the client's SETTINGS
+                      are never acknowledged
+"""
+
+import socket
+import struct
+import sys
+import threading
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+
+MODE = sys.argv[1]
+
+
+def frame(kind, flags, stream, payload=b""):
+    n = len(payload)
+    return struct.pack(">BHBBL", n >> 16, n & 0xFFFF, kind, flags, stream) + payload
+
+
+def read_preface(sock):
+    got = b""
+    while len(got) < 24:
+        chunk = sock.recv(24 - len(got))
+        if not chunk:
+            return False
+        got += chunk
+    return True
+
+
+def raw(sock):
+    if not read_preface(sock):
+        return
+    sock.sendall(frame(4, 0, 0))
+    if MODE == "no-settings-ack":
+        while sock.recv(65536):
+            pass
+        return
+    if MODE == "ping-flood":
+        ping = frame(6, 0, 0, b"12345678") * 512
+        while True:
+            sock.sendall(ping)
+    if MODE == "continuation-flood":
+        # A header block for stream 1 that never ends.
+        sock.sendall(frame(1, 0, 1, b"\x88"))
+        cont = frame(9, 0, 1, b"\x40\x01a\x01b" * 1000)
+        while True:
+            sock.sendall(cont)
+
+
+def serve_h2(sock):
+    config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+    conn = h2.connection.H2Connection(config=config)
+    settings = {}
+    if MODE == "tiny-window":
+        settings[h2.settings.SettingCodes.INITIAL_WINDOW_SIZE] = 100
+    if MODE == "max-streams-1":
+        settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = 1
+    conn.initiate_connection()
+    if settings:
+        conn.update_settings(settings)
+    sock.sendall(conn.data_to_send())
+    bodies = {}
+    served = 0
+    seen = 0
+    open_streams = set()
+    while True:
+        try:
+            data = sock.recv(65536)
+        except OSError:
+            return
+        if not data:
+            return
+        try:
+            events = conn.receive_data(data)
+        except Exception:
+            return
+        for e in events:
+            if isinstance(e, h2.events.RequestReceived):
+                seen += 1
+                open_streams.add(e.stream_id)
+                bodies[e.stream_id] = 0
+                if MODE == "max-streams-1" and len(open_streams) > 1:
+                    sys.stderr.write("too many streams\n")
+                if MODE == "rst-every-other" and seen % 2 == 0:
+                    conn.reset_stream(e.stream_id, error_code=2)
+                    open_streams.discard(e.stream_id)
+                    continue
+                if e.stream_ended:
+                    served += respond(conn, e.stream_id, b"ok\n")
+                    open_streams.discard(e.stream_id)
+            elif isinstance(e, h2.events.DataReceived):
+                bodies[e.stream_id] = bodies.get(e.stream_id, 0) + len(e.data)
+                conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                if e.stream_ended:
+                    served += respond(conn, e.stream_id, b"%d" % bodies[e.stream_id])
+                    open_streams.discard(e.stream_id)
+            elif isinstance(e, h2.events.StreamEnded):
+                if e.stream_id in open_streams and e.stream_id in bodies:
+                    served += respond(conn, e.stream_id, b"%d" % bodies[e.stream_id])
+                    open_streams.discard(e.stream_id)
+            if MODE == "goaway" and served >= 5:
+                conn.close_connection(last_stream_id=conn.highest_inbound_stream_id)
+                sock.sendall(conn.data_to_send())
+                sock.shutdown(socket.SHUT_WR)
+                while sock.recv(65536):
+                    pass
+                return
+        out = conn.data_to_send()
+        if out:
+            sock.sendall(out)
+
+
+def respond(conn, stream_id, body):
+    headers = [(b":status", b"200"), (b"content-length", b"%d" % len(body))]
+    if MODE == "huge-headers":
+        # 2,000 fields of 40 bytes: a header list of 156,000 bytes (many
+        # small fields: Python's HPACK encodes one huge value slowly).
+        headers += [(b"x-%d" % i, b"h" * 40) for i in range(2000)]
+    conn.send_headers(stream_id, headers)
+    conn.send_data(stream_id, body, end_stream=True)
+    return 1
+
+
+def handle(sock):
+    try:
+        if MODE in ("continuation-flood", "ping-flood", "no-settings-ack"):
+            raw(sock)
+        else:
+            serve_h2(sock)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def main():
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    print(listener.getsockname()[1], flush=True)
+    while True:
+        sock, _ = listener.accept()
+        threading.Thread(target=handle, args=(sock,), daemon=True).start()
+
+
+main()
