@@ -455,3 +455,47 @@ fn tls_handshakes_add_up_exactly_and_a_plaintext_report_has_none() {
         "{text}"
     );
 }
+
+#[test]
+fn http2_counts_add_up_and_the_protocol_is_kept_or_mixed() {
+    let h2 = |start_ms, streams, resets: &[(&str, u64)]| {
+        let mut s = report("http://127.0.0.1:1/x", &[100], start_ms, 1000);
+        s.protocol = Some("h2".into());
+        s.h2 = Some(super::H2Stats {
+            connections: 2,
+            streams_per_connection: streams,
+            goaways: 1,
+            stream_resets: resets.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        });
+        s
+    };
+    let a = h2(0, 10, &[("CANCEL", 2)]);
+    let b = h2(500, 100, &[("CANCEL", 1), ("INTERNAL_ERROR", 4)]);
+    let plain = report("http://127.0.0.1:1/x", &[100], 700, 1000);
+    assert_eq!(plain.protocol.as_deref(), Some("h1"));
+    assert!(plain.h2.is_none());
+    let inputs = merge::parse_documents("-", &format!("{}{}", json(&a), json(&b))).unwrap();
+    let m = merge::merge(&inputs).unwrap();
+    let h = m.summary.h2.as_ref().expect("merged h2");
+    assert_eq!(
+        (h.connections, h.goaways, h.streams_per_connection),
+        (4, 2, 100)
+    );
+    assert_eq!(h.stream_resets["CANCEL"], 3);
+    assert_eq!(h.stream_resets["INTERNAL_ERROR"], 4);
+    assert_eq!(m.summary.protocol.as_deref(), Some("h2"));
+    let text = super::text::render(&m.summary, &m.latency);
+    assert!(
+        text.contains("h2 over 4 connections, 100 streams each; 2 GOAWAY, 7 streams reset (CANCEL 3, INTERNAL_ERROR 4)"),
+        "{text}"
+    );
+    let with_h1 = format!("{}{}", json(&a), json(&plain));
+    let m = merge::merge(&merge::parse_documents("-", &with_h1).unwrap()).unwrap();
+    assert_eq!(m.summary.protocol.as_deref(), Some("h1+h2"));
+    assert_eq!(m.summary.h2.as_ref().map(|h| h.connections), Some(2));
+    let table = super::compare::render("x", &[a, plain]);
+    assert!(
+        table.contains("proto") && table.contains("goaway"),
+        "{table}"
+    );
+}

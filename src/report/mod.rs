@@ -439,7 +439,13 @@ impl Summary {
             mode,
             success_rate: success_rate(&requests, non_2xx_3xx),
             requests,
-            http: HttpShape::of(&o.config),
+            http: HttpShape::of(&o.config).map(|mut h| {
+                // The request line's version, unless every connection spoke HTTP/2.
+                if r.h2_connections > 0 && r.h2_connections >= r.connects {
+                    h.version = "HTTP/2".into();
+                }
+                h
+            }),
             status,
             non_2xx_3xx,
             errors: r

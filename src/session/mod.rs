@@ -228,14 +228,10 @@ impl Session {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             },
+            // Over HTTP/2 a due open-loop ticket waits for the next event
+            // (see `streams.rs`).
             Phase::Exchanging => match &self.h2 {
-                Some(h2) => {
-                    let due = self.scheduled.map(|t| t.intended);
-                    match (h2.deadline(), due) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    }
-                }
+                Some(h2) => h2.deadline(),
                 None => self.deadline,
             },
             Phase::Idle | Phase::Connect | Phase::Done => None,

@@ -17,6 +17,13 @@
 //!   answered something, else they fail.
 //! - With no stream left, a connection that got GOAWAY (or runs without
 //!   keep-alive) closes; the tickets that wait take a new one.
+//! - The only timers while streams are open end the connection: a
+//!   stream's `--timeout` (the others go to a new connection) and the
+//!   server's time to acknowledge SETTINGS. An open-loop ticket that
+//!   comes due meanwhile opens at the next event on the connection (its
+//!   latency still counts from its time): the futures drivers cancel a
+//!   pending receive when a timer fires, and uring-async would lose what
+//!   that receive got.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -69,6 +76,10 @@ impl Session {
         let Some(h2) = self.h2.as_deref_mut() else {
             return;
         };
+        if let Some(t) = self.scheduled.take_if(|t| t.intended <= now) {
+            sink.issued(1);
+            self.tickets.push_back(t);
+        }
         let streams = ctx.conn.streams.max(1);
         let targets = ctx.targets.len().max(1) as u64;
         while h2.room() > 0 && h2.active() < streams {
@@ -199,12 +210,31 @@ impl Session {
         };
         let retry = &mut self.tickets;
         let served = &mut self.served;
+        let before = h2.active();
         let result = h2.expire(now, &mut |e| {
             on_event(e, ctx, sink, peer, now, retry, served);
         });
         if let Err(e) = result {
             let error = FetchError::new(ErrorKind::H2Protocol, format!("{peer}: {e}"));
             return self.h2_fail(ctx, sink, error, now);
+        }
+        if h2.active() < before {
+            // Streams timed out: the connection ends with them (as an
+            // HTTP/1.1 one does), and the others go to a new one. A driver
+            // whose timer cancels a pending receive (uring-async) could
+            // lose bytes of the connection; a new one loses none.
+            self.h2_collapse();
+            let n = self.tickets.len() as u64;
+            if n > 0 {
+                sink.retried(n);
+            }
+            self.close_conn(sink);
+            self.phase = if self.tickets.is_empty() {
+                Phase::Idle
+            } else {
+                Phase::Connect
+            };
+            return;
         }
         if let Some(t) = self.scheduled.take_if(|t| t.intended <= now) {
             sink.issued(1);

@@ -249,3 +249,32 @@ fn a_malformed_frame_fails_the_connections_streams_as_h2_protocol() {
     assert!(s.take_close());
     assert!(c.adds_up(), "{c:?}");
 }
+
+#[test]
+fn a_stream_past_its_timeout_ends_the_connection_and_the_others_go_on() {
+    let t0 = Instant::now();
+    let ctx = ctx(3, 3, t0);
+    let mut c = Counts::default();
+    let mut s = Session::new(false, 1);
+    assert_eq!(drive(&mut s, &ctx, &mut c, t0), vec![1]);
+    let t1 = t0 + Duration::from_secs(1);
+    s.on_recv(&ctx, &mut c, &server_settings(), t1);
+    assert_eq!(drive(&mut s, &ctx, &mut c, t1), vec![3, 5]);
+    // Stream 1's --timeout (2 s) passes first.
+    assert_eq!(s.deadline(), Some(t0 + Duration::from_secs(2)));
+    let t2 = t0 + Duration::from_millis(2500);
+    s.on_timer(&ctx, &mut c, t2);
+    assert_eq!(c.failed, vec![ErrorKind::Timeout]);
+    assert_eq!(c.retried, 2);
+    assert!(s.take_close());
+    assert_eq!(s.want(), Want::Connect);
+    let mut open = drive(&mut s, &ctx, &mut c, t2);
+    s.on_recv(&ctx, &mut c, &server_settings(), t2);
+    open.extend(drive(&mut s, &ctx, &mut c, t2));
+    assert_eq!(open, vec![1, 3]);
+    for id in open {
+        s.on_recv(&ctx, &mut c, &answer(id), t2);
+    }
+    assert_eq!(c.completed, 2);
+    assert!(c.adds_up(), "{c:?}");
+}

@@ -192,6 +192,7 @@ const H2C: &str = "--http2-prior-knowledge";
 
 fn h2_counts(v: &Value, connections: u64, streams: u64) {
     assert_eq!(v["protocol"], "h2", "{v}");
+    assert_eq!(v["http"]["version"], "HTTP/2", "{v}");
     assert_eq!(n(v, "/h2/connections"), connections, "{v}");
     assert_eq!(n(v, "/h2/streams_per_connection"), streams, "{v}");
 }
