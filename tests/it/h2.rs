@@ -84,24 +84,10 @@ fn nginx_h2(tls: Option<&TlsFiles>) -> NginxH2 {
                 f.key.display()
             )
         });
-        let conf = format!(
-            r#"load_module {ECHO_MODULE};
-daemon off;
-master_process off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    keepalive_requests 1000000;
-    http2_max_concurrent_streams 16;
-    default_type application/octet-stream;
+        let conf = nginx_conf(
+            &dir,
+            &format!(
+                r#"    http2_max_concurrent_streams 16;
     server {{
         listen 127.0.0.1:{port} http2 backlog=4096;
         {ssl}
@@ -109,24 +95,11 @@ http {{
         location = /sleep {{ echo_sleep 1; echo "slept"; }}
         location = /limited {{ keepalive_requests 3; alias {root}/bar; }}
         location = /upload {{ echo_read_request_body; echo $request_body_file$request_length; }}
-    }}
-}}
-"#,
-            dir = dir.display(),
-            root = root.display(),
+    }}"#,
+                root = root.display(),
+            ),
         );
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new(find_nginx())
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-p")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx starts");
+        let child = spawn_nginx(&find_nginx(), &dir, &conf);
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut peer = Peer {
             child,

@@ -152,6 +152,50 @@ pub fn find_nginx() -> PathBuf {
 
 pub const ECHO_MODULE: &str = "/usr/lib/nginx/modules/ngx_http_echo_module.so";
 
+/// Writes `conf` to `dir`/nginx.conf and starts nginx `bin` on it.
+pub fn spawn_nginx(bin: &Path, dir: &Path, conf: &str) -> std::process::Child {
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    Command::new(bin)
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-p")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx starts")
+}
+
+/// A test nginx's configuration: one worker in the foreground with the
+/// echo module, its files under `dir`, the `http` settings every test
+/// nginx shares, then `http`'s own directives and server blocks.
+pub fn nginx_conf(dir: &Path, http: &str) -> String {
+    format!(
+        r#"load_module {ECHO_MODULE};
+daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+{http}
+}}
+"#,
+        dir = dir.display(),
+    )
+}
+
 /// nginx from Debian on a free loopback port, one worker, serving:
 /// `/bar` (static, 4 bytes), `/big` (static, 100000 bytes), `/chunked`
 /// (echo module, chunked), `/sleep` (echo_sleep 1 s), `/close` (no keep-alive).
@@ -289,24 +333,10 @@ fn nginx_with(tls: Option<(&TlsFiles, u16, u16)>) -> Option<Peer> {
             ),
         ),
     };
-    let conf = format!(
-        r#"load_module {ECHO_MODULE};
-daemon off;
-master_process off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    keepalive_requests 1000000;
-    default_type application/octet-stream;
-    server {{
+    let conf = nginx_conf(
+        &dir,
+        &format!(
+            r#"    server {{
         listen 127.0.0.1:{port} backlog=4096;
         {tls_listen}
         root {root};
@@ -315,24 +345,11 @@ http {{
         location = /close {{ keepalive_timeout 0; alias {root}/bar; }}
         location = /limited {{ keepalive_requests 3; alias {root}/bar; }}
     }}
-    {tls_server}
-}}
-"#,
-        dir = dir.display(),
-        root = root.display(),
+    {tls_server}"#,
+            root = root.display(),
+        ),
     );
-    let conf_path = dir.join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&conf_path)
-        .arg("-p")
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx starts");
+    let child = spawn_nginx(&bin, &dir, &conf);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut peer = Peer {
         child,
