@@ -79,8 +79,8 @@ fn the_declared_licenses_are_in_the_repository() {
 }
 
 /// A new user is told how to get `uringfetch` on the PATH, what serves the
-/// examples' port 8080, how to trust a server's certificate, and that
-/// HTTP/2 is not supported yet.
+/// examples' port 8080, how to trust a server's certificate, and how to
+/// speak HTTP/2.
 #[test]
 fn the_readme_answers_a_new_users_first_questions() {
     let readme = read("README.md");
@@ -89,7 +89,7 @@ fn the_readme_answers_a_new_users_first_questions() {
         "target/release/uringfetch",
         "uringfetch serve --addr 127.0.0.1:8080 --delay 0",
         "--cacert ca.pem https://",
-        "HTTP/2 is not supported yet",
+        "--http2-prior-knowledge",
     ] {
         assert!(readme.contains(said), "the README does not say `{said}`");
     }
