@@ -97,6 +97,9 @@ pub fn probe() -> Result<Ciphers, String> {
     ] {
         match try_cipher(cipher) {
             Ok(()) => *flag = true,
+            // No `tls` module: no cipher will do (and each try would ask
+            // the kernel to load it again).
+            Err(e) if e.contains("`tls`") => return Err(e),
             Err(e) => {
                 first_error.get_or_insert(e);
             }
@@ -130,23 +133,51 @@ fn try_cipher(cipher: u16) -> Result<(), String> {
 /// The `tls_crypto_info` for one direction of a connection: the version,
 /// the cipher, and its IV, key, salt and record sequence number as
 /// `linux/tls.h` lays them out. `None` for a cipher kTLS does not have.
+///
+/// TLS 1.2 with AES-GCM sends an explicit nonce in every record, which
+/// the kernel takes from the installed IV and increments by one per
+/// record, while rustls made it `IV XOR sequence number` for the records
+/// it sent (the Finished, the first requests): the kernel's first nonce
+/// would be the Finished's, under the same key, which breaks GCM. For the
+/// send direction (`dir` Tx) the kernel's nonces start at the IV with its
+/// top bit flipped: rustls' used `IV XOR s` for s < 2^63, all with the
+/// IV's top bit, and the kernel's stay on the other side for 2^63 records
+/// (received records carry their own nonce: nothing to do there).
 pub fn crypto_info(
     version: ProtocolVersion,
     secrets: &ConnectionTrafficSecrets,
     seq: u64,
+    dir: Dir,
 ) -> Option<Vec<u8>> {
+    let tls12 = version == ProtocolVersion::TLSv1_2;
     let version = match version {
         ProtocolVersion::TLSv1_2 => TLS_1_2_VERSION,
         ProtocolVersion::TLSv1_3 => TLS_1_3_VERSION,
         _ => return None,
     };
+    let gcm_iv = |iv: &[u8]| -> Vec<u8> {
+        let mut iv = iv.to_vec();
+        if tls12 && dir == Dir::Tx && iv.len() == 12 {
+            // The explicit nonce is iv[4..12], big-endian.
+            iv[4] ^= 0x80;
+        }
+        iv
+    };
     match secrets {
-        ConnectionTrafficSecrets::Aes128Gcm { key, iv } => {
-            layout(version, CIPHER_AES_GCM_128, iv.as_ref(), key.as_ref(), seq)
-        }
-        ConnectionTrafficSecrets::Aes256Gcm { key, iv } => {
-            layout(version, CIPHER_AES_GCM_256, iv.as_ref(), key.as_ref(), seq)
-        }
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv } => layout(
+            version,
+            CIPHER_AES_GCM_128,
+            &gcm_iv(iv.as_ref()),
+            key.as_ref(),
+            seq,
+        ),
+        ConnectionTrafficSecrets::Aes256Gcm { key, iv } => layout(
+            version,
+            CIPHER_AES_GCM_256,
+            &gcm_iv(iv.as_ref()),
+            key.as_ref(),
+            seq,
+        ),
         ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => layout(
             version,
             CIPHER_CHACHA20_POLY1305,
@@ -255,14 +286,21 @@ pub fn read_record(fd: RawFd) -> io::Result<(u8, Vec<u8>)> {
         return Err(io::Error::last_os_error());
     }
     data.truncate(n as usize);
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::other("kernel TLS: a record's type did not fit"));
+    }
     let mut kind = APPLICATION_DATA;
     // SAFETY: the CMSG_* walk stays inside `msg.msg_control` and
-    // `msg.msg_controllen`, which the kernel set; CMSG_DATA of a
-    // SOL_TLS/TLS_GET_RECORD_TYPE message has at least one byte.
+    // `msg.msg_controllen`, which the kernel set (CMSG_NXTHDR returns null
+    // past them); the type byte is read only from a message whose length
+    // covers it.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == SOL_TLS && (*cmsg).cmsg_type == TLS_GET_RECORD_TYPE {
+            if (*cmsg).cmsg_level == SOL_TLS
+                && (*cmsg).cmsg_type == TLS_GET_RECORD_TYPE
+                && (*cmsg).cmsg_len as usize >= libc::CMSG_LEN(1) as usize
+            {
                 kind = *libc::CMSG_DATA(cmsg);
             }
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
@@ -321,7 +359,7 @@ mod tests {
             key: AeadKey::from(pad32(&key)),
             iv: Iv::new(iv),
         };
-        let info = crypto_info(ProtocolVersion::TLSv1_3, &secrets, 7).unwrap();
+        let info = crypto_info(ProtocolVersion::TLSv1_3, &secrets, 7, Dir::Tx).unwrap();
         // sizeof(struct tls12_crypto_info_aes_gcm_128) == 40
         assert_eq!(info.len(), 40);
         assert_eq!(&info[0..2], &0x0304u16.to_ne_bytes());
@@ -339,7 +377,7 @@ mod tests {
             iv: Iv::new([1; 12]),
         };
         // sizeof(struct tls12_crypto_info_aes_gcm_256) == 56
-        let info = crypto_info(ProtocolVersion::TLSv1_2, &secrets, 1).unwrap();
+        let info = crypto_info(ProtocolVersion::TLSv1_2, &secrets, 1, Dir::Rx).unwrap();
         assert_eq!(info.len(), 56);
         assert_eq!(&info[0..2], &0x0303u16.to_ne_bytes());
         let iv: [u8; 12] = std::array::from_fn(|i| i as u8);
@@ -348,10 +386,52 @@ mod tests {
             iv: Iv::new(iv),
         };
         // sizeof(struct tls12_crypto_info_chacha20_poly1305) == 56
-        let info = crypto_info(ProtocolVersion::TLSv1_3, &secrets, 0).unwrap();
+        let info = crypto_info(ProtocolVersion::TLSv1_3, &secrets, 0, Dir::Tx).unwrap();
         assert_eq!(info.len(), 56);
         assert_eq!(&info[4..16], &iv, "the whole nonce is the IV");
         assert_eq!(&info[16..48], &[9; 32]);
+    }
+
+    /// The kernel's explicit nonces for TLS 1.2 AES-GCM sends (IV, IV+1,
+    /// ...) never meet those rustls used before the hand-over (IV XOR s
+    /// for the records it sent); receives keep the IV as it is.
+    #[test]
+    fn tls12_gcm_sends_never_reuse_a_nonce_rustls_used() {
+        for base in [
+            0u64,
+            1,
+            2,
+            0x7fff_ffff_ffff_fffe,
+            u64::MAX - 3,
+            0x1234_5678_9abc_def0,
+        ] {
+            let mut iv = [0u8; 12];
+            iv[..4].copy_from_slice(&[1, 2, 3, 4]);
+            iv[4..].copy_from_slice(&base.to_be_bytes());
+            let secrets = ConnectionTrafficSecrets::Aes128Gcm {
+                key: AeadKey::from([7; 32]),
+                iv: Iv::new(iv),
+            };
+            let tx = crypto_info(ProtocolVersion::TLSv1_2, &secrets, 3, Dir::Tx).unwrap();
+            let rx = crypto_info(ProtocolVersion::TLSv1_2, &secrets, 3, Dir::Rx).unwrap();
+            assert_eq!(&rx[4..12], &base.to_be_bytes(), "receive: as is");
+            assert_eq!(&tx[28..32], &[1, 2, 3, 4], "the salt stays");
+            let start = u64::from_be_bytes(tx[4..12].try_into().unwrap());
+            // The kernel's first 1,000 nonces against rustls' first 1,000.
+            for k in 0..1000u64 {
+                let kernel = start.wrapping_add(k);
+                for s in 0..1000u64 {
+                    assert_ne!(
+                        kernel,
+                        base ^ s,
+                        "base {base:#x}: record {k} reuses rustls' {s}"
+                    );
+                }
+            }
+            // TLS 1.3 XORs the sequence number into the whole IV: as is.
+            let tx13 = crypto_info(ProtocolVersion::TLSv1_3, &secrets, 3, Dir::Tx).unwrap();
+            assert_eq!(&tx13[4..12], &base.to_be_bytes());
+        }
     }
 
     #[test]

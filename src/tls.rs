@@ -180,6 +180,12 @@ impl Sessions {
         }
         f(servers.entry(key).or_default())
     }
+
+    /// A lookup: adds no entry (and so evicts none).
+    fn read<R: Default>(&self, name: &ServerName<'_>, f: impl FnOnce(&mut ServerData) -> R) -> R {
+        let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        servers.get_mut(&name.to_owned()).map(f).unwrap_or_default()
+    }
 }
 
 impl rustls::client::ClientSessionStore for Sessions {
@@ -188,7 +194,7 @@ impl rustls::client::ClientSessionStore for Sessions {
     }
 
     fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
-        self.edit(name, |d| d.kx_hint)
+        self.read(name, |d| d.kx_hint)
     }
 
     fn set_tls12_session(
@@ -203,11 +209,11 @@ impl rustls::client::ClientSessionStore for Sessions {
         &self,
         name: &ServerName<'_>,
     ) -> Option<rustls::client::Tls12ClientSessionValue> {
-        self.edit(name, |d| d.tls12.clone())
+        self.read(name, |d| d.tls12.clone())
     }
 
     fn remove_tls12_session(&self, name: &ServerName<'static>) {
-        self.edit(name, |d| d.tls12 = None);
+        self.read(name, |d| d.tls12 = None);
     }
 
     fn insert_tls13_ticket(
@@ -227,7 +233,7 @@ impl rustls::client::ClientSessionStore for Sessions {
         &self,
         name: &ServerName<'static>,
     ) -> Option<rustls::client::Tls13ClientSessionValue> {
-        self.edit(name, |d| d.tls13.pop_back())
+        self.read(name, |d| d.tls13.pop_back())
     }
 }
 

@@ -372,7 +372,8 @@ impl WorkerCtx {
     /// The context for a run on `kind`: kernel TLS where the options
     /// allow it and the backend can.
     pub fn for_backend(mut self, kind: BackendKind) -> Self {
-        self.kernel_tls = self.conn.ktls.is_ok() && kind.can_kernel_tls();
+        self.kernel_tls =
+            self.conn.ktls.is_ok() && kind.can_kernel_tls() && self.conn.http2 == Http2::Off;
         self
     }
 
@@ -534,6 +535,8 @@ pub(crate) fn recv_failed<S: Sink>(
 ) {
     if error.raw_os_error() == Some(libc::EIO) && session.kernel_rx() {
         match crate::ktls::read_record(fd) {
+            // The peer closed right after.
+            Ok((_, payload)) if payload.is_empty() => session.on_eof(ctx, sink, now),
             Ok((kind, payload)) => session.on_tls_record(ctx, sink, kind, &payload, now),
             Err(e) => session.on_io_error(ctx, sink, &e, now),
         }

@@ -152,6 +152,11 @@ pub fn check_ktls(
     req: &RequestArgs,
     kind: crate::backend::BackendKind,
 ) -> Result<(), super::Usage> {
+    if req.ktls == crate::ktls::Mode::On && (req.http2 || req.http2_prior_knowledge) {
+        return Err(super::Usage(
+            "--ktls on: HTTP/2 connections keep TLS in userspace for now".into(),
+        ));
+    }
     if req.ktls == crate::ktls::Mode::On && !kind.can_kernel_tls() {
         return Err(super::Usage(format!(
             "--ktls on: {} keeps TLS in userspace (kernel TLS is for uring-loop, epoll-loop and threads)",

@@ -332,7 +332,10 @@ fn check(
         ));
     }
     let grew = match (stat_before, crate::ktls::Stat::read()) {
-        (Some(a), Some(b)) => (b.tx_sw - a.tx_sw, b.rx_sw - a.rx_sw),
+        (Some(a), Some(b)) => (
+            b.tx_sw.saturating_sub(a.tx_sw),
+            b.rx_sw.saturating_sub(a.rx_sw),
+        ),
         _ => (0, 0),
     };
     if grew.0 < offloaded || grew.1 < offloaded {

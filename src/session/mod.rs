@@ -506,6 +506,15 @@ impl Session {
         self.tls.as_ref().is_some_and(|t| t.plaintext_in())
     }
 
+    /// Whether a handshake for kernel TLS is under way: a driver then
+    /// keeps one receive at a time on the socket (no multishot one), so
+    /// that nothing is read past the handshake's end before the receive
+    /// keys are installed ([`Want::Offload`]).
+    #[inline]
+    pub fn handshaking_for_kernel(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.for_kernel())
+    }
+
     /// Whether the kernel encrypts what the socket sends (kernel TLS).
     #[inline]
     pub fn kernel_tx(&self) -> bool {
@@ -680,19 +689,22 @@ impl Session {
                     sink.handshake(took, resumed);
                     self.connect_by = None;
                     self.start_write(ctx, sink, now);
-                    // Kernel TLS: the keys leave rustls now that the first
-                    // requests are encrypted behind the handshake's end.
-                    if let Some(Err(why)) = self.tls.as_mut().map(|t| t.hand_to_kernel()) {
-                        self.plain = plain;
-                        let error = FetchError::new(
-                            ErrorKind::TlsHandshake,
-                            format!(
-                                "kernel TLS with {}: {why} (--ktls off keeps TLS in userspace)",
-                                self.peer(ctx)
-                            ),
-                        );
-                        return self.fail(ctx, sink, error, false, now);
-                    }
+                }
+                // Kernel TLS: the keys leave rustls once the first requests
+                // are encrypted behind the handshake's end and the server's
+                // records after its Finished are all in (a no-op otherwise).
+                if self.phase == Phase::Exchanging
+                    && let Some(Err(why)) = self.tls.as_mut().map(|t| t.hand_to_kernel())
+                {
+                    self.plain = plain;
+                    let error = FetchError::new(
+                        ErrorKind::TlsHandshake,
+                        format!(
+                            "kernel TLS with {}: {why} (--ktls off keeps TLS in userspace)",
+                            self.peer(ctx)
+                        ),
+                    );
+                    return self.fail(ctx, sink, error, false, now);
                 }
                 if idle && (!plain.is_empty() || state == Received::Closed) {
                     // Plaintext nobody asked for, or the server's goodbye.

@@ -220,7 +220,10 @@ impl TlsLayer {
     /// Hands the keys over once the handshake is done and the first
     /// requests are encrypted (see the module docs). An error is why not.
     pub fn hand_to_kernel(&mut self) -> Result<(), String> {
-        if !matches!(self.conn, Conn::ForKernel { done: true, .. }) {
+        // Not before every record the server sent after its Finished is
+        // whole and taken by rustls (its tickets, its sequence number).
+        if !matches!(&self.conn, Conn::ForKernel { done: true, incoming, .. } if incoming.is_empty())
+        {
             return Ok(());
         }
         let Conn::ForKernel { conn, incoming, .. } = std::mem::replace(&mut self.conn, Conn::Gone)
@@ -242,8 +245,8 @@ impl TlsLayer {
         let (rx_seq, rx) = &secrets.rx;
         let (tx_seq, tx) = &secrets.tx;
         let (Some(rx), Some(tx)) = (
-            ktls::crypto_info(version, rx, *rx_seq),
-            ktls::crypto_info(version, tx, *tx_seq),
+            ktls::crypto_info(version, rx, *rx_seq, Dir::Rx),
+            ktls::crypto_info(version, tx, *tx_seq, Dir::Tx),
         ) else {
             return Err(format!("{suite:?} has no kernel TLS cipher"));
         };
@@ -321,7 +324,25 @@ impl TlsLayer {
 
     /// Whether any ciphertext waits.
     pub fn has_unsent(&self) -> bool {
+        if self.holding() {
+            return false;
+        }
         self.sent < self.sending.len() || !self.next.is_empty()
+    }
+
+    /// The handshake is done but the keys wait for the kernel: the last
+    /// flight and the first requests are held back until then (what the
+    /// server answers to them must reach the kernel's TLS). Only while
+    /// the server's records after its Finished (TLS 1.3 session tickets,
+    /// which Go's servers send at once) are partly received.
+    fn holding(&self) -> bool {
+        matches!(self.conn, Conn::ForKernel { done: true, .. })
+    }
+
+    /// Whether the handshake runs for kernel TLS (its end must be read
+    /// by one receive at a time: see the module docs).
+    pub fn for_kernel(&self) -> bool {
+        matches!(self.conn, Conn::ForKernel { .. })
     }
 
     /// The kernel took `n` bytes of [`TlsLayer::to_send`].
@@ -393,7 +414,17 @@ impl TlsLayer {
             if !*done {
                 *done = handshake(conn, incoming, &mut self.next).map_err(RecvError::Tls)?;
             }
+            if *done {
+                after_handshake(conn, incoming, &mut self.next).map_err(RecvError::Tls)?;
+            }
             return Ok(Received::More);
+        }
+        if matches!(self.conn, Conn::Kernel(_)) && !data.is_empty() {
+            // The receive keys go to the kernel before anything can come
+            // (see the module docs): bytes read past it would be lost.
+            return Err(RecvError::Tls(rustls::Error::General(
+                "bytes were read past the hand-over to kernel TLS (a bug)".into(),
+            )));
         }
         let mut closed = false;
         while !data.is_empty() {
@@ -499,6 +530,55 @@ fn handshake(
             return Ok(done);
         }
     }
+}
+
+/// Takes the whole records the server sent after its Finished (TLS 1.3
+/// session tickets) into rustls, which keeps the tickets and counts the
+/// records in the sequence number the kernel starts from; a partial one
+/// stays in `incoming` until the rest comes. Application data before the
+/// first request is an error.
+fn after_handshake(
+    conn: &mut UnbufferedClientConnection,
+    incoming: &mut Vec<u8>,
+    next: &mut Vec<u8>,
+) -> Result<(), rustls::Error> {
+    while !incoming.is_empty() {
+        let UnbufferedStatus { discard, state } = conn.process_tls_records(incoming);
+        match state? {
+            ConnectionState::WriteTraffic(_) => {}
+            ConnectionState::EncodeTlsData(mut data) => {
+                let at = next.len();
+                loop {
+                    match data.encode(&mut next[at..]) {
+                        Ok(n) => {
+                            next.truncate(at + n);
+                            break;
+                        }
+                        Err(EncodeError::InsufficientSize(InsufficientSizeError {
+                            required_size,
+                        })) => next.resize(at + required_size, 0),
+                        Err(e) => return Err(rustls::Error::General(format!("{e}"))),
+                    }
+                }
+            }
+            ConnectionState::TransmitTlsData(data) => data.done(),
+            ConnectionState::PeerClosed | ConnectionState::Closed => {
+                return Err(rustls::Error::AlertReceived(
+                    rustls::AlertDescription::CloseNotify,
+                ));
+            }
+            _ => {
+                return Err(rustls::Error::General(
+                    "data from the server before any request".into(),
+                ));
+            }
+        }
+        incoming.drain(..discard);
+        if discard == 0 {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Encrypts `plain` behind `next` with a handshake-done unbuffered

@@ -510,6 +510,17 @@ impl<S: Sink> Loop<'_, S> {
     /// the slot's buffer, if the buffer is back from its last receive.
     fn arm_recv(&mut self, i: usize) {
         let (entry, owned) = match &self.uring.bufs {
+            // A kernel TLS handshake reads one receive at a time (see
+            // `Session::handshaking_for_kernel`).
+            Some(b) if self.sessions[i].handshaking_for_kernel() => {
+                let (bgid, len) = (b.bgid, b.size() as u32);
+                let entry =
+                    with_target!(self, i, |t| opcode::Recv::new(t, std::ptr::null_mut(), len)
+                        .buf_group(bgid)
+                        .build()
+                        .flags(squeue::Flags::BUFFER_SELECT));
+                (entry, Owned::Nothing)
+            }
             Some(b) => {
                 let bgid = b.bgid;
                 let entry = with_target!(self, i, |t| opcode::RecvMulti::new(t, bgid).build());

@@ -362,6 +362,11 @@ impl BufRing {
         Ok(me)
     }
 
+    /// The size of each buffer.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
     /// The bytes the kernel put in buffer `bid`.
     pub fn data(&self, bid: u16, len: usize) -> &[u8] {
         let start = (bid as usize & self.mask as usize) * self.size;
