@@ -480,6 +480,29 @@ pub(crate) enum RecvError {
     Io(io::Error),
 }
 
+/// Encodes a handshake record rustls has for the server behind `next`.
+fn encode(
+    data: &mut rustls::unbuffered::EncodeTlsData<'_, ClientConnectionData>,
+    next: &mut Vec<u8>,
+) -> Result<(), rustls::Error> {
+    let at = next.len();
+    loop {
+        match data.encode(&mut next[at..]) {
+            Ok(n) => {
+                next.truncate(at + n);
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                next.resize(at + required_size, 0)
+            }
+            Err(e) => {
+                next.truncate(at);
+                return Err(rustls::Error::General(format!("{e}")));
+            }
+        }
+    }
+}
+
 /// Runs rustls' unbuffered handshake on what `incoming` holds: handshake
 /// records to send go behind `next`; taken bytes leave `incoming`.
 /// Whether the handshake is done.
@@ -492,24 +515,7 @@ fn handshake(
         let UnbufferedStatus { discard, state } = conn.process_tls_records(incoming);
         let mut stop = None;
         match state? {
-            ConnectionState::EncodeTlsData(mut data) => {
-                let at = next.len();
-                loop {
-                    match data.encode(&mut next[at..]) {
-                        Ok(n) => {
-                            next.truncate(at + n);
-                            break;
-                        }
-                        Err(EncodeError::InsufficientSize(InsufficientSizeError {
-                            required_size,
-                        })) => next.resize(at + required_size, 0),
-                        Err(e) => {
-                            next.truncate(at);
-                            return Err(rustls::Error::General(format!("{e}")));
-                        }
-                    }
-                }
-            }
+            ConnectionState::EncodeTlsData(mut data) => encode(&mut data, next)?,
             // What was encoded is in `next`, which the driver sends in order.
             ConnectionState::TransmitTlsData(data) => data.done(),
             ConnectionState::BlockedHandshake => stop = Some(false),
@@ -546,21 +552,7 @@ fn after_handshake(
         let UnbufferedStatus { discard, state } = conn.process_tls_records(incoming);
         match state? {
             ConnectionState::WriteTraffic(_) => {}
-            ConnectionState::EncodeTlsData(mut data) => {
-                let at = next.len();
-                loop {
-                    match data.encode(&mut next[at..]) {
-                        Ok(n) => {
-                            next.truncate(at + n);
-                            break;
-                        }
-                        Err(EncodeError::InsufficientSize(InsufficientSizeError {
-                            required_size,
-                        })) => next.resize(at + required_size, 0),
-                        Err(e) => return Err(rustls::Error::General(format!("{e}"))),
-                    }
-                }
-            }
+            ConnectionState::EncodeTlsData(mut data) => encode(&mut data, next)?,
             ConnectionState::TransmitTlsData(data) => data.done(),
             ConnectionState::PeerClosed | ConnectionState::Closed => {
                 return Err(rustls::Error::AlertReceived(
