@@ -70,15 +70,18 @@ pub struct Ciphers {
 impl Ciphers {
     /// Whether rustls' cipher suite `suite` can be handed to this kernel.
     pub fn takes(&self, suite: rustls::CipherSuite) -> bool {
-        let name = format!("{suite:?}");
-        if name.contains("AES_128_GCM") {
-            self.aes_gcm_128
-        } else if name.contains("AES_256_GCM") {
-            self.aes_gcm_256
-        } else if name.contains("CHACHA20_POLY1305") {
-            self.chacha20_poly1305
-        } else {
-            false
+        use rustls::CipherSuite as S;
+        match suite {
+            S::TLS13_AES_128_GCM_SHA256
+            | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => self.aes_gcm_128,
+            S::TLS13_AES_256_GCM_SHA384
+            | S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+            | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => self.aes_gcm_256,
+            S::TLS13_CHACHA20_POLY1305_SHA256
+            | S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+            | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => self.chacha20_poly1305,
+            _ => false,
         }
     }
 }
@@ -86,8 +89,14 @@ impl Ciphers {
 /// Whether the kernel offers kernel TLS, and which ciphers: the `tls`
 /// ULP and a transmit key of each cipher are tried on loopback
 /// connections (the kernel loads the module itself if it has one).
-/// `Err` says why not, in words for `doctor` and the report.
+/// `Err` says why not, in words for `doctor` and the report. Probed once
+/// per process (each `compare` row asks again).
 pub fn probe() -> Result<Ciphers, String> {
+    static PROBED: std::sync::OnceLock<Result<Ciphers, String>> = std::sync::OnceLock::new();
+    PROBED.get_or_init(probe_now).clone()
+}
+
+fn probe_now() -> Result<Ciphers, String> {
     let mut ciphers = Ciphers::default();
     let mut first_error = None;
     for (cipher, flag) in [
@@ -432,6 +441,21 @@ mod tests {
             let tx13 = crypto_info(ProtocolVersion::TLSv1_3, &secrets, 3, Dir::Tx).unwrap();
             assert_eq!(&tx13[4..12], &base.to_be_bytes());
         }
+    }
+
+    #[test]
+    fn only_suites_of_the_kernels_ciphers_are_taken() {
+        use rustls::CipherSuite as S;
+        let c = Ciphers {
+            aes_gcm_128: true,
+            aes_gcm_256: false,
+            chacha20_poly1305: false,
+        };
+        assert!(c.takes(S::TLS13_AES_128_GCM_SHA256));
+        assert!(c.takes(S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256));
+        assert!(!c.takes(S::TLS13_AES_256_GCM_SHA384));
+        assert!(!c.takes(S::TLS13_CHACHA20_POLY1305_SHA256));
+        assert!(!c.takes(S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256));
     }
 
     #[test]

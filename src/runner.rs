@@ -238,19 +238,26 @@ pub fn run(
     let wire = backend::wire(&config.targets, config.conn.pipeline);
     let (tx, rx) = std::sync::mpsc::channel();
     live.prepare(split.len());
+    // What the workers share is made once (the HTTP/2 form of the
+    // requests too); each worker gets its connections and connect turns.
+    let shared = WorkerCtx::new(
+        0,
+        plan.clone(),
+        config.targets.clone(),
+        wire,
+        config.conn.clone(),
+        bind_cursor,
+    )
+    .for_backend(config.backend.kind);
     let handles: Vec<_> = split
         .iter()
         .enumerate()
         .map(|(index, &connections)| {
-            let ctx = WorkerCtx::new(
+            let ctx = WorkerCtx {
                 connections,
-                plan.clone(),
-                config.targets.clone(),
-                wire.clone(),
-                config.conn.clone(),
-                bind_cursor.clone(),
-            )
-            .for_backend(config.backend.kind);
+                turns: Arc::default(),
+                ..shared.clone()
+            };
             let (kind, gate) = (config.backend, gate.clone());
             let feeds = (index, live.clone(), tx.clone());
             std::thread::Builder::new()

@@ -43,9 +43,6 @@ fn bound(addr: SocketAddr, ip: IpAddr) -> std::io::Result<TcpSocket> {
 struct Epoll;
 
 impl Transport for Epoll {
-    // Readiness: a dropped read or write has moved nothing.
-    const DROP_LOSES_BYTES: bool = false;
-
     type Stream = TcpStream;
 
     /// Opens a connection, from source address `bind` if given (bound with

@@ -34,12 +34,6 @@ pub(super) trait Transport: 'static {
     /// Opens a connection, from source address `bind` if given.
     async fn connect(addr: SocketAddr, bind: Option<IpAddr>) -> std::io::Result<Self::Stream>;
 
-    /// Whether a read or write future dropped before it completes may
-    /// still have moved bytes (a completion-model operation goes on in
-    /// the kernel): such operations are raced only against
-    /// [`Session::deadline_of_io`].
-    const DROP_LOSES_BYTES: bool;
-
     /// Writes some of `bytes`; how many the kernel took.
     async fn write(stream: &mut Self::Stream, bytes: Bytes) -> std::io::Result<usize>;
 
@@ -143,11 +137,6 @@ async fn session_task<T: Transport, S: Sink>(w: Rc<Worker<S>>) {
         {
             T::close(s);
         }
-        // An open-loop ticket whose time came during an operation that was
-        // not raced against it (see `DROP_LOSES_BYTES`) starts now.
-        if T::DROP_LOSES_BYTES && session.deadline().is_some_and(|d| d <= Instant::now()) {
-            session.on_timer(ctx, &mut *w.sink.borrow_mut(), Instant::now());
-        }
         let want = session.want();
         let raced: Raced<()> = match want {
             Want::Done => break,
@@ -204,12 +193,7 @@ async fn session_task<T: Transport, S: Sink>(w: Rc<Worker<S>>) {
                 };
                 if send {
                     let bytes = session.to_send_bytes(ctx);
-                    let limit = if T::DROP_LOSES_BYTES {
-                        session.deadline_of_io()
-                    } else {
-                        session.deadline()
-                    };
-                    match race(T::write(s, bytes), limit, &mut stop).await {
+                    match race(T::write(s, bytes), session.deadline(), &mut stop).await {
                         Raced::Done(r) => {
                             let mut sink = w.sink.borrow_mut();
                             match r {
@@ -226,12 +210,7 @@ async fn session_task<T: Transport, S: Sink>(w: Rc<Worker<S>>) {
                     }
                 } else {
                     let owned = buf.take().unwrap_or_else(|| vec![0; room]);
-                    let limit = if T::DROP_LOSES_BYTES {
-                        session.deadline_of_io()
-                    } else {
-                        session.deadline()
-                    };
-                    match race(T::read(s, owned), limit, &mut stop).await {
+                    match race(T::read(s, owned), session.deadline(), &mut stop).await {
                         Raced::Done((r, owned)) => {
                             let now = Instant::now();
                             let mut sink = w.sink.borrow_mut();

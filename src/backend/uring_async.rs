@@ -88,8 +88,6 @@ impl Drop for ShutdownOnDrop {
 struct Uring;
 
 impl Transport for Uring {
-    const DROP_LOSES_BYTES: bool = true;
-
     type Stream = TcpStream;
 
     /// Opens a TCP connection through io_uring's connect.

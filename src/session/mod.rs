@@ -238,21 +238,6 @@ impl Session {
         }
     }
 
-    /// [`Session::deadline`] without the start of an open-loop ticket
-    /// waiting beside an HTTP/2 connection's streams: what a driver races
-    /// a read or write against when dropping it would lose its bytes
-    /// (tokio-uring's operations complete anyway, into buffers nobody
-    /// reads: a lost HEADERS frame, a frame sent twice). Such a ticket
-    /// then starts once the operation ends; its latency still counts from
-    /// its intended start. What is left are limits whose passing fails
-    /// the connection, with whatever was in flight on it.
-    pub fn deadline_of_io(&self) -> Option<Instant> {
-        match (&self.phase, &self.h2) {
-            (Phase::Exchanging, Some(h2)) => h2.deadline(),
-            _ => self.deadline(),
-        }
-    }
-
     /// The peer of the current request: the address being connected to
     /// or in use, else its target's first.
     pub fn peer(&self, ctx: &WorkerCtx) -> SocketAddr {
