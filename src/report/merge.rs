@@ -497,6 +497,17 @@ fn add_modes(inputs: &[Input]) -> Result<Mode, String> {
 /// series would be that many seconds long.
 const MAX_SERIES_SPREAD_S: u64 = 24 * 3600;
 
+/// How long after the earliest input `i` started, in ns; `None` if more
+/// than [`MAX_SERIES_SPREAD_S`] apart (the series are not put together).
+fn offset_ns(i: &Input, earliest: Option<u64>) -> Option<u64> {
+    let offset = i
+        .summary
+        .started_at_unix_ns
+        .zip(earliest)
+        .map_or(0, |(t, e)| t.saturating_sub(e));
+    (offset / 1_000_000_000 <= MAX_SERIES_SPREAD_S).then_some(offset)
+}
+
 /// The per-second series of all inputs on one wall-clock axis, one bucket
 /// per second from the earliest start. An input that started `f` of a
 /// second into a bucket has each of its seconds straddle two buckets: its
@@ -507,14 +518,9 @@ fn add_per_second(inputs: &[Input], earliest: Option<u64>) -> Result<Option<Vec<
     const SECOND: u64 = 1_000_000_000;
     let mut out: Vec<u64> = Vec::new();
     for i in inputs {
-        let offset_ns = i
-            .summary
-            .started_at_unix_ns
-            .zip(earliest)
-            .map_or(0, |(t, e)| t.saturating_sub(e));
-        if offset_ns / SECOND > MAX_SERIES_SPREAD_S {
+        let Some(offset_ns) = offset_ns(i, earliest) else {
             return Ok(None);
-        }
+        };
         let (whole, frac) = ((offset_ns / SECOND) as usize, offset_ns % SECOND);
         let series = &i.summary.per_second;
         if out.len() < whole + series.len() {
@@ -554,14 +560,9 @@ fn add_series(inputs: &[Input], earliest: Option<u64>) -> Result<Option<super::P
         series
             .check()
             .map_err(|e| format!("{}: {e}", escape(&i.source)))?;
-        let offset_ns = i
-            .summary
-            .started_at_unix_ns
-            .zip(earliest)
-            .map_or(0, |(t, e)| t.saturating_sub(e));
-        if offset_ns / SECOND > MAX_SERIES_SPREAD_S {
+        let Some(offset_ns) = offset_ns(i, earliest) else {
             return Ok(None);
-        }
+        };
         placed.push((
             ((offset_ns + SECOND / 2) / SECOND) as usize,
             series,
