@@ -106,6 +106,9 @@ pub(crate) struct Session {
     addr_index: usize,
     /// Responses completed on the current connection.
     served: u64,
+    /// HTTP/2: streams the server refused since its last response on the
+    /// connection (see `streams.rs`).
+    refused: usize,
     /// Tickets whose responses are awaited, oldest first.
     tickets: VecDeque<Ticket>,
     /// Requests written at once (`--pipeline`).
@@ -153,6 +156,7 @@ impl Session {
             conn: None,
             addr_index: 0,
             served: 0,
+            refused: 0,
             tickets: VecDeque::with_capacity(pipeline.max(1)),
             pipeline: pipeline.max(1),
             target: 0,
@@ -231,7 +235,12 @@ impl Session {
             // Over HTTP/2 a due open-loop ticket waits for the next event
             // (see `streams.rs`).
             Phase::Exchanging => match &self.h2 {
-                Some(h2) => h2.deadline(),
+                // Tickets held for want of a stream wait until `deadline`.
+                Some(h2) => match (h2.deadline(), self.deadline) {
+                    (Some(a), Some(b)) if !self.tickets.is_empty() => Some(a.min(b)),
+                    (a, b) if !self.tickets.is_empty() => a.or(b),
+                    (a, _) => a,
+                },
                 None => self.deadline,
             },
             Phase::Idle | Phase::Connect | Phase::Done => None,
@@ -335,6 +344,7 @@ impl Session {
         self.phase = Phase::Connecting;
         self.conn = Some(addr);
         self.served = 0;
+        self.refused = 0;
         self.connect_started = now;
         if self.deadline.is_none() {
             self.deadline = ctx.conn.timeout.map(|t| now + t);
@@ -1027,5 +1037,6 @@ impl Session {
         self.tls = None;
         self.h2 = None;
         self.served = 0;
+        self.refused = 0;
     }
 }

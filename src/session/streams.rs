@@ -29,7 +29,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::h2::frame::error_name;
+use super::h2::frame::{REFUSED_STREAM, error_name};
 use super::h2::{Event, H2Conn};
 use super::{Done, Phase, Session, Sink};
 use crate::backend::{Http2, WorkerCtx};
@@ -106,6 +106,13 @@ impl Session {
             h2.open(ticket, target, req, now, ctx.conn.timeout.map(|t| now + t));
         }
         h2.pump(&ctx.h2);
+        // Tickets the connection cannot take yet (the server allows fewer
+        // streams, even none) wait at most their `--timeout`.
+        if self.tickets.is_empty() {
+            self.deadline = None;
+        } else if self.deadline.is_none() {
+            self.deadline = ctx.conn.timeout.map(|t| now + t);
+        }
     }
 
     /// After anything happened on the connection: more streams if there
@@ -130,11 +137,22 @@ impl Session {
                     return;
                 }
                 // The server allows no stream now: its SETTINGS will.
-            } else if let Some(t) = self.scheduled.take() {
-                self.tickets.push_back(t);
-                self.phase = Phase::Scheduled;
             } else {
-                self.phase = Phase::Idle;
+                self.h2_flush(sink);
+                if self.h2_unsent() {
+                    // Replies (a SETTINGS ACK, a PING's) still go out: the
+                    // connection exchanges until they are sent, and
+                    // `h2_sent` settles it again; a ticket waiting for its
+                    // time waits in `scheduled` meanwhile.
+                    return;
+                }
+                if let Some(t) = self.scheduled.take() {
+                    self.tickets.push_back(t);
+                    self.phase = Phase::Scheduled;
+                } else {
+                    self.phase = Phase::Idle;
+                }
+                return;
             }
         }
         self.h2_flush(sink);
@@ -162,12 +180,31 @@ impl Session {
         }
     }
 
-    /// Some of the connection's bytes went: more request body may go.
+    /// Some of the connection's bytes went: more request body may go. A
+    /// connection that had only replies to send (see `on_h2_bytes`) goes
+    /// back to waiting once they are out.
     pub(super) fn h2_sent<S: Sink>(&mut self, ctx: &WorkerCtx, sink: &mut S) {
-        if let Some(h2) = self.h2.as_deref_mut() {
-            h2.pump(&ctx.h2);
-        }
+        let Some(h2) = self.h2.as_deref_mut() else {
+            return;
+        };
+        h2.pump(&ctx.h2);
+        let streams = h2.active();
         self.h2_flush(sink);
+        if streams == 0 && self.phase == Phase::Exchanging && !self.h2_unsent() {
+            // Rare (replies on an idle connection, or tickets held for
+            // want of a stream): the clock is read only here.
+            self.h2_settle(ctx, sink, Instant::now());
+        }
+    }
+
+    /// Whether frames wait to go out (produced, or encrypted and unsent).
+    fn h2_unsent(&self) -> bool {
+        let Some(h2) = self.h2.as_deref() else {
+            return false;
+        };
+        !h2.pending().is_empty()
+            || !h2.to_send().is_empty()
+            || self.tls.as_deref().is_some_and(|t| t.has_unsent())
     }
 
     /// Bytes from the server (plaintext, over TLS).
@@ -182,10 +219,13 @@ impl Session {
         let Some(h2) = self.h2.as_deref_mut() else {
             return;
         };
-        let retry = &mut self.tickets;
-        let served = &mut self.served;
+        let mut conn = ConnCounts {
+            retry: &mut self.tickets,
+            served: &mut self.served,
+            refused: &mut self.refused,
+        };
         let result = h2.receive(data, &ctx.h2, &mut |e| {
-            on_event(e, ctx, sink, peer, now, retry, served);
+            on_event(e, ctx, sink, peer, now, &mut conn);
         });
         if let Err(e) = result {
             let error = FetchError::new(ErrorKind::H2Protocol, format!("{peer}: {e}"));
@@ -194,10 +234,20 @@ impl Session {
         if self.phase == Phase::Exchanging {
             return self.h2_settle(ctx, sink, now);
         }
-        // An idle connection: a GOAWAY closes it; replies wait for the
-        // next request's send.
+        // An idle connection: a GOAWAY closes it. Replies (to a PING, the
+        // SETTINGS ack) go out now, not with the next request: a server
+        // that pings idle connections closes those that do not answer.
+        // The connection exchanges until they are sent ([`h2_sent`]),
+        // and a ticket waiting for its time waits in `scheduled`.
         if self.h2.as_ref().is_some_and(|h2| h2.is_going_away()) {
-            self.close_conn(sink);
+            return self.close_conn(sink);
+        }
+        if self.h2_unsent() && matches!(self.phase, Phase::Idle | Phase::Scheduled) {
+            if self.phase == Phase::Scheduled {
+                self.scheduled = self.tickets.pop_front();
+            }
+            self.phase = Phase::Exchanging;
+            self.h2_flush(sink);
         }
     }
 
@@ -208,11 +258,14 @@ impl Session {
         let Some(h2) = self.h2.as_deref_mut() else {
             return;
         };
-        let retry = &mut self.tickets;
-        let served = &mut self.served;
+        let mut conn = ConnCounts {
+            retry: &mut self.tickets,
+            served: &mut self.served,
+            refused: &mut self.refused,
+        };
         let before = h2.active();
         let result = h2.expire(now, &mut |e| {
-            on_event(e, ctx, sink, peer, now, retry, served);
+            on_event(e, ctx, sink, peer, now, &mut conn);
         });
         if let Err(e) = result {
             let error = FetchError::new(ErrorKind::H2Protocol, format!("{peer}: {e}"));
@@ -239,6 +292,15 @@ impl Session {
         if let Some(t) = self.scheduled.take_if(|t| t.intended <= now) {
             sink.issued(1);
             self.tickets.push_back(t);
+        }
+        let held_too_long = self.deadline.is_some_and(|d| now >= d);
+        if held_too_long && !self.tickets.is_empty() && !ctx.plan.is_over(now) {
+            // The server allowed no stream for them within `--timeout`.
+            let error = FetchError::timeout(ctx.conn.timeout.unwrap_or_default());
+            for t in self.tickets.drain(..) {
+                sink.failed(t.seq, &error);
+            }
+            self.deadline = None;
         }
         self.h2_settle(ctx, sink, now);
     }
@@ -267,6 +329,16 @@ impl Session {
     }
 }
 
+/// What the session keeps of its connection that events change.
+struct ConnCounts<'a> {
+    /// Tickets to open again (on this connection if it can take them).
+    retry: &'a mut VecDeque<Ticket>,
+    /// Responses completed on the connection.
+    served: &'a mut u64,
+    /// Streams refused since its last response.
+    refused: &'a mut usize,
+}
+
 /// What one event of the HTTP/2 layer means for the counts.
 fn on_event<S: Sink>(
     e: Event<'_>,
@@ -274,8 +346,7 @@ fn on_event<S: Sink>(
     sink: &mut S,
     peer: SocketAddr,
     now: Instant,
-    retry: &mut VecDeque<Ticket>,
-    served: &mut u64,
+    conn: &mut ConnCounts<'_>,
 ) {
     let over = ctx.plan.is_over(now);
     let fail = |sink: &mut S, ticket: Ticket, error: FetchError| {
@@ -294,7 +365,8 @@ fn on_event<S: Sink>(
             sent_at,
             response,
         } => {
-            *served += 1;
+            *conn.served += 1;
+            *conn.refused = 0;
             if over {
                 sink.in_flight(1);
                 return;
@@ -311,6 +383,17 @@ fn on_event<S: Sink>(
         }
         Event::Reset { ticket, code } => {
             sink.stream_reset(code);
+            // REFUSED_STREAM: the server did not process the request
+            // (RFC 9113 §8.7), so it is sent again, as curl does; while
+            // the refusals since the connection's last response are fewer
+            // than the streams it may have open, so a server that refuses
+            // everything fails the requests instead of looping.
+            if code == REFUSED_STREAM && !over && *conn.refused < ctx.conn.streams.max(1) {
+                *conn.refused += 1;
+                sink.retried(1);
+                conn.retry.push_back(ticket);
+                return;
+            }
             let error = FetchError::new(
                 ErrorKind::StreamReset,
                 format!("{peer} reset the stream ({})", error_name(code)),
@@ -326,9 +409,9 @@ fn on_event<S: Sink>(
             fail(sink, ticket, error);
         }
         Event::Retry { ticket } => {
-            if *served > 0 {
+            if *conn.served > 0 {
                 sink.retried(1);
-                retry.push_back(ticket);
+                conn.retry.push_back(ticket);
             } else {
                 let error = FetchError::new(
                     ErrorKind::Reset,

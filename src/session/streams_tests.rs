@@ -22,6 +22,7 @@ struct Counts {
     retried: u64,
     h2_connections: u64,
     goaways: u64,
+    resets: Vec<u32>,
 }
 
 impl Counts {
@@ -61,10 +62,16 @@ impl Sink for Counts {
     fn goaway(&mut self, _code: u32) {
         self.goaways += 1;
     }
-    fn stream_reset(&mut self, _code: u32) {}
+    fn stream_reset(&mut self, code: u32) {
+        self.resets.push(code);
+    }
 }
 
 fn ctx(n: u64, streams: usize, start: Instant) -> WorkerCtx {
+    ctx_at(n, streams, Rate::Closed, start)
+}
+
+fn ctx_at(n: u64, streams: usize, rate: Rate, start: Instant) -> WorkerCtx {
     let targets = Arc::new(vec![
         Target::new("http://127.0.0.1:9/x", &RequestOptions::default()).expect("target"),
     ]);
@@ -77,7 +84,7 @@ fn ctx(n: u64, streams: usize, start: Instant) -> WorkerCtx {
     };
     WorkerCtx::new(
         1,
-        Plan::starting_at(Stop::Count(n), Rate::Closed, start),
+        Plan::starting_at(Stop::Count(n), rate, start),
         targets.clone(),
         wire(&targets, 1),
         Arc::new(conn),
@@ -276,5 +283,110 @@ fn a_stream_past_its_timeout_ends_the_connection_and_the_others_go_on() {
         s.on_recv(&ctx, &mut c, &answer(id), t2);
     }
     assert_eq!(c.completed, 2);
+    assert!(c.adds_up(), "{c:?}");
+}
+
+fn refuse(stream: u32) -> Vec<u8> {
+    frame(RST_STREAM, 0, stream, &REFUSED_STREAM.to_be_bytes())
+}
+
+#[test]
+fn refused_streams_are_sent_again_unless_the_server_refuses_everything() {
+    let now = Instant::now();
+    let ctx = ctx(6, 2, now);
+    let mut c = Counts::default();
+    let mut s = Session::new(false, 1);
+    let mut open = drive(&mut s, &ctx, &mut c, now);
+    s.on_recv(&ctx, &mut c, &server_settings(), now);
+    open.extend(drive(&mut s, &ctx, &mut c, now));
+    assert_eq!(open, vec![1, 3]);
+    // Stream 3 refused: its request goes again, on the same connection.
+    s.on_recv(&ctx, &mut c, &[answer(1), refuse(3)].concat(), now);
+    assert_eq!(drive(&mut s, &ctx, &mut c, now), vec![5, 7]);
+    assert_eq!((c.completed, c.retried, c.failed.len()), (1, 1, 0));
+    // From here on everything is refused: of the refusals since the last
+    // response, as many as the streams allowed (2) are sent again, the
+    // later ones fail: 1 + 2 + 2 + 2 resets, 2 retries, 5 failures.
+    let mut ids = vec![5, 7];
+    let mut rounds = 0;
+    while !ids.is_empty() && rounds < 20 {
+        let bytes: Vec<u8> = ids.iter().flat_map(|&id| refuse(id)).collect();
+        s.on_recv(&ctx, &mut c, &bytes, now);
+        ids = drive(&mut s, &ctx, &mut c, now);
+        rounds += 1;
+    }
+    assert!(ids.is_empty(), "the run ends: {c:?}");
+    assert_eq!(c.retried, 2, "{c:?}");
+    assert_eq!(c.failed, vec![ErrorKind::StreamReset; 5]);
+    assert!(c.resets.iter().all(|&r| r == REFUSED_STREAM));
+    assert_eq!(c.resets.len(), 7);
+    assert_eq!(c.h2_connections, 1);
+    assert!(c.adds_up(), "{c:?}");
+    assert_eq!(s.want(), Want::Done);
+}
+
+#[test]
+fn requests_held_for_want_of_a_stream_time_out() {
+    let t0 = Instant::now();
+    let ctx = ctx(3, 2, t0);
+    let mut c = Counts::default();
+    let mut s = Session::new(false, 1);
+    // Two tickets, one stream until the server's SETTINGS: the second
+    // waits from now.
+    assert_eq!(drive(&mut s, &ctx, &mut c, t0), vec![1]);
+    // The server allows no stream at all, then answers stream 1.
+    let mut b = BytesMut::new();
+    put_settings(&mut b, &[(SETTINGS_MAX_CONCURRENT_STREAMS, 0)]);
+    let t1 = t0 + Duration::from_secs(1);
+    let ack = frame(SETTINGS, ACK, 0, &[]);
+    s.on_recv(&ctx, &mut c, &[b.to_vec(), ack, answer(1)].concat(), t1);
+    assert!(drive(&mut s, &ctx, &mut c, t1).is_empty());
+    // It waits at most its --timeout (2 s).
+    assert_eq!(s.deadline(), Some(t0 + Duration::from_secs(2)));
+    let t2 = t0 + Duration::from_secs(2);
+    s.on_timer(&ctx, &mut c, t2);
+    assert_eq!(c.failed, vec![ErrorKind::Timeout]);
+    // The last ticket is taken and held in turn.
+    assert!(drive(&mut s, &ctx, &mut c, t2).is_empty());
+    assert_eq!(s.deadline(), Some(t2 + Duration::from_secs(2)));
+    s.on_timer(&ctx, &mut c, t2 + Duration::from_secs(2));
+    assert_eq!(c.failed, vec![ErrorKind::Timeout; 2]);
+    assert_eq!((c.completed, c.issued), (1, 3));
+    assert!(c.adds_up(), "{c:?}");
+    drive(&mut s, &ctx, &mut c, t2 + Duration::from_secs(2));
+    assert_eq!(s.want(), Want::Done);
+}
+
+#[test]
+fn a_ping_on_an_idle_connection_is_answered_at_once() {
+    let t0 = Instant::now();
+    // Open loop, one request a second: the connection idles between.
+    let ctx = ctx_at(2, 1, Rate::Open(1.0), t0);
+    let mut c = Counts::default();
+    let mut s = Session::new(false, 1);
+    assert_eq!(drive(&mut s, &ctx, &mut c, t0), vec![1]);
+    // Its SETTINGS' ACK goes out though no request waits to carry it.
+    s.on_recv(&ctx, &mut c, &[server_settings(), answer(1)].concat(), t0);
+    assert_eq!(s.want(), Want::Exchange { send: true });
+    let out = s.to_send(&ctx).to_vec();
+    assert_eq!(out, frame(SETTINGS, ACK, 0, &[]));
+    s.on_sent(&ctx, &mut c, out.len());
+    let next = t0 + Duration::from_secs(1);
+    assert_eq!(s.want(), Want::Wait(next));
+    // A PING meanwhile: its ACK goes out now, and the wait goes on.
+    let ping = frame(PING, 0, 0, b"12345678");
+    let t1 = t0 + Duration::from_millis(300);
+    s.on_recv(&ctx, &mut c, &ping, t1);
+    assert_eq!(s.want(), Want::Exchange { send: true });
+    let out = s.to_send(&ctx).to_vec();
+    assert_eq!(out, frame(PING, ACK, 0, b"12345678"));
+    s.on_sent(&ctx, &mut c, out.len());
+    assert_eq!(s.want(), Want::Wait(next));
+    assert_eq!(s.deadline(), Some(next));
+    // The ticket goes out at its time, on the same connection.
+    s.on_timer(&ctx, &mut c, next);
+    assert_eq!(drive(&mut s, &ctx, &mut c, next), vec![3]);
+    s.on_recv(&ctx, &mut c, &answer(3), next);
+    assert_eq!((c.completed, c.issued, c.h2_connections), (2, 2, 1));
     assert!(c.adds_up(), "{c:?}");
 }

@@ -343,6 +343,35 @@ pub fn resets_are_counted_by_code(b: &[&str]) {
     assert_eq!(n(&v, "/h2/stream_resets/INTERNAL_ERROR"), 20, "{v}");
 }
 
+/// Every third request refused (REFUSED_STREAM): the server did not
+/// process it, so it goes again (RFC 9113 §8.7) and nothing fails.
+pub fn refused_streams_are_sent_again(b: &[&str]) {
+    let server = python_h2("refuse-every-third");
+    let url = format!("http://{}/", server.addr);
+    let v = load(b, &[H2C, "-c", "1", "--streams", "4", "-n", "30", &url]);
+    assert_eq!(n(&v, "/requests/completed"), 30, "{v}");
+    assert_eq!(n(&v, "/requests/errors"), 0, "{v}");
+    // 44 requests reached the server: 14 refused (the 3rd, 6th, ... 42nd), 30 answered.
+    assert_eq!(n(&v, "/h2/stream_resets/REFUSED_STREAM"), 14, "{v}");
+    assert_eq!(n(&v, "/retries"), 14, "{v}");
+}
+
+/// A server that pings its idle connections and closes those whose ACK
+/// does not come within 200 ms: a backend that reads while it waits
+/// (uring-loop, epoll-loop) answers at once and keeps its connection;
+/// the others answer at their next request, and their closed connection
+/// is replaced. Nothing fails either way.
+pub fn pings_on_idle_connections_are_answered(b: &[&str]) {
+    let server = python_h2("ping-idle");
+    let url = format!("http://{}/", server.addr);
+    let v = load(b, &[H2C, "-c", "1", "-q", "2", "-n", "4", &url]);
+    assert_eq!(n(&v, "/requests/completed"), 4, "{v}");
+    assert_eq!(n(&v, "/requests/errors"), 0, "{v}");
+    if b.contains(&"uring-loop") || b.contains(&"epoll-loop") {
+        assert_eq!(n(&v, "/connections_opened"), 1, "{v}");
+    }
+}
+
 /// MAX_CONCURRENT_STREAMS 1 and 100-byte windows: one stream at a time,
 /// and a 200 KB upload goes out as the server opens its windows.
 pub fn tight_limits_are_respected(b: &[&str]) {
@@ -439,6 +468,8 @@ macro_rules! h2_suite {
             #[test] fn open_loop_and_duration_runs_add_up() { super::open_loop_and_duration_runs_add_up(B) }
             #[test] fn goaway_retries_on_a_new_connection() { super::goaway_retries_on_a_new_connection(B) }
             #[test] fn resets_are_counted_by_code() { super::resets_are_counted_by_code(B) }
+            #[test] fn refused_streams_are_sent_again() { super::refused_streams_are_sent_again(B) }
+            #[test] fn pings_on_idle_connections_are_answered() { super::pings_on_idle_connections_are_answered(B) }
             #[test] fn tight_limits_are_respected() { super::tight_limits_are_respected(B) }
             #[test] fn misbehaving_servers_are_named() { super::misbehaving_servers_are_named(B) }
         }

@@ -12,6 +12,10 @@ Modes:
   goaway              after 5 responses on a connection, GOAWAY naming the
                       last stream processed, then close once it is sent
   rst-every-other     every other stream is reset (INTERNAL_ERROR)
+  refuse-every-third  every third request is refused (REFUSED_STREAM)
+  ping-idle           after each response, a PING; a connection whose ACK
+                      has not come within 200 ms is closed (GOAWAY), as
+                      servers that ping idle connections do
   huge-headers        each response's header list is 156,000 bytes
   continuation-flood  (raw) HEADERS without END_HEADERS, then CONTINUATION
                       frames without end
@@ -24,6 +28,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 
 import h2.config
 import h2.connection
@@ -84,9 +89,19 @@ def serve_h2(sock):
     served = 0
     seen = 0
     open_streams = set()
+    pinged = 0
+    ping_due = None
     while True:
+        if MODE == "ping-idle":
+            left = None if ping_due is None else max(0.0, ping_due - time.monotonic())
+            sock.settimeout(left)
         try:
             data = sock.recv(65536)
+        except socket.timeout:
+            sys.stderr.write("no PING ACK within 200 ms: closing\n")
+            conn.close_connection(last_stream_id=conn.highest_inbound_stream_id)
+            sock.sendall(conn.data_to_send())
+            return
         except OSError:
             return
         if not data:
@@ -96,6 +111,8 @@ def serve_h2(sock):
         except Exception:
             return
         for e in events:
+            if isinstance(e, h2.events.PingAckReceived):
+                ping_due = None
             if isinstance(e, h2.events.RequestReceived):
                 seen += 1
                 open_streams.add(e.stream_id)
@@ -104,6 +121,10 @@ def serve_h2(sock):
                     sys.stderr.write("too many streams\n")
                 if MODE == "rst-every-other" and seen % 2 == 0:
                     conn.reset_stream(e.stream_id, error_code=2)
+                    open_streams.discard(e.stream_id)
+                    continue
+                if MODE == "refuse-every-third" and seen % 3 == 0:
+                    conn.reset_stream(e.stream_id, error_code=7)
                     open_streams.discard(e.stream_id)
                     continue
                 if e.stream_ended:
@@ -126,6 +147,10 @@ def serve_h2(sock):
                 while sock.recv(65536):
                     pass
                 return
+        if MODE == "ping-idle" and served > pinged and not open_streams:
+            pinged = served
+            conn.ping(b"are-you?")
+            ping_due = time.monotonic() + 0.2
         out = conn.data_to_send()
         if out:
             sock.sendall(out)

@@ -39,7 +39,6 @@ pub(crate) const PROTOCOL_ERROR: u32 = 0x1;
 pub(crate) const FLOW_CONTROL_ERROR: u32 = 0x3;
 pub(crate) const SETTINGS_TIMEOUT: u32 = 0x4;
 pub(crate) const FRAME_SIZE_ERROR: u32 = 0x6;
-#[cfg(test)]
 pub(crate) const REFUSED_STREAM: u32 = 0x7;
 pub(crate) const CANCEL: u32 = 0x8;
 pub(crate) const COMPRESSION_ERROR: u32 = 0x9;
