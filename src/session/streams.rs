@@ -15,8 +15,19 @@
 //!   connection had answered before (the HTTP/1.x rule). Streams above a
 //!   GOAWAY's last stream id go to a new connection if the connection had
 //!   answered something, else they fail.
+//! - A stream the server refused (RST_STREAM REFUSED_STREAM: it did not
+//!   process the request, RFC 9113 §8.7) is opened again, while the
+//!   refusals since the connection's last response are fewer than
+//!   `--streams`; past that the request fails (kind `stream_reset`), so a
+//!   server that refuses everything cannot keep a run going round.
+//! - Tickets the connection cannot take (the server allows fewer streams,
+//!   even none) wait at most their `--timeout`.
 //! - With no stream left, a connection that got GOAWAY (or runs without
-//!   keep-alive) closes; the tickets that wait take a new one.
+//!   keep-alive) closes; the tickets that wait take a new one. One that
+//!   stays open sends its replies (a PING's, a SETTINGS ACK) before it
+//!   waits, and answers what comes while it waits at once, on drivers that
+//!   read idle connections (uring-loop, epoll-loop; the others read them
+//!   when the next ticket is due).
 //! - The only timers while streams are open end the connection: a
 //!   stream's `--timeout` (the others go to a new connection) and the
 //!   server's time to acknowledge SETTINGS. An open-loop ticket that
