@@ -343,6 +343,25 @@ pub fn resets_are_counted_by_code(b: &[&str]) {
     assert_eq!(n(&v, "/h2/stream_resets/INTERNAL_ERROR"), 20, "{v}");
 }
 
+/// What a server may frame as it likes arrives whole: an interim 103,
+/// a 40 KB head in HEADERS and CONTINUATIONs, padded DATA, trailers.
+pub fn framing_variants_arrive_whole(b: &[&str]) {
+    let server = python_h2("framing");
+    let url = format!("http://{}/", server.addr);
+    let out = uringfetch(
+        &[&["get", "-s", "-i", H2C][..], b, &[url.as_str()]].concat(),
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("HTTP/2 200\r\n"), "{text}");
+    assert_eq!(text.matches("x-big-").count(), 100, "{text}");
+    assert!(text.ends_with("\r\n\r\nframing ok\n"), "{text}");
+    let v = load(b, &[H2C, "-c", "2", "--streams", "4", "-n", "40", &url]);
+    assert_eq!(n(&v, "/requests/completed"), 40, "{v}");
+    assert_eq!(n(&v, "/status/200"), 40, "{v}");
+}
+
 /// Every third request refused (REFUSED_STREAM): the server did not
 /// process it, so it goes again (RFC 9113 §8.7) and nothing fails.
 pub fn refused_streams_are_sent_again(b: &[&str]) {
@@ -468,6 +487,7 @@ macro_rules! h2_suite {
             #[test] fn open_loop_and_duration_runs_add_up() { super::open_loop_and_duration_runs_add_up(B) }
             #[test] fn goaway_retries_on_a_new_connection() { super::goaway_retries_on_a_new_connection(B) }
             #[test] fn resets_are_counted_by_code() { super::resets_are_counted_by_code(B) }
+            #[test] fn framing_variants_arrive_whole() { super::framing_variants_arrive_whole(B) }
             #[test] fn refused_streams_are_sent_again() { super::refused_streams_are_sent_again(B) }
             #[test] fn pings_on_idle_connections_are_answered() { super::pings_on_idle_connections_are_answered(B) }
             #[test] fn tight_limits_are_respected() { super::tight_limits_are_respected(B) }

@@ -17,6 +17,10 @@ Modes:
                       has not come within 200 ms is closed (GOAWAY), as
                       servers that ping idle connections do
   huge-headers        each response's header list is 156,000 bytes
+  framing             each response: an interim 103, a head of 40,000
+                      bytes (HEADERS and CONTINUATIONs), the body
+                      "framing ok\n" in padded DATA frames of 3 bytes,
+                      then trailers that end the stream
   continuation-flood  (raw) HEADERS without END_HEADERS, then CONTINUATION
                       frames without end
   ping-flood          (raw) PING frames without end, never reading
@@ -157,6 +161,15 @@ def serve_h2(sock):
 
 
 def respond(conn, stream_id, body):
+    if MODE == "framing":
+        body = b"framing ok\n"
+        conn.send_headers(stream_id, [(b":status", b"103"), (b"link", b"</x>")])
+        big = [(b"x-big-%d" % i, b"b" * 380) for i in range(100)]
+        conn.send_headers(stream_id, [(b":status", b"200")] + big)
+        for i in range(0, len(body), 3):
+            conn.send_data(stream_id, body[i : i + 3], pad_length=7)
+        conn.send_headers(stream_id, [(b"x-trailer", b"yes")], end_stream=True)
+        return 1
     headers = [(b":status", b"200"), (b"content-length", b"%d" % len(body))]
     if MODE == "huge-headers":
         # 2,000 fields of 40 bytes: a header list of 156,000 bytes (many
