@@ -28,8 +28,9 @@ pub struct SlotIo {
     pub waiting: bool,
     /// Deadline of the slot's live timer entry.
     pub armed: Option<Instant>,
-    /// Whether the session was busy when last driven (the loop's count).
-    pub busy: bool,
+    /// The session's requests under way when last driven (its share of
+    /// the loop's count, see `Session::in_flight`).
+    pub busy: usize,
     pub done: bool,
 }
 
@@ -44,7 +45,7 @@ impl SlotIo {
             turn: false,
             waiting: false,
             armed: None,
-            busy: false,
+            busy: 0,
             done: false,
         }
     }
