@@ -223,6 +223,21 @@ impl Session {
         )
     }
 
+    /// How many requests are under way, for a driver that sizes its
+    /// batches by them: an HTTP/2 connection's open streams (at least 1
+    /// while busy), else 1 while busy (an HTTP/1.x connection, pipelined
+    /// or not, counts once), 0 when not.
+    #[inline]
+    pub fn in_flight(&self) -> usize {
+        if !self.is_busy() {
+            return 0;
+        }
+        match &self.h2 {
+            Some(h2) => h2.active().max(1),
+            None => 1,
+        }
+    }
+
     /// When [`Session::on_timer`] must run next, if at all.
     #[inline]
     pub fn deadline(&self) -> Option<Instant> {

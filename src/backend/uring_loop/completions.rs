@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use io_uring::cqueue;
+use io_uring::{cqueue, opcode, types};
 
 use super::Loop;
 use super::ops::{Named, OpKind, Owned, decode};
@@ -141,6 +141,18 @@ impl<S: Sink> Loop<'_, S> {
             self.sessions[i].on_connect_error(self.ctx, &mut self.sink, &e, now);
             return self.drive(i, now);
         }
+        // TCP_NODELAY before the CONNECT, as socket(2)'s path sets it (see
+        // `slot::NODELAY_ON`); issued in queue order, and a failure only
+        // leaves Nagle on.
+        let entry = opcode::SetSockOpt::new(
+            types::Fixed(i as u32),
+            libc::IPPROTO_TCP as u32,
+            libc::TCP_NODELAY as u32,
+            (&raw const super::slot::NODELAY_ON).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+        .build();
+        self.push_op(entry, i, OpKind::Ignore, Owned::Nothing);
         let addr = self.sessions[i].peer(self.ctx);
         self.connect_socket(i, addr);
     }

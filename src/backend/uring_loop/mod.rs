@@ -214,7 +214,9 @@ struct Loop<'a, S> {
     ready: Vec<usize>,
     /// Slots waiting for a connect turn (see `SlotIo::waiting`).
     waiting_turn: Vec<usize>,
-    /// Sessions connecting or exchanging (waiting on the kernel).
+    /// Requests under way on the sessions connecting or exchanging
+    /// (waiting on the kernel): one per HTTP/1.x connection, its open
+    /// streams on an HTTP/2 one (see `Session::in_flight`).
     busy: usize,
     /// Sessions done.
     done: usize,
@@ -368,15 +370,11 @@ impl<S: Sink> Loop<'_, S> {
 
     /// Keeps the busy count and slot `i`'s timer in step with its session.
     fn settle(&mut self, i: usize) {
-        let busy = self.sessions[i].is_busy();
+        let busy = self.sessions[i].in_flight();
         let io = &mut self.io[i];
         if busy != io.busy {
+            self.busy = self.busy - io.busy + busy;
             io.busy = busy;
-            if busy {
-                self.busy += 1;
-            } else {
-                self.busy -= 1;
-            }
         }
         let Some(at) = self.sessions[i].deadline() else {
             return;

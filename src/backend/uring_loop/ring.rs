@@ -140,11 +140,14 @@ pub fn build(entries: u32, profile: Profile) -> io::Result<(IoUring, Features)> 
         // file has finished: behind a keep-alive connection's multishot
         // receive, a closed socket would stay open (no FIN) until the run
         // ends. So direct descriptors start at 6.13 (kernel commit
-        // 7029acd8a950); older kernels use socket(2).
+        // 7029acd8a950); older kernels use socket(2). A direct socket gets
+        // TCP_NODELAY through URING_CMD's SETSOCKOPT (6.7), which every
+        // 6.13 kernel has.
         f.direct_descriptors = probed
             && probe.is_supported(opcode::Socket::CODE)
             && probe.is_supported(opcode::Close::CODE)
             && probe.is_supported(opcode::AsyncCancel::CODE)
+            && probe.is_supported(opcode::SetSockOpt::CODE)
             && (major, minor) >= (6, 13);
         f.ring_index = register_ring_index(&ring);
         f.registered_ring = f.ring_index.is_some();

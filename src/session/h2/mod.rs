@@ -30,6 +30,7 @@
 //!   once half of it is used, so a response is never held up by us.
 
 pub(crate) mod frame;
+mod head;
 mod memo;
 mod recv;
 pub(crate) mod request;
@@ -161,7 +162,8 @@ pub(crate) struct H2Conn {
     ack_within: Duration,
     /// The lowest last-stream id of the server's GOAWAYs.
     goaway: Option<u32>,
-    decoder: loona_hpack::Decoder<'static>,
+    /// The server's header blocks, HPACK-decoded.
+    heads: head::HeadDecoder,
     /// A header block under way: its stream, END_STREAM, frames, bytes.
     block_stream: u32,
     block_end_stream: bool,
@@ -169,11 +171,6 @@ pub(crate) struct H2Conn {
     block: Vec<u8>,
     /// With `collect`: the head being written out.
     head: Vec<u8>,
-    /// The last response head that left the HPACK table alone.
-    memo: memo::Memo,
-    /// Huffman strings decoded, and a block rewritten with them raw.
-    strings: strings::Strings,
-    unhuffed: Vec<u8>,
     /// Responses completed on the connection.
     pub served: u64,
     /// Whether any byte came from the server.
@@ -208,8 +205,6 @@ impl H2Conn {
             ],
         );
         put_window_update(&mut next, 0, (OUR_WINDOW - DEFAULT_WINDOW) as u32);
-        let mut decoder = loona_hpack::Decoder::new();
-        decoder.set_max_allowed_table_size(4096);
         Self {
             collect,
             partial: Vec::new(),
@@ -228,15 +223,12 @@ impl H2Conn {
             settings_by: Some(now + ack_within),
             ack_within,
             goaway: None,
-            decoder,
+            heads: head::HeadDecoder::default(),
             block_stream: 0,
             block_end_stream: false,
             block_frames: 0,
             block: Vec::new(),
             head: Vec::new(),
-            memo: memo::Memo::default(),
-            strings: strings::Strings::default(),
-            unhuffed: Vec::new(),
             served: 0,
             heard: false,
         }

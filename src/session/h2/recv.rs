@@ -299,8 +299,9 @@ impl H2Conn {
         result
     }
 
-    /// A whole header block for stream `id`: HPACK-decoded (always, to
-    /// keep the table in step), then a response head or trailers.
+    /// A whole header block for stream `id`: HPACK-decoded (every block,
+    /// for the table's sake, though a repeat is counted rather than
+    /// decoded: see `head.rs`), then a response head or trailers.
     fn header_block<F: FnMut(Event<'_>)>(
         &mut self,
         id: u32,
@@ -309,69 +310,17 @@ impl H2Conn {
         frames: usize,
         f: &mut F,
     ) -> Result<(), H2Error> {
-        let collect = self.collect;
         let wire = block.len() + frames * HEAD_LEN;
-        if !collect && let Some(facts) = self.memo.get(block) {
-            return self.on_fields(id, end_stream, facts, &[], wire, f);
-        }
         let mut text = std::mem::take(&mut self.head);
         text.clear();
-        let mut status: Option<Result<u16, ()>> = None;
-        let mut list = 0usize;
-        let mut malformed: Option<&'static str> = None;
-        let mut regular = false;
-        let mut unhuffed = std::mem::take(&mut self.unhuffed);
-        let input = if self.strings.rewrite(block, &mut unhuffed) {
-            &unhuffed[..]
-        } else {
-            block
-        };
-        let decoded = self.decoder.decode_with_cb(input, |name, value| {
-            list += name.len() + value.len() + 32;
-            if name.first() == Some(&b':') {
-                if regular {
-                    malformed.get_or_insert("a pseudo-header after a regular field");
-                } else if &name[..] == b":status" && status.is_none() {
-                    let s = std::str::from_utf8(&value)
-                        .ok()
-                        .filter(|v| v.len() == 3)
-                        .and_then(|v| v.parse::<u16>().ok())
-                        .filter(|s| (100..=999).contains(s));
-                    status = Some(s.ok_or(()));
-                } else {
-                    malformed.get_or_insert("an unknown or repeated pseudo-header");
-                }
-                return;
-            }
-            regular = true;
-            if name.iter().any(u8::is_ascii_uppercase) {
-                malformed.get_or_insert("an upper-case field name");
-            }
-            if collect && list <= MAX_HEADER_LIST {
-                text.extend_from_slice(&name);
-                text.extend_from_slice(b": ");
-                text.extend_from_slice(&value);
-                text.extend_from_slice(b"\r\n");
-            }
-        });
-        if unhuffed.capacity() > 4 * DEFAULT_MAX_FRAME {
-            unhuffed = Vec::new();
-        }
-        self.unhuffed = unhuffed;
-        if let Err(e) = decoded {
-            self.head = text;
-            return Err(err(
+        let decoded = self.heads.decode(block, self.collect.then_some(&mut text));
+        let result = match decoded {
+            Ok(facts) => self.on_fields(id, end_stream, facts, &text, wire, f),
+            Err(e) => Err(err(
                 COMPRESSION_ERROR,
                 format!("the server's header block on stream {id} did not decode ({e:?})"),
-            ));
-        }
-        let facts = memo::Facts {
-            status,
-            malformed,
-            list,
+            )),
         };
-        self.memo.put(block, facts);
-        let result = self.on_fields(id, end_stream, facts, &text, wire, f);
         self.head = text;
         result
     }
