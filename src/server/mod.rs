@@ -41,6 +41,7 @@
 mod certs;
 mod conn;
 mod epoll;
+mod h2;
 mod io;
 mod listen;
 mod reaper;

@@ -29,7 +29,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::h2::frame::error_name;
+use crate::http::h2::error_name;
 use super::h2::{Event, H2Conn};
 use super::{Done, Phase, Session, Sink};
 use crate::backend::{Http2, WorkerCtx};

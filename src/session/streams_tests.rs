@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 
-use super::h2::frame::*;
+use crate::http::h2::*;
 use super::*;
 use crate::backend::{ConnOptions, Http2, WorkerCtx, wire};
 use crate::plan::{Plan, Rate, Stop};

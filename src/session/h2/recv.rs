@@ -2,7 +2,7 @@
 //! (a frame split across reads waits in `partial`), each checked and
 //! turned into [`Event`]s or a connection error.
 
-use super::frame::*;
+use crate::http::h2::*;
 use super::*;
 
 impl H2Conn {
