@@ -16,8 +16,10 @@
 //! The loop keeps one read in flight while it writes: a read is never
 //! cancelled (on io_uring a dropped read would still consume bytes), so
 //! while it waits the loop races that same pending read against the next
-//! answer's due time and the idle deadline, and after each write it looks
-//! whether the read has completed meanwhile. Input is taken only while the
+//! answer's due time and the idle deadline, and while it writes it polls
+//! the read too (over TLS a read may have to send, and so wait for the
+//! stream's output lock; unpolled, it would hold up the next write for
+//! ever). Input is taken only while the
 //! codec wants it ([`codec::Codec::wants_input`]): with output piling up
 //! (a client that sends PINGs and reads nothing) no more is read, and the
 //! write's own timeout ends the connection.
@@ -115,18 +117,19 @@ async fn run<S: Stream>(
 
         if codec.has_output() {
             let out = codec.take_output();
-            match timeout(cfg.idle_timeout, stream.write_vec(out)).await {
+            let write = timeout(cfg.idle_timeout, stream.write_vec(out));
+            let (written, got) = alongside(write, read.as_mut()).await;
+            match written {
                 Ok((Ok(()), out)) => codec.give_back(out),
                 _ => return End::Abort,
             }
             if answered {
                 deadline.reset(Instant::now());
             }
-            if let Some(got) = ready_now(read.as_mut()).await {
-                read.set(None);
-                if let Err(end) = take_read(got, &mut buf, &mut eof) {
-                    return end;
-                }
+            if let Some(got) = got
+                && let Err(end) = take_read(got, &mut buf, &mut eof)
+            {
+                return end;
             }
             continue;
         }
@@ -208,6 +211,30 @@ fn make_room(buf: &mut Vec<u8>, start: &mut usize, codec: &Codec) {
 /// pending read's slot before any read.
 fn unstarted<F>(_make: impl FnOnce() -> F) -> Option<F> {
     None
+}
+
+/// Runs `main` to completion while also polling the read in `slot` (if
+/// any), so that the read makes progress meanwhile: over TLS both may need
+/// the stream's output lock, and a read waiting for it would hold up the
+/// write if it were not polled. A read that completes leaves the slot
+/// empty and its output is returned.
+async fn alongside<M: Future, F: Future>(
+    main: M,
+    mut slot: Pin<&mut Option<F>>,
+) -> (M::Output, Option<F::Output>) {
+    let mut main = pin!(main);
+    let mut got = None;
+    let done = std::future::poll_fn(|cx| {
+        if let Some(f) = slot.as_mut().as_pin_mut()
+            && let Poll::Ready(v) = f.poll(cx)
+        {
+            got = Some(v);
+            slot.set(None);
+        }
+        main.as_mut().poll(cx)
+    })
+    .await;
+    (done, got)
 }
 
 /// Polls the future in `slot` once: its output if it is ready now.
