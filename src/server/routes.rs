@@ -344,7 +344,11 @@ mod tests {
         let n = FILL_LEN as u64 * 2 + 7;
         let fill = whole(&Body::Fill(n), 200);
         assert_eq!(fill.len() as u64, n);
-        assert!(fill.iter().enumerate().all(|(i, &c)| c == FILL[i % FILL_LEN]));
+        assert!(
+            fill.iter()
+                .enumerate()
+                .all(|(i, &c)| c == FILL[i % FILL_LEN])
+        );
         // /chunked/N: each chunk is FILL[..k] with k <= CHUNK.
         let chunked = whole(&Body::Chunked(2500), 200);
         assert_eq!(&chunked[..CHUNK], &FILL[..CHUNK]);

@@ -542,9 +542,8 @@ impl Codec {
                     "a HEADERS frame too short for its priority",
                 ));
             };
-            let depends =
-                u32::from_be_bytes([priority[0], priority[1], priority[2], priority[3]])
-                    & MAX_STREAM_ID;
+            let depends = u32::from_be_bytes([priority[0], priority[1], priority[2], priority[3]])
+                & MAX_STREAM_ID;
             if depends == id {
                 return Err(proto(format!("stream {id} depends on itself")));
             }
@@ -975,7 +974,8 @@ fn check_field(f: &mut Fields, path: &mut Vec<u8>, name: &[u8], value: &[u8], ma
         return;
     }
     if value.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n') {
-        f.malformed.get_or_insert("a field value with NUL, CR or LF");
+        f.malformed
+            .get_or_insert("a field value with NUL, CR or LF");
     }
     if name.first() == Some(&b':') {
         if f.regular {
@@ -1022,7 +1022,8 @@ fn check_field(f: &mut Fields, path: &mut Vec<u8>, name: &[u8], value: &[u8], ma
             (Some(n), None) => f.content_length = Some(n),
             (Some(n), Some(m)) if n == m => {}
             _ => {
-                f.malformed.get_or_insert("a bad or repeated content-length");
+                f.malformed
+                    .get_or_insert("a bad or repeated content-length");
             }
         }
     }

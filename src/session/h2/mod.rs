@@ -41,9 +41,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::http::h2::*;
 pub use self::request::H2Request;
 use crate::http::Response;
+use crate::http::h2::*;
 use crate::plan::Ticket;
 
 /// The stream and connection windows the client announces (h2load's).

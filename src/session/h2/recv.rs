@@ -2,8 +2,8 @@
 //! (a frame split across reads waits in `partial`), each checked and
 //! turned into [`Event`]s or a connection error.
 
-use crate::http::h2::*;
 use super::*;
+use crate::http::h2::*;
 
 impl H2Conn {
     /// Takes bytes the server sent; `f` hears what they meant. An error

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 
-use crate::http::h2::*;
 use super::*;
+use crate::http::h2::*;
 
 const TEN_S: Duration = Duration::from_secs(10);
 
