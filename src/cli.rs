@@ -497,6 +497,11 @@ pub struct DemoArgs {
     /// Over HTTPS: the demo server with a self-signed certificate it makes.
     #[arg(long)]
     pub tls: bool,
+    /// The concurrent part over HTTP/2: the requests go as streams of one
+    /// connection (h2c with prior knowledge; with --tls, h2 by ALPN), up
+    /// to 128 streams a connection.
+    #[arg(long)]
+    pub http2: bool,
 }
 
 #[derive(Debug, Args)]

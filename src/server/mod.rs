@@ -55,6 +55,9 @@ mod uring;
 pub use certs::{
     CertFile, LOCAL_NAMES, SelfSigned, config_from_files, config_from_pem, self_signed,
 };
+/// The streams an HTTP/2 client may have open on one connection
+/// (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+pub(crate) use h2::codec::MAX_STREAMS as H2_MAX_STREAMS;
 
 use std::io::Write;
 use std::net::SocketAddr;
