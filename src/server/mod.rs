@@ -19,7 +19,9 @@
 //! listen and never answer.
 //!
 //! Layout: [`routes`] chooses an answer (pure), [`request`] routes heads
-//! that [`crate::http::server`] parses (pure), [`conn`] runs one connection,
+//! that [`crate::http::server`] parses (pure), [`conn`] runs one connection
+//! (and hands one that speaks HTTP/2 to [`h2`]: h2c with prior knowledge,
+//! or h2 by ALPN under TLS, from the same routes),
 //! [`reaper`] closes finished ones behind the answers, [`uring`] and
 //! [`epoll`] are the engines; [`tls`] runs TLS over either engine's stream
 //! and [`certs`] makes its configuration; this file owns threads and
