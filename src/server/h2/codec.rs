@@ -30,7 +30,10 @@
 //! - at most [`MAX_STREAMS`] streams (SETTINGS_MAX_CONCURRENT_STREAMS);
 //!   one more is refused (RST_STREAM REFUSED_STREAM);
 //! - request bodies are discarded as they come, and the window they used
-//!   is given back (WINDOW_UPDATE), so no body is ever held.
+//!   is given back (WINDOW_UPDATE), so no body is ever held;
+//! - answers are framed only while less than [`OUT_HIGH`] waits, in DATA
+//!   frames of at most [`MAX_DATA_FRAME`] bytes (a client may allow
+//!   frames of up to 16 MiB).
 
 use std::time::{Duration, Instant};
 
@@ -44,6 +47,10 @@ pub(crate) const MAX_STREAMS: usize = 128;
 /// Output that may wait unsent: past it, `receive` takes no more input and
 /// `produce` frames no more DATA until the loop has written it.
 pub(crate) const OUT_HIGH: usize = 64 * 1024;
+
+/// The largest DATA frame sent, whatever larger `SETTINGS_MAX_FRAME_SIZE`
+/// the client allows: one frame is never more than half the output bound.
+pub(crate) const MAX_DATA_FRAME: usize = OUT_HIGH / 2;
 
 /// The most CONTINUATION frames after one HEADERS.
 pub(crate) const MAX_CONTINUATIONS: usize = 64;
@@ -929,7 +936,7 @@ impl Codec {
                     continue;
                 }
                 let take = (s.len - s.sent)
-                    .min(self.peer_max_frame as u64)
+                    .min(self.peer_max_frame.min(MAX_DATA_FRAME) as u64)
                     .min(self.send_window as u64)
                     .min(s.send_window as u64) as usize;
                 let last = s.sent + take as u64 == s.len;

@@ -268,6 +268,25 @@ fn bodies_keep_to_the_windows_and_frame_size() {
     assert_eq!(got, &FILL[..25]);
     assert!(c.is_idle());
 
+    // A client that allows 16 MiB frames still gets frames of at most
+    // MAX_DATA_FRAME.
+    let mut big = connected(
+        Duration::ZERO,
+        &[
+            (SETTINGS_INITIAL_WINDOW_SIZE, MAX_WINDOW as u32),
+            (SETTINGS_MAX_FRAME_SIZE, MAX_FRAME_LIMIT as u32),
+        ],
+        t0,
+    );
+    input.clear();
+    put_window_update(&mut input, 0, (MAX_WINDOW - DEFAULT_WINDOW) as u32);
+    get(&mut input, 1, "/bytes/1000000");
+    feed(&mut big, &input, t0);
+    let f = out_at(&mut big, t0);
+    assert!(f.iter().all(|f| f.payload.len() <= MAX_DATA_FRAME));
+    assert!(f.iter().any(|f| f.payload.len() == MAX_DATA_FRAME));
+    assert!(f.iter().map(|f| HEAD_LEN + f.payload.len()).sum::<usize>() < 2 * OUT_HIGH);
+
     // The connection's window (65,535) binds every stream together.
     input.clear();
     input.extend_from_slice(&{
