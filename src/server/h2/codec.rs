@@ -16,7 +16,7 @@
 //!
 //! Errors are values, never panics: a connection error queues GOAWAY with
 //! its code and reason and the codec takes no more input
-//! ([`Codec::failed`]); a stream error resets that stream (RST_STREAM)
+//! ([`Codec::finished`]); a stream error resets that stream (RST_STREAM)
 //! and the others go on.
 //!
 //! Memory is bounded whatever the client sends:
