@@ -710,7 +710,12 @@ fn h2_answers_as_http1_does(engine: Engine) {
         &format!("http://{}/bar?delay=500", plain.addr),
     ]);
     let took = t.elapsed();
-    assert_eq!(out, b"<h1>foo!</h1><h1>bar!</h1>");
+    // Both come after the same delay, in either order.
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out == "<h1>foo!</h1><h1>bar!</h1>" || out == "<h1>bar!</h1><h1>foo!</h1>",
+        "{out}"
+    );
     assert!(took < Duration::from_millis(900), "{took:?}");
     plain.shutdown();
     tls.shutdown();
