@@ -35,7 +35,8 @@ pub enum Command {
     /// Load-test URLs: count or duration, connections, threads, open-loop rate.
     #[command(after_help = EXIT_CODES)]
     Load(LoadArgs),
-    /// Run the demo server: /foo and /bar answer after --delay.
+    /// Run the demo server: /foo and /bar answer after --delay, over
+    /// HTTP/1.1 or HTTP/2 (h2c with prior knowledge; h2 by ALPN with --tls).
     Serve(ServeArgs),
     /// Reproduce the article's experiment: two 1 s requests, one after the other, then concurrently.
     #[command(after_help = EXIT_CODES)]
@@ -431,7 +432,8 @@ pub struct ServeArgs {
     #[arg(long, value_parser = parse_at_least_one)]
     pub threads: Option<usize>,
     /// Largest request head accepted, 1024 to 1048576 bytes; a larger head
-    /// gets 431 (414 when its request line alone is larger).
+    /// gets 431 (414 when its request line alone is larger). Over HTTP/2 it
+    /// bounds the header list (431) and its compressed block (GOAWAY).
     #[arg(long, default_value_t = 16 * 1024, value_parser = crate::http::server::parse_head_limit)]
     pub max_head_bytes: usize,
     /// Close connections idle (or still sending their head) this long; a
@@ -442,8 +444,8 @@ pub struct ServeArgs {
     /// (io_uring if usable, else epoll).
     #[arg(long, value_enum, default_value_t = crate::server::Engine::Uring)]
     pub engine: crate::server::Engine,
-    /// Serve HTTPS (TLS 1.2 and 1.3, ALPN http/1.1, session resumption)
-    /// instead of HTTP. Without --cert and --key, with a self-signed
+    /// Serve HTTPS (TLS 1.2 and 1.3, ALPN h2 and http/1.1, session
+    /// resumption) instead of HTTP. Without --cert and --key, with a self-signed
     /// certificate made at start for localhost, 127.0.0.1, ::1 and the
     /// --addr host, written to --write-cert for clients to trust (--cacert).
     #[arg(long)]
@@ -497,6 +499,11 @@ pub struct DemoArgs {
     /// Over HTTPS: the demo server with a self-signed certificate it makes.
     #[arg(long)]
     pub tls: bool,
+    /// The concurrent part over HTTP/2: the requests go as streams of one
+    /// connection (h2c with prior knowledge; with --tls, h2 by ALPN), up
+    /// to 128 streams a connection.
+    #[arg(long)]
+    pub http2: bool,
 }
 
 #[derive(Debug, Args)]

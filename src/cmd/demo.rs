@@ -4,13 +4,18 @@
 //! then `/foo` with blocking sockets (about two delays), then runs the same
 //! requests concurrently on the chosen backend (about one delay), and prints
 //! both times and the speed-up.
+//!
+//! With `--http2` the concurrent part multiplexes: the requests are
+//! streams of one HTTP/2 connection (h2c with prior knowledge, or h2 by
+//! ALPN with `--tls`; 128 streams a connection at most, the server's
+//! limit), and the line says how many connections the run opened.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::backend::{BackendKind, ConnOptions, Live};
+use crate::backend::{BackendKind, ConnOptions, Http2, Live};
 use crate::cli::DemoArgs;
 use crate::plan::{Rate, Stop};
 use crate::report::text::{fmt_bytes, fmt_us};
@@ -67,15 +72,37 @@ fn experiment(args: &DemoArgs, base: &str, cert: Option<&str>) -> anyhow::Result
         .iter()
         .map(|u| Target::new(u, &opts))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut conn = ConnOptions::default();
-    if let Some(pem) = cert {
+    // Over TLS, a client configuration trusting the server's certificate;
+    // it offers `h2` by ALPN only for the concurrent part with --http2 (the
+    // blocking client speaks HTTP/1.1).
+    let tls_config = |http2: bool| -> anyhow::Result<_> {
+        let Some(pem) = cert else {
+            return Ok(None);
+        };
         let opts = crate::tls::TlsOptions {
             resume: true,
             also_trust: Some(pem.to_string()),
+            http2,
             ..Default::default()
         };
-        conn.tls = Some(crate::tls::client_config(&opts).map_err(anyhow::Error::msg)?);
-    }
+        Ok(Some(
+            crate::tls::client_config(&opts).map_err(anyhow::Error::msg)?,
+        ))
+    };
+    let mut conn = ConnOptions {
+        tls: tls_config(false)?,
+        ..ConnOptions::default()
+    };
+
+    // The concurrent part's connections and streams: one stream on each of
+    // `--requests` connections, or with --http2 as few connections as
+    // the server's stream limit allows.
+    let (connections, streams) = if args.http2 {
+        let streams = args.requests.min(server::H2_MAX_STREAMS);
+        (args.requests.div_ceil(streams), streams)
+    } else {
+        (args.requests, 1)
+    };
 
     let t0 = Instant::now();
     let mut bodies = Vec::new();
@@ -97,10 +124,19 @@ fn experiment(args: &DemoArgs, base: &str, cert: Option<&str>) -> anyhow::Result
         bodies.join(", ")
     );
 
+    if args.http2 {
+        conn.tls = tls_config(true)?;
+        conn.http2 = if cert.is_some() {
+            Http2::Alpn
+        } else {
+            Http2::PriorKnowledge
+        };
+        conn.streams = streams;
+    }
     let config = LoadConfig {
         backend: args.backend.into(),
         targets: Arc::new(targets),
-        connections: args.requests,
+        connections,
         threads: runner::default_threads(),
         stop: Stop::Count(args.requests as u64),
         rate: Rate::Closed,
@@ -114,8 +150,23 @@ fn experiment(args: &DemoArgs, base: &str, cert: Option<&str>) -> anyhow::Result
     } else {
         "readiness/blocking"
     };
+    let how = if args.http2 {
+        let protocol = if r.h2_connections > 0 && r.h2_connections == r.connects {
+            "HTTP/2"
+        } else {
+            "HTTP/2 asked, not all spoke it"
+        };
+        format!(
+            ", {protocol}: {} streams on {} connection{}",
+            r.issued,
+            r.connects,
+            if r.connects == 1 { "" } else { "s" }
+        )
+    } else {
+        String::new()
+    };
     out!(
-        "concurrent ({label}, {}): {:.2} s   {} requests, {} ok, {} errors, p50 {}, max {}",
+        "concurrent ({label}, {}{how}): {:.2} s   {} requests, {} ok, {} errors, p50 {}, max {}",
         args.backend,
         concurrent.as_secs_f64(),
         r.issued,

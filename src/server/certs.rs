@@ -1,7 +1,7 @@
 //! Certificates and the rustls configuration of `serve --tls`: a
 //! self-signed certificate made at start (rcgen), or a chain and key read
 //! from PEM files; TLS 1.2 and 1.3 with the aws-lc-rs provider, ALPN
-//! `http/1.1`, and session resumption (rustls's in-memory session cache,
+//! `h2` and `http/1.1` (in that order of preference), and session resumption (rustls's in-memory session cache,
 //! plus stateless tickets so that TLS 1.3 resumption works for any number
 //! of clients).
 
@@ -65,7 +65,8 @@ pub fn config(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 where the client offers it ([`super::h2`]), else HTTP/1.1.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     // Stateless tickets (keys rotated every 6 hours): TLS 1.3 and TLS 1.2
     // clients resume without a server-side entry each; the default session
     // cache still serves TLS 1.2 clients that resume by session ID.
@@ -201,7 +202,7 @@ mod tests {
     /// A rustls client (webpki) trusting the certificate itself, as the
     /// client's `--cacert` does, completes a handshake with the server's
     /// configuration for each local name, over TLS 1.2 and 1.3, and agrees
-    /// on ALPN http/1.1.
+    /// on ALPN h2 when offered, else http/1.1.
     #[test]
     fn a_rustls_client_trusting_the_certificate_completes_a_handshake() {
         let made = self_signed(&[]).unwrap();
@@ -210,14 +211,22 @@ mod tests {
         roots
             .add(CertificateDer::from_pem_slice(made.cert_pem.as_bytes()).unwrap())
             .unwrap();
-        for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let offers: [(&[&[u8]], &[u8]); 3] = [
+            (&[b"h2", b"http/1.1"], b"h2"),
+            (&[b"http/1.1", b"h2"], b"h2"),
+            (&[b"http/1.1"], b"http/1.1"),
+        ];
+        for (version, (offer, agreed)) in [&rustls::version::TLS12, &rustls::version::TLS13]
+            .into_iter()
+            .flat_map(|v| offers.iter().map(move |o| (v, o)))
+        {
             let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
             let mut client_config = rustls::ClientConfig::builder_with_provider(provider)
                 .with_protocol_versions(&[version])
                 .unwrap()
                 .with_root_certificates(roots.clone())
                 .with_no_client_auth();
-            client_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            client_config.alpn_protocols = offer.iter().map(|p| p.to_vec()).collect();
             let client_config = Arc::new(client_config);
             for name in LOCAL_NAMES {
                 let name = rustls::pki_types::ServerName::try_from(name).unwrap();
@@ -235,7 +244,7 @@ mod tests {
                     client.process_new_packets().unwrap();
                 }
                 assert!(!client.is_handshaking() && !server.is_handshaking());
-                assert_eq!(client.alpn_protocol(), Some(&b"http/1.1"[..]));
+                assert_eq!(client.alpn_protocol(), Some(*agreed));
                 assert_eq!(client.protocol_version(), Some(version.version));
             }
         }

@@ -17,6 +17,10 @@
 //!   closed (dropping the stream alone would leave it open until the peer
 //!   sends something).
 //!
+//! A connection whose first bytes are HTTP/2's preface (h2c with prior
+//! knowledge), or whose TLS agreed on `h2`, is handed to [`super::h2`]
+//! before any head is parsed; nothing else changes for HTTP/1.x.
+//!
 //! Memory per idle connection is one 4 KiB read buffer (grown only while a
 //! head larger than that is being received, up to `max_head_bytes + 1`, and
 //! shrunk back once consumed) plus an output buffer that is empty between
@@ -32,7 +36,8 @@ use tokio::time::{Instant, timeout, timeout_at};
 use super::io::Stream;
 use super::reaper::Reaper;
 use super::request::{self, Parsed, Request};
-use super::routes::{self, Body, Plan};
+use super::routes::{self, Body, FILL, FILL_LEN, Plan};
+use crate::http::h2::PREFACE;
 use crate::http::server::{
     ConnHeader, Framing, RequestBody, RequestHeadReader, ResponseHead, push_chunk_size,
     push_decimal, reason,
@@ -62,22 +67,11 @@ const LINGER_BYTES: usize = 1 << 20;
 /// And for at most this long (also bounded by `idle_timeout`).
 const LINGER_TIME: Duration = Duration::from_secs(2);
 
-const FILL_LEN: usize = WRITE_CHUNK;
+// A pattern write is one `WRITE_CHUNK`.
+const _: () = assert!(FILL_LEN == WRITE_CHUNK);
 
-/// Body pattern for `/bytes/N` and `/chunked/N`: `abc...xyzabc...`. Static so
-/// it can be handed to the kernel as an owned `&'static [u8]` buffer.
-static FILL: [u8; FILL_LEN] = {
-    let mut a = [0u8; FILL_LEN];
-    let mut i = 0;
-    while i < FILL_LEN {
-        a[i] = b'a' + (i % 26) as u8;
-        i += 1;
-    }
-    a
-};
-
-/// How a connection ends.
-enum End {
+/// How a connection ends (HTTP/2's loop, [`super::h2`], ends the same ways).
+pub(super) enum End {
     /// Everything answered and the answer said we close: close normally,
     /// at once (we are the side that closes first).
     Graceful,
@@ -91,6 +85,10 @@ enum End {
     /// Timeout or I/O error: shut down both directions (completing any
     /// in-flight read so the fd is released) and drop.
     Abort,
+    /// The client speaks HTTP/2: its preface came first (h2c with prior
+    /// knowledge), or TLS agreed on `h2` by ALPN. [`super::h2`] takes the
+    /// connection over, with what was read.
+    Http2,
 }
 
 /// The connection cannot continue (I/O error, timeout, peer gone).
@@ -109,6 +107,9 @@ struct Conn<S: Stream> {
     out: Vec<u8>,
     /// Where the search for the end of the next head resumes.
     heads: RequestHeadReader,
+    /// No request has been read yet: the connection may still turn out
+    /// to speak HTTP/2.
+    fresh: bool,
 }
 
 /// Serves one accepted connection until it ends; never panics on input and
@@ -121,12 +122,26 @@ pub(crate) async fn serve<S: Stream>(stream: S, cfg: Rc<ConnConfig>, reaper: Rc<
         start: 0,
         out: Vec::new(),
         heads: RequestHeadReader::default(),
+        fresh: true,
     };
     let end = match conn.run().await {
         Ok(end) => end,
         Err(Abort) => End::Abort,
     };
-    conn.finish(end, &reaper).await;
+    if let End::Http2 = end {
+        let Conn {
+            stream,
+            cfg,
+            buf,
+            start,
+            ..
+        } = conn;
+        // Boxed: inline, HTTP/2's larger state would make every HTTP/1.x
+        // connection's task that much bigger (5.2 KiB per idle connection
+        // became 6.3).
+        return Box::pin(super::h2::serve(stream, buf, start, cfg, reaper)).await;
+    }
+    finish(conn.stream, end, &conn.cfg, &reaper).await;
 }
 
 impl<S: Stream> Conn<S> {
@@ -187,12 +202,24 @@ impl<S: Stream> Conn<S> {
         let mut deadline: Option<Instant> = None;
         loop {
             let pending = &self.buf[self.start..];
-            match request::parse(
-                &mut self.heads,
-                pending,
-                self.cfg.max_head_bytes,
-                self.cfg.delay,
-            ) {
+            if self.fresh && !pending.is_empty() {
+                if pending.starts_with(PREFACE) || self.stream.speaks_h2() {
+                    return Ok(Err(End::Http2));
+                }
+                // Part of the preface: wait for the rest before deciding.
+                self.fresh = PREFACE.starts_with(pending);
+            }
+            let parsed = if self.fresh {
+                Parsed::Partial
+            } else {
+                request::parse(
+                    &mut self.heads,
+                    pending,
+                    self.cfg.max_head_bytes,
+                    self.cfg.delay,
+                )
+            };
+            match parsed {
                 Parsed::Complete(req) => return Ok(Ok(req)),
                 Parsed::Invalid(status) => {
                     self.push_error(status, 1);
@@ -471,49 +498,50 @@ impl<S: Stream> Conn<S> {
             .map_err(|_| Abort)?
             .map_err(|_| Abort)
     }
+}
 
-    /// Ends the connection. A close the peer started, or an abort, is left
-    /// to the thread's reaper (see [`super::reaper`]), behind the answers;
-    /// a close after a `Connection: close` answer happens at once, so the
-    /// peer sees the end of the answer's stream without delay.
-    ///
-    /// Every end but an abort is orderly: a protocol over the socket (TLS)
-    /// says goodbye first ([`Stream::close_notify`]; nothing for plain TCP).
-    async fn finish(self, end: End, reaper: &Reaper<S>) {
-        let limit = self.cfg.idle_timeout.min(LINGER_TIME);
-        match end {
-            End::Graceful => {
-                self.stream.close_notify(limit).await;
-                let _ = self.stream.shutdown(Shutdown::Write);
-            }
-            End::PeerClosed => {
-                self.stream.close_notify(limit).await;
-                reaper.hand(self.stream, Shutdown::Write);
-            }
-            End::Linger => {
-                self.stream.close_notify(limit).await;
-                let _ = self.stream.shutdown(Shutdown::Write);
-                let mut buf = Vec::with_capacity(INITIAL_BUF);
-                let mut drained = 0;
-                let drain = async {
-                    while drained < LINGER_BYTES {
-                        buf.clear();
-                        let (res, b) = self.stream.read_append(buf).await;
-                        buf = b;
-                        match res {
-                            Ok(n) if n > 0 => drained += n,
-                            _ => break,
-                        }
-                    }
-                };
-                let _ = timeout(limit, drain).await;
-                // Completes a read still in flight if the drain timed out.
-                let _ = self.stream.shutdown(Shutdown::Both);
-            }
-            End::Abort => reaper.hand(self.stream, Shutdown::Both),
+/// Ends a connection. A close the peer started, or an abort, is left to
+/// the thread's reaper (see [`super::reaper`]), behind the answers; a
+/// close after a `Connection: close` answer happens at once, so the peer
+/// sees the end of the answer's stream without delay.
+///
+/// Every end but an abort is orderly: a protocol over the socket (TLS)
+/// says goodbye first ([`Stream::close_notify`]; nothing for plain TCP).
+pub(super) async fn finish<S: Stream>(stream: S, end: End, cfg: &ConnConfig, reaper: &Reaper<S>) {
+    let limit = cfg.idle_timeout.min(LINGER_TIME);
+    match end {
+        End::Graceful => {
+            stream.close_notify(limit).await;
+            let _ = stream.shutdown(Shutdown::Write);
         }
-        // Dropping the stream closes the fd (once no op holds it).
+        End::PeerClosed => {
+            stream.close_notify(limit).await;
+            reaper.hand(stream, Shutdown::Write);
+        }
+        End::Linger => {
+            stream.close_notify(limit).await;
+            let _ = stream.shutdown(Shutdown::Write);
+            let mut buf = Vec::with_capacity(INITIAL_BUF);
+            let mut drained = 0;
+            let drain = async {
+                while drained < LINGER_BYTES {
+                    buf.clear();
+                    let (res, b) = stream.read_append(buf).await;
+                    buf = b;
+                    match res {
+                        Ok(n) if n > 0 => drained += n,
+                        _ => break,
+                    }
+                }
+            };
+            let _ = timeout(limit, drain).await;
+            // Completes a read still in flight if the drain timed out.
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        // `Http2` never gets here: the HTTP/2 loop ends as one of the others.
+        End::Abort | End::Http2 => reaper.hand(stream, Shutdown::Both),
     }
+    // Dropping the stream closes the fd (once no op holds it).
 }
 
 /// A request body must keep arriving at [`BODY_MIN_RATE`] on average
@@ -523,8 +551,12 @@ impl<S: Stream> Conn<S> {
 /// `idle_timeout` ahead, so an early burst buys no long stall. A body
 /// dribbled at 1 byte/s is cut after about `idle_timeout`, however large its
 /// `Content-Length`.
-struct BodyDeadline {
-    at: Instant,
+///
+/// HTTP/2 connections ([`super::h2`]) keep one for the whole connection:
+/// a request or an answer made is progress ([`BodyDeadline::reset`]),
+/// request body bytes earn credit as here, and nothing else moves it.
+pub(super) struct BodyDeadline {
+    pub(super) at: Instant,
     idle: Duration,
 }
 
@@ -532,15 +564,20 @@ struct BodyDeadline {
 const BODY_MIN_RATE: u64 = 500;
 
 impl BodyDeadline {
-    fn new(now: Instant, idle: Duration) -> Self {
+    pub(super) fn new(now: Instant, idle: Duration) -> Self {
         Self {
             at: now + idle,
             idle,
         }
     }
 
+    /// Progress at `now`: a whole `idle_timeout` from here.
+    pub(super) fn reset(&mut self, now: Instant) {
+        self.at = now + self.idle;
+    }
+
     /// `n` more bytes arrived at `now`.
-    fn received(&mut self, now: Instant, n: u64) {
+    pub(super) fn received(&mut self, now: Instant, n: u64) {
         let credit = Duration::from_micros(n.saturating_mul(1_000_000) / BODY_MIN_RATE);
         let cap = now + self.idle;
         self.at = self.at.checked_add(credit).map_or(cap, |at| at.min(cap));
@@ -573,11 +610,5 @@ mod tests {
         assert_eq!(d.at, sec(3));
         d.received(sec(1), u64::MAX);
         assert_eq!(d.at, sec(3));
-    }
-
-    #[test]
-    fn fill_pattern() {
-        assert_eq!(&FILL[..3], b"abc");
-        assert_eq!(FILL[26], b'a');
     }
 }

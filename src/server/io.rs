@@ -9,6 +9,10 @@
 //! completes, so a read future dropped early (a timeout) takes its buffer
 //! with it. The connection loop therefore treats any timeout as the end of
 //! the connection, on both engines.
+//!
+//! One read and one write may be in flight on a stream at once (HTTP/2's
+//! loop, [`h2`](super::h2), keeps a read pending while it writes answers):
+//! every stream allows that, never two reads or two writes.
 
 use std::future::Future;
 use std::io;
@@ -47,6 +51,11 @@ pub(crate) trait Stream: Sized + 'static {
     /// within `limit` (TLS sends its `close_notify` alert). Plain TCP has
     /// nothing to say, and this costs it nothing.
     async fn close_notify(&self, _limit: Duration) {}
+    /// Whether the protocol under HTTP agreed on HTTP/2 (TLS's ALPN `h2`);
+    /// known once the first bytes were read. Plain TCP agrees on nothing.
+    fn speaks_h2(&self) -> bool {
+        false
+    }
     /// Lets every other ready task run before this one goes on (and on
     /// io_uring, hands queued submissions to the kernel).
     async fn end_turn();

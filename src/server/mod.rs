@@ -19,7 +19,9 @@
 //! listen and never answer.
 //!
 //! Layout: [`routes`] chooses an answer (pure), [`request`] routes heads
-//! that [`crate::http::server`] parses (pure), [`conn`] runs one connection,
+//! that [`crate::http::server`] parses (pure), [`conn`] runs one connection
+//! (and hands one that speaks HTTP/2 to [`h2`]: h2c with prior knowledge,
+//! or h2 by ALPN under TLS, from the same routes),
 //! [`reaper`] closes finished ones behind the answers, [`uring`] and
 //! [`epoll`] are the engines; [`tls`] runs TLS over either engine's stream
 //! and [`certs`] makes its configuration; this file owns threads and
@@ -41,6 +43,7 @@
 mod certs;
 mod conn;
 mod epoll;
+mod h2;
 mod io;
 mod listen;
 mod reaper;
@@ -54,6 +57,9 @@ mod uring;
 pub use certs::{
     CertFile, LOCAL_NAMES, SelfSigned, config_from_files, config_from_pem, self_signed,
 };
+/// The streams an HTTP/2 client may have open on one connection
+/// (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+pub(crate) use h2::codec::MAX_STREAMS as H2_MAX_STREAMS;
 
 use std::io::Write;
 use std::net::SocketAddr;

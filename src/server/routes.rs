@@ -6,8 +6,14 @@
 //! (an oversized `/bytes/N`, a non-numeric `?delay=`) is a well-formed HTTP
 //! request, so it yields a 400 *plan* and the connection stays open; only
 //! malformed HTTP closes the connection, and that is decided in `request`.
+//!
+//! What a body's bytes are is decided here too ([`Body::len`],
+//! [`Body::put`]), so HTTP/1.x ([`super::conn`]) and HTTP/2
+//! ([`super::h2`]) send the same bytes for the same route.
 
 use std::time::Duration;
+
+use crate::http::server::reason;
 
 /// Largest body `/bytes/N` and `/chunked/N` will produce.
 pub(crate) const MAX_BODY: u64 = 16 * 1024 * 1024;
@@ -18,6 +24,25 @@ pub(crate) const MAX_DELAY_MS: u64 = 600_000;
 
 /// Largest chunk `/chunked/N` writes; the route promises chunks of <= 1000.
 pub(crate) const CHUNK: usize = 1000;
+
+/// Length of [`FILL`]: the body pattern is cut from it.
+pub(crate) const FILL_LEN: usize = 64 * 1024;
+
+/// Body pattern for `/bytes/N` and `/chunked/N`: `abc...xyzabc...`. Static so
+/// it can be handed to the kernel as an owned `&'static [u8]` buffer.
+pub(crate) static FILL: [u8; FILL_LEN] = {
+    let mut a = [0u8; FILL_LEN];
+    let mut i = 0;
+    while i < FILL_LEN {
+        a[i] = b'a' + (i % 26) as u8;
+        i += 1;
+    }
+    a
+};
+
+/// What HTTP/2 answers a header list over the limit with: HTTP/1.x's 431
+/// body (see `conn`'s error answers).
+pub(crate) const TOO_LARGE_BODY: &[u8] = b"Request Header Fields Too Large\n";
 
 /// The article's bodies: 13 bytes each.
 pub(crate) const FOO_BODY: &[u8] = b"<h1>foo!</h1>";
@@ -49,6 +74,65 @@ pub(crate) enum Body {
     Chunked(u64),
 }
 
+impl Body {
+    /// How many bytes the body has, for an answer of `status` (the text of
+    /// `/status/NNN` depends on it); a chunked body counts its payload.
+    pub(crate) fn len(&self, status: u16) -> u64 {
+        match *self {
+            Body::Empty => 0,
+            Body::Static(b) => b.len() as u64,
+            Body::Status => 3 + 1 + reason(status).len() as u64 + 1,
+            Body::Fill(n) | Body::Chunked(n) => n,
+        }
+    }
+
+    /// The `Content-Length` an answer carries; `None` for no body at all
+    /// and for a chunked one (whose length HTTP/1.1 does not announce).
+    pub(crate) fn content_length(&self, status: u16) -> Option<u64> {
+        match self {
+            Body::Empty | Body::Chunked(_) => None,
+            _ => Some(self.len(status)),
+        }
+    }
+
+    /// Appends bytes `offset..offset + n` of the body (of an answer of
+    /// `status`), as HTTP/1.1 sends them once de-chunked: `/bytes/N`
+    /// repeats [`FILL`] whole, `/chunked/N` its first [`CHUNK`] bytes
+    /// (one chunk's worth). The range must lie within [`Body::len`].
+    pub(crate) fn put(&self, status: u16, offset: u64, n: usize, out: &mut Vec<u8>) {
+        let (source, period): (&[u8], usize) = match *self {
+            Body::Empty => return,
+            Body::Static(b) => (b, usize::MAX),
+            Body::Status => {
+                let mut text = Vec::with_capacity(48);
+                crate::http::server::push_decimal(&mut text, status.into());
+                text.push(b' ');
+                text.extend_from_slice(reason(status).as_bytes());
+                text.push(b'\n');
+                let from = (offset as usize).min(text.len());
+                let to = (from + n).min(text.len());
+                out.extend_from_slice(&text[from..to]);
+                return;
+            }
+            Body::Fill(_) => (&FILL[..], FILL_LEN),
+            Body::Chunked(_) => (&FILL[..CHUNK], CHUNK),
+        };
+        if period == usize::MAX {
+            let from = (offset as usize).min(source.len());
+            let to = from.saturating_add(n).min(source.len());
+            out.extend_from_slice(&source[from..to]);
+            return;
+        }
+        let (mut at, mut left) = ((offset % period as u64) as usize, n);
+        while left > 0 {
+            let take = left.min(period - at);
+            out.extend_from_slice(&source[at..at + take]);
+            left -= take;
+            at = 0;
+        }
+    }
+}
+
 /// The answer to one request, before any I/O.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Plan {
@@ -78,6 +162,12 @@ impl Plan {
 
     fn bad(body: &'static [u8]) -> Plan {
         Plan::text(400, body)
+    }
+
+    /// HTTP/2's answer to a header list over the limit (HTTP/1.x answers
+    /// 431 and closes; an HTTP/2 connection carries on).
+    pub(crate) fn too_large() -> Plan {
+        Plan::text(431, TOO_LARGE_BODY)
     }
 }
 
@@ -241,6 +331,47 @@ mod tests {
         assert_eq!(route("/bytes/99999999999999999999999", D).status, 400);
         assert_eq!(route("/chunked/2500", D).body, Body::Chunked(2500));
         assert_eq!(route("/chunked/x", D).status, 400);
+    }
+
+    #[test]
+    fn bodies_are_cut_from_the_pattern_as_http1_sends_them() {
+        let whole = |b: &Body, status: u16| {
+            let mut v = Vec::new();
+            b.put(status, 0, b.len(status) as usize, &mut v);
+            v
+        };
+        // /bytes/N: FILL repeated whole, so byte i is FILL[i % FILL_LEN].
+        let n = FILL_LEN as u64 * 2 + 7;
+        let fill = whole(&Body::Fill(n), 200);
+        assert_eq!(fill.len() as u64, n);
+        assert!(
+            fill.iter()
+                .enumerate()
+                .all(|(i, &c)| c == FILL[i % FILL_LEN])
+        );
+        // /chunked/N: each chunk is FILL[..k] with k <= CHUNK.
+        let chunked = whole(&Body::Chunked(2500), 200);
+        assert_eq!(&chunked[..CHUNK], &FILL[..CHUNK]);
+        assert_eq!(&chunked[2000..], &FILL[..500]);
+        // Any split gives the same bytes.
+        let mut pieces = Vec::new();
+        let mut at = 0u64;
+        for k in [1usize, 999, 2, 65_536, 3, 70_000] {
+            let k = k.min((n - at) as usize);
+            Body::Fill(n).put(200, at, k, &mut pieces);
+            at += k as u64;
+        }
+        assert_eq!(&pieces[..], &fill[..at as usize]);
+        assert_eq!(whole(&Body::Status, 503), b"503 Service Unavailable\n");
+        let mut tail = Vec::new();
+        Body::Status.put(503, 4, 100, &mut tail);
+        assert_eq!(tail, b"Service Unavailable\n");
+        assert_eq!(whole(&Body::Static(FOO_BODY), 200), FOO_BODY);
+        assert_eq!(Body::Empty.len(204), 0);
+        assert_eq!(Body::Chunked(9).content_length(200), None);
+        assert_eq!(Body::Empty.content_length(204), None);
+        assert_eq!(Body::Fill(9).content_length(200), Some(9));
+        assert_eq!(FILL[26], b'a');
     }
 
     #[test]

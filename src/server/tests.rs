@@ -642,6 +642,7 @@ fn tls_answers_as_plain_http_does(engine: Engine) {
         let over_http = curl(&["-i", &format!("http://{}{path}", plain.addr)]);
         let over_tls = curl(&[
             "-i",
+            "--http1.1",
             "--cacert",
             &cacert,
             &format!("https://{}{path}", tls.addr),
@@ -653,6 +654,69 @@ fn tls_answers_as_plain_http_does(engine: Engine) {
             String::from_utf8_lossy(&over_tls)
         );
     }
+    plain.shutdown();
+    tls.shutdown();
+}
+
+/// curl over HTTP/2 (h2c with prior knowledge, and h2 by ALPN over TLS)
+/// gets the status and body bytes HTTP/1.1 gets, and the answers say
+/// HTTP/2; two delayed answers fetched in parallel take one delay.
+fn h2_answers_as_http1_does(engine: Engine) {
+    let plain = server(engine);
+    let (tls, cert) = tls_server_with(engine, 100, 5_000);
+    let cacert = cert.file();
+    let w = ["-w", "\n%{http_code} %{http_version}"];
+    for path in [
+        "/foo",
+        "/bar?delay=0",
+        "/",
+        "/status/503",
+        "/status/204",
+        "/nope",
+        "/bytes/100000",
+        "/chunked/70000",
+        "/close",
+    ] {
+        let over_http1 = curl(&[&w[..], &[&format!("http://{}{path}", plain.addr)]].concat());
+        let h2c = curl(
+            &[
+                &w[..],
+                &[
+                    "--http2-prior-knowledge",
+                    &format!("http://{}{path}", plain.addr),
+                ],
+            ]
+            .concat(),
+        );
+        let h2 = curl(
+            &[
+                &w[..],
+                &["--cacert", &cacert, &format!("https://{}{path}", tls.addr)],
+            ]
+            .concat(),
+        );
+        let as_h2 = |v: &[u8]| String::from_utf8_lossy(v).replace(" 1.1", " 2");
+        assert!(over_http1.ends_with(b" 1.1"), "{path}");
+        assert_eq!(String::from_utf8_lossy(&h2c), as_h2(&over_http1), "{path}");
+        assert_eq!(String::from_utf8_lossy(&h2), as_h2(&over_http1), "{path}");
+    }
+    // Two delayed answers, multiplexed: one delay.
+    let t = Instant::now();
+    let out = curl(&[
+        "--parallel",
+        "--parallel-immediate",
+        "--http2-prior-knowledge",
+        &format!("http://{}/foo?delay=500", plain.addr),
+        &format!("http://{}/bar?delay=500", plain.addr),
+    ]);
+    let took = t.elapsed();
+    // Both come after the same delay, in either order.
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out == "<h1>foo!</h1><h1>bar!</h1>" || out == "<h1>bar!</h1><h1>foo!</h1>",
+        "{out}"
+    );
+    assert!(took < Duration::from_millis(900), "{took:?}");
     plain.shutdown();
     tls.shutdown();
 }
@@ -1143,6 +1207,7 @@ on_both_engines!(
     concurrent_200_bar,
     shutdown_is_prompt_with_idle_connections,
     tls_answers_as_plain_http_does,
+    h2_answers_as_http1_does,
     tls_keep_alive_reuses_the_connection,
     tls_sessions_resume_and_close_with_close_notify,
     tls_handshake_is_bounded_by_the_idle_timeout,

@@ -17,7 +17,11 @@
 //!   the idle timeout like any slowloris;
 //! - a write encrypts and sends the ciphertext in one socket write per
 //!   64 KiB of plaintext (rustls's send buffer limit);
-//! - an orderly close sends `close_notify` first ([`Stream::close_notify`]).
+//! - an orderly close sends `close_notify` first ([`Stream::close_notify`]);
+//! - a read and a write may be under way at once (HTTP/2 keeps a read
+//!   pending while it answers), and both may send: what rustls has to send
+//!   is taken and written under one lock (the output buffer's), so records
+//!   reach the socket whole and in the order rustls made them.
 //!
 //! Buffers stay owned, as the io_uring engine needs: ciphertext in and out
 //! lives in `Vec`s moved into each socket operation and back. A timeout
@@ -56,8 +60,9 @@ pub(crate) struct TlsStream<S> {
     /// Ciphertext read from the socket that rustls has not taken yet
     /// (it takes no more while its plaintext buffer is full).
     incoming: Cell<Vec<u8>>,
-    /// The output buffer, empty between writes.
-    outgoing: Cell<Vec<u8>>,
+    /// The output buffer, empty between writes; its lock is held from
+    /// taking rustls's records until they are written.
+    outgoing: tokio::sync::Mutex<Vec<u8>>,
 }
 
 impl<S: Stream> TlsStream<S> {
@@ -68,7 +73,7 @@ impl<S: Stream> TlsStream<S> {
             inner,
             tls: RefCell::new(ServerConnection::new(config.clone())?),
             incoming: Cell::default(),
-            outgoing: Cell::default(),
+            outgoing: tokio::sync::Mutex::default(),
         })
     }
 
@@ -122,7 +127,8 @@ impl<S: Stream> TlsStream<S> {
 
     /// Sends everything rustls has to send.
     async fn flush(&self) -> io::Result<()> {
-        let mut out = self.outgoing.take();
+        let mut held = self.outgoing.lock().await;
+        let mut out = std::mem::take(&mut *held);
         {
             let mut tls = self.tls.borrow_mut();
             // Writing into a `Vec` cannot fail; `Ok(0)` would mean nothing
@@ -135,13 +141,13 @@ impl<S: Stream> TlsStream<S> {
             }
         }
         if out.is_empty() {
-            self.outgoing.set(out);
+            *held = out;
             return Ok(());
         }
         let (res, mut out) = self.inner.write_vec(out).await;
         if out.capacity() <= KEEP_OUT {
             out.clear();
-            self.outgoing.set(out);
+            *held = out;
         }
         res
     }
@@ -226,6 +232,10 @@ impl<S: Stream> Stream for TlsStream<S> {
 
     fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         self.inner.shutdown(how)
+    }
+
+    fn speaks_h2(&self) -> bool {
+        self.tls.borrow().alpn_protocol() == Some(b"h2")
     }
 
     async fn close_notify(&self, limit: Duration) {

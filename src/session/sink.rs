@@ -187,7 +187,7 @@ impl Sink for LoadSink {
     }
 
     fn stream_reset(&mut self, code: u32) {
-        let name = crate::session::h2::frame::error_name(code);
+        let name = crate::http::h2::error_name(code);
         *self.rec.stream_resets.entry(name).or_insert(0) += 1;
     }
 }

@@ -40,11 +40,11 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::h2::frame::{REFUSED_STREAM, error_name};
 use super::h2::{Event, H2Conn};
 use super::{Done, Phase, Session, Sink};
 use crate::backend::{Http2, WorkerCtx};
 use crate::error::{ErrorKind, FetchError};
+use crate::http::h2::{REFUSED_STREAM, error_name};
 use crate::plan::Ticket;
 
 impl Session {

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 
-use super::h2::frame::*;
 use super::*;
 use crate::backend::{ConnOptions, Http2, WorkerCtx, wire};
+use crate::http::h2::*;
 use crate::plan::{Plan, Rate, Stop};
 use crate::target::{RequestOptions, Target};
 

@@ -16,6 +16,7 @@ mod parser_props;
 mod reports;
 mod seccomp;
 mod serve;
+mod serve_h2;
 mod session;
 mod support;
 mod tls;

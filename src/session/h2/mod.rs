@@ -29,7 +29,6 @@
 //!   connection and each stream, and gives the connection window back
 //!   once half of it is used, so a response is never held up by us.
 
-pub(crate) mod frame;
 mod head;
 mod memo;
 mod recv;
@@ -43,9 +42,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use self::frame::*;
 pub use self::request::H2Request;
 use crate::http::Response;
+use crate::http::h2::*;
 use crate::plan::Ticket;
 
 /// The stream and connection windows the client announces (h2load's).
@@ -363,7 +362,7 @@ impl H2Conn {
     pub fn expire<F: FnMut(Event<'_>)>(&mut self, now: Instant, f: &mut F) -> Result<(), H2Error> {
         if self.settings_by.is_some_and(|by| now >= by) {
             return Err(err(
-                frame::SETTINGS_TIMEOUT,
+                SETTINGS_TIMEOUT,
                 format!(
                     "the server did not acknowledge the client's SETTINGS within {:?}",
                     self.ack_within

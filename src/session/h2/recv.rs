@@ -2,8 +2,8 @@
 //! (a frame split across reads waits in `partial`), each checked and
 //! turned into [`Event`]s or a connection error.
 
-use super::frame::*;
 use super::*;
+use crate::http::h2::*;
 
 impl H2Conn {
     /// Takes bytes the server sent; `f` hears what they meant. An error
@@ -546,13 +546,12 @@ impl H2Conn {
         if head.stream != 0 {
             return Err(proto("PING on a stream"));
         }
-        if payload.len() != 8 {
+        let Ok(opaque) = <&[u8; 8]>::try_from(payload) else {
             return Err(err(FRAME_SIZE_ERROR, "a PING frame not of 8 bytes"));
-        }
+        };
         if !head.has(ACK) {
             self.control_room()?;
-            put_head(&mut self.next, 8, PING, ACK, 0);
-            self.next.put_slice(payload);
+            put_ping(&mut self.next, ACK, opaque);
         }
         Ok(())
     }

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 
-use super::frame::*;
 use super::*;
+use crate::http::h2::*;
 
 const TEN_S: Duration = Duration::from_secs(10);
 
@@ -545,7 +545,7 @@ fn timeouts_cancel_streams_and_unacknowledged_settings_end_the_connection() {
     let e = c
         .expire(now + Duration::from_secs(11), &mut |_| {})
         .unwrap_err();
-    assert_eq!(e.code, frame::SETTINGS_TIMEOUT);
+    assert_eq!(e.code, SETTINGS_TIMEOUT);
 }
 
 proptest::proptest! {

@@ -1,8 +1,13 @@
 //! HTTP/2 frame layout (RFC 9113 §4, §6): the 9-byte frame header, the
-//! frame types, flags, settings and error codes a client meets, and the
-//! encoders of the frames it sends. No state lives here.
+//! frame types, flags, settings and error codes, and the encoders of the
+//! frames either side sends. No state lives here: the client's connection
+//! (`session::h2`) and the demo server's (`server::h2`) both frame with
+//! these, into whatever buffer they send from (any [`BufMut`]: the
+//! client's `BytesMut`, the server's owned `Vec<u8>`).
 
-use bytes::{BufMut, BytesMut};
+use bytes::BufMut;
+#[cfg(test)]
+use bytes::BytesMut;
 
 /// What a client sends first on an HTTP/2 connection (RFC 9113 §3.4).
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -33,11 +38,11 @@ pub(crate) const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
 pub(crate) const SETTINGS_MAX_FRAME_SIZE: u16 = 0x5;
 pub(crate) const SETTINGS_MAX_HEADER_LIST_SIZE: u16 = 0x6;
 
-#[cfg(test)]
 pub(crate) const NO_ERROR: u32 = 0x0;
 pub(crate) const PROTOCOL_ERROR: u32 = 0x1;
 pub(crate) const FLOW_CONTROL_ERROR: u32 = 0x3;
 pub(crate) const SETTINGS_TIMEOUT: u32 = 0x4;
+pub(crate) const STREAM_CLOSED: u32 = 0x5;
 pub(crate) const FRAME_SIZE_ERROR: u32 = 0x6;
 pub(crate) const REFUSED_STREAM: u32 = 0x7;
 pub(crate) const CANCEL: u32 = 0x8;
@@ -80,14 +85,14 @@ impl Head {
 
 /// Appends a frame header.
 #[inline]
-pub(crate) fn put_head(out: &mut BytesMut, len: usize, kind: u8, flags: u8, stream: u32) {
+pub(crate) fn put_head(out: &mut impl BufMut, len: usize, kind: u8, flags: u8, stream: u32) {
     let len = len as u32;
     out.put_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags]);
     out.put_u32(stream & 0x7fff_ffff);
 }
 
 /// Appends a SETTINGS frame with `values`.
-pub(crate) fn put_settings(out: &mut BytesMut, values: &[(u16, u32)]) {
+pub(crate) fn put_settings(out: &mut impl BufMut, values: &[(u16, u32)]) {
     put_head(out, values.len() * 6, SETTINGS, 0, 0);
     for &(id, value) in values {
         out.put_u16(id);
@@ -96,16 +101,36 @@ pub(crate) fn put_settings(out: &mut BytesMut, values: &[(u16, u32)]) {
 }
 
 /// Appends a WINDOW_UPDATE frame.
-pub(crate) fn put_window_update(out: &mut BytesMut, stream: u32, increment: u32) {
+pub(crate) fn put_window_update(out: &mut impl BufMut, stream: u32, increment: u32) {
     put_head(out, 4, WINDOW_UPDATE, 0, stream);
     out.put_u32(increment & 0x7fff_ffff);
 }
 
 /// Appends a RST_STREAM frame.
-pub(crate) fn put_rst(out: &mut BytesMut, stream: u32, code: u32) {
+pub(crate) fn put_rst(out: &mut impl BufMut, stream: u32, code: u32) {
     put_head(out, 4, RST_STREAM, 0, stream);
     out.put_u32(code);
 }
+
+/// Appends a PING frame (with `ACK`, the answer to one).
+pub(crate) fn put_ping(out: &mut impl BufMut, flags: u8, payload: &[u8; 8]) {
+    put_head(out, 8, PING, flags, 0);
+    out.put_slice(payload);
+}
+
+/// Appends a GOAWAY frame: the last stream the sender processed, the
+/// error code, and `debug` (a reason for people; at most
+/// [`MAX_GOAWAY_DEBUG`] bytes of it are sent).
+pub(crate) fn put_goaway(out: &mut impl BufMut, last_stream: u32, code: u32, debug: &[u8]) {
+    let debug = &debug[..debug.len().min(MAX_GOAWAY_DEBUG)];
+    put_head(out, 8 + debug.len(), GOAWAY, 0, 0);
+    out.put_u32(last_stream & 0x7fff_ffff);
+    out.put_u32(code);
+    out.put_slice(debug);
+}
+
+/// The most bytes of debug data [`put_goaway`] sends.
+pub(crate) const MAX_GOAWAY_DEBUG: usize = 256;
 
 /// The name of an error code (RFC 9113 §7), as reports show it.
 pub(crate) fn error_name(code: u32) -> &'static str {
