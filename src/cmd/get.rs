@@ -264,6 +264,7 @@ impl Sink for Printer {
     fn ended(&mut self, _at: Instant) {}
 
     fn cpu(&mut self, _usage: Usage) {}
+    fn h2_streams_open(&mut self, _n: usize) {}
     fn h2_connection(&mut self) {}
 
     fn goaway(&mut self, _code: u32) {}

@@ -272,6 +272,7 @@ fn add_h2(inputs: &[Input]) -> Result<Option<super::H2Stats>, String> {
         let s = sum.get_or_insert_with(|| super::H2Stats {
             connections: 0,
             streams_per_connection: 0,
+            peak_streams: 0,
             goaways: 0,
             stream_resets: Default::default(),
         });
@@ -283,6 +284,7 @@ fn add_h2(inputs: &[Input]) -> Result<Option<super::H2Stats>, String> {
         )?;
         add_to(&mut s.goaways, h.goaways, "h2.goaways", &i.source)?;
         s.streams_per_connection = s.streams_per_connection.max(h.streams_per_connection);
+        s.peak_streams = s.peak_streams.max(h.peak_streams);
         for (code, n) in &h.stream_resets {
             let what = format!("h2.stream_resets.{code}");
             add_to(

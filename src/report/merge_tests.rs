@@ -464,6 +464,7 @@ fn http2_counts_add_up_and_the_protocol_is_kept_or_mixed() {
         s.h2 = Some(super::H2Stats {
             connections: 2,
             streams_per_connection: streams,
+            peak_streams: streams,
             goaways: 1,
             stream_resets: resets.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         });

@@ -106,9 +106,15 @@ pub struct TlsStats {
 pub struct H2Stats {
     /// Connections that spoke HTTP/2.
     pub connections: u64,
-    /// Requests kept in flight per connection (`--streams`), at most the
-    /// server's `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    /// Requests asked to be kept in flight per connection (`--streams`);
+    /// the server's `SETTINGS_MAX_CONCURRENT_STREAMS` caps it, see
+    /// `peak_streams`.
     pub streams_per_connection: usize,
+    /// The most streams that were open at once on one connection: below
+    /// `streams_per_connection` when the server allowed fewer (its
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`) or the run had fewer requests.
+    #[serde(default)]
+    pub peak_streams: usize,
     /// GOAWAY frames the servers sent.
     pub goaways: u64,
     /// Streams the servers reset (RST_STREAM), by error code name; each is
@@ -494,6 +500,7 @@ impl Summary {
             h2: (r.h2_connections > 0).then(|| H2Stats {
                 connections: r.h2_connections,
                 streams_per_connection: o.config.conn.streams,
+                peak_streams: r.h2_peak_streams,
                 goaways: r.goaways,
                 stream_resets: r
                     .stream_resets

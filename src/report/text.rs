@@ -215,7 +215,7 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
         let resets: u64 = h.stream_resets.values().sum();
         let _ = writeln!(
             o,
-            "HTTP/2:         {} over {} connection{}, {} stream{} each; {} GOAWAY, {} stream{} reset{}",
+            "HTTP/2:         {} over {} connection{}, {} stream{} each{}; {} GOAWAY, {} stream{} reset{}",
             s.protocol.as_deref().unwrap_or("h2"),
             h.connections,
             if h.connections == 1 { "" } else { "s" },
@@ -224,6 +224,11 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
                 ""
             } else {
                 "s"
+            },
+            if h.peak_streams > 0 && h.peak_streams < h.streams_per_connection {
+                format!(" (at most {} open at once)", h.peak_streams)
+            } else {
+                String::new()
             },
             h.goaways,
             resets,

@@ -75,6 +75,8 @@ pub(crate) trait Sink {
     fn goaway(&mut self, code: u32);
     /// The server reset a stream with `code` (the request also fails).
     fn stream_reset(&mut self, code: u32);
+    /// `n` streams are open on an HTTP/2 connection after it opened more.
+    fn h2_streams_open(&mut self, n: usize);
 }
 
 /// A load worker's sink: its [`Recorder`], its interval histogram for
@@ -186,6 +188,10 @@ impl Sink for LoadSink {
         self.rec.goaways += 1;
     }
 
+    fn h2_streams_open(&mut self, n: usize) {
+        self.rec.h2_peak_streams = self.rec.h2_peak_streams.max(n);
+    }
+
     fn stream_reset(&mut self, code: u32) {
         let name = crate::http::h2::error_name(code);
         *self.rec.stream_resets.entry(name).or_insert(0) += 1;
@@ -292,6 +298,8 @@ impl Sink for Collector {
     fn ended(&mut self, _at: Instant) {}
 
     fn cpu(&mut self, _usage: Usage) {}
+
+    fn h2_streams_open(&mut self, _n: usize) {}
 
     fn h2_connection(&mut self) {}
 

@@ -116,6 +116,7 @@ impl Session {
             };
             h2.open(ticket, target, req, now, ctx.conn.timeout.map(|t| now + t));
         }
+        sink.h2_streams_open(h2.active());
         h2.pump(&ctx.h2);
         // Tickets the connection cannot take yet (the server allows fewer
         // streams, even none) wait at most their `--timeout`.

@@ -56,6 +56,7 @@ impl Sink for Counts {
     fn bytes(&mut self, _read: u64, _written: u64) {}
     fn ended(&mut self, _at: Instant) {}
     fn cpu(&mut self, _usage: crate::stats::resources::Usage) {}
+    fn h2_streams_open(&mut self, _n: usize) {}
     fn h2_connection(&mut self) {
         self.h2_connections += 1;
     }

@@ -68,6 +68,7 @@ impl Sink for Seen {
     }
     fn ended(&mut self, _at: Instant) {}
     fn cpu(&mut self, _usage: crate::stats::resources::Usage) {}
+    fn h2_streams_open(&mut self, _n: usize) {}
     fn h2_connection(&mut self) {}
 
     fn goaway(&mut self, _code: u32) {}

@@ -207,6 +207,8 @@ pub struct Recorder {
     /// streams the server reset, by error code name.
     pub h2_connections: u64,
     pub goaways: u64,
+    /// The most streams open at once on one HTTP/2 connection.
+    pub h2_peak_streams: usize,
     pub stream_resets: BTreeMap<&'static str, u64>,
     /// Responses completed in each whole second since the run's start.
     pub per_second: Vec<u64>,
@@ -244,6 +246,7 @@ impl Recorder {
             retries: 0,
             h2_connections: 0,
             goaways: 0,
+            h2_peak_streams: 0,
             stream_resets: BTreeMap::new(),
             per_second: Vec::new(),
             error_examples: BTreeMap::new(),
@@ -355,6 +358,7 @@ impl Recorder {
         self.retries += other.retries;
         self.h2_connections += other.h2_connections;
         self.goaways += other.goaways;
+        self.h2_peak_streams = self.h2_peak_streams.max(other.h2_peak_streams);
         for (k, v) in &other.stream_resets {
             *self.stream_resets.entry(k).or_insert(0) += v;
         }

@@ -399,6 +399,7 @@ pub fn tight_limits_are_respected(b: &[&str]) {
     let v = load(b, &[H2C, "-c", "2", "--streams", "8", "-n", "60", &url]);
     assert_eq!(n(&v, "/requests/completed"), 60, "{v}");
     assert_eq!(n(&v, "/requests/errors"), 0, "refused streams: {v}");
+    assert_eq!(n(&v, "/h2/peak_streams"), 1, "{v}");
     let server = python_h2("tiny-window");
     let dir = temp_dir("h2-upload");
     let body = dir.join("body");

@@ -130,7 +130,26 @@ pub fn our_client_and_server_agree(b: &[&str]) {
         "{:?}",
         t.elapsed()
     );
+    assert_eq!(n(&v, "/h2/peak_streams"), 8, "{v}");
     h2_counts(&v, 1, 8);
+    // More streams than the server allows (128): the report says so.
+    let v = load(
+        b,
+        &[
+            H2C,
+            "-c",
+            "1",
+            "--streams",
+            "200",
+            "-n",
+            "400",
+            &format!("{base}/bar?delay=100"),
+        ],
+    );
+    assert_eq!(n(&v, "/requests/completed"), 400, "{v}");
+    assert_eq!(n(&v, "/requests/errors"), 0, "{v}");
+    assert_eq!(n(&v, "/h2/streams_per_connection"), 200, "{v}");
+    assert_eq!(n(&v, "/h2/peak_streams"), 128, "{v}");
     for path in ["/bytes/100000", "/chunked/70000", "/status/503", "/"] {
         let url = format!("{base}{path}");
         let h1 = uringfetch(&[&["get", "-s"][..], b, &[url.as_str()]].concat(), LIMIT);

@@ -305,6 +305,10 @@ impl<S: crate::session::Sink> crate::session::Sink for Paced<S> {
         self.sink.cpu(usage);
     }
 
+    fn h2_streams_open(&mut self, n: usize) {
+        self.sink.h2_streams_open(n);
+    }
+
     fn h2_connection(&mut self) {
         self.sink.h2_connection();
     }
