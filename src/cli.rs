@@ -584,6 +584,10 @@ pub struct CompareArgs {
     pub connections: Vec<usize>,
     #[command(flatten)]
     pub plan: PlanArgs,
+    /// HTTP/2 requests in flight per connection (h2load's -m), at most the
+    /// server's SETTINGS_MAX_CONCURRENT_STREAMS; with --http2 or --http2-prior-knowledge.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_streams)]
+    pub streams: usize,
     /// Pause between runs, so one run's closing connections do not burden the next.
     #[arg(long, value_parser = parse_duration, default_value = "500ms")]
     pub pause: Duration,

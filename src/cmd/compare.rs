@@ -101,8 +101,10 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
     let https = config::any_https(scenarios.iter().map(|s| s.url.as_str()));
     // Over TLS each run gets a configuration of its own: it starts with no
     // session to resume, so no row resumes the sessions of the one before.
+    let streams = config::streams(&args.request, args.streams)?;
     let conn_for_run = || -> Result<Arc<crate::backend::ConnOptions>, super::Usage> {
         let mut conn = config::conn_options(&args.request, true, Vec::new(), 1, false)?;
+        conn.streams = streams;
         if https {
             let (tls, ktls) = config::tls_config(&args.request, demo_cert.as_deref())?;
             conn.tls = Some(tls);

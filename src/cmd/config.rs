@@ -166,6 +166,17 @@ pub fn check_ktls(
     Ok(())
 }
 
+/// `--streams`, which only HTTP/2 has.
+pub fn streams(req: &RequestArgs, streams: usize) -> Result<usize, super::Usage> {
+    if streams > 1 && http2_mode(req) == crate::backend::Http2::Off {
+        return Err(super::Usage(
+            "--streams needs HTTP/2: add --http2 (https://) or --http2-prior-knowledge (http://)"
+                .into(),
+        ));
+    }
+    Ok(streams)
+}
+
 /// The protocol the request options ask for.
 pub fn http2_mode(req: &RequestArgs) -> crate::backend::Http2 {
     use crate::backend::Http2;

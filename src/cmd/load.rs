@@ -130,11 +130,7 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
         }
     }
     let http2 = args.request.http2 || args.request.http2_prior_knowledge;
-    if args.streams > 1 && !http2 {
-        bail!(
-            "--streams needs HTTP/2: add --http2 (https://) or --http2-prior-knowledge (http://)"
-        );
-    }
+    let streams = config::streams(&args.request, args.streams)?;
     if http2 && args.pipeline > 1 {
         bail!("--pipeline is HTTP/1.1's; with HTTP/2 use --streams");
     }
@@ -169,7 +165,7 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
         stop,
         rate,
         conn: Arc::new(crate::backend::ConnOptions {
-            streams: args.streams,
+            streams,
             ..config::conn_options(&args.request, keep_alive, bind, pipeline, https)?
         }),
     })

@@ -268,6 +268,8 @@ fn compare_without_a_url_speaks_http2() {
                     "200",
                     "-c",
                     "4",
+                    "--streams",
+                    "5",
                     "--backends",
                     "uring-loop,epoll-async",
                     "--pause",
@@ -286,8 +288,18 @@ fn compare_without_a_url_speaks_http2() {
         for r in rows {
             assert_eq!(n(r, "/requests/errors"), 0, "{r}");
             assert_eq!(r["protocol"], "h2", "{flags:?}: {r}");
+            assert_eq!(n(r, "/h2/streams_per_connection"), 5, "{r}");
+            assert_eq!(n(r, "/h2/peak_streams"), 5, "{r}");
         }
     }
+    // --streams is HTTP/2's.
+    let out = uringfetch(&["compare", "--streams", "4", "-n", "10"], LIMIT);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--streams needs HTTP/2"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Runs a program of nghttp2's, or fails with the line that installs it.
