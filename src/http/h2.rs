@@ -1,6 +1,8 @@
 //! HTTP/2 frame layout (RFC 9113 §4, §6): the 9-byte frame header, the
-//! frame types, flags, settings and error codes, and the encoders of the
-//! frames either side sends. No state lives here: the client's connection
+//! frame types, flags, settings and error codes, the encoders of the
+//! frames either side sends, the connection error both sides raise
+//! ([`H2Error`]) and the reading of a peer's SETTINGS ([`Settings`]). No
+//! state lives here: the client's connection
 //! (`session::h2`) and the demo server's (`server::h2`) both frame with
 //! these, into whatever buffer they send from (any [`BufMut`]: the
 //! client's `BytesMut`, the server's owned `Vec<u8>`).
@@ -127,6 +129,114 @@ pub(crate) fn put_goaway(out: &mut impl BufMut, last_stream: u32, code: u32, deb
     out.put_u32(last_stream & 0x7fff_ffff);
     out.put_u32(code);
     out.put_slice(debug);
+}
+
+/// A connection error (RFC 9113 §5.4.1), on either side: the code a
+/// GOAWAY carries and what happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct H2Error {
+    pub code: u32,
+    pub reason: String,
+}
+
+impl std::fmt::Display for H2Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.reason, error_name(self.code))
+    }
+}
+
+/// A connection error of `code`.
+pub(crate) fn err(code: u32, reason: impl Into<String>) -> H2Error {
+    H2Error {
+        code,
+        reason: reason.into(),
+    }
+}
+
+/// A connection error of kind PROTOCOL_ERROR.
+pub(crate) fn proto(reason: impl Into<String>) -> H2Error {
+    err(PROTOCOL_ERROR, reason)
+}
+
+/// What a peer's SETTINGS frame changes of what may be sent to it, each
+/// value checked (RFC 9113 §6.5.2); of a setting repeated in one frame,
+/// the last counts. The header table size binds an encoder with a dynamic
+/// table (neither side's has one), the header list size is advisory, and
+/// unknown settings are ignored.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Settings {
+    pub max_concurrent_streams: Option<u32>,
+    pub initial_window: Option<i64>,
+    pub max_frame: Option<usize>,
+}
+
+impl Settings {
+    /// Reads a SETTINGS frame (its head and payload): `None` for an ACK.
+    pub fn read(head: Head, payload: &[u8]) -> Result<Option<Settings>, H2Error> {
+        if head.stream != 0 {
+            return Err(proto("SETTINGS on a stream"));
+        }
+        if head.has(ACK) {
+            if !payload.is_empty() {
+                return Err(err(FRAME_SIZE_ERROR, "a SETTINGS ACK with a payload"));
+            }
+            return Ok(None);
+        }
+        if !payload.len().is_multiple_of(6) {
+            return Err(err(
+                FRAME_SIZE_ERROR,
+                "a SETTINGS frame whose length is not a multiple of 6",
+            ));
+        }
+        let mut s = Settings::default();
+        for setting in payload.chunks_exact(6) {
+            let id = u16::from_be_bytes([setting[0], setting[1]]);
+            let value = u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]);
+            match id {
+                SETTINGS_ENABLE_PUSH if value > 1 => {
+                    return Err(proto(format!("SETTINGS_ENABLE_PUSH of {value}")));
+                }
+                SETTINGS_MAX_CONCURRENT_STREAMS => s.max_concurrent_streams = Some(value),
+                SETTINGS_INITIAL_WINDOW_SIZE => {
+                    let value = value as i64;
+                    if value > MAX_WINDOW {
+                        return Err(err(
+                            FLOW_CONTROL_ERROR,
+                            format!("SETTINGS_INITIAL_WINDOW_SIZE of {value}"),
+                        ));
+                    }
+                    s.initial_window = Some(value);
+                }
+                SETTINGS_MAX_FRAME_SIZE => {
+                    let value = value as usize;
+                    if !(DEFAULT_MAX_FRAME..=MAX_FRAME_LIMIT).contains(&value) {
+                        return Err(proto(format!("SETTINGS_MAX_FRAME_SIZE of {value}")));
+                    }
+                    s.max_frame = Some(value);
+                }
+                _ => {}
+            }
+        }
+        Ok(Some(s))
+    }
+}
+
+/// A new initial window moves every open stream's send window by `delta`
+/// (RFC 9113 §6.9.2); one pushed past 2^31-1 is a connection error.
+pub(crate) fn shift_windows<'a>(
+    windows: impl Iterator<Item = &'a mut i64>,
+    delta: i64,
+) -> Result<(), H2Error> {
+    for w in windows {
+        *w += delta;
+        if *w > MAX_WINDOW {
+            return Err(err(
+                FLOW_CONTROL_ERROR,
+                "SETTINGS_INITIAL_WINDOW_SIZE overflows a stream's window",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The most bytes of debug data [`put_goaway`] sends.

@@ -71,24 +71,6 @@ const CONNECTION_SPECIFIC: [&[u8]; 5] = [
     b"upgrade",
 ];
 
-/// A connection error: the GOAWAY code and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ConnError {
-    pub code: u32,
-    pub reason: String,
-}
-
-fn err(code: u32, reason: impl Into<String>) -> ConnError {
-    ConnError {
-        code,
-        reason: reason.into(),
-    }
-}
-
-fn proto(reason: impl Into<String>) -> ConnError {
-    err(PROTOCOL_ERROR, reason)
-}
-
 /// Where the connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -378,7 +360,7 @@ impl Codec {
 
     /// A connection error: GOAWAY with the last stream we took, and no more
     /// of anything.
-    fn fail(&mut self, e: ConnError) {
+    fn fail(&mut self, e: H2Error) {
         if self.state == State::Failed {
             return;
         }
@@ -387,7 +369,7 @@ impl Codec {
         self.streams.clear();
     }
 
-    fn frame(&mut self, head: Head, payload: &[u8], now: Instant) -> Result<(), ConnError> {
+    fn frame(&mut self, head: Head, payload: &[u8], now: Instant) -> Result<(), H2Error> {
         if !self.settings_seen {
             if head.kind != SETTINGS || head.has(ACK) {
                 return Err(proto(format!(
@@ -427,7 +409,7 @@ impl Codec {
 
     /// A frame on a stream the client has not opened yet (an idle stream)
     /// is a connection error for every type but HEADERS and PRIORITY.
-    fn not_idle(&self, id: u32, kind: u8) -> Result<(), ConnError> {
+    fn not_idle(&self, id: u32, kind: u8) -> Result<(), H2Error> {
         if id > self.last_id {
             return Err(proto(format!(
                 "{} on stream {id}, which the client has not opened",
@@ -446,7 +428,7 @@ impl Codec {
     }
 
     /// The payload without its padding (PADDED).
-    fn unpad(head: Head, payload: &[u8]) -> Result<&[u8], ConnError> {
+    fn unpad(head: Head, payload: &[u8]) -> Result<&[u8], H2Error> {
         if !head.has(PADDED) {
             return Ok(payload);
         }
@@ -465,7 +447,7 @@ impl Codec {
         Ok(&rest[..rest.len() - pad as usize])
     }
 
-    fn on_data(&mut self, head: Head, payload: &[u8], now: Instant) -> Result<(), ConnError> {
+    fn on_data(&mut self, head: Head, payload: &[u8], now: Instant) -> Result<(), H2Error> {
         if head.stream == 0 {
             return Err(proto("DATA on stream 0"));
         }
@@ -531,7 +513,7 @@ impl Codec {
         self.requests += 1;
     }
 
-    fn on_headers(&mut self, head: Head, payload: &[u8], now: Instant) -> Result<(), ConnError> {
+    fn on_headers(&mut self, head: Head, payload: &[u8], now: Instant) -> Result<(), H2Error> {
         let id = head.stream;
         if id == 0 {
             return Err(proto("HEADERS on stream 0"));
@@ -573,12 +555,7 @@ impl Codec {
         Ok(())
     }
 
-    fn on_continuation(
-        &mut self,
-        head: Head,
-        payload: &[u8],
-        now: Instant,
-    ) -> Result<(), ConnError> {
+    fn on_continuation(&mut self, head: Head, payload: &[u8], now: Instant) -> Result<(), H2Error> {
         if self.block_stream == 0 || head.stream != self.block_stream {
             return Err(proto(format!(
                 "CONTINUATION on stream {} without a header block under way there",
@@ -607,7 +584,7 @@ impl Codec {
 
     /// A whole header block: HPACK-decoded (always, to keep the table in
     /// step with the client's), then a new request, or trailers.
-    fn header_block(&mut self, now: Instant) -> Result<(), ConnError> {
+    fn header_block(&mut self, now: Instant) -> Result<(), H2Error> {
         let (id, end_stream) = (self.block_stream, self.block_end_stream);
         self.block_stream = 0;
         let block = std::mem::take(&mut self.block);
@@ -640,7 +617,7 @@ impl Codec {
         f: Fields,
         path: &[u8],
         now: Instant,
-    ) -> Result<(), ConnError> {
+    ) -> Result<(), H2Error> {
         if id <= self.last_id {
             // Trailers, on a stream whose request is still coming.
             match self.find(id) {
@@ -712,7 +689,7 @@ impl Codec {
         Ok(())
     }
 
-    fn on_priority(&mut self, head: Head) -> Result<(), ConnError> {
+    fn on_priority(&mut self, head: Head) -> Result<(), H2Error> {
         if head.stream == 0 {
             return Err(proto("PRIORITY on stream 0"));
         }
@@ -723,7 +700,7 @@ impl Codec {
         Ok(())
     }
 
-    fn on_rst(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
+    fn on_rst(&mut self, head: Head, payload: &[u8]) -> Result<(), H2Error> {
         if head.stream == 0 {
             return Err(proto("RST_STREAM on stream 0"));
         }
@@ -738,68 +715,25 @@ impl Codec {
         Ok(())
     }
 
-    fn on_settings(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
-        if head.stream != 0 {
-            return Err(proto("SETTINGS on a stream"));
-        }
-        if head.has(ACK) {
-            if !payload.is_empty() {
-                return Err(err(FRAME_SIZE_ERROR, "a SETTINGS ACK with a payload"));
-            }
+    fn on_settings(&mut self, head: Head, payload: &[u8]) -> Result<(), H2Error> {
+        // The client's stream limit binds the streams a server opens (push:
+        // none here).
+        let Some(settings) = Settings::read(head, payload)? else {
             return Ok(());
+        };
+        if let Some(window) = settings.initial_window {
+            let delta = window - self.peer_initial_window;
+            self.peer_initial_window = window;
+            shift_windows(self.streams.iter_mut().map(|s| &mut s.send_window), delta)?;
         }
-        if !payload.len().is_multiple_of(6) {
-            return Err(err(
-                FRAME_SIZE_ERROR,
-                "a SETTINGS frame whose length is not a multiple of 6",
-            ));
-        }
-        for setting in payload.chunks_exact(6) {
-            let id = u16::from_be_bytes([setting[0], setting[1]]);
-            let value = u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]);
-            match id {
-                SETTINGS_ENABLE_PUSH if value > 1 => {
-                    return Err(proto(format!("SETTINGS_ENABLE_PUSH of {value}")));
-                }
-                SETTINGS_INITIAL_WINDOW_SIZE => {
-                    let value = value as i64;
-                    if value > MAX_WINDOW {
-                        return Err(err(
-                            FLOW_CONTROL_ERROR,
-                            format!("SETTINGS_INITIAL_WINDOW_SIZE of {value}"),
-                        ));
-                    }
-                    let delta = value - self.peer_initial_window;
-                    self.peer_initial_window = value;
-                    for s in self.streams.iter_mut() {
-                        s.send_window += delta;
-                        if s.send_window > MAX_WINDOW {
-                            return Err(err(
-                                FLOW_CONTROL_ERROR,
-                                "SETTINGS_INITIAL_WINDOW_SIZE overflows a stream's window",
-                            ));
-                        }
-                    }
-                }
-                SETTINGS_MAX_FRAME_SIZE => {
-                    let value = value as usize;
-                    if !(DEFAULT_MAX_FRAME..=MAX_FRAME_LIMIT).contains(&value) {
-                        return Err(proto(format!("SETTINGS_MAX_FRAME_SIZE of {value}")));
-                    }
-                    self.peer_max_frame = value;
-                }
-                // The header table size binds an encoder with a dynamic
-                // table, which ours has not; the others bind a client
-                // (push, its own streams) or are advice; unknown settings
-                // are ignored (RFC 9113 §6.5.2).
-                _ => {}
-            }
+        if let Some(n) = settings.max_frame {
+            self.peer_max_frame = n;
         }
         put_head(&mut self.out, 0, SETTINGS, ACK, 0);
         Ok(())
     }
 
-    fn on_ping(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
+    fn on_ping(&mut self, head: Head, payload: &[u8]) -> Result<(), H2Error> {
         if head.stream != 0 {
             return Err(proto("PING on a stream"));
         }
@@ -812,7 +746,7 @@ impl Codec {
         Ok(())
     }
 
-    fn on_goaway(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
+    fn on_goaway(&mut self, head: Head, payload: &[u8]) -> Result<(), H2Error> {
         if head.stream != 0 {
             return Err(proto("GOAWAY on a stream"));
         }
@@ -826,7 +760,7 @@ impl Codec {
         Ok(())
     }
 
-    fn on_window_update(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
+    fn on_window_update(&mut self, head: Head, payload: &[u8]) -> Result<(), H2Error> {
         let Some(inc) = payload.first_chunk::<4>().filter(|_| payload.len() == 4) else {
             return Err(err(
                 FRAME_SIZE_ERROR,

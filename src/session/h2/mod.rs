@@ -63,30 +63,6 @@ const DATA_BACKLOG: usize = 64 * 1024;
 /// The largest stream identifier.
 const MAX_STREAM_ID: u32 = (1 << 31) - 1;
 
-/// A connection error: the code sent in GOAWAY and what happened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct H2Error {
-    pub code: u32,
-    pub reason: String,
-}
-
-impl std::fmt::Display for H2Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.reason, error_name(self.code))
-    }
-}
-
-fn err(code: u32, reason: impl Into<String>) -> H2Error {
-    H2Error {
-        code,
-        reason: reason.into(),
-    }
-}
-
-fn proto(reason: impl Into<String>) -> H2Error {
-    err(PROTOCOL_ERROR, reason)
-}
-
 /// What received frames meant for the session's tickets.
 #[derive(Debug)]
 pub(crate) enum Event<'a> {

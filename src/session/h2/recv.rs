@@ -464,62 +464,20 @@ impl H2Conn {
         payload: &[u8],
         reqs: &[H2Request],
     ) -> Result<(), H2Error> {
-        if head.stream != 0 {
-            return Err(proto("SETTINGS on a stream"));
-        }
-        if head.has(ACK) {
-            if !payload.is_empty() {
-                return Err(err(FRAME_SIZE_ERROR, "a SETTINGS ACK with a payload"));
-            }
+        let Some(settings) = Settings::read(head, payload)? else {
             self.settings_by = None;
             return Ok(());
+        };
+        if let Some(n) = settings.max_concurrent_streams {
+            self.peer_max_streams = n as usize;
         }
-        if !payload.len().is_multiple_of(6) {
-            return Err(err(
-                FRAME_SIZE_ERROR,
-                "a SETTINGS frame whose length is not a multiple of 6",
-            ));
+        if let Some(window) = settings.initial_window {
+            let delta = window - self.peer_initial_window;
+            self.peer_initial_window = window;
+            shift_windows(self.streams.iter_mut().map(|s| &mut s.send_window), delta)?;
         }
-        for setting in payload.chunks_exact(6) {
-            let id = u16::from_be_bytes([setting[0], setting[1]]);
-            let value = u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]);
-            match id {
-                SETTINGS_ENABLE_PUSH if value > 1 => {
-                    return Err(proto(format!("SETTINGS_ENABLE_PUSH of {value}")));
-                }
-                SETTINGS_MAX_CONCURRENT_STREAMS => self.peer_max_streams = value as usize,
-                SETTINGS_INITIAL_WINDOW_SIZE => {
-                    let value = value as i64;
-                    if value > MAX_WINDOW {
-                        return Err(err(
-                            FLOW_CONTROL_ERROR,
-                            format!("SETTINGS_INITIAL_WINDOW_SIZE of {value}"),
-                        ));
-                    }
-                    let delta = value - self.peer_initial_window;
-                    self.peer_initial_window = value;
-                    for s in self.streams.iter_mut() {
-                        s.send_window += delta;
-                        if s.send_window > MAX_WINDOW {
-                            return Err(err(
-                                FLOW_CONTROL_ERROR,
-                                "SETTINGS_INITIAL_WINDOW_SIZE overflows a stream's window",
-                            ));
-                        }
-                    }
-                }
-                SETTINGS_MAX_FRAME_SIZE => {
-                    let value = value as usize;
-                    if !(DEFAULT_MAX_FRAME..=MAX_FRAME_LIMIT).contains(&value) {
-                        return Err(proto(format!("SETTINGS_MAX_FRAME_SIZE of {value}")));
-                    }
-                    self.peer_max_frame = value;
-                }
-                // The header table size binds an encoder with a dynamic
-                // table, which ours has not; the header list size is
-                // advisory; unknown settings are ignored (RFC 9113 §6.5.2).
-                _ => {}
-            }
+        if let Some(n) = settings.max_frame {
+            self.peer_max_frame = n;
         }
         self.peer_settings = true;
         self.control_room()?;
