@@ -221,6 +221,26 @@ impl Settings {
     }
 }
 
+/// A DATA or HEADERS frame's payload without its padding (PADDED).
+pub(crate) fn unpad(head: Head, payload: &[u8]) -> Result<&[u8], H2Error> {
+    if !head.has(PADDED) {
+        return Ok(payload);
+    }
+    let Some((&pad, rest)) = payload.split_first() else {
+        return Err(err(
+            FRAME_SIZE_ERROR,
+            format!("a padded {} frame with no pad length", kind_name(head.kind)),
+        ));
+    };
+    if pad as usize > rest.len() {
+        return Err(proto(format!(
+            "a {} frame's padding ({pad} bytes) is longer than its payload",
+            kind_name(head.kind)
+        )));
+    }
+    Ok(&rest[..rest.len() - pad as usize])
+}
+
 /// A new initial window moves every open stream's send window by `delta`
 /// (RFC 9113 §6.9.2); one pushed past 2^31-1 is a connection error.
 pub(crate) fn shift_windows<'a>(

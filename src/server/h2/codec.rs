@@ -427,26 +427,6 @@ impl Codec {
         }
     }
 
-    /// The payload without its padding (PADDED).
-    fn unpad(head: Head, payload: &[u8]) -> Result<&[u8], H2Error> {
-        if !head.has(PADDED) {
-            return Ok(payload);
-        }
-        let Some((&pad, rest)) = payload.split_first() else {
-            return Err(err(
-                FRAME_SIZE_ERROR,
-                format!("a padded {} frame with no pad length", kind_name(head.kind)),
-            ));
-        };
-        if pad as usize > rest.len() {
-            return Err(proto(format!(
-                "a {} frame's padding ({pad} bytes) is longer than its payload",
-                kind_name(head.kind)
-            )));
-        }
-        Ok(&rest[..rest.len() - pad as usize])
-    }
-
     fn on_data(&mut self, head: Head, payload: &[u8], now: Instant) -> Result<(), H2Error> {
         if head.stream == 0 {
             return Err(proto("DATA on stream 0"));
@@ -461,7 +441,7 @@ impl Codec {
                 "the client sent more DATA than the connection window allowed",
             ));
         }
-        let body = Self::unpad(head, payload)?;
+        let body = unpad(head, payload)?;
         // Bodies are thrown away: the window comes back at once.
         if self.recv_window < RECV_WINDOW / 2 {
             put_window_update(&mut self.out, 0, (RECV_WINDOW - self.recv_window) as u32);
@@ -523,7 +503,7 @@ impl Codec {
                 "HEADERS on stream {id}: even streams are the server's"
             )));
         }
-        let mut block = Self::unpad(head, payload)?;
+        let mut block = unpad(head, payload)?;
         if head.has(PRIORITY_FLAG) {
             let Some((priority, rest)) = block.split_first_chunk::<5>() else {
                 return Err(err(

@@ -144,26 +144,6 @@ impl H2Conn {
         Some(s)
     }
 
-    /// The payload without its padding (PADDED).
-    fn unpad(head: Head, payload: &[u8]) -> Result<&[u8], H2Error> {
-        if !head.has(PADDED) {
-            return Ok(payload);
-        }
-        let Some((&pad, rest)) = payload.split_first() else {
-            return Err(err(
-                FRAME_SIZE_ERROR,
-                format!("a padded {} frame with no pad length", kind_name(head.kind)),
-            ));
-        };
-        if pad as usize > rest.len() {
-            return Err(proto(format!(
-                "a {} frame's padding ({pad} bytes) is longer than its payload",
-                kind_name(head.kind)
-            )));
-        }
-        Ok(&rest[..rest.len() - pad as usize])
-    }
-
     fn on_data<F: FnMut(Event<'_>)>(
         &mut self,
         head: Head,
@@ -173,7 +153,7 @@ impl H2Conn {
         if head.stream == 0 {
             return Err(proto("DATA on stream 0"));
         }
-        let body = Self::unpad(head, payload)?;
+        let body = unpad(head, payload)?;
         let len = payload.len() as i64;
         self.recv_window -= len;
         if self.recv_window < 0 {
@@ -236,7 +216,7 @@ impl H2Conn {
         if head.stream == 0 {
             return Err(proto("HEADERS on stream 0"));
         }
-        let mut block = Self::unpad(head, payload)?;
+        let mut block = unpad(head, payload)?;
         if head.has(PRIORITY_FLAG) {
             if block.len() < 5 {
                 return Err(err(
