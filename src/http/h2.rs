@@ -221,6 +221,87 @@ impl Settings {
     }
 }
 
+/// The most CONTINUATION frames after one HEADERS, on either side.
+pub(crate) const MAX_CONTINUATIONS: usize = 64;
+
+/// A header block under way (RFC 9113 §6.10): a HEADERS frame without
+/// END_HEADERS, then its CONTINUATIONs, gathered within bounds (at most
+/// [`MAX_CONTINUATIONS`] of them, and a byte limit each side chooses).
+#[derive(Debug, Default)]
+pub(crate) struct HeaderBlock {
+    /// Its stream; 0 while none is under way.
+    pub stream: u32,
+    /// Whether its HEADERS frame ended the stream.
+    pub end_stream: bool,
+    /// Frames so far, its HEADERS included.
+    pub frames: usize,
+    /// Its fragments so far.
+    pub bytes: Vec<u8>,
+}
+
+impl HeaderBlock {
+    /// A frame other than CONTINUATION while a block is under way is a
+    /// connection error.
+    pub fn check_between(&self, head: Head) -> Result<(), H2Error> {
+        if self.stream != 0 && head.kind != CONTINUATION {
+            return Err(proto(format!(
+                "a {} frame while the header block of stream {} was unfinished",
+                kind_name(head.kind),
+                self.stream
+            )));
+        }
+        Ok(())
+    }
+
+    /// Starts a block with its HEADERS frame's fragment.
+    pub fn start(&mut self, head: Head, fragment: &[u8]) {
+        self.stream = head.stream;
+        self.end_stream = head.has(END_STREAM);
+        self.frames = 1;
+        self.bytes.clear();
+        self.bytes.extend_from_slice(fragment);
+    }
+
+    /// Adds a CONTINUATION frame, the block staying within `max_bytes`:
+    /// whether the block is now whole (END_HEADERS).
+    pub fn continuation(
+        &mut self,
+        head: Head,
+        payload: &[u8],
+        max_bytes: usize,
+    ) -> Result<bool, H2Error> {
+        if self.stream == 0 || head.stream != self.stream {
+            return Err(proto(format!(
+                "CONTINUATION on stream {} without a header block under way there",
+                head.stream
+            )));
+        }
+        self.frames += 1;
+        if self.frames > MAX_CONTINUATIONS + 1 {
+            return Err(err(
+                ENHANCE_YOUR_CALM,
+                format!("more than {MAX_CONTINUATIONS} CONTINUATION frames in one header block"),
+            ));
+        }
+        if self.bytes.len() + payload.len() > max_bytes {
+            return Err(err(
+                ENHANCE_YOUR_CALM,
+                format!("a header block over {max_bytes} bytes"),
+            ));
+        }
+        self.bytes.extend_from_slice(payload);
+        Ok(head.has(END_HEADERS))
+    }
+
+    /// Ends the block (its bytes stay in `bytes` for the caller): its
+    /// stream, whether it ended the stream, and its frames.
+    pub fn finish(&mut self) -> (u32, bool, usize) {
+        let done = (self.stream, self.end_stream, self.frames);
+        self.stream = 0;
+        done
+    }
+}
+
 /// A DATA or HEADERS frame's payload without its padding (PADDED).
 pub(crate) fn unpad(head: Head, payload: &[u8]) -> Result<&[u8], H2Error> {
     if !head.has(PADDED) {

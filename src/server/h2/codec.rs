@@ -52,9 +52,6 @@ pub(crate) const OUT_HIGH: usize = 64 * 1024;
 /// the client allows: one frame is never more than half the output bound.
 pub(crate) const MAX_DATA_FRAME: usize = OUT_HIGH / 2;
 
-/// The most CONTINUATION frames after one HEADERS.
-pub(crate) const MAX_CONTINUATIONS: usize = 64;
-
 /// Our windows for request bodies: the default, given back once half used.
 const RECV_WINDOW: i64 = DEFAULT_WINDOW;
 
@@ -144,11 +141,8 @@ pub(crate) struct Codec {
     decoder: loona_hpack::Decoder<'static>,
     /// Table size 0: response heads refer to the static table only.
     encoder: loona_hpack::Encoder<'static>,
-    /// A header block under way: its stream, END_STREAM, frames, bytes.
-    block_stream: u32,
-    block_end_stream: bool,
-    block_frames: usize,
-    block: Vec<u8>,
+    /// A header block under way.
+    block: HeaderBlock,
     /// The `:path` of the block being decoded.
     path: Vec<u8>,
     /// The stream DATA went to last, so the next frame goes to the next.
@@ -193,10 +187,7 @@ impl Codec {
             recv_window: RECV_WINDOW,
             decoder,
             encoder,
-            block_stream: 0,
-            block_end_stream: false,
-            block_frames: 0,
-            block: Vec::new(),
+            block: HeaderBlock::default(),
             path: Vec::new(),
             cursor: 0,
             requests: 0,
@@ -290,8 +281,8 @@ impl Codec {
         if self.streams.is_empty() && self.streams.capacity() > 0 {
             self.streams = Vec::new();
         }
-        if self.block.capacity() > keep {
-            self.block = Vec::new();
+        if self.block.bytes.capacity() > keep {
+            self.block.bytes = Vec::new();
         }
         if self.path.capacity() > keep {
             self.path = Vec::new();
@@ -379,13 +370,7 @@ impl Codec {
             }
             self.settings_seen = true;
         }
-        if self.block_stream != 0 && head.kind != CONTINUATION {
-            return Err(proto(format!(
-                "a {} frame while the header block of stream {} was unfinished",
-                kind_name(head.kind),
-                self.block_stream
-            )));
-        }
+        self.block.check_between(head)?;
         match head.kind {
             DATA => self.on_data(head, payload, now),
             HEADERS => self.on_headers(head, payload, now),
@@ -524,11 +509,7 @@ impl Codec {
                 format!("a header block over {} bytes", self.max_list),
             ));
         }
-        self.block_stream = id;
-        self.block_end_stream = head.has(END_STREAM);
-        self.block_frames = 1;
-        self.block.clear();
-        self.block.extend_from_slice(block);
+        self.block.start(head, block);
         if head.has(END_HEADERS) {
             return self.header_block(now);
         }
@@ -536,27 +517,7 @@ impl Codec {
     }
 
     fn on_continuation(&mut self, head: Head, payload: &[u8], now: Instant) -> Result<(), H2Error> {
-        if self.block_stream == 0 || head.stream != self.block_stream {
-            return Err(proto(format!(
-                "CONTINUATION on stream {} without a header block under way there",
-                head.stream
-            )));
-        }
-        self.block_frames += 1;
-        if self.block_frames > MAX_CONTINUATIONS + 1 {
-            return Err(err(
-                ENHANCE_YOUR_CALM,
-                format!("more than {MAX_CONTINUATIONS} CONTINUATION frames in one header block"),
-            ));
-        }
-        if self.block.len() + payload.len() > self.max_list {
-            return Err(err(
-                ENHANCE_YOUR_CALM,
-                format!("a header block over {} bytes", self.max_list),
-            ));
-        }
-        self.block.extend_from_slice(payload);
-        if head.has(END_HEADERS) {
+        if self.block.continuation(head, payload, self.max_list)? {
             return self.header_block(now);
         }
         Ok(())
@@ -565,9 +526,8 @@ impl Codec {
     /// A whole header block: HPACK-decoded (always, to keep the table in
     /// step with the client's), then a new request, or trailers.
     fn header_block(&mut self, now: Instant) -> Result<(), H2Error> {
-        let (id, end_stream) = (self.block_stream, self.block_end_stream);
-        self.block_stream = 0;
-        let block = std::mem::take(&mut self.block);
+        let (id, end_stream, _) = self.block.finish();
+        let block = std::mem::take(&mut self.block.bytes);
         let mut path = std::mem::take(&mut self.path);
         path.clear();
         let max_list = self.max_list;
@@ -575,8 +535,8 @@ impl Codec {
         let decoded = self.decoder.decode_with_cb(&block, |name, value| {
             check_field(&mut f, &mut path, &name, &value, max_list);
         });
-        self.block = block;
-        self.block.clear();
+        self.block.bytes = block;
+        self.block.bytes.clear();
         if let Err(e) = decoded {
             self.path = path;
             return Err(err(

@@ -54,8 +54,6 @@ pub(crate) const MAX_HEADER_LIST: usize = 64 * 1024;
 /// The most bytes of one header block (HEADERS and its CONTINUATIONs)
 /// gathered before the connection is given up.
 pub(crate) const MAX_HEADER_BLOCK: usize = 256 * 1024;
-/// The most CONTINUATION frames of one header block.
-pub(crate) const MAX_CONTINUATIONS: usize = 64;
 /// Control replies (PING and SETTINGS acks) that may wait unsent.
 pub(crate) const MAX_CONTROL_BACKLOG: usize = 1 << 20;
 /// Request body bytes framed ahead of the socket.
@@ -139,11 +137,8 @@ pub(crate) struct H2Conn {
     goaway: Option<u32>,
     /// The server's header blocks, HPACK-decoded.
     heads: head::HeadDecoder,
-    /// A header block under way: its stream, END_STREAM, frames, bytes.
-    block_stream: u32,
-    block_end_stream: bool,
-    block_frames: usize,
-    block: Vec<u8>,
+    /// A header block under way.
+    block: HeaderBlock,
     /// With `collect`: the head being written out.
     head: Vec<u8>,
     /// Responses completed on the connection.
@@ -199,10 +194,7 @@ impl H2Conn {
             ack_within,
             goaway: None,
             heads: head::HeadDecoder::default(),
-            block_stream: 0,
-            block_end_stream: false,
-            block_frames: 0,
-            block: Vec::new(),
+            block: HeaderBlock::default(),
             head: Vec::new(),
             served: 0,
             heard: false,

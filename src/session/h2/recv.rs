@@ -83,13 +83,7 @@ impl H2Conn {
         reqs: &[H2Request],
         f: &mut F,
     ) -> Result<(), H2Error> {
-        if self.block_stream != 0 && head.kind != CONTINUATION {
-            return Err(proto(format!(
-                "a {} frame while the header block of stream {} was unfinished",
-                kind_name(head.kind),
-                self.block_stream
-            )));
-        }
+        self.block.check_between(head)?;
         match head.kind {
             DATA => self.on_data(head, payload, f),
             HEADERS => self.on_headers(head, payload, f),
@@ -230,11 +224,7 @@ impl H2Conn {
         if head.has(END_HEADERS) {
             return self.header_block(head.stream, head.has(END_STREAM), block, 1, f);
         }
-        self.block_stream = head.stream;
-        self.block_end_stream = head.has(END_STREAM);
-        self.block_frames = 1;
-        self.block.clear();
-        self.block.extend_from_slice(block);
+        self.block.start(head, block);
         Ok(())
     }
 
@@ -244,37 +234,15 @@ impl H2Conn {
         payload: &[u8],
         f: &mut F,
     ) -> Result<(), H2Error> {
-        if self.block_stream == 0 || head.stream != self.block_stream {
-            return Err(proto(format!(
-                "CONTINUATION on stream {} without a header block under way there",
-                head.stream
-            )));
-        }
-        self.block_frames += 1;
-        if self.block_frames > MAX_CONTINUATIONS + 1 {
-            return Err(err(
-                ENHANCE_YOUR_CALM,
-                format!("more than {MAX_CONTINUATIONS} CONTINUATION frames in one header block"),
-            ));
-        }
-        if self.block.len() + payload.len() > MAX_HEADER_BLOCK {
-            return Err(err(
-                ENHANCE_YOUR_CALM,
-                format!("a header block over {MAX_HEADER_BLOCK} bytes"),
-            ));
-        }
-        self.block.extend_from_slice(payload);
-        if !head.has(END_HEADERS) {
+        if !self.block.continuation(head, payload, MAX_HEADER_BLOCK)? {
             return Ok(());
         }
-        let (id, end, frames) = (self.block_stream, self.block_end_stream, self.block_frames);
-        self.block_stream = 0;
-        let block = std::mem::take(&mut self.block);
+        let (id, end, frames) = self.block.finish();
+        let mut block = std::mem::take(&mut self.block.bytes);
         let result = self.header_block(id, end, &block, frames, f);
-        self.block = block;
-        self.block.clear();
-        if self.block.capacity() > 4 * DEFAULT_MAX_FRAME {
-            self.block = Vec::new();
+        block.clear();
+        if block.capacity() <= 4 * DEFAULT_MAX_FRAME {
+            self.block.bytes = block;
         }
         result
     }
