@@ -302,6 +302,18 @@ impl HeaderBlock {
     }
 }
 
+/// Reads a PING frame: its payload if it asks for an answer (a PING
+/// with ACK asks for none).
+pub(crate) fn read_ping(head: Head, payload: &[u8]) -> Result<Option<&[u8; 8]>, H2Error> {
+    if head.stream != 0 {
+        return Err(proto("PING on a stream"));
+    }
+    let Ok(opaque) = <&[u8; 8]>::try_from(payload) else {
+        return Err(err(FRAME_SIZE_ERROR, "a PING frame not of 8 bytes"));
+    };
+    Ok((!head.has(ACK)).then_some(opaque))
+}
+
 /// A DATA or HEADERS frame's payload without its padding (PADDED).
 pub(crate) fn unpad(head: Head, payload: &[u8]) -> Result<&[u8], H2Error> {
     if !head.has(PADDED) {

@@ -449,13 +449,7 @@ impl H2Conn {
     }
 
     fn on_ping(&mut self, head: Head, payload: &[u8]) -> Result<(), H2Error> {
-        if head.stream != 0 {
-            return Err(proto("PING on a stream"));
-        }
-        let Ok(opaque) = <&[u8; 8]>::try_from(payload) else {
-            return Err(err(FRAME_SIZE_ERROR, "a PING frame not of 8 bytes"));
-        };
-        if !head.has(ACK) {
+        if let Some(opaque) = read_ping(head, payload)? {
             self.control_room()?;
             put_ping(&mut self.next, ACK, opaque);
         }
