@@ -159,6 +159,18 @@ pub struct RequestArgs {
     /// io_uring features for --backend uring-loop: probe the kernel, or force Linux 5.10's.
     #[arg(long, value_enum, default_value_t = Profile::Auto)]
     pub uring_profile: Profile,
+    /// Connect to these addresses for HOST:PORT without asking the resolver
+    /// (curl's --resolve; repeatable): `example.com:443:127.0.0.1`, `*` for
+    /// any host. The URL keeps its host for Host, SNI and the certificate.
+    #[arg(long = "resolve", value_name = "HOST:PORT:ADDR[,ADDR]",
+          value_parser = crate::target::parse_resolve)]
+    pub resolve: Vec<crate::target::ResolveRule>,
+    /// Requests for HOST1:PORT1 connect to HOST2:PORT2 instead (curl's and
+    /// oha's --connect-to; repeatable; an empty part matches any, or keeps
+    /// the URL's). The URL keeps its host for Host, SNI and the certificate.
+    #[arg(long = "connect-to", value_name = "HOST1:PORT1:HOST2:PORT2",
+          value_parser = crate::target::parse_connect_to)]
+    pub connect_to: Vec<crate::target::ConnectTo>,
     /// https: trust the CA certificates in this PEM file instead of the system's.
     #[arg(long, value_name = "FILE", help_heading = "TLS")]
     pub cacert: Option<PathBuf>,
@@ -223,7 +235,7 @@ pub struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// URLs to fetch (http:// only).
+    /// URLs to fetch (http:// or https://).
     #[arg(required = true, value_name = "URL")]
     pub urls: Vec<String>,
     /// Show the status line and headers before the body.

@@ -25,6 +25,8 @@ pub struct RequestOptions {
     pub body: Option<Vec<u8>>,
     pub version: Version,
     pub keep_alive: bool,
+    /// Where a URL's host and port connect (`--resolve`, `--connect-to`).
+    pub routes: Routes,
 }
 
 impl Default for RequestOptions {
@@ -35,8 +37,158 @@ impl Default for RequestOptions {
             body: None,
             version: Version::Http11,
             keep_alive: true,
+            routes: Routes::default(),
         }
     }
+}
+
+/// curl's `--resolve HOST:PORT:ADDR[,ADDR]...`: a host and port that
+/// connect to these addresses without asking the resolver. `*` as the host
+/// matches every host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolveRule {
+    pub host: String,
+    pub port: u16,
+    pub addrs: Vec<std::net::IpAddr>,
+}
+
+/// curl's and oha's `--connect-to HOST1:PORT1:HOST2:PORT2`: requests for
+/// HOST1:PORT1 connect to HOST2:PORT2 instead; the URL's host still goes
+/// into `Host` (`:authority`), SNI and the certificate check. An empty
+/// HOST1 or PORT1 matches any; an empty HOST2 or PORT2 keeps the URL's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectTo {
+    pub from_host: Option<String>,
+    pub from_port: Option<u16>,
+    pub to_host: Option<String>,
+    pub to_port: Option<u16>,
+}
+
+/// The `--resolve` and `--connect-to` rules of a run; the first rule that
+/// matches wins, as in curl. `--connect-to` applies first, and the host it
+/// leads to is looked up in `--resolve` before the resolver.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routes {
+    pub resolve: Vec<ResolveRule>,
+    pub connect_to: Vec<ConnectTo>,
+}
+
+/// Compares host names as DNS does (case-insensitively), and IPv6
+/// literals with or without their brackets.
+fn same_host(a: &str, b: &str) -> bool {
+    let bare = |h: &str| h.trim_start_matches('[').trim_end_matches(']').to_string();
+    bare(a).eq_ignore_ascii_case(&bare(b))
+}
+
+impl Routes {
+    /// Where a connection for `host:port` goes: the host and port to
+    /// connect to and their addresses.
+    pub fn addrs(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, TargetError> {
+        let (host, port) = self
+            .connect_to
+            .iter()
+            .find(|c| {
+                c.from_host.as_deref().is_none_or(|h| same_host(h, host))
+                    && c.from_port.is_none_or(|p| p == port)
+            })
+            .map_or((host, port), |c| {
+                (
+                    c.to_host.as_deref().unwrap_or(host),
+                    c.to_port.unwrap_or(port),
+                )
+            });
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        match self
+            .resolve
+            .iter()
+            .find(|r| r.port == port && (r.host == "*" || same_host(&r.host, bare)))
+        {
+            Some(rule) => Ok(rule
+                .addrs
+                .iter()
+                .map(|&ip| SocketAddr::new(ip, port))
+                .collect()),
+            None => resolve(bare, port),
+        }
+    }
+}
+
+/// Splits `host:rest` where the host may be an IPv6 literal in brackets.
+fn split_host(s: &str) -> Option<(&str, &str)> {
+    if s.starts_with('[') {
+        let end = s.find(']')?;
+        let rest = s[end + 1..].strip_prefix(':')?;
+        Some((&s[..=end], rest))
+    } else {
+        s.split_once(':')
+    }
+}
+
+fn parse_port(s: &str, what: &str) -> Result<u16, String> {
+    s.parse::<u16>()
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| format!("'{s}' is not a port (1 to 65535) for {what}"))
+}
+
+/// Parses `--resolve HOST:PORT:ADDR[,ADDR]...` (IPv6 addresses in brackets
+/// or bare, as curl takes them).
+pub fn parse_resolve(s: &str) -> Result<ResolveRule, String> {
+    let usage =
+        || format!("'{s}' is not HOST:PORT:ADDRESS[,ADDRESS...] (e.g. example.com:443:127.0.0.1)");
+    let (host, rest) = split_host(s.trim()).ok_or_else(usage)?;
+    let (port, addrs) = rest.split_once(':').ok_or_else(usage)?;
+    if host.is_empty() || addrs.is_empty() {
+        return Err(usage());
+    }
+    let port = parse_port(port, "--resolve")?;
+    let addrs = addrs
+        .split(',')
+        .map(|a| {
+            let a = a.trim();
+            a.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .map_err(|_| format!("'{a}' in --resolve '{s}' is not an IP address"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ResolveRule {
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+        addrs,
+    })
+}
+
+/// Parses `--connect-to HOST1:PORT1:HOST2:PORT2` (each part may be empty;
+/// IPv6 literals in brackets).
+pub fn parse_connect_to(s: &str) -> Result<ConnectTo, String> {
+    let usage = || {
+        format!(
+            "'{s}' is not HOST1:PORT1:HOST2:PORT2 (e.g. example.com:443:127.0.0.1:8443; \
+             an empty part matches any, or keeps the URL's)"
+        )
+    };
+    let (from_host, rest) = split_host(s.trim()).ok_or_else(usage)?;
+    let (from_port, rest) = rest.split_once(':').ok_or_else(usage)?;
+    let (to_host, to_port) = split_host(rest).ok_or_else(usage)?;
+    if to_port.contains(':') {
+        return Err(usage());
+    }
+    let some = |h: &str| (!h.is_empty()).then(|| h.to_string());
+    let port = |p: &str| {
+        (!p.is_empty())
+            .then(|| parse_port(p, "--connect-to"))
+            .transpose()
+    };
+    Ok(ConnectTo {
+        from_host: some(from_host.trim_start_matches('[').trim_end_matches(']')),
+        from_port: port(from_port)?,
+        to_host: some(to_host.trim_start_matches('[').trim_end_matches(']')),
+        to_port: port(to_port)?,
+    })
 }
 
 /// One resolved URL and its encoded request.
@@ -216,7 +368,7 @@ impl Target {
         } else {
             None
         };
-        let addrs = resolve(&url.host, url.port)?;
+        let addrs = opts.routes.addrs(&url.host, url.port)?;
         let addr = addrs[0];
         let host_header = url.host_header();
         let mut headers = std::borrow::Cow::Borrowed(&opts.headers);
@@ -299,6 +451,73 @@ mod tests {
         );
         let u = parse_url("http://[::1]:8080/").unwrap();
         assert_eq!(u.host_header(), "[::1]:8080");
+    }
+
+    #[test]
+    fn resolve_and_connect_to_rules_parse_as_curl_writes_them() {
+        let r = parse_resolve("Example.com:443:127.0.0.1,[::1]").unwrap();
+        assert_eq!((r.host.as_str(), r.port), ("Example.com", 443));
+        assert_eq!(
+            r.addrs,
+            [
+                "127.0.0.1".parse::<std::net::IpAddr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
+        );
+        let r = parse_resolve("[::1]:80:::1").unwrap();
+        assert_eq!((r.host.as_str(), r.addrs.len()), ("::1", 1));
+        for bad in [
+            "a",
+            "a:80",
+            ":80:127.0.0.1",
+            "a:0:127.0.0.1",
+            "a:80:",
+            "a:80:x",
+            "a:80:1.2.3.4,",
+        ] {
+            assert!(parse_resolve(bad).is_err(), "{bad}");
+        }
+        let c = parse_connect_to("a.test:443:[::1]:8443").unwrap();
+        assert_eq!(
+            c,
+            ConnectTo {
+                from_host: Some("a.test".into()),
+                from_port: Some(443),
+                to_host: Some("::1".into()),
+                to_port: Some(8443),
+            }
+        );
+        let c = parse_connect_to(":::").unwrap();
+        assert_eq!(
+            (c.from_host, c.from_port, c.to_host, c.to_port),
+            (None, None, None, None)
+        );
+        for bad in ["a:443:b", "a:443:b:c", "a:x:b:1", "a:1:b:2:3", "[::1:1:b:2"] {
+            assert!(parse_connect_to(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn routes_pick_the_first_matching_rule() {
+        let routes = Routes {
+            resolve: vec![
+                parse_resolve("b.test:9000:127.0.0.9").unwrap(),
+                parse_resolve("*:9000:127.0.0.8").unwrap(),
+            ],
+            connect_to: vec![
+                parse_connect_to("A.TEST:80:b.test:9000").unwrap(),
+                parse_connect_to("a.test::c.test:9000").unwrap(),
+                parse_connect_to("::[::1]:").unwrap(),
+            ],
+        };
+        let at = |h: &str, p: u16| routes.addrs(h, p).unwrap();
+        assert_eq!(at("a.test", 80), ["127.0.0.9:9000".parse().unwrap()]);
+        assert_eq!(at("a.test", 81), ["127.0.0.8:9000".parse().unwrap()]);
+        assert_eq!(at("z.test", 7), ["[::1]:7".parse().unwrap()]);
+        assert_eq!(
+            Routes::default().addrs("127.0.0.1", 5).unwrap(),
+            ["127.0.0.1:5".parse().unwrap()]
+        );
     }
 
     #[test]

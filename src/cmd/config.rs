@@ -98,6 +98,10 @@ pub fn request_options(req: &RequestArgs, keep_alive: bool) -> anyhow::Result<Re
             Version::Http11
         },
         keep_alive,
+        routes: crate::target::Routes {
+            resolve: req.resolve.clone(),
+            connect_to: req.connect_to.clone(),
+        },
     })
 }
 

@@ -603,6 +603,7 @@ mod tests {
             body: Some(vec![b'x'; 2048]),
             version: Version::Http10,
             keep_alive: false,
+            ..RequestOptions::default()
         };
         let conn = ConnOptions {
             keep_alive: false,

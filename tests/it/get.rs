@@ -119,6 +119,116 @@ fn python_http_server_http10_close_delimited_matches_curl() {
     assert_eq!(out.stdout, curl(&listing, false));
 }
 
+/// A server that answers each request with its head as the body.
+fn head_echo() -> RawServer {
+    RawServer::start(|mut s| {
+        while let Some((head, _)) = read_request(&mut s) {
+            let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", head.len());
+            send(&mut s, resp.as_bytes());
+            send(&mut s, head.as_bytes());
+        }
+    })
+}
+
+/// curl's `--resolve` and `--connect-to`: the connection goes where they
+/// say, the request keeps the URL's host; rules that do not match leave
+/// the resolver in charge; malformed rules are usage errors (exit 2).
+#[test]
+fn resolve_and_connect_to_route_connections() {
+    let server = head_echo();
+    let port = server.addr.port();
+    let resolve = format!("uringfetch.test:{port}:127.0.0.1");
+    let url = format!("http://uringfetch.test:{port}/r");
+    for backend in ["uring-loop", "epoll-loop"] {
+        let out = uringfetch(
+            &["get", "--backend", backend, "--resolve", &resolve, &url],
+            LIMIT,
+        );
+        assert!(out.status.success(), "{backend}: {}", stderr(&out));
+        let text = stdout(&out);
+        assert!(text.starts_with("GET /r HTTP/1.1\r\n"), "{text}");
+        assert!(
+            text.contains(&format!("Host: uringfetch.test:{port}\r\n")),
+            "{text}"
+        );
+    }
+    // --connect-to: the default port goes to the server's; Host keeps the
+    // URL's (without the port, which is the scheme's); an empty HOST1
+    // matches any host; the first matching rule wins.
+    for rule in [
+        format!("uringfetch.test:80:127.0.0.1:{port}"),
+        format!(":80:127.0.0.1:{port}"),
+        format!("UringFetch.TEST::localhost:{port}"),
+    ] {
+        let out = uringfetch(
+            &[
+                "get",
+                "--connect-to",
+                &rule,
+                "--connect-to",
+                "uringfetch.test:80:127.0.0.1:9",
+                "http://uringfetch.test/c",
+            ],
+            LIMIT,
+        );
+        assert!(out.status.success(), "{rule}: {}", stderr(&out));
+        let text = stdout(&out);
+        assert!(text.contains("Host: uringfetch.test\r\n"), "{rule}: {text}");
+    }
+    // Chained: --connect-to a name that --resolve gives an address; and a
+    // load on the sequential and threads paths, all answered.
+    let out = uringfetch(
+        &[
+            "load",
+            "--backend",
+            "threads",
+            "-n",
+            "10",
+            "-c",
+            "2",
+            "-o",
+            "json",
+            "--connect-to",
+            &format!("uringfetch.test:80:backend.test:{port}"),
+            "--resolve",
+            &format!("backend.test:{port}:127.0.0.1"),
+            "http://uringfetch.test/l",
+        ],
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["requests"]["completed"], 10, "{v}");
+    let out = uringfetch(&["get", "--sequential", "--resolve", &resolve, &url], LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A rule for another port leaves the name to the resolver (`localhost`
+    // from /etc/hosts: no name here is ever asked of DNS).
+    let decoy = format!("localhost:{}:127.0.0.2", port.wrapping_add(1).max(1));
+    let out = uringfetch(
+        &[
+            "get",
+            "--resolve",
+            &decoy,
+            &format!("http://localhost:{port}/d"),
+        ],
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("GET /d HTTP/1.1\r\n"));
+    for (flag, bad) in [
+        ("--resolve", "uringfetch.test:80"),
+        ("--resolve", "uringfetch.test:0:127.0.0.1"),
+        ("--resolve", "uringfetch.test:80:not-an-ip"),
+        ("--connect-to", "uringfetch.test:80:127.0.0.1"),
+        ("--connect-to", "a:b:c:d"),
+    ] {
+        let out = uringfetch(&["get", flag, bad, &url], LIMIT);
+        assert_eq!(out.status.code(), Some(2), "{flag} {bad}");
+        let err = stderr(&out);
+        assert!(err.contains(flag) && !err.contains("panicked"), "{err}");
+    }
+}
+
 #[test]
 fn method_headers_and_body_reach_the_server() {
     let server = RawServer::start(|mut s| {

@@ -206,8 +206,8 @@ pub fn nginx() -> Peer {
 }
 
 /// The certificates an https test needs, made with rcgen in a temporary
-/// directory: a CA, a server certificate it signed for `localhost` and
-/// `127.0.0.1`, one for another name, an expired one, and a client
+/// directory: a CA, a server certificate it signed for `localhost`,
+/// `127.0.0.1` and `uringfetch.test`, one for another name, an expired one, and a client
 /// certificate it signed.
 pub struct TlsFiles {
     pub dir: PathBuf,
@@ -251,7 +251,12 @@ impl TlsFiles {
                 write(&format!("{name}.key"), key.serialize_pem()),
             )
         };
-        let (cert, key) = leaf("server", &["localhost", "127.0.0.1"], false);
+        // `uringfetch.test` never resolves: tests reach it by --connect-to.
+        let (cert, key) = leaf(
+            "server",
+            &["localhost", "127.0.0.1", "uringfetch.test"],
+            false,
+        );
         Self {
             ca: write("ca.pem", ca.pem()),
             cert,

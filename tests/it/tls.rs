@@ -285,6 +285,60 @@ pub fn a_tls_server_behind_http_is_named(b: &[&str]) {
     assert_eq!(n(&v, "/errors/tls_on_http"), 4, "{v}");
 }
 
+/// `--connect-to` and `--resolve` send a URL's requests elsewhere, while
+/// SNI, the certificate check and `Host` keep the URL's name: nginx's
+/// certificate covers `uringfetch.test`, a name that never resolves.
+pub fn routes_keep_the_url_name(b: &[&str]) {
+    let files = TlsFiles::new();
+    let nginx = nginx_tls(&files);
+    let port = nginx.tls_port;
+    let to = format!("uringfetch.test:443:127.0.0.1:{port}");
+    let (out, err) = get(
+        b,
+        &[
+            "--cacert",
+            files.ca(),
+            "--connect-to",
+            &to,
+            "https://uringfetch.test/bar",
+        ],
+    );
+    assert!(out.status.success(), "{err}");
+    assert_eq!(out.stdout, b"bar\n");
+    let url = format!("https://uringfetch.test:{port}/bar");
+    let rule = format!("uringfetch.test:{port}:127.0.0.1");
+    let v = load(
+        b,
+        &[
+            "--cacert",
+            files.ca(),
+            "--resolve",
+            &rule,
+            "-n",
+            "20",
+            "-c",
+            "2",
+            &url,
+        ],
+    );
+    assert_eq!(n(&v, "/requests/completed"), 20, "{v}");
+    assert_eq!(n(&v, "/status/200"), 20, "{v}");
+    // The name checked is the URL's, not the one connected to: a name the
+    // certificate lacks fails however the connection is routed.
+    let (out, err) = get(
+        b,
+        &[
+            "--cacert",
+            files.ca(),
+            "--connect-to",
+            &format!("other.test:443:localhost:{port}"),
+            "https://other.test/bar",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("other.test"), "{err}");
+}
+
 macro_rules! tls_suite {
     ($($module:ident => [$($arg:literal),+]),* $(,)?) => {$(
         mod $module {
@@ -298,6 +352,7 @@ macro_rules! tls_suite {
             #[test] fn close_notify_then_more_bytes() { super::close_notify_then_more_bytes(B) }
             #[test] fn a_stall_mid_record_is_a_timeout() { super::a_stall_mid_record_is_a_timeout(B) }
             #[test] fn a_tls_server_behind_http_is_named() { super::a_tls_server_behind_http_is_named(B) }
+            #[test] fn routes_keep_the_url_name() { super::routes_keep_the_url_name(B) }
         }
     )*};
 }
