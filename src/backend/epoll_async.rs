@@ -76,7 +76,10 @@ impl Transport for Epoll {
         }
     }
 
-    fn close(stream: TcpStream) {
+    fn close(stream: TcpStream, parting: Option<Vec<u8>>) {
+        if let Some(bytes) = parting {
+            super::part(std::os::fd::AsFd::as_fd(&stream), &bytes);
+        }
         drop(stream);
     }
 

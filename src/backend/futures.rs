@@ -47,8 +47,9 @@ pub(super) trait Transport: 'static {
     /// when nothing came (or it cannot tell).
     fn idle_bytes(stream: &mut Self::Stream, buf: &mut [u8]) -> Option<std::io::Result<usize>>;
 
-    /// Closes a connection now, even with an operation pending on it.
-    fn close(stream: Self::Stream);
+    /// Closes a connection now, even with an operation pending on it;
+    /// first writes `parting` without waiting (see `Session::take_parting`).
+    fn close(stream: Self::Stream, parting: Option<Vec<u8>>);
 
     /// Spawns a task on the worker thread's runtime.
     fn spawn<F: Future + 'static>(task: F) -> JoinHandle<F::Output>
@@ -135,7 +136,7 @@ async fn session_task<T: Transport, S: Sink>(w: Rc<Worker<S>>) {
         if session.take_close()
             && let Some(s) = stream.take()
         {
-            T::close(s);
+            T::close(s, session.take_parting());
         }
         let want = session.want();
         let raced: Raced<()> = match want {
@@ -241,7 +242,7 @@ async fn session_task<T: Transport, S: Sink>(w: Rc<Worker<S>>) {
         }
     }
     if let Some(s) = stream.take() {
-        T::close(s);
+        T::close(s, None);
     }
 }
 

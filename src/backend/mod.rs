@@ -506,6 +506,14 @@ pub(crate) fn connect_bound(addr: SocketAddr, ip: IpAddr) -> std::io::Result<std
     Ok(socket.into())
 }
 
+/// Writes a session's parting bytes ([`crate::session::Session::take_parting`],
+/// an HTTP/2 GOAWAY) on socket `fd` once, without waiting, right before
+/// it closes: best effort, so an error (a full buffer, a reset) is ignored.
+pub(crate) fn part(fd: std::os::fd::BorrowedFd<'_>, bytes: &[u8]) {
+    let _ =
+        socket2::SockRef::from(&fd).send_with_flags(bytes, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+}
+
 /// Performs a session's [`Want::Offload`](crate::session::Want::Offload):
 /// installs the keys it holds on socket `fd` and reports how it went.
 pub(crate) fn offload<S: Sink>(

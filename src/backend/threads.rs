@@ -296,7 +296,12 @@ fn session_thread<S: Sink>(sh: &Shared<S>, index: usize) {
     let mut stream: Option<Arc<TcpStream>> = None;
     let mut buf = vec![0; if S::COLLECT { FETCH_BUF } else { READ_BUF }];
     loop {
-        if session.take_close() && stream.take().is_some() {
+        if session.take_close()
+            && let Some(s) = stream.take()
+        {
+            if let Some(bytes) = session.take_parting() {
+                super::part(std::os::fd::AsFd::as_fd(&*s), &bytes);
+            }
             sh.register(index, None);
         }
         let now = Instant::now();

@@ -125,7 +125,15 @@ impl Transport for Uring {
         None
     }
 
-    fn close(stream: TcpStream) {
+    fn close(stream: TcpStream, parting: Option<Vec<u8>>) {
+        if let Some(bytes) = parting {
+            use std::os::fd::{AsRawFd, BorrowedFd};
+            // SAFETY: `stream` owns this descriptor and is alive for the
+            // whole borrow, which ends with the call: it cannot be closed
+            // (or its number reused) meanwhile.
+            let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+            super::part(fd, &bytes);
+        }
         let _ = stream.shutdown(Shutdown::Both);
     }
 

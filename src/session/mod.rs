@@ -130,6 +130,9 @@ pub(crate) struct Session {
     established: bool,
     /// The driver must close its socket (see [`Session::take_close`]).
     close: bool,
+    /// What the driver writes, without waiting, before it closes the
+    /// socket (see [`Session::take_parting`]).
+    parting: Option<Vec<u8>>,
     /// The current response's head went to the sink (`Sink::COLLECT`).
     head_given: bool,
     /// The connection's TLS layer (`https://`); boxed: most sessions are plain.
@@ -171,6 +174,7 @@ impl Session {
             ever_connected: false,
             established: false,
             close: false,
+            parting: None,
             head_given: false,
             tls: None,
             plain: Vec::new(),
@@ -213,6 +217,17 @@ impl Session {
     #[inline]
     pub fn take_close(&mut self) -> bool {
         std::mem::take(&mut self.close)
+    }
+
+    /// The bytes to write once, without waiting (`MSG_DONTWAIT`), right
+    /// before closing the socket that [`Session::take_close`] just asked
+    /// to close: an HTTP/2 connection that ends on our side says GOAWAY
+    /// (with the error code of a connection error the session found, RFC
+    /// 9113 §5.4.1), and over TLS close_notify. Best effort: what the
+    /// socket does not take at once is dropped with it.
+    #[inline]
+    pub fn take_parting(&mut self) -> Option<Vec<u8>> {
+        self.parting.take()
     }
 
     /// Whether requests are under way (a cut-off counts them in flight).
@@ -358,6 +373,7 @@ impl Session {
             .unwrap_or(target.addr);
         self.phase = Phase::Connecting;
         self.conn = Some(addr);
+        self.parting = None;
         self.served = 0;
         self.refused = 0;
         self.connect_started = now;

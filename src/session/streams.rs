@@ -22,6 +22,8 @@
 //!   server that refuses everything cannot keep a run going round.
 //! - Tickets the connection cannot take (the server allows fewer streams,
 //!   even none) wait at most their `--timeout`.
+//! - Without keep-alive (`--disable-keepalive`) a connection opens one
+//!   batch of `--streams` streams and no more.
 //! - With no stream left, a connection that got GOAWAY (or runs without
 //!   keep-alive) closes; the tickets that wait take a new one. One that
 //!   stays open sends its replies (a PING's, a SETTINGS ACK) before it
@@ -44,7 +46,7 @@ use super::h2::{Event, H2Conn};
 use super::{Done, Phase, Session, Sink};
 use crate::backend::{Http2, WorkerCtx};
 use crate::error::{ErrorKind, FetchError};
-use crate::http::h2::{REFUSED_STREAM, error_name};
+use crate::http::h2::{NO_ERROR, REFUSED_STREAM, error_name};
 use crate::plan::Ticket;
 
 impl Session {
@@ -93,7 +95,11 @@ impl Session {
         }
         let streams = ctx.conn.streams.max(1);
         let targets = ctx.targets.len().max(1) as u64;
-        while h2.room() > 0 && h2.active() < streams {
+        // Without keep-alive a connection carries one batch of streams,
+        // then closes (`h2_settle`): a new connection for every request,
+        // or every `--streams` of them.
+        let fresh = |h2: &H2Conn| ctx.conn.keep_alive || h2.opened() < streams;
+        while h2.room() > 0 && h2.active() < streams && fresh(h2) {
             let ticket = match self.tickets.pop_front() {
                 Some(t) => t,
                 None if self.scheduled.is_some() => break,
@@ -141,6 +147,7 @@ impl Session {
         if h2.active() == 0 {
             let closing = h2.is_going_away() || !ctx.conn.keep_alive;
             if closing {
+                self.h2_part(NO_ERROR, b"");
                 self.close_conn(sink);
             }
             if !self.tickets.is_empty() {
@@ -240,6 +247,7 @@ impl Session {
             on_event(e, ctx, sink, peer, now, &mut conn);
         });
         if let Err(e) = result {
+            self.h2_part(e.code, e.reason.as_bytes());
             let error = FetchError::new(ErrorKind::H2Protocol, format!("{peer}: {e}"));
             return self.h2_fail(ctx, sink, error, now);
         }
@@ -252,6 +260,7 @@ impl Session {
         // The connection exchanges until they are sent ([`h2_sent`]),
         // and a ticket waiting for its time waits in `scheduled`.
         if self.h2.as_ref().is_some_and(|h2| h2.is_going_away()) {
+            self.h2_part(NO_ERROR, b"");
             return self.close_conn(sink);
         }
         if self.h2_unsent() && matches!(self.phase, Phase::Idle | Phase::Scheduled) {
@@ -280,6 +289,7 @@ impl Session {
             on_event(e, ctx, sink, peer, now, &mut conn);
         });
         if let Err(e) = result {
+            self.h2_part(e.code, e.reason.as_bytes());
             let error = FetchError::new(ErrorKind::H2Protocol, format!("{peer}: {e}"));
             return self.h2_fail(ctx, sink, error, now);
         }
@@ -293,6 +303,7 @@ impl Session {
             if n > 0 {
                 sink.retried(n);
             }
+            self.h2_part(NO_ERROR, b"");
             self.close_conn(sink);
             self.phase = if self.tickets.is_empty() {
                 Phase::Idle
@@ -315,6 +326,23 @@ impl Session {
             self.deadline = None;
         }
         self.h2_settle(ctx, sink, now);
+    }
+
+    /// The connection ends on our side, its socket still sound: GOAWAY
+    /// with `code` goes out before it closes, over TLS with close_notify
+    /// (see [`Session::take_parting`]); nothing if bytes offered to the
+    /// driver are still unsent.
+    fn h2_part(&mut self, code: u32, debug: &[u8]) {
+        let Some(h2) = self.h2.as_deref_mut() else {
+            return;
+        };
+        let Some(frames) = h2.parting(code, debug) else {
+            return;
+        };
+        self.parting = match self.tls.as_deref_mut() {
+            Some(tls) => tls.parting(&frames),
+            None => Some(frames.to_vec()),
+        };
     }
 
     /// Puts the open streams' tickets back in front of the held ones.

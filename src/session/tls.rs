@@ -367,6 +367,25 @@ impl TlsLayer {
         }
     }
 
+    /// The connection's last bytes, as it closes on our side: `plain`
+    /// encrypted, then close_notify, behind what waits to be offered.
+    /// `None` while ciphertext offered to the driver is unsent (more would
+    /// follow a cut record) or under kernel TLS (the kernel has the keys).
+    pub fn parting(&mut self, plain: &[u8]) -> Option<Vec<u8>> {
+        if self.sent < self.sending.len() {
+            return None;
+        }
+        let Conn::User(conn) = &mut self.conn else {
+            return None;
+        };
+        if std::io::Write::write_all(&mut conn.writer(), plain).is_err() {
+            return None;
+        }
+        conn.send_close_notify();
+        self.flush();
+        Some(std::mem::take(&mut self.next))
+    }
+
     /// Moves what rustls has to send behind the outgoing chunk.
     fn flush(&mut self) {
         let Conn::User(conn) = &mut self.conn else {

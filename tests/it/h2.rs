@@ -135,9 +135,22 @@ fn nginx_h2(tls: Option<&TlsFiles>) -> NginxH2 {
 
 /// `h2_server.py MODE` (Debian's python3 with python3-h2).
 fn python_h2(mode: &str) -> Peer {
+    python_h2_saying(mode, None).0
+}
+
+/// `h2_server.py MODE`, over TLS with `cert_key`, and the lines it
+/// prints after its port (what the client sent as it closed).
+fn python_h2_saying(
+    mode: &str,
+    cert_key: Option<(&std::path::Path, &std::path::Path)>,
+) -> (Peer, std::sync::mpsc::Receiver<String>) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/h2_server.py");
-    let mut child = Command::new("/usr/bin/python3")
-        .args([script, mode])
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args([script, mode]);
+    if let Some((cert, key)) = cert_key {
+        cmd.arg(cert).arg(key);
+    }
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -145,20 +158,49 @@ fn python_h2(mode: &str) -> Peer {
         .unwrap_or_else(|e| {
             panic!("python3 is missing ({e}): install it with `{INSTALL_PYTHON_H2}`")
         });
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    out.read_line(&mut line).unwrap();
     let port: u16 = line.trim().parse().unwrap_or_else(|_| {
         panic!(
             "h2_server.py {mode} printed no port (is python3-h2 installed? `{INSTALL_PYTHON_H2}`)"
         )
     });
-    Peer {
-        child,
-        addr: format!("127.0.0.1:{port}").parse().unwrap(),
-        dir: None,
+    // The rest is read as it comes, so the server never blocks on a full pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (
+        Peer {
+            child,
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            dir: None,
+        },
+        rx,
+    )
+}
+
+/// The server's lines until `closed` of them say a connection closed
+/// (or 10 s pass).
+fn lines_until_closed(rx: &std::sync::mpsc::Receiver<String>, closed: usize) -> Vec<String> {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let mut lines = Vec::new();
+    while lines
+        .iter()
+        .filter(|l: &&String| l.starts_with("closed"))
+        .count()
+        < closed
+    {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
     }
+    lines
 }
 
 const H2C: &str = "--http2-prior-knowledge";
@@ -477,6 +519,71 @@ pub fn misbehaving_servers_are_named(b: &[&str]) {
     }
 }
 
+/// A connection error the client finds is said to the server before the
+/// connection closes: GOAWAY with its code (RFC 9113 §5.4.1), and over
+/// TLS close_notify; a connection the client ends for want of requests
+/// (`--disable-keepalive`) says GOAWAY NO_ERROR.
+pub fn goaway_is_sent_before_closing(b: &[&str]) {
+    // A DATA frame on stream 0: PROTOCOL_ERROR (code 1).
+    let (server, rx) = python_h2_saying("bad-frame", None);
+    let url = format!("http://{}/", server.addr);
+    let v = load(b, &[H2C, "-c", "1", "-n", "2", &url]);
+    assert_eq!(n(&v, "/errors/h2_protocol"), 2, "{v}");
+    let lines = lines_until_closed(&rx, 2);
+    let goaways: Vec<_> = lines.iter().filter(|l| l.starts_with("goaway ")).collect();
+    assert_eq!(goaways.len(), 2, "{lines:?}");
+    assert!(
+        goaways
+            .iter()
+            .all(|l| l.starts_with("goaway 1 ") && l.contains("stream 0")),
+        "{lines:?}"
+    );
+    // Over TLS (ALPN h2): the GOAWAY, then close_notify.
+    let files = TlsFiles::new();
+    let (server, rx) = python_h2_saying("bad-frame", Some((&files.cert, &files.key)));
+    let url = format!("https://localhost:{}/", server.addr.port());
+    let v = load(
+        b,
+        &[
+            "--http2",
+            "--cacert",
+            files.ca(),
+            "-c",
+            "1",
+            "-n",
+            "2",
+            &url,
+        ],
+    );
+    assert_eq!(n(&v, "/errors/h2_protocol"), 2, "{v}");
+    let lines = lines_until_closed(&rx, 2);
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("goaway 1 ")).count(),
+        2,
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| *l == "closed, close_notify")
+            .count(),
+        2,
+        "{lines:?}"
+    );
+    // A close for want of requests: GOAWAY NO_ERROR on each connection.
+    let (server, rx) = python_h2_saying("ok", None);
+    let url = format!("http://{}/", server.addr);
+    let v = load(b, &[H2C, "--disable-keepalive", "-c", "1", "-n", "3", &url]);
+    assert_eq!(n(&v, "/status/200"), 3, "{v}");
+    assert_eq!(n(&v, "/connections_opened"), 3, "{v}");
+    let lines = lines_until_closed(&rx, 3);
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("goaway 0")).count(),
+        3,
+        "{lines:?}"
+    );
+}
+
 macro_rules! h2_suite {
     ($($module:ident => [$($arg:literal),+]),* $(,)?) => {$(
         mod $module {
@@ -493,6 +600,7 @@ macro_rules! h2_suite {
             #[test] fn pings_on_idle_connections_are_answered() { super::pings_on_idle_connections_are_answered(B) }
             #[test] fn tight_limits_are_respected() { super::tight_limits_are_respected(B) }
             #[test] fn misbehaving_servers_are_named() { super::misbehaving_servers_are_named(B) }
+            #[test] fn goaway_is_sent_before_closing() { super::goaway_is_sent_before_closing(B) }
         }
     )*};
 }

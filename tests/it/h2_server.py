@@ -26,9 +26,20 @@ Modes:
   ping-flood          (raw) PING frames without end, never reading
   no-settings-ack     (raw) SETTINGS, then nothing: the client's SETTINGS
                       are never acknowledged
+  bad-frame           (raw) once the client's first HEADERS came, a DATA
+                      frame on stream 0 (a connection error of type
+                      PROTOCOL_ERROR); then reads to the end
+
+Every mode prints a line to stdout for each GOAWAY the client sends,
+"goaway CODE DEBUG", and for each connection the client closes, "closed"
+(over TLS, "closed, close_notify" or "closed, no close_notify").
+
+Usage: h2_server.py MODE [CERT KEY]: with a certificate and key, TLS with
+ALPN h2 (h2 over TLS), else h2c with prior knowledge.
 """
 
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -40,6 +51,11 @@ import h2.events
 import h2.settings
 
 MODE = sys.argv[1]
+TLS = None
+if len(sys.argv) > 3:
+    TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    TLS.load_cert_chain(sys.argv[2], sys.argv[3])
+    TLS.set_alpn_protocols(["h2"])
 
 
 def frame(kind, flags, stream, payload=b""):
@@ -57,10 +73,66 @@ def read_preface(sock):
     return True
 
 
+def say(line):
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+class Frames:
+    """Splits what the client sends into frames, reporting its GOAWAYs."""
+
+    def __init__(self):
+        self.buf = b""
+
+    def feed(self, data):
+        self.buf += data
+        kinds = []
+        while len(self.buf) >= 9:
+            n = (self.buf[0] << 16) | (self.buf[1] << 8) | self.buf[2]
+            if len(self.buf) < 9 + n:
+                break
+            kind, payload = self.buf[3], self.buf[9 : 9 + n]
+            self.buf = self.buf[9 + n :]
+            kinds.append(kind)
+            if kind == 7 and n >= 8:
+                code = struct.unpack(">L", payload[4:8])[0]
+                say("goaway %d %s" % (code, payload[8:].decode("utf-8", "replace")))
+        return kinds
+
+
+def read_to_end(sock, frames):
+    """Reads until the client closes; says how."""
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            frames.feed(data)
+    except ssl.SSLEOFError:
+        say("closed, no close_notify")
+        return
+    except OSError:
+        say("closed, reset")
+        return
+    say("closed, close_notify" if isinstance(sock, ssl.SSLSocket) else "closed")
+
+
 def raw(sock):
     if not read_preface(sock):
         return
     sock.sendall(frame(4, 0, 0))
+    if MODE == "bad-frame":
+        frames = Frames()
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                say("closed")
+                return
+            if 1 in frames.feed(data):
+                break
+        sock.sendall(frame(0, 0, 0, b"x"))
+        read_to_end(sock, frames)
+        return
     if MODE == "no-settings-ack":
         while sock.recv(65536):
             pass
@@ -106,15 +178,21 @@ def serve_h2(sock):
             conn.close_connection(last_stream_id=conn.highest_inbound_stream_id)
             sock.sendall(conn.data_to_send())
             return
+        except ssl.SSLEOFError:
+            say("closed, no close_notify")
+            return
         except OSError:
             return
         if not data:
+            say("closed, close_notify" if isinstance(sock, ssl.SSLSocket) else "closed")
             return
         try:
             events = conn.receive_data(data)
         except Exception:
             return
         for e in events:
+            if isinstance(e, h2.events.ConnectionTerminated):
+                say("goaway %d %s" % (e.error_code, (e.additional_data or b"").decode()))
             if isinstance(e, h2.events.PingAckReceived):
                 ping_due = None
             if isinstance(e, h2.events.RequestReceived):
@@ -182,7 +260,9 @@ def respond(conn, stream_id, body):
 
 def handle(sock):
     try:
-        if MODE in ("continuation-flood", "ping-flood", "no-settings-ack"):
+        if TLS is not None:
+            sock = TLS.wrap_socket(sock, server_side=True, suppress_ragged_eofs=False)
+        if MODE in ("continuation-flood", "ping-flood", "no-settings-ack", "bad-frame"):
             raw(sock)
         else:
             serve_h2(sock)

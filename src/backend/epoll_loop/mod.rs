@@ -227,6 +227,9 @@ impl<S: Sink> EventLoop<'_, S> {
             let slot = &mut self.slots[i];
             if slot.session.take_close() {
                 closed_now = true;
+                if let (Some(bytes), Some(stream)) = (slot.session.take_parting(), &slot.stream) {
+                    super::part(std::os::fd::AsFd::as_fd(stream), &bytes);
+                }
                 slot.stream = None;
                 slot.readable = false;
                 slot.peer_closed = false;

@@ -617,6 +617,29 @@ impl<S: Sink> Loop<'_, S> {
     /// [`Loop::close`], whatever the session's state.
     fn close_now(&mut self, i: usize) {
         let fd = self.io[i].fd;
+        // The session's last words (an HTTP/2 GOAWAY) go first, without
+        // waiting: MSG_DONTWAIT makes the ring complete the send at once
+        // (-EAGAIN on a full socket) instead of waiting for room, so the
+        // cancel and close behind it find nothing pending of it.
+        if let Some(bytes) = self.sessions[i].take_parting()
+            && fd >= 0
+        {
+            if self.uring.features.direct_descriptors {
+                let bytes = bytes::Bytes::from(bytes);
+                let (ptr, len) = (bytes.as_ptr(), bytes.len() as u32);
+                let send = opcode::Send::new(types::Fixed(i as u32), ptr, len)
+                    .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                    .build();
+                self.push_op(send, i, OpKind::Ignore, Owned::Bytes(bytes));
+            } else {
+                // SAFETY: `fd` is this slot's open socket, owned by the
+                // loop, and is closed only below (after `closing` is
+                // flushed): it is valid for the whole borrow, which ends
+                // with the call.
+                let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                super::part(borrowed, &bytes);
+            }
+        }
         if fd >= 0 && self.uring.features.direct_descriptors {
             let cancel =
                 opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fixed(i as u32)).all())

@@ -207,6 +207,11 @@ impl H2Conn {
         self.streams.len()
     }
 
+    /// How many streams the connection has opened.
+    pub fn opened(&self) -> usize {
+        (self.next_id / 2) as usize
+    }
+
     /// Whether the server sent GOAWAY (or stream ids ran out).
     pub fn is_going_away(&self) -> bool {
         self.goaway.is_some() || self.next_id > MAX_STREAM_ID
@@ -391,6 +396,20 @@ impl H2Conn {
             self.sending = self.next.split().freeze();
             self.sent = 0;
         }
+    }
+
+    /// The connection's last frames, as it closes on our side (RFC 9113
+    /// §6.8): what was produced and not yet offered, then GOAWAY with
+    /// `code` and `debug` (last stream 0: a client takes no pushed
+    /// streams). `None` while bytes offered to the driver are unsent: the
+    /// GOAWAY would follow a cut frame.
+    pub fn parting(&mut self, code: u32, debug: &[u8]) -> Option<BytesMut> {
+        if !self.to_send().is_empty() {
+            return None;
+        }
+        let mut out = std::mem::take(&mut self.next);
+        put_goaway(&mut out, 0, code, &debug[..debug.len().min(256)]);
+        Some(out)
     }
 
     /// Frames produced and not yet taken (over TLS).
