@@ -44,6 +44,10 @@ pub struct Ticket {
     pub seq: u64,
     /// When the request should start (see [`Plan::latency_origin`]).
     pub intended: Instant,
+    /// HTTP/2: when its `--timeout` ends, once it was first sent as a
+    /// stream; kept when the stream goes to a new connection (the clock
+    /// runs across a retry, as over HTTP/1.x). `None` until then.
+    pub deadline: Option<Instant>,
 }
 
 /// The shared schedule of a run; cheap to call from every worker thread.
@@ -174,7 +178,11 @@ impl Plan {
         if self.deadline().is_some_and(|deadline| intended >= deadline) {
             return None;
         }
-        Some(Ticket { seq, intended })
+        Some(Ticket {
+            seq,
+            intended,
+            deadline: None,
+        })
     }
 
     /// When open-loop ticket `seq` is due; `None` for a time past what

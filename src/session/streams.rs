@@ -49,6 +49,9 @@ use crate::error::{ErrorKind, FetchError};
 use crate::http::h2::{NO_ERROR, REFUSED_STREAM, error_name};
 use crate::plan::Ticket;
 
+/// How close to its deadline a stream times out with one that is due.
+const TIMER_SLACK: std::time::Duration = std::time::Duration::from_millis(1);
+
 impl Session {
     /// Whether the connection speaks HTTP/2: an `https://` one if ALPN
     /// chose `h2`, an `http://` one with `--http2-prior-knowledge`.
@@ -120,7 +123,11 @@ impl Session {
                 self.tickets.push_front(ticket);
                 break;
             };
-            h2.open(ticket, target, req, now, ctx.conn.timeout.map(|t| now + t));
+            // A stream sent again keeps its first one's `--timeout`.
+            let deadline = ticket
+                .deadline
+                .or_else(|| ctx.conn.timeout.map(|t| now + t));
+            h2.open(ticket, target, req, now, deadline);
         }
         sink.h2_streams_open(h2.active());
         h2.pump(&ctx.h2);
@@ -285,7 +292,11 @@ impl Session {
             refused: &mut self.refused,
         };
         let before = h2.active();
-        let result = h2.expire(now, &mut |e| {
+        // Streams whose deadlines fall within a millisecond of each other
+        // (a batch opened together) time out together, however precise
+        // the driver's timer: none goes to a new connection only to time
+        // out there a moment later.
+        let result = h2.expire(now + TIMER_SLACK, &mut |e| {
             on_event(e, ctx, sink, peer, now, &mut conn);
         });
         if let Err(e) = result {

@@ -584,6 +584,38 @@ pub fn goaway_is_sent_before_closing(b: &[&str]) {
     );
 }
 
+/// A request's `--timeout` holds over HTTP/2 as over HTTP/1.1: streams
+/// that all pass it fail together at about `--timeout`, on every backend,
+/// and none is sent again on a new connection with a fresh clock (which
+/// made one run take four times its timeout).
+pub fn stream_timeouts_do_not_restart_on_a_new_connection(b: &[&str]) {
+    let server = demo_server(Duration::ZERO);
+    let url = format!("http://{}/bar?delay=3000", server.addr);
+    let started = std::time::Instant::now();
+    let v = load(
+        b,
+        &[
+            H2C,
+            "--timeout",
+            "1s",
+            "-c",
+            "1",
+            "--streams",
+            "4",
+            "-n",
+            "4",
+            &url,
+        ],
+    );
+    let took = started.elapsed();
+    assert_eq!(n(&v, "/errors/timeout"), 4, "{v}");
+    // Streams opened within a millisecond time out together; one opened
+    // later (after the server's SETTINGS, on a loaded machine) may go to a
+    // new connection, but keeps its clock there.
+    assert!(took < Duration::from_millis(2500), "{took:?}: {v}");
+    server.shutdown();
+}
+
 macro_rules! h2_suite {
     ($($module:ident => [$($arg:literal),+]),* $(,)?) => {$(
         mod $module {
@@ -601,6 +633,9 @@ macro_rules! h2_suite {
             #[test] fn tight_limits_are_respected() { super::tight_limits_are_respected(B) }
             #[test] fn misbehaving_servers_are_named() { super::misbehaving_servers_are_named(B) }
             #[test] fn goaway_is_sent_before_closing() { super::goaway_is_sent_before_closing(B) }
+            #[test] fn stream_timeouts_do_not_restart_on_a_new_connection() {
+                super::stream_timeouts_do_not_restart_on_a_new_connection(B)
+            }
         }
     )*};
 }

@@ -355,10 +355,14 @@ impl H2Conn {
         Ok(())
     }
 
-    /// Gives up every stream (the connection is closing): their tickets.
+    /// Gives up every stream (the connection is closing): their tickets,
+    /// each with its stream's deadline (its `--timeout` goes on).
     pub fn drain_tickets(&mut self) -> impl Iterator<Item = Ticket> + '_ {
         self.uploading = 0;
-        self.streams.drain(..).map(|s| s.ticket)
+        self.streams.drain(..).map(|s| Ticket {
+            deadline: s.deadline,
+            ..s.ticket
+        })
     }
 
     /// Whether any byte came from the server.

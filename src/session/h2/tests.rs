@@ -15,6 +15,7 @@ fn ticket(seq: u64) -> Ticket {
     Ticket {
         seq,
         intended: Instant::now(),
+        deadline: None,
     }
 }
 
