@@ -437,6 +437,14 @@ fn certificate_problem(c: &CertificateError, host: &str) -> (String, &'static st
             "a certificate in the chain has a bad signature".into(),
             TRUST,
         ),
+        other if format!("{other:?}").contains("CaUsedAsEndEntity") => (
+            "the server's certificate is a CA certificate (basicConstraints CA:TRUE) \
+             used as its own, which rustls refuses even when --cacert trusts it: \
+             sign a server certificate with that CA, or make the self-signed one \
+             with `openssl req -x509 ... -addext basicConstraints=critical,CA:FALSE`"
+                .into(),
+            " (-k skips verification)",
+        ),
         other => (format!("{other:?}"), TRUST),
     }
 }

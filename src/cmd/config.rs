@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use crate::backend::{Backend, BackendKind, ConnOptions};
 use crate::cli::{PlanArgs, RequestArgs};
@@ -21,9 +21,9 @@ const MIN_RATE: f64 = 0.001;
 /// `-n`, `-z` and `-q` into the plan's stop rule and rate.
 pub fn stop_and_rate(plan: &PlanArgs, default_count: u64) -> anyhow::Result<(Stop, Rate)> {
     let stop = match (plan.requests, plan.duration) {
-        (_, Some(d)) if d.is_zero() => bail!("-z must be longer than 0"),
+        (_, Some(d)) if d.is_zero() => super::usage!("-z must be longer than 0"),
         (_, Some(d)) => Stop::Duration(d),
-        (Some(0), None) => bail!("-n must be at least 1"),
+        (Some(0), None) => super::usage!("-n must be at least 1"),
         (Some(n), None) => Stop::Count(n),
         (None, None) => Stop::Count(default_count),
     };
@@ -31,11 +31,11 @@ pub fn stop_and_rate(plan: &PlanArgs, default_count: u64) -> anyhow::Result<(Sto
         None => Rate::Closed,
         Some(q) if q.is_finite() && q >= MIN_RATE => Rate::Open(q),
         Some(q) if q.is_finite() && q > 0.0 => {
-            bail!(
+            super::usage!(
                 "-q must be at least {MIN_RATE} requests per second (one every 1,000 s), not {q:e}"
             )
         }
-        Some(q) => bail!("-q must be a positive number of requests per second, not {q}"),
+        Some(q) => super::usage!("-q must be a positive number of requests per second, not {q}"),
     };
     Ok((stop, rate))
 }

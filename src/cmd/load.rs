@@ -85,7 +85,7 @@ fn collect_urls(args: &LoadArgs) -> anyhow::Result<Vec<String>> {
         urls.extend(urls_in(&text).map(String::from));
     }
     if urls.is_empty() {
-        bail!("no URL given: pass one or more URLs, or --urls-file FILE");
+        super::usage!("no URL given: pass one or more URLs, or --urls-file FILE");
     }
     Ok(urls)
 }
@@ -108,7 +108,28 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
     let targets = urls
         .iter()
         .map(|u| Target::new(u, &opts))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| match e {
+            // A URL that cannot be one is a usage error; a host that does
+            // not resolve is not.
+            crate::target::TargetError::InvalidUrl { .. } => {
+                anyhow::Error::new(super::Usage(e.to_string()))
+            }
+            e => e.into(),
+        })?;
+    if args.request.http2 || args.request.http2_prior_knowledge {
+        // An HTTP/2 connection sends all its streams to one origin.
+        let origin = |t: &Target| (t.tls, t.host.to_ascii_lowercase(), t.port);
+        if let Some(other) = targets.iter().find(|t| origin(t) != origin(&targets[0])) {
+            super::usage!(
+                "with HTTP/2 every URL must have the same scheme, host and port (a \
+                 connection's streams all go to one origin): {} and {} differ; run one \
+                 load per origin",
+                targets[0].url,
+                other.url
+            );
+        }
+    }
     let https = targets.iter().any(|t| t.tls);
     let (stop, rate) = config::stop_and_rate(&args.plan, 200)?;
     runner::check_fd_limit(args.connections, &format!("-c {}", args.connections))
@@ -120,19 +141,19 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
                 .filter(|b| b.can_pipeline())
                 .map(|b| b.name())
                 .collect();
-            bail!(
+            super::usage!(
                 "--pipeline is implemented by --backend {} only",
                 able.join(", ")
             );
         }
         if targets.len() > 1 || args.plan.rate.is_some() || args.disable_keepalive {
-            bail!("--pipeline works with one URL, a closed loop (no -q) and keep-alive");
+            super::usage!("--pipeline works with one URL, a closed loop (no -q) and keep-alive");
         }
     }
     let http2 = args.request.http2 || args.request.http2_prior_knowledge;
     let streams = config::streams(&args.request, args.streams)?;
     if http2 && args.pipeline > 1 {
-        bail!("--pipeline is HTTP/1.1's; with HTTP/2 use --streams");
+        super::usage!("--pipeline is HTTP/1.1's; with HTTP/2 use --streams");
     }
     let pipeline = pipeline_depth(args.pipeline, &targets);
     let bind = args

@@ -57,6 +57,15 @@ fn take_write_error() -> Option<io::Error> {
     WRITE_ERROR.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
+/// Returns a [`Usage`] error (exit 2) made with `format!`, as `bail!`
+/// returns any other.
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        return Err($crate::cmd::Usage(format!($($arg)*)).into())
+    };
+}
+pub(crate) use usage;
+
 /// A mistake in the arguments found after clap parsed them: exit 2, as
 /// clap's own usage errors.
 #[derive(Debug)]

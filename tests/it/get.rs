@@ -506,7 +506,7 @@ fn pipelining_is_uring_loop_only_and_counts_every_response() {
         &["load", "--backend", "epoll-loop", "--pipeline", "16", &url],
         LIMIT,
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("--pipeline is implemented by --backend uring-loop only"),
         "{}",

@@ -375,7 +375,7 @@ fn impossible_options_are_refused_up_front() {
         ),
         (
             &["load", "-q", "1e-300", "http://127.0.0.1:9/"],
-            1,
+            2,
             "-q must be at least 0.001",
         ),
         (
@@ -405,6 +405,40 @@ fn impossible_options_are_refused_up_front() {
             "--requests",
         ),
         (&["serve", "--threads", "0"], 2, "at least 1"),
+        // Mistakes found after parsing are usage errors too (exit 2).
+        (&["load", "-n", "0", "http://127.0.0.1:9/"], 2, "-n must be"),
+        (&["load", "-z", "0", "http://127.0.0.1:9/"], 2, "-z must be"),
+        (&["load", "-q", "0", "http://127.0.0.1:9/"], 2, "-q must be"),
+        (&["load"], 2, "no URL given"),
+        (&["load", "ftp://127.0.0.1/"], 2, "unsupported scheme"),
+        (&["load", "http://127.0.0.1:99999/"], 2, "invalid port"),
+        (
+            &[
+                "load",
+                "--pipeline",
+                "4",
+                "--backend",
+                "threads",
+                "http://127.0.0.1:9/",
+            ],
+            2,
+            "--pipeline is implemented by",
+        ),
+        (
+            &["load", "--pipeline", "4", "-q", "5", "http://127.0.0.1:9/"],
+            2,
+            "--pipeline works with",
+        ),
+        (
+            &[
+                "load",
+                "--http2-prior-knowledge",
+                "http://127.0.0.1:9/a",
+                "http://127.0.0.1:10/b",
+            ],
+            2,
+            "same scheme, host and port",
+        ),
     ];
     for (args, code, says) in cases {
         let out = uringfetch(args, LIMIT);

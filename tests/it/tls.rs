@@ -671,3 +671,34 @@ fn tls_max_offers_tls_1_2_alone() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("TLS handshake"), "{err}");
 }
+
+/// A self-signed CA certificate used as the server's own (what a plain
+/// `openssl req -x509` makes) is refused by rustls even when trusted; the
+/// message says so and how to make one it takes, not a debug dump.
+#[test]
+fn a_ca_certificate_as_the_servers_own_is_named() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use uringfetch::testing::{ServeOptions, server};
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let tls = server::config_from_pem(&cert.pem(), &key.serialize_pem()).unwrap();
+    let running = server::start(ServeOptions {
+        tls: Some(tls),
+        ..ServeOptions::in_process(Duration::ZERO)
+    })
+    .unwrap();
+    let dir = temp_dir("ca-as-leaf");
+    let ca = dir.join("cert.pem");
+    std::fs::write(&ca, cert.pem()).unwrap();
+    let url = format!("https://{}/foo", running.addr);
+    let (out, err) = get(&[], &["--cacert", ca.to_str().unwrap(), &url]);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is a CA certificate") && err.contains("CA:FALSE") && !err.contains("Other("),
+        "{err}"
+    );
+    running.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}
