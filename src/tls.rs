@@ -398,13 +398,13 @@ pub fn tls_error(e: &Error, host: &str, addr: SocketAddr, handshaking: bool) -> 
 pub fn not_tls(addr: SocketAddr, first: &[u8]) -> FetchError {
     let looks_http = first.starts_with(b"HTTP/");
     let what = if looks_http {
-        "answered in plain HTTP"
+        "answered in plain HTTP, not TLS"
     } else {
         "answered with bytes that are not TLS"
     };
     FetchError::new(
         ErrorKind::NotTls,
-        format!("{addr} {what}, not TLS: is the URL meant to be http://?"),
+        format!("{addr} {what}: is the URL meant to be http://?"),
     )
 }
 

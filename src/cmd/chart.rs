@@ -21,6 +21,27 @@ pub fn write(path: &Path, summary: &Summary) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Checks before a run that its `--chart` file can be written, so a typo
+/// in the path does not cost the run: opened without truncating, and
+/// removed again if this made it.
+pub fn check_writable(path: &Path) -> anyhow::Result<()> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot write the chart to {}: {e} (checked before the run)",
+                escape(&path.display().to_string())
+            )
+        })?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
 /// Runs `chart`; returns the exit code.
 pub fn run(args: ChartArgs) -> anyhow::Result<i32> {
     let text = if args.report == "-" {

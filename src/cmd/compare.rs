@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use crate::backend::BackendKind;
 use crate::cli::{CompareArgs, TableFormat};
@@ -37,8 +37,11 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
         args.output.output_format,
         TableFormat::Text,
     )?;
+    if let Some(path) = &args.chart {
+        super::chart::check_writable(path)?;
+    }
     if args.connections.contains(&0) {
-        bail!("-c values must be at least 1");
+        super::usage!("-c values must be at least 1");
     }
     let (stop, rate) = config::stop_and_rate(&args.plan, 20_000)?;
     let max_c = args
@@ -101,7 +104,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
     let https = config::any_https(scenarios.iter().map(|s| s.url.as_str()));
     // Over TLS each run gets a configuration of its own: it starts with no
     // session to resume, so no row resumes the sessions of the one before.
-    let streams = config::streams(&args.request, args.streams)?;
+    let streams = config::streams(&args.request, args.streams, https)?;
     let conn_for_run = || -> Result<Arc<crate::backend::ConnOptions>, super::Usage> {
         let mut conn = config::conn_options(&args.request, true, Vec::new(), 1, false)?;
         conn.streams = streams;
@@ -116,10 +119,16 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
     let mut groups = Vec::new();
     let mut first = true;
     let mut not_run = 0;
+    // Ctrl-C ends the row it cuts and the comparison: the rows run so
+    // far are printed, the cut one marked.
+    let mut stopped = false;
     for sc in &scenarios {
+        if stopped {
+            break;
+        }
         let targets = Arc::new(vec![Target::new(&sc.url, &opts)?]);
         let mut rows = Vec::new();
-        for &c in &sc.connections {
+        'rows: for &c in &sc.connections {
             for &backend in &backends {
                 if !first {
                     std::thread::sleep(args.pause);
@@ -139,7 +148,14 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
                 let progress =
                     Progress::choose(args.no_tui, false, || describe("compare", &config));
                 match run_config(&config, progress) {
-                    Ok(outcome) => rows.push(Summary::new(&outcome, &opts.method)),
+                    Ok(outcome) => {
+                        let row = Summary::new(&outcome, &opts.method);
+                        stopped = row.cancelled;
+                        rows.push(row);
+                        if stopped {
+                            break 'rows;
+                        }
+                    }
                     Err(e) => {
                         // A backend that could not run fails the comparison.
                         not_run += 1;
@@ -163,6 +179,19 @@ pub fn run(args: CompareArgs) -> anyhow::Result<i32> {
                 super::emit(&table::render(label, rows));
             }
         }
+    }
+    if stopped {
+        let cut: Vec<String> = groups
+            .iter()
+            .flat_map(|(_, r)| r)
+            .filter(|s| s.cancelled)
+            .map(|s| format!("{} -c {}", s.backend, s.connections))
+            .collect();
+        crate::say!(
+            "uringfetch: stopped early by Ctrl-C: the {} row covers only the part it ran, \
+             and the rows after it did not run",
+            cut.join(", ")
+        );
     }
     if let Some(path) = &args.chart {
         chart::write_svg(path, &groups)

@@ -83,6 +83,9 @@ fn body(req: &RequestArgs) -> anyhow::Result<Option<Vec<u8>>> {
 /// The request every target is sent with. The method defaults to GET, or
 /// POST when there is a body (as in curl).
 pub fn request_options(req: &RequestArgs, keep_alive: bool) -> anyhow::Result<RequestOptions> {
+    if req.http10 && http2_mode(req) != crate::backend::Http2::Off {
+        super::usage!("--http1.0 and HTTP/2 (--http2, --http2-prior-knowledge) exclude each other");
+    }
     let body = body(req)?;
     let method = req
         .method
@@ -170,13 +173,23 @@ pub fn check_ktls(
     Ok(())
 }
 
-/// `--streams`, which only HTTP/2 has.
-pub fn streams(req: &RequestArgs, streams: usize) -> Result<usize, super::Usage> {
-    if streams > 1 && http2_mode(req) == crate::backend::Http2::Off {
+/// `--streams`, which only HTTP/2 has; `https`: whether any URL is
+/// `https://`, without which `--http2` (ALPN) cannot speak HTTP/2.
+pub fn streams(req: &RequestArgs, streams: usize, https: bool) -> Result<usize, super::Usage> {
+    let mode = http2_mode(req);
+    if streams > 1 && mode == crate::backend::Http2::Off {
         return Err(super::Usage(
             "--streams needs HTTP/2: add --http2 (https://) or --http2-prior-knowledge (http://)"
                 .into(),
         ));
+    }
+    if mode == crate::backend::Http2::Alpn && !https {
+        const WHY: &str = "--http2 asks for HTTP/2 by ALPN, which only https:// URLs have; \
+                           over http:// use --http2-prior-knowledge (h2c)";
+        if streams > 1 {
+            return Err(super::Usage(format!("{WHY} (--streams would do nothing)")));
+        }
+        crate::say!("uringfetch: warning: {WHY}; these http:// URLs run HTTP/1.1");
     }
     Ok(streams)
 }

@@ -151,7 +151,7 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
         }
     }
     let http2 = args.request.http2 || args.request.http2_prior_knowledge;
-    let streams = config::streams(&args.request, args.streams)?;
+    let streams = config::streams(&args.request, args.streams, https)?;
     if http2 && args.pipeline > 1 {
         super::usage!("--pipeline is HTTP/1.1's; with HTTP/2 use --streams");
     }
@@ -379,6 +379,9 @@ pub fn run(args: LoadArgs) -> anyhow::Result<i32> {
         args.output.output_format,
         OutputFormat::Text,
     )?;
+    if let Some(path) = &args.chart {
+        super::chart::check_writable(path)?;
+    }
     if let Some(at) = args.start_at
         && !wait_for_start(at)?
     {

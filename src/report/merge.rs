@@ -728,6 +728,38 @@ fn refuse_repeats(inputs: &[Input]) -> Result<(), String> {
             ));
         }
     }
+    // A merged report holds its inputs' runs (`merged_from`): one of them
+    // given again beside it would count twice.
+    let mut runs: BTreeMap<(String, String), &str> = BTreeMap::new();
+    for i in inputs {
+        let s = &i.summary;
+        let held: Vec<(String, String)> = match &s.merged_from {
+            Some(rows) => rows
+                .iter()
+                .filter_map(|r| Some((r.host.clone(), r.started_at.clone()?)))
+                .collect(),
+            None => s
+                .started_at
+                .iter()
+                .map(|t| (host_of(i), t.clone()))
+                .collect(),
+        };
+        for key in held {
+            if let Some(first) = runs.insert(key.clone(), &i.source) {
+                if first == i.source {
+                    continue;
+                }
+                return Err(format!(
+                    "{} and {} both hold the run of host {} started at {}: a merged report \
+                     already counts its inputs, so give each client's run once",
+                    escape(first),
+                    escape(&i.source),
+                    escape(&key.0),
+                    escape(&key.1)
+                ));
+            }
+        }
+    }
     Ok(())
 }
 

@@ -171,6 +171,44 @@ fn the_same_report_twice_is_refused() {
     assert_eq!(merge::merge(&inputs).unwrap().summary.requests.completed, 4);
 }
 
+/// A merged report given again beside one of its own inputs would count
+/// that client twice: refused; beside another client's run, it merges.
+#[test]
+fn a_merged_report_with_one_of_its_inputs_is_refused() {
+    let a = report("http://127.0.0.1:1/x", &[10, 20], 0, 1000);
+    let mut b = report("http://127.0.0.1:1/x", &[10, 20], 0, 1000);
+    b.host = "client-b".into();
+    let mut c = b.clone();
+    c.host = "client-c".into();
+    let ab =
+        merge::merge(&merge::parse_documents("ab", &format!("{}{}", json(&a), json(&b))).unwrap())
+            .unwrap()
+            .summary;
+    let inputs = vec![
+        Input {
+            source: "ab.json".into(),
+            summary: ab.clone(),
+        },
+        Input {
+            source: "a.json".into(),
+            summary: a,
+        },
+    ];
+    let e = merge::merge(&inputs).unwrap_err();
+    assert!(e.contains("ab.json and a.json both hold the run"), "{e}");
+    let inputs = vec![
+        Input {
+            source: "ab.json".into(),
+            summary: ab,
+        },
+        Input {
+            source: "c.json".into(),
+            summary: c,
+        },
+    ];
+    assert_eq!(merge::merge(&inputs).unwrap().summary.requests.completed, 6);
+}
+
 #[test]
 fn different_tests_are_refused_with_the_difference() {
     let a = report("http://127.0.0.1:1/a", &[100], 0, 10);

@@ -234,17 +234,28 @@ pub struct HttpShape {
 impl HttpShape {
     /// The shape of `config`'s requests; `None` if there is no target (or
     /// its encoded request has no head, which `encode_request` never makes).
-    pub fn of(config: &crate::runner::LoadConfig) -> Option<Self> {
+    /// With `h2`, the fields are counted as HTTP/2 sends them.
+    pub fn of(config: &crate::runner::LoadConfig, h2: bool) -> Option<Self> {
         let request: &[u8] = &config.targets.first()?.request;
         let end = request.windows(4).position(|w| w == b"\r\n\r\n")?;
         let head = String::from_utf8_lossy(&request[..end]);
         let mut lines = head.split("\r\n");
         let version = lines.next()?.rsplit(' ').next()?.to_string();
+        let fields: Vec<&str> = lines.collect();
+        let over_h2 = fields
+            .iter()
+            .filter(|f| {
+                // HTTP/2 sends no `Connection` field (RFC 9113 §8.2.2).
+                !f.split(':')
+                    .next()
+                    .is_some_and(|n| n.trim().eq_ignore_ascii_case("connection"))
+            })
+            .count();
         Some(Self {
             version,
             keep_alive: config.conn.keep_alive,
             pipeline: config.conn.pipeline,
-            headers: lines.count(),
+            headers: if h2 { over_h2 } else { fields.len() },
             body_bytes: (request.len() - end - 4) as u64,
         })
     }
@@ -445,13 +456,16 @@ impl Summary {
             mode,
             success_rate: success_rate(&requests, non_2xx_3xx),
             requests,
-            http: HttpShape::of(&o.config).map(|mut h| {
+            http: {
                 // The request line's version, unless every connection spoke HTTP/2.
-                if r.h2_connections > 0 && r.h2_connections >= r.connects {
-                    h.version = "HTTP/2".into();
-                }
-                h
-            }),
+                let h2 = r.h2_connections > 0 && r.h2_connections >= r.connects;
+                HttpShape::of(&o.config, h2).map(|mut h| {
+                    if h2 {
+                        h.version = "HTTP/2".into();
+                    }
+                    h
+                })
+            },
             status,
             non_2xx_3xx,
             errors: r
@@ -582,7 +596,10 @@ mod tests {
 
     #[test]
     fn the_shape_of_the_requests_is_read_from_the_run() {
-        let plain = HttpShape::of(&config(&RequestOptions::default(), ConnOptions::default()));
+        let plain = HttpShape::of(
+            &config(&RequestOptions::default(), ConnOptions::default()),
+            false,
+        );
         assert_eq!(
             plain,
             Some(HttpShape {
@@ -610,7 +627,15 @@ mod tests {
             pipeline: 16,
             ..ConnOptions::default()
         };
-        let shape = HttpShape::of(&config(&opts, conn)).unwrap();
+        let shape = HttpShape::of(&config(&opts, conn), false).unwrap();
+        // HTTP/2 sends no `Connection: close`: one field fewer.
+        let closing = RequestOptions {
+            keep_alive: false,
+            ..RequestOptions::default()
+        };
+        let h1 = HttpShape::of(&config(&closing, ConnOptions::default()), false).unwrap();
+        let h2 = HttpShape::of(&config(&closing, ConnOptions::default()), true).unwrap();
+        assert_eq!((h1.headers, h2.headers), (4, 3));
         // Host, User-Agent, Accept, X-A, X-B, Content-Length.
         assert_eq!((shape.headers, shape.body_bytes), (6, 2048));
         assert_eq!(

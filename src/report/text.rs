@@ -72,7 +72,7 @@ pub fn render(s: &Summary, latency: &Histogram<u64>) -> String {
         s.threads,
         if s.threads == 1 { "" } else { "s" },
         if s.cancelled {
-            ", stopped by Ctrl-C"
+            ", stopped early by Ctrl-C or q"
         } else {
             ""
         },

@@ -459,14 +459,17 @@ fn on_event<S: Sink>(
             let error = FetchError::timeout(ctx.conn.timeout.unwrap_or_default());
             fail(sink, ticket, error);
         }
-        Event::Retry { ticket } => {
+        Event::Retry { ticket, code } => {
             if *conn.served > 0 {
                 sink.retried(1);
                 conn.retry.push_back(ticket);
             } else {
                 let error = FetchError::new(
                     ErrorKind::Reset,
-                    format!("{peer} sent GOAWAY before answering any request on the connection"),
+                    format!(
+                        "{peer} sent GOAWAY ({}) before answering any request on the connection",
+                        error_name(code)
+                    ),
                 );
                 fail(sink, ticket, error);
             }

@@ -191,8 +191,50 @@ fn sigint_ends_the_run_and_still_prints_the_report() {
     let out = wait_limited(&mut child, Duration::from_secs(5), "load after SIGINT");
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("stopped by Ctrl-C"), "{text}");
+    assert!(text.contains("stopped early by Ctrl-C"), "{text}");
     assert!(text.contains("[200]"), "{text}");
+    server.shutdown();
+}
+
+/// Ctrl-C in `compare` ends the comparison, not just its current row: the
+/// rows so far are printed, and the one it cut is named.
+#[test]
+fn sigint_ends_a_comparison_and_still_prints_its_rows() {
+    let server = demo_server(Duration::ZERO);
+    let url = format!("http://{}/bar", server.addr);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_uringfetch"))
+        .args([
+            "compare",
+            "-z",
+            "30s",
+            "-q",
+            "100",
+            "-c",
+            "2",
+            "--backends",
+            "epoll-loop,threads,uring-loop",
+            &url,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    // SAFETY: sending a signal to our own child, whose pid we hold.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = wait_limited(&mut child, Duration::from_secs(5), "compare after SIGINT");
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{err}");
+    assert!(text.contains("epoll-loop"), "{text}");
+    assert!(
+        !text.contains("threads") && !text.contains("uring-loop"),
+        "{text}"
+    );
+    assert!(
+        err.contains("stopped early by Ctrl-C: the epoll-loop -c 2 row"),
+        "{err}"
+    );
     server.shutdown();
 }
 
@@ -438,6 +480,21 @@ fn impossible_options_are_refused_up_front() {
             ],
             2,
             "same scheme, host and port",
+        ),
+        (
+            &[
+                "load",
+                "--http1.0",
+                "--http2-prior-knowledge",
+                "http://127.0.0.1:9/",
+            ],
+            2,
+            "exclude each other",
+        ),
+        (
+            &["load", "--http2", "--streams", "4", "http://127.0.0.1:9/"],
+            2,
+            "use --http2-prior-knowledge",
         ),
     ];
     for (args, code, says) in cases {

@@ -82,7 +82,7 @@ pub(crate) enum Event<'a> {
     TimedOut { ticket: Ticket },
     /// The server will not process this request (above a GOAWAY's last
     /// stream): it goes to a new connection.
-    Retry { ticket: Ticket },
+    Retry { ticket: Ticket, code: u32 },
     /// The server sent GOAWAY: no new streams on this connection.
     GoAway { code: u32 },
 }

@@ -476,7 +476,10 @@ impl H2Conn {
         f(Event::GoAway { code });
         while self.streams.back().is_some_and(|s| s.id > last) {
             if let Some(s) = self.remove(self.streams.len() - 1) {
-                f(Event::Retry { ticket: s.ticket });
+                f(Event::Retry {
+                    ticket: s.ticket,
+                    code,
+                });
             }
         }
         Ok(())

@@ -73,7 +73,7 @@ impl Seen {
             Event::Reset { ticket, code } => self.resets.push((ticket.seq, code)),
             Event::Failed { ticket, reason } => self.failed.push((ticket.seq, reason)),
             Event::TimedOut { ticket } => self.timed_out.push(ticket.seq),
-            Event::Retry { ticket } => self.retry.push(ticket.seq),
+            Event::Retry { ticket, .. } => self.retry.push(ticket.seq),
             Event::GoAway { code } => self.goaway.push(code),
         }
     }
