@@ -481,7 +481,7 @@ pub fn misbehaving_servers_are_named(b: &[&str]) {
     // (uring-loop reads while its send waits) or the client's send blocks
     // and the SETTINGS (never acknowledged: the server reads nothing)
     // time out; either way the connection ends with the reason.
-    let cases: [(&str, &str, &[&str]); 4] = [
+    let cases: [(&str, &str, &[&str]); 5] = [
         ("huge-headers", "bad_response", &["header list of"]),
         ("continuation-flood", "h2_protocol", &["header block over"]),
         (
@@ -490,6 +490,8 @@ pub fn misbehaving_servers_are_named(b: &[&str]) {
             &["flood", "did not acknowledge"],
         ),
         ("no-settings-ack", "h2_protocol", &["did not acknowledge"]),
+        // GOAWAY before any answer: the requests fail, and say its code.
+        ("goaway-first", "reset", &["GOAWAY (ENHANCE_YOUR_CALM)"]),
     ];
     for (mode, kind, says) in cases {
         let server = python_h2(mode);

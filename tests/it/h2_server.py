@@ -26,6 +26,8 @@ Modes:
   ping-flood          (raw) PING frames without end, never reading
   no-settings-ack     (raw) SETTINGS, then nothing: the client's SETTINGS
                       are never acknowledged
+  goaway-first        (raw) once the client's first HEADERS came, GOAWAY
+                      ENHANCE_YOUR_CALM "calm down" with last stream 0
   bad-frame           (raw) once the client's first HEADERS came, a DATA
                       frame on stream 0 (a connection error of type
                       PROTOCOL_ERROR); then reads to the end
@@ -121,7 +123,7 @@ def raw(sock):
     if not read_preface(sock):
         return
     sock.sendall(frame(4, 0, 0))
-    if MODE == "bad-frame":
+    if MODE in ("bad-frame", "goaway-first"):
         frames = Frames()
         while True:
             data = sock.recv(65536)
@@ -130,7 +132,10 @@ def raw(sock):
                 return
             if 1 in frames.feed(data):
                 break
-        sock.sendall(frame(0, 0, 0, b"x"))
+        if MODE == "bad-frame":
+            sock.sendall(frame(0, 0, 0, b"x"))
+        else:
+            sock.sendall(frame(7, 0, 0, struct.pack(">LL", 0, 0xB) + b"calm down"))
         read_to_end(sock, frames)
         return
     if MODE == "no-settings-ack":
@@ -262,7 +267,13 @@ def handle(sock):
     try:
         if TLS is not None:
             sock = TLS.wrap_socket(sock, server_side=True, suppress_ragged_eofs=False)
-        if MODE in ("continuation-flood", "ping-flood", "no-settings-ack", "bad-frame"):
+        if MODE in (
+            "continuation-flood",
+            "ping-flood",
+            "no-settings-ack",
+            "bad-frame",
+            "goaway-first",
+        ):
             raw(sock)
         else:
             serve_h2(sock)

@@ -449,6 +449,16 @@ fn impossible_options_are_refused_up_front() {
         (&["serve", "--threads", "0"], 2, "at least 1"),
         // Mistakes found after parsing are usage errors too (exit 2).
         (&["load", "-n", "0", "http://127.0.0.1:9/"], 2, "-n must be"),
+        (
+            &[
+                "load",
+                "--chart",
+                "/nonexistent/x.svg",
+                "http://127.0.0.1:9/",
+            ],
+            1,
+            "checked before the run",
+        ),
         (&["load", "-z", "0", "http://127.0.0.1:9/"], 2, "-z must be"),
         (&["load", "-q", "0", "http://127.0.0.1:9/"], 2, "-q must be"),
         (&["load"], 2, "no URL given"),
