@@ -150,10 +150,10 @@ pub struct RequestArgs {
     /// Send HTTP/1.0 instead of HTTP/1.1.
     #[arg(long = "http1.0")]
     pub http10: bool,
-    /// Give up on a request after this long (connect, send and the whole response).
+    /// Give up on a request after this long (connect, send and the whole response); 0: never.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     pub timeout: Duration,
-    /// Give up on a connection attempt after this long.
+    /// Give up on a connection attempt after this long; 0: when the kernel does.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub connect_timeout: Duration,
     /// io_uring features for --backend uring-loop: probe the kernel, or force Linux 5.10's.

@@ -418,9 +418,19 @@ impl fmt::Display for Target {
 
 /// Parses a `Name: value` header argument.
 pub fn parse_header(s: &str) -> Result<(String, String), String> {
-    let (name, value) = s
-        .split_once(':')
-        .ok_or_else(|| format!("invalid header '{s}': expected 'Name: value'"))?;
+    // curl's `Name;` sends the field with an empty value.
+    let (name, value) = match s.split_once(':') {
+        Some(nv) => nv,
+        None => s
+            .trim_end()
+            .strip_suffix(';')
+            .map(|name| (name, ""))
+            .ok_or_else(|| {
+                format!(
+                    "invalid header '{s}': expected 'Name: value' (or 'Name;' for an empty one)"
+                )
+            })?,
+    };
     let name = name.trim();
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
         return Err(format!("invalid header name in '{s}'"));
@@ -596,5 +606,11 @@ mod tests {
         );
         assert!(parse_header("nocolon").is_err());
         assert!(parse_header(": v").is_err());
+        // curl's way to send an empty value.
+        assert_eq!(
+            parse_header("X-Empty;").unwrap(),
+            ("X-Empty".into(), "".into())
+        );
+        assert!(parse_header(";").is_err());
     }
 }

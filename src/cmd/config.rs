@@ -125,8 +125,9 @@ pub fn conn_options(
         (None, Err("no https:// target".into()))
     };
     Ok(ConnOptions {
-        timeout: Some(req.timeout),
-        connect_timeout: Some(req.connect_timeout),
+        // 0 is no limit, as curl's `-m 0`.
+        timeout: (!req.timeout.is_zero()).then_some(req.timeout),
+        connect_timeout: (!req.connect_timeout.is_zero()).then_some(req.connect_timeout),
         keep_alive,
         bind,
         pipeline,

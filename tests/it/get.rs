@@ -249,6 +249,8 @@ fn method_headers_and_body_reach_the_server() {
             "PUT",
             "-H",
             "X-Test: yes",
+            "-H",
+            "X-Empty;",
             "-d",
             "hello",
             "--http1.0",
@@ -264,6 +266,8 @@ fn method_headers_and_body_reach_the_server() {
         "{text}"
     );
     assert!(text.contains("X-Test: yes\r\n"), "{text}");
+    // curl's `Name;`: the field with an empty value.
+    assert!(text.contains("\r\nX-Empty:"), "{text}");
     assert!(text.ends_with("\r\n\r\nhello"), "{text}");
     // -d @FILE sends the file's bytes, as curl does; a missing file is an error.
     let dir = temp_dir("get-d");

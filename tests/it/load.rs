@@ -196,6 +196,39 @@ fn sigint_ends_the_run_and_still_prints_the_report() {
     server.shutdown();
 }
 
+/// `--timeout 0` and `--connect-timeout 0` are no limit (curl's `-m 0`),
+/// not a limit every request misses.
+#[test]
+fn a_zero_timeout_is_no_limit() {
+    let server = demo_server(Duration::from_millis(200));
+    let url = format!("http://{}/bar", server.addr);
+    for backend in ["uring-loop", "threads"] {
+        let out = uringfetch(
+            &[
+                "load",
+                "--backend",
+                backend,
+                "--timeout",
+                "0",
+                "--connect-timeout",
+                "0",
+                "-n",
+                "4",
+                "-c",
+                "2",
+                "-o",
+                "json",
+                &url,
+            ],
+            LIMIT,
+        );
+        assert!(out.status.success(), "{backend}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["requests"]["completed"], 4, "{backend}: {v}");
+    }
+    server.shutdown();
+}
+
 /// Ctrl-C in `compare` ends the comparison, not just its current row: the
 /// rows so far are printed, and the one it cut is named.
 #[test]
