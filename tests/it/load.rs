@@ -174,12 +174,11 @@ fn urls_file_and_chunked_responses() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[test]
-fn sigint_ends_the_run_and_still_prints_the_report() {
-    let server = demo_server(Duration::ZERO);
-    let url = format!("http://{}/bar", server.addr);
+/// Runs uringfetch with `args`, sends it SIGINT after 800 ms, and waits
+/// (5 s at most) for it to end.
+fn interrupted(args: &[&str]) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_uringfetch"))
-        .args(["load", "-z", "30s", "-q", "100", "-c", "2", &url])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -188,7 +187,18 @@ fn sigint_ends_the_run_and_still_prints_the_report() {
     std::thread::sleep(Duration::from_millis(800));
     // SAFETY: sending a signal to our own child, whose pid we hold.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let out = wait_limited(&mut child, Duration::from_secs(5), "load after SIGINT");
+    wait_limited(
+        &mut child,
+        Duration::from_secs(5),
+        "uringfetch after SIGINT",
+    )
+}
+
+#[test]
+fn sigint_ends_the_run_and_still_prints_the_report() {
+    let server = demo_server(Duration::ZERO);
+    let url = format!("http://{}/bar", server.addr);
+    let out = interrupted(&["load", "-z", "30s", "-q", "100", "-c", "2", &url]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("stopped early by Ctrl-C"), "{text}");
@@ -235,28 +245,18 @@ fn a_zero_timeout_is_no_limit() {
 fn sigint_ends_a_comparison_and_still_prints_its_rows() {
     let server = demo_server(Duration::ZERO);
     let url = format!("http://{}/bar", server.addr);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_uringfetch"))
-        .args([
-            "compare",
-            "-z",
-            "30s",
-            "-q",
-            "100",
-            "-c",
-            "2",
-            "--backends",
-            "epoll-loop,threads,uring-loop",
-            &url,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
-    // SAFETY: sending a signal to our own child, whose pid we hold.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let out = wait_limited(&mut child, Duration::from_secs(5), "compare after SIGINT");
+    let out = interrupted(&[
+        "compare",
+        "-z",
+        "30s",
+        "-q",
+        "100",
+        "-c",
+        "2",
+        "--backends",
+        "epoll-loop,threads,uring-loop",
+        &url,
+    ]);
     let (text, err) = (stdout(&out), stderr(&out));
     assert!(out.status.success(), "{err}");
     assert!(text.contains("epoll-loop"), "{text}");

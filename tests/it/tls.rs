@@ -455,8 +455,8 @@ fn reports_show_handshakes() {
     let text = stdout(&out);
     assert!(text.contains("TLS handshake: p50"), "{text}");
     assert!(text.contains("TLS handshakes: 50 ("), "{text}");
-    let out = uringfetch(
-        &[
+    let compare = |format: &str| {
+        let args = [
             "compare",
             "--cacert",
             files.ca(),
@@ -468,10 +468,13 @@ fn reports_show_handshakes() {
             "uring-loop,epoll-loop",
             "--pause",
             "0s",
+            "-o",
+            format,
             &url,
-        ],
-        LIMIT,
-    );
+        ];
+        uringfetch(&args, LIMIT)
+    };
+    let out = compare("text");
     let text = stdout(&out);
     assert!(text.contains("full/resumed"), "{text}");
     // Each row starts cold: its first connection makes a full handshake
@@ -487,25 +490,7 @@ fn reports_show_handshakes() {
         let last = row.split_whitespace().last().unwrap_or_default();
         assert!(["1/0", "2/0", "1/1"].contains(&last), "{text}");
     }
-    let out = uringfetch(
-        &[
-            "compare",
-            "--cacert",
-            files.ca(),
-            "-n",
-            "20",
-            "-c",
-            "2",
-            "--backends",
-            "uring-loop,epoll-loop",
-            "--pause",
-            "0s",
-            "-o",
-            "json",
-            &url,
-        ],
-        LIMIT,
-    );
+    let out = compare("json");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     for row in v.as_array().unwrap() {
         let (all, resumed) = (n(row, "/tls/handshakes"), n(row, "/tls/resumed"));
