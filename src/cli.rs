@@ -17,7 +17,8 @@ const EXIT_CODES: &str = "Exit codes:
        which not one request got a response, a backend that could not run
   2    usage error: bad arguments
   3    a --fail-on condition held (the report is still printed)
-  130  interrupted (a second Ctrl-C; the first ends a run and prints its report)";
+  130  interrupted (a second Ctrl-C, or one during --start-at's wait; the first
+       ends a run and prints its report)";
 
 /// An HTTP fetcher and load generator whose network I/O runs on Linux io_uring.
 #[derive(Debug, Parser)]

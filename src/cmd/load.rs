@@ -394,6 +394,17 @@ pub fn run(args: LoadArgs) -> anyhow::Result<i32> {
     summary.run_id = args.run_id.clone();
     summary.labels = args.labels.iter().cloned().collect();
     summary.start_at = args.start_at.map(wallclock::rfc3339);
+    if args.request.http2 && summary.h2.is_none() && summary.requests.completed > 0 {
+        // ALPN chose HTTP/1.1 everywhere: say so, not only in JSON.
+        crate::say!(
+            "uringfetch: note: no server chose HTTP/2 (ALPN): the run spoke HTTP/1.1{}",
+            if args.streams > 1 {
+                ", one request at a time per connection (--streams did nothing)"
+            } else {
+                ""
+            }
+        );
+    }
     match format {
         OutputFormat::Text => super::emit(&text::render(&summary, &outcome.recorder.latency)),
         OutputFormat::Json => super::emit(&(serde_json::to_string_pretty(&summary)? + "\n")),

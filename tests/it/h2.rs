@@ -361,6 +361,25 @@ pub fn alpn_picks_the_protocol(b: &[&str]) {
     assert_eq!(n(&v, "/requests/completed"), 200, "{v}");
     assert_eq!(v["protocol"], "h1", "{v}");
     assert!(v["h2"].is_null(), "{v}");
+    // The text run says so too, and that --streams did nothing.
+    let args = [
+        "--http2",
+        "--cacert",
+        files.ca(),
+        "--streams",
+        "4",
+        "-n",
+        "4",
+        &url,
+    ];
+    let out = uringfetch(&[&["load"], b, &args[..]].concat(), LIMIT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no server chose HTTP/2 (ALPN)")
+            && stderr(&out).contains("--streams did nothing"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// A GOAWAY after five responses: the streams above its last id go to a
