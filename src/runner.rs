@@ -385,17 +385,20 @@ pub fn fetch(
         conn,
         connections,
         Collector::new(targets.len()),
+        |_| {},
     )?;
     Ok(collected.into_results())
 }
 
-/// [`fetch`] into any sink (`get` streams bodies out as they come).
+/// [`fetch`] into any sink (`get` streams bodies out as they come);
+/// `on_plan` gets the run's plan before it starts (to cancel it on Ctrl-C).
 pub(crate) fn fetch_into<S: Sink + Send + 'static>(
     kind: impl Into<Backend>,
     targets: &[Target],
     conn: &ConnOptions,
     connections: usize,
     sink: S,
+    on_plan: impl FnOnce(Arc<Plan>),
 ) -> Result<S, FetchError> {
     let n = targets.len();
     let conn = ConnOptions {
@@ -404,9 +407,11 @@ pub(crate) fn fetch_into<S: Sink + Send + 'static>(
     };
     let targets = Arc::new(targets.to_vec());
     let kind: Backend = kind.into();
+    let plan = Plan::new(Stop::Count(n as u64), Rate::Closed);
+    on_plan(plan.clone());
     let ctx = WorkerCtx::new(
         connections.clamp(1, n.max(1)),
-        Plan::new(Stop::Count(n as u64), Rate::Closed),
+        plan,
         targets.clone(),
         backend::wire(&targets, 1),
         Arc::new(conn),

@@ -335,19 +335,24 @@ pub fn run(args: GetArgs) -> anyhow::Result<i32> {
         failures: 0,
     };
     printer.advance();
+    // The first Ctrl-C ends the fetch: what arrived is printed, what did
+    // not is named (a second one exits at once, 130).
+    let mut ctrl_c = None;
+    let on_plan = |plan| ctrl_c = Some(super::interrupt::CancelOnCtrlC::new(plan));
     let mut printer = if good.is_empty() {
         printer
     } else if args.sequential {
         // The article's synchronous client: one blocking connection at a time.
-        crate::runner::fetch_into(BackendKind::Threads, &good, &conn, 1, printer)?
+        crate::runner::fetch_into(BackendKind::Threads, &good, &conn, 1, printer, on_plan)?
     } else {
         let backend = super::config::backend(args.backend, &args.request);
         if https {
             super::config::check_ktls(&args.request, args.backend)?;
         }
-        crate::runner::fetch_into(backend, &good, &conn, good.len(), printer)?
+        crate::runner::fetch_into(backend, &good, &conn, good.len(), printer, on_plan)?
     };
-    // Every ticket ends in a response or an error; this is only a backstop.
+    drop(ctrl_c);
+    // Every ticket ends in a response or an error, or was cut off by Ctrl-C.
     for p in &mut printer.parts {
         p.outcome
             .get_or_insert_with(|| Err("interrupted before a response arrived".into()));

@@ -119,6 +119,37 @@ fn python_http_server_http10_close_delimited_matches_curl() {
     assert_eq!(out.stdout, curl(&listing, false));
 }
 
+/// The first Ctrl-C ends a `get`: the responses that arrived are printed
+/// (also those behind a slow URL), the slow one is named, exit 1.
+#[test]
+fn ctrl_c_prints_what_arrived_and_names_the_rest() {
+    let server = demo_server(Duration::ZERO);
+    let fast = format!("http://{}/foo", server.addr);
+    let slow = format!("http://{}/bar?delay=10000", server.addr);
+    for backend in ["uring-loop", "threads"] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_uringfetch"))
+            .args(["get", "--backend", backend, &fast, &slow, &fast])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        // SAFETY: sending a signal to our own child, whose pid we hold.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let out = wait_limited(&mut child, Duration::from_secs(5), "get after SIGINT");
+        assert_eq!(out.status.code(), Some(1), "{backend}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "<h1>foo!</h1><h1>foo!</h1>", "{backend}");
+        assert!(
+            stderr(&out).contains("interrupted before a response arrived")
+                && stderr(&out).contains("delay=10000"),
+            "{backend}: {}",
+            stderr(&out)
+        );
+    }
+    server.shutdown();
+}
+
 /// A server that answers each request with its head as the body.
 fn head_echo() -> RawServer {
     RawServer::start(|mut s| {
