@@ -117,7 +117,8 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
             }
             e => e.into(),
         })?;
-    if args.request.http2 || args.request.http2_prior_knowledge {
+    let http2 = args.request.http2 || args.request.http2_prior_knowledge;
+    if http2 {
         // An HTTP/2 connection sends all its streams to one origin.
         let origin = |t: &Target| (t.tls, t.host.to_ascii_lowercase(), t.port);
         if let Some(other) = targets.iter().find(|t| origin(t) != origin(&targets[0])) {
@@ -150,7 +151,6 @@ pub fn config_from_args(args: &LoadArgs) -> anyhow::Result<LoadConfig> {
             super::usage!("--pipeline works with one URL, a closed loop (no -q) and keep-alive");
         }
     }
-    let http2 = args.request.http2 || args.request.http2_prior_knowledge;
     let streams = config::streams(&args.request, args.streams, https)?;
     if http2 && args.pipeline > 1 {
         super::usage!("--pipeline is HTTP/1.1's; with HTTP/2 use --streams");

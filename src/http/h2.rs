@@ -334,12 +334,15 @@ pub(crate) fn unpad(head: Head, payload: &[u8]) -> Result<&[u8], H2Error> {
     Ok(&rest[..rest.len() - pad as usize])
 }
 
-/// A new initial window moves every open stream's send window by `delta`
+/// The peer's new initial window (`initial`, from its SETTINGS) replaces
+/// `current` and moves every open stream's send window by the difference
 /// (RFC 9113 §6.9.2); one pushed past 2^31-1 is a connection error.
 pub(crate) fn shift_windows<'a>(
+    current: &mut i64,
+    initial: i64,
     windows: impl Iterator<Item = &'a mut i64>,
-    delta: i64,
 ) -> Result<(), H2Error> {
+    let delta = initial - std::mem::replace(current, initial);
     for w in windows {
         *w += delta;
         if *w > MAX_WINDOW {

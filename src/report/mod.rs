@@ -241,21 +241,18 @@ impl HttpShape {
         let head = String::from_utf8_lossy(&request[..end]);
         let mut lines = head.split("\r\n");
         let version = lines.next()?.rsplit(' ').next()?.to_string();
-        let fields: Vec<&str> = lines.collect();
-        let over_h2 = fields
-            .iter()
-            .filter(|f| {
-                // HTTP/2 sends no `Connection` field (RFC 9113 §8.2.2).
-                !f.split(':')
-                    .next()
-                    .is_some_and(|n| n.trim().eq_ignore_ascii_case("connection"))
-            })
-            .count();
+        // HTTP/2 sends no `Connection` field (RFC 9113 §8.2.2).
+        let sent = |field: &&str| {
+            !h2 || !field
+                .split(':')
+                .next()
+                .is_some_and(|n| n.trim().eq_ignore_ascii_case("connection"))
+        };
         Some(Self {
             version,
             keep_alive: config.conn.keep_alive,
             pipeline: config.conn.pipeline,
-            headers: if h2 { over_h2 } else { fields.len() },
+            headers: lines.filter(sent).count(),
             body_bytes: (request.len() - end - 4) as u64,
         })
     }

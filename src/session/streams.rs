@@ -46,7 +46,7 @@ use super::h2::{Event, H2Conn};
 use super::{Done, Phase, Session, Sink};
 use crate::backend::{Http2, WorkerCtx};
 use crate::error::{ErrorKind, FetchError};
-use crate::http::h2::{NO_ERROR, REFUSED_STREAM, error_name};
+use crate::http::h2::{H2Error, NO_ERROR, REFUSED_STREAM, error_name};
 use crate::plan::Ticket;
 
 /// How close to its deadline a stream times out with one that is due.
@@ -154,8 +154,7 @@ impl Session {
         if h2.active() == 0 {
             let closing = h2.is_going_away() || !ctx.conn.keep_alive;
             if closing {
-                self.h2_part(NO_ERROR, b"");
-                self.close_conn(sink);
+                self.h2_close(sink);
             }
             if !self.tickets.is_empty() {
                 if closing {
@@ -254,9 +253,7 @@ impl Session {
             on_event(e, ctx, sink, peer, now, &mut conn);
         });
         if let Err(e) = result {
-            self.h2_part(e.code, e.reason.as_bytes());
-            let error = FetchError::new(ErrorKind::H2Protocol, format!("{peer}: {e}"));
-            return self.h2_fail(ctx, sink, error, now);
+            return self.h2_error(ctx, sink, peer, e, now);
         }
         if self.phase == Phase::Exchanging {
             return self.h2_settle(ctx, sink, now);
@@ -267,8 +264,7 @@ impl Session {
         // The connection exchanges until they are sent ([`h2_sent`]),
         // and a ticket waiting for its time waits in `scheduled`.
         if self.h2.as_ref().is_some_and(|h2| h2.is_going_away()) {
-            self.h2_part(NO_ERROR, b"");
-            return self.close_conn(sink);
+            return self.h2_close(sink);
         }
         if self.h2_unsent() && matches!(self.phase, Phase::Idle | Phase::Scheduled) {
             if self.phase == Phase::Scheduled {
@@ -300,9 +296,7 @@ impl Session {
             on_event(e, ctx, sink, peer, now, &mut conn);
         });
         if let Err(e) = result {
-            self.h2_part(e.code, e.reason.as_bytes());
-            let error = FetchError::new(ErrorKind::H2Protocol, format!("{peer}: {e}"));
-            return self.h2_fail(ctx, sink, error, now);
+            return self.h2_error(ctx, sink, peer, e, now);
         }
         if h2.active() < before {
             // Streams timed out: the connection ends with them (as an
@@ -314,8 +308,7 @@ impl Session {
             if n > 0 {
                 sink.retried(n);
             }
-            self.h2_part(NO_ERROR, b"");
-            self.close_conn(sink);
+            self.h2_close(sink);
             self.phase = if self.tickets.is_empty() {
                 Phase::Idle
             } else {
@@ -337,6 +330,28 @@ impl Session {
             self.deadline = None;
         }
         self.h2_settle(ctx, sink, now);
+    }
+
+    /// A connection error the session found (kind `h2_protocol`): the
+    /// server is told with GOAWAY and its code, and every stream fails.
+    fn h2_error<S: Sink>(
+        &mut self,
+        ctx: &WorkerCtx,
+        sink: &mut S,
+        peer: SocketAddr,
+        e: H2Error,
+        now: Instant,
+    ) {
+        self.h2_part(e.code, e.reason.as_bytes());
+        let error = FetchError::new(ErrorKind::H2Protocol, format!("{peer}: {e}"));
+        self.h2_fail(ctx, sink, error, now);
+    }
+
+    /// The session ends the connection with nothing wrong: GOAWAY
+    /// NO_ERROR, then the close.
+    fn h2_close<S: Sink>(&mut self, sink: &mut S) {
+        self.h2_part(NO_ERROR, b"");
+        self.close_conn(sink);
     }
 
     /// The connection ends on our side, its socket still sound: GOAWAY

@@ -412,7 +412,7 @@ impl H2Conn {
             return None;
         }
         let mut out = std::mem::take(&mut self.next);
-        put_goaway(&mut out, 0, code, &debug[..debug.len().min(256)]);
+        put_goaway(&mut out, 0, code, debug);
         Some(out)
     }
 

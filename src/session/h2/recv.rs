@@ -420,9 +420,8 @@ impl H2Conn {
             self.peer_max_streams = n as usize;
         }
         if let Some(window) = settings.initial_window {
-            let delta = window - self.peer_initial_window;
-            self.peer_initial_window = window;
-            shift_windows(self.streams.iter_mut().map(|s| &mut s.send_window), delta)?;
+            let windows = self.streams.iter_mut().map(|s| &mut s.send_window);
+            shift_windows(&mut self.peer_initial_window, window, windows)?;
         }
         if let Some(n) = settings.max_frame {
             self.peer_max_frame = n;
