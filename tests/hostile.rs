@@ -376,6 +376,19 @@ fn oversize_and_malformed_heads_get_431_and_400(engine: &str) {
 /// the server once kept the output buffer the answer grew (73 KiB per idle
 /// connection after `/chunked/70000`, against about 5 KiB after `/bar`).
 fn idle_connections_do_not_keep_big_answers_buffers(engine: &str) {
+    let per_conn = idle_kib_per_connection(engine, |s| {
+        let status = exchange(s, b"GET /chunked/70000 HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(status, 200);
+    });
+    assert!(
+        per_conn < 24,
+        "{per_conn} KiB per idle connection after a 70,000-byte chunked answer"
+    );
+}
+
+/// The server's resident memory per connection (KiB) once 500
+/// connections have each made `exchange` and gone idle.
+fn idle_kib_per_connection(engine: &str, exchange: impl Fn(&mut TcpStream)) -> u64 {
     const N: usize = 500;
     let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let peer = serve(engine);
@@ -385,18 +398,14 @@ fn idle_connections_do_not_keep_big_answers_buffers(engine: &str) {
         .map(|_| {
             let mut s = TcpStream::connect(peer.addr).expect("connect");
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let status = exchange(&mut s, b"GET /chunked/70000 HTTP/1.1\r\nHost: t\r\n\r\n");
-            assert_eq!(status, 200);
+            exchange(&mut s);
             s
         })
         .collect();
     std::thread::sleep(Duration::from_millis(200));
     let per_conn = status_kib(pid, "VmRSS").saturating_sub(before) / N as u64;
-    assert!(
-        per_conn < 24,
-        "{per_conn} KiB per idle connection after a 70,000-byte chunked answer"
-    );
     drop(conns);
+    per_conn
 }
 
 /// The HTTP/2 form of the test above: h2c connections that each got a
@@ -405,26 +414,13 @@ fn idle_connections_do_not_keep_big_answers_buffers(engine: &str) {
 /// buffers are let go once no stream is open. (10,000 idle h2c
 /// connections after `/bar` held 7.0 KiB each, HTTP/1.1 ones 5.2.)
 fn idle_h2_connections_do_not_keep_big_answers_buffers(engine: &str) {
-    const N: usize = 500;
-    let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-    let peer = serve(engine);
-    let pid = peer.child.id();
-    let before = status_kib(pid, "VmRSS");
-    let conns: Vec<TcpStream> = (0..N)
-        .map(|_| {
-            let mut s = TcpStream::connect(peer.addr).expect("connect");
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            assert_eq!(h2_exchange(&mut s, "/chunked/70000"), 70_000);
-            s
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(200));
-    let per_conn = status_kib(pid, "VmRSS").saturating_sub(before) / N as u64;
+    let per_conn = idle_kib_per_connection(engine, |s| {
+        assert_eq!(h2_exchange(s, "/chunked/70000"), 70_000);
+    });
     assert!(
         per_conn < 24,
         "{per_conn} KiB per idle h2c connection after a 70,000-byte answer"
     );
-    drop(conns);
 }
 
 /// A frame header: length, type, flags, stream.

@@ -318,47 +318,39 @@ pub fn open_loop_and_duration_runs_add_up(b: &[&str]) {
     h2_counts(&v, 2, 8);
 }
 
+/// `load --http2` of 200 requests on 2 connections × 4 streams, trusting
+/// `ca`: all answered; the report.
+pub fn load_200_over_tls(b: &[&str], ca: &str, url: &str) -> Value {
+    let v = load(
+        b,
+        &[
+            "--http2",
+            "--cacert",
+            ca,
+            "-c",
+            "2",
+            "--streams",
+            "4",
+            "-n",
+            "200",
+            url,
+        ],
+    );
+    assert_eq!(n(&v, "/requests/completed"), 200, "{v}");
+    v
+}
+
 /// Over TLS, `--http2` speaks h2 where the server offers it, else the
 /// HTTP/1.1 it picks, and the report says which.
 pub fn alpn_picks_the_protocol(b: &[&str]) {
     let files = TlsFiles::new();
     let nginx = nginx_h2(Some(&files));
     let url = format!("https://localhost:{}/bar", nginx.tls_port);
-    let v = load(
-        b,
-        &[
-            "--http2",
-            "--cacert",
-            files.ca(),
-            "-c",
-            "2",
-            "--streams",
-            "4",
-            "-n",
-            "200",
-            &url,
-        ],
-    );
-    assert_eq!(n(&v, "/requests/completed"), 200, "{v}");
+    let v = load_200_over_tls(b, files.ca(), &url);
     h2_counts(&v, 2, 4);
     let h1 = nginx_tls(&files);
     let url = format!("https://localhost:{}/bar", h1.tls_port);
-    let v = load(
-        b,
-        &[
-            "--http2",
-            "--cacert",
-            files.ca(),
-            "-c",
-            "2",
-            "--streams",
-            "4",
-            "-n",
-            "200",
-            &url,
-        ],
-    );
-    assert_eq!(n(&v, "/requests/completed"), 200, "{v}");
+    let v = load_200_over_tls(b, files.ca(), &url);
     assert_eq!(v["protocol"], "h1", "{v}");
     assert!(v["h2"].is_null(), "{v}");
     // The text run says so too, and that --streams did nothing.

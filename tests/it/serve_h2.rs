@@ -175,22 +175,7 @@ pub fn our_client_and_server_agree(b: &[&str]) {
 
     let tls = TlsDemo::start(Duration::ZERO, server::Engine::Uring);
     let url = format!("https://localhost:{}/bar", tls.port());
-    let v = load(
-        b,
-        &[
-            "--http2",
-            "--cacert",
-            &tls.cert(),
-            "-c",
-            "2",
-            "--streams",
-            "4",
-            "-n",
-            "200",
-            &url,
-        ],
-    );
-    assert_eq!(n(&v, "/requests/completed"), 200, "{v}");
+    let v = crate::h2::load_200_over_tls(b, &tls.cert(), &url);
     h2_counts(&v, 2, 4);
     // Without --http2 the client offers http/1.1 only, and gets it.
     let v = load(b, &["--cacert", &tls.cert(), "-c", "2", "-n", "20", &url]);
