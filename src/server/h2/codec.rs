@@ -766,7 +766,9 @@ impl Codec {
             b'0' + (status % 10) as u8,
         ];
         let mut digits = [0u8; 20];
-        let length = body.content_length(status).map(|n| decimal(n, &mut digits));
+        let length = body
+            .content_length(status)
+            .map(|n| crate::http::server::decimal(n, &mut digits));
         let fields = [
             Some((&b":status"[..], &code[..])),
             Some((&b"server"[..], &b"uringfetch"[..])),
@@ -901,18 +903,4 @@ fn check_field(f: &mut Fields, path: &mut Vec<u8>, name: &[u8], value: &[u8], ma
             }
         }
     }
-}
-
-/// `n` in decimal, written at the end of `buf`.
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[i..]
 }
